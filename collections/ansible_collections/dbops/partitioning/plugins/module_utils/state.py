@@ -1,0 +1,156 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The state schema (default ``partitioning``): install, migrate, read and write.
+
+One row per managed table in ``<schema>.tables`` records its phase, the backfill
+checkpoint and the verification; ``<schema>.runs`` keeps the history. Versions of the
+schema are the templates ``state/NNN_*.sql.j2``, applied in order, each once.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import re
+
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+
+try:
+    from psycopg2 import sql
+    from psycopg2.extras import Json
+except ImportError:  # pragma: no cover
+    sql = None
+    Json = None
+
+PHASES = ("prepared", "copying", "copied", "verified", "switched", "cleaned", "rolled_back")
+_JSON_FIELDS = ("spec", "backfill_upper", "checkpoint", "verification", "dropped_foreign_keys", "captured")
+
+
+def migrations(templates):
+    """``[(version, template_name)]`` of the state schema, in order."""
+    found = []
+    for name in templates.texts:
+        m = re.match(r"^state/(\d+)_", name)
+        if m:
+            found.append((int(m.group(1)), name))
+    return sorted(found)
+
+
+def installed_version(session, schema):
+    exists = session.scalar("SELECT to_regclass(%s) IS NOT NULL",
+                            (sql.Identifier(schema, "schema_version").as_string(session.conn),))
+    if not exists:
+        return 0
+    return session.scalar(sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(
+        sql.Identifier(schema, "schema_version"))) or 0
+
+
+def ensure_state_schema(session, templates, schema):
+    """Apply the missing versions of the state schema; returns True when something changed."""
+    current = installed_version(session, schema)
+    changed = False
+    for version, name in migrations(templates):
+        if version <= current:
+            continue
+        text = templates.render(name, session.conn, schema=schema)
+        with session.transaction():
+            session.execute(text)
+        changed = True
+    return changed
+
+
+def _decode(row):
+    if row is None:
+        return None
+    row = dict(row)
+    return row
+
+
+def get_table(session, schema, table_name):
+    """The state row of a table as a dict, or None (also when the state schema is absent)."""
+    if installed_version(session, schema) == 0:
+        return None
+    rows = session.query(sql.SQL("SELECT * FROM {} WHERE table_name = %s").format(
+        sql.Identifier(schema, "tables")), (table_name,))
+    return _decode(rows[0]) if rows else None
+
+
+def all_tables(session, schema):
+    if installed_version(session, schema) == 0:
+        return []
+    return [_decode(r) for r in session.query(sql.SQL("SELECT * FROM {} ORDER BY table_name").format(
+        sql.Identifier(schema, "tables")))]
+
+
+def _value(key, value):
+    if key in _JSON_FIELDS and value is not None:
+        return Json(value)
+    return value
+
+
+def insert_table(session, schema, table_name, **fields):
+    fields = dict(fields, table_name=table_name)
+    cols = sorted(fields)
+    stmt = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (table_name) DO NOTHING").format(
+        sql.Identifier(schema, "tables"), sql.SQL(", ").join(sql.Identifier(c) for c in cols),
+        sql.SQL(", ").join(sql.Placeholder(c) for c in cols))
+    session.execute(stmt, dict((c, _value(c, fields[c])) for c in cols))
+
+
+def update_table(session, schema, table_name, **fields):
+    """Update fields of a table's state row (``updated_at`` moves too)."""
+    if not fields:
+        return
+    cols = sorted(fields)
+    stmt = sql.SQL("UPDATE {} SET {}, updated_at = now() WHERE table_name = %(table_name)s").format(
+        sql.Identifier(schema, "tables"),
+        sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c)) for c in cols))
+    values = dict((c, _value(c, fields[c])) for c in cols)
+    values["table_name"] = table_name
+    session.execute(stmt, values)
+
+
+def delete_table(session, schema, table_name):
+    for rel in ("pending_keys", "verify_ranges", "tables"):
+        session.execute(sql.SQL("DELETE FROM {} WHERE table_name = %s").format(sql.Identifier(schema, rel)),
+                        (table_name,))
+
+
+def record_run(session, schema, table_name, action, status="ok", details=None):
+    """Append to the history of runs (only for runs that changed something)."""
+    if session.check_mode:
+        return
+    session.execute(sql.SQL("INSERT INTO {} (table_name, action, status, finished_at, details) "
+                            "VALUES (%s, %s, %s, now(), %s)").format(sql.Identifier(schema, "runs")),
+                    (table_name, action, status, Json(details or {})))
+
+
+def advisory_key(table_name):
+    return "dbops.partitioning:" + table_name
+
+
+def lock_table_work(session, table_name):
+    """Take the per-table advisory lock so two runs never work on one table at once.
+
+    Session-level: released when the module's connection closes, also when it is killed.
+    """
+    got = session.scalar("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (advisory_key(table_name),))
+    if not got:
+        holder = session.query(
+            "SELECT a.pid, a.application_name, a.client_addr::text AS client, a.state, a.query_start "
+            "FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE l.locktype = 'advisory' AND l.granted AND "
+            "((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(%s, 0) LIMIT 1",
+            (advisory_key(table_name),))
+        who = holder[0] if holder else {}
+        raise PartitioningError("Another run is working on %s (pid %s, %s); try again when it ends."
+                                % (table_name, who.get("pid", "?"), who.get("application_name", "?")),
+                                holder=who and dict((k, str(v)) for k, v in who.items()))
+
+
+def unlock_table_work(session, table_name):
+    session.scalar("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (advisory_key(table_name),))
+
+
+def dumps(value):
+    return json.dumps(value, default=str, sort_keys=True)

