@@ -84,16 +84,23 @@ class SqlTemplates:
     def from_checkout(cls):
         return cls(read_templates(find_templates_dir()))
 
-    def render(self, name, conn, **context):
+    def render(self, name, conn, /, **context):
         if name not in self.texts:
             raise PartitioningError("SQL template %r is missing from templates/sql." % name)
 
+        def defined(value):
+            if isinstance(value, jinja2.Undefined):
+                value._fail_with_undefined_error()
+            return value
+
         def ident(value):
+            defined(value)
             if isinstance(value, (list, tuple)):
                 return _Quoted(sql.Identifier(*value).as_string(conn))
             return _Quoted(sql.Identifier(value).as_string(conn))
 
         def lit(value):
+            defined(value)
             return _Quoted(sql.Literal(value).as_string(conn))
 
         def composed(value):
@@ -101,6 +108,7 @@ class SqlTemplates:
 
         def idents(values, prefix=None):
             """``cols|idents`` -> ``"a", "b"``; ``cols|idents(new)`` -> ``NEW."a", NEW."b"``."""
+            defined(values)
             pre = (prefix.as_string(conn) + ".") if prefix is not None else ""
             return _Quoted(", ".join(pre + sql.Identifier(v).as_string(conn) for v in values))
 
@@ -125,7 +133,7 @@ class SqlTemplates:
         env.filters["idents"] = idents
         try:
             return str(env.get_template(name + TEMPLATE_SUFFIX).render(**context))
-        except jinja2.TemplateError as e:
+        except (jinja2.TemplateError, TypeError) as e:
             raise PartitioningError("SQL template %s cannot be rendered: %s" % (name, e))
 
 
