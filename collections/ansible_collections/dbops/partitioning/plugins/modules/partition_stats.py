@@ -1,0 +1,116 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: partition_stats
+short_description: Read-only facts about partitioned and migrating tables
+description:
+  - Reports, per table, the migration phase recorded in the state schema, backfill progress
+    (rows copied of the estimate, percent, rate, ETA, pauses and throttles, keys waiting for
+    reconciliation), the last verification, and the partitions of the partitioned table
+    (bounds, estimated rows, sizes, scans), index use summed over partitions, rows in the
+    default partition and health warnings.
+  - Never changes anything; safe to run at any time, also while a phase runs.
+version_added: 0.1.0
+extends_documentation_fragment:
+  - dbops.partitioning.connection
+options:
+  tables:
+    description:
+      - Tables to report on (C(schema.table); unqualified means C(public)), or table specs as in
+        I(partitioning_tables) (their C(table) and C(premake) are used).
+      - Empty means every table recorded in the state schema.
+    type: list
+    elements: raw
+    default: []
+  state_schema:
+    description: The schema holding the migration state.
+    type: str
+    default: partitioning
+author:
+  - dbops.partitioning contributors
+'''
+
+EXAMPLES = r'''
+- name: Facts about every managed table
+  dbops.partitioning.partition_stats:
+    login_host: db1.example.com
+    login_db: finance
+  register: stats
+
+- name: One table, with its premake target checked
+  dbops.partitioning.partition_stats:
+    login_db: finance
+    tables:
+      - table: public.revenues
+        premake: 4
+'''
+
+RETURN = r'''
+tables:
+  description: One entry per table.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    table: {description: Canonical name., type: str, sample: public.revenues}
+    managed: {description: Whether the state schema records the table., type: bool}
+    phase: {description: "prepared, copying, copied, verified, switched, cleaned or rolled_back.", type: str}
+    partitioned_table: {description: The partitioned relation (the twin before switchover)., type: str}
+    progress: {description: Backfill progress as in the state schema's progress view., type: dict}
+    verification: {description: Status of the last verification (ok or different)., type: str}
+    partitions: {description: "Per partition: name, bound, is_default, rows_estimate, total_bytes, index_bytes, scans.", type: list}
+    indexes: {description: Index use summed over partitions (scans, bytes, valid)., type: list}
+    default_partition_rows: {description: Rows currently in the default partition., type: int}
+    health: {description: Warnings an operator should act on., type: list, elements: str}
+queries:
+  description: Statements that changed something (always empty for this read-only module).
+  returned: always
+  type: list
+  elements: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
+    connection_argument_spec, open_session, run_module)
+from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import TEMPLATES_ARGUMENT_SPEC
+from ansible_collections.dbops.partitioning.plugins.module_utils.stats import all_facts
+
+
+def _targets(entries):
+    names, premake = [], {}
+    for entry in entries:
+        if isinstance(entry, dict):
+            name = qualified(*parse_table(entry.get("table", "")))
+            if entry.get("strategy", "range") == "range" and entry.get("premake") is not None:
+                premake[name] = int(entry["premake"])
+        else:
+            name = qualified(*parse_table(str(entry)))
+        names.append(name)
+    return names, premake
+
+
+def work(module, state):
+    names, premake = _targets(module.params["tables"])  # validated before connecting
+    session = open_session(module, state, "partition_stats")
+    facts = all_facts(session, module.params["state_schema"], names, premake)
+    return dict(changed=False, tables=facts, queries=session.queries)
+
+
+def main():
+    spec = connection_argument_spec()
+    spec.update(TEMPLATES_ARGUMENT_SPEC)
+    spec.update(tables=dict(type="list", elements="raw", default=[]),
+                state_schema=dict(type="str", default="partitioning"))
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    run_module(module, work)
+
+
+if __name__ == "__main__":
+    main()
