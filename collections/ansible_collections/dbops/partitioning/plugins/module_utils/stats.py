@@ -72,7 +72,11 @@ def table_facts(session, state_schema, table_name, premake=None):
     schema, name = parse_table(table_name)
     canonical = qualified(schema, name)
     row = state_store.get_table(session, state_schema, canonical)
-    facts = dict(table=canonical, managed=row is not None, phase=row["phase"] if row else None, health=[])
+    # Every key is always present, so playbooks and AWX surveys can read them without guards.
+    facts = dict(table=canonical, managed=row is not None, phase=row["phase"] if row else None, health=[],
+                 partitioned_table=None, progress=None, verification=None, verified_at=None, switched_at=None,
+                 swap_lock_ms=None, partitions=[], indexes=[], total_bytes=0, rows_estimate=0,
+                 default_partition_rows=None, future_partitions=None)
     if row and row["phase"] in _TWIN_PHASES:
         partitioned = row["twin_relname"]
     else:
@@ -102,12 +106,7 @@ def table_facts(session, state_schema, table_name, premake=None):
         facts["swap_lock_ms"] = row.get("swap_lock_ms")
         if verification.get("status") == "different":
             facts["health"].append("last verification found differences: see partition_verify")
-    if not parent:
-        facts["partitions"] = []
-        return facts
-    is_partitioned = session.scalar("SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass", (parent,))
-    if not is_partitioned:
-        facts["partitions"] = []
+    if not parent or not session.scalar("SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass", (parent,)):
         return facts
     parts = session.query(PARTITIONS_SQL, dict(parent=parent))
     facts["partitions"] = [dict((k, (str(v) if k == "last_analyzed" and v is not None else v))

@@ -1,0 +1,34 @@
+"""status.yml / partition_stats on a database: read-only facts, never a change."""
+from ..playbook_runner import run_playbook
+
+
+def _partitioned_table(conn):
+    cur = conn.cursor()
+    cur.execute("""
+        CREATE TABLE public.events (id bigint NOT NULL, at date NOT NULL, PRIMARY KEY (id, at))
+            PARTITION BY RANGE (at);
+        CREATE TABLE public.events_2020 PARTITION OF public.events FOR VALUES FROM ('2020-01-01') TO ('2021-01-01');
+        CREATE TABLE public.events_2999 PARTITION OF public.events FOR VALUES FROM ('2999-01-01') TO ('3000-01-01');
+        CREATE TABLE public.events_default PARTITION OF public.events DEFAULT;
+        INSERT INTO public.events VALUES (1, '2020-05-01'), (2, '1999-01-01'), (3, '1998-01-01');
+        ANALYZE public.events;
+    """)
+
+
+def test_status_reports_partitions_and_default_rows(pg, db, conn):
+    _partitioned_table(conn)
+    tables = [{"table": "public.events", "partition_key": "at", "strategy": "range", "interval": "yearly",
+               "premake": 3}]
+    run = run_playbook("status", pg, db, tables)
+    assert not run.failed, run
+    assert run.changed == 0, run
+    assert "public.events: not managed" in run.output
+    assert "3 partitions" in run.output
+    assert "2 rows in the default partition events_default" in run.output
+    assert "only 1 future partitions ready (premake 3)" in run.output
+
+
+def test_status_of_an_unknown_table_is_a_clear_line(pg, db):
+    run = run_playbook("status", pg, db, [{"table": "public.nothing_here"}])
+    assert not run.failed, run
+    assert "public.nothing_here: not managed" in run.output
