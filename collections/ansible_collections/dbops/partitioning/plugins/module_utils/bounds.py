@@ -1,0 +1,352 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Partition bounds and names, computed in Python (design.md, HP13).
+
+Range partitions start at exact calendar edges: midnight of a day, the Monday of an ISO
+week, the first of a month, of a quarter (Jan/Apr/Jul/Oct) or of a year. All arithmetic
+is on naive dates; a ``timestamptz`` bound is the UTC instant of that midnight, written
+with an explicit ``+00`` offset, so no bound ever depends on the server's or the
+session's ``TimeZone`` (and daylight saving time never shifts one). Sessions run with
+``TimeZone=UTC`` anyway (db.py).
+
+``Partition.lower``/``upper`` are Python values of the key's kind: ``datetime.date``
+for ``date`` keys, naive ``datetime`` for ``timestamp``, UTC-aware ``datetime`` for
+``timestamptz`` — usable directly as query parameters and comparable with the values
+psycopg2 returns for that column.
+
+Names: ``<table>_<suffix>`` via ``identifiers.derived_name`` (<= 63 bytes):
+``_2025_01_15`` daily, ``_2025_w03`` weekly (ISO year and week), ``_2025_01`` monthly,
+``_2025_q1`` quarterly, ``_2025`` yearly, ``_p00``.. hash (zero-padded to the width of
+N-1, at least 2), ``_<name>`` list, ``_default``.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import re
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import derived_name
+
+try:
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover
+    sql = None
+
+MAX_PARTITIONS = 10000
+RANGE_KEY_KINDS = ("date", "timestamp", "timestamptz")
+
+# key kind -> the cast written after a bound literal. A fixed list: no type name read from
+# the catalog is ever printed into SQL.
+_CASTS = {
+    "date": "date",
+    "timestamp": "timestamp",
+    "timestamptz": "timestamptz",
+    "smallint": "smallint",
+    "integer": "integer",
+    "bigint": "bigint",
+    "text": "text",
+    "varchar": "varchar",
+    "uuid": "uuid",
+    "boolean": "boolean",
+}
+
+_TYPE_ALIASES = {
+    "date": "date",
+    "timestamp": "timestamp",
+    "timestamp without time zone": "timestamp",
+    "timestamptz": "timestamptz",
+    "timestamp with time zone": "timestamptz",
+    "smallint": "smallint", "int2": "smallint",
+    "integer": "integer", "int": "integer", "int4": "integer",
+    "bigint": "bigint", "int8": "bigint",
+    "text": "text",
+    "character varying": "varchar", "varchar": "varchar",
+    "uuid": "uuid",
+    "boolean": "boolean", "bool": "boolean",
+}
+
+UTC = datetime.timezone.utc
+
+
+@dataclass
+class Partition:
+    name: str
+    suffix: str
+    kind: str                      # 'range' | 'hash' | 'list' | 'default'
+    lower: Any = None              # range: inclusive lower bound (see module docstring)
+    upper: Any = None              # range: exclusive upper bound
+    modulus: Optional[int] = None  # hash
+    remainder: Optional[int] = None
+    values: List[Any] = field(default_factory=list)  # list
+
+    def as_dict(self):
+        """JSON-able form for module results and the state schema."""
+        out = dict(name=self.name, suffix=self.suffix, kind=self.kind)
+        if self.kind == "range":
+            out.update(lower=_iso(self.lower), upper=_iso(self.upper))
+        elif self.kind == "hash":
+            out.update(modulus=self.modulus, remainder=self.remainder)
+        elif self.kind == "list":
+            out.update(values=list(self.values))
+        return out
+
+
+def _iso(value):
+    return value.isoformat() if value is not None else None
+
+
+def key_kind(key_type):
+    """``format_type`` text -> 'date' | 'timestamp' | 'timestamptz' | 'integer' | ... or None.
+
+    Type modifiers are ignored: ``timestamp(3) with time zone`` is 'timestamptz'.
+    """
+    if not key_type:
+        return None
+    text = re.sub(r"\(\s*\d+(\s*,\s*\d+)?\s*\)", "", str(key_type).strip().lower())
+    text = re.sub(r"\s+", " ", text).strip()
+    if text.startswith("pg_catalog."):
+        text = text[len("pg_catalog."):]
+    return _TYPE_ALIASES.get(text)
+
+
+def range_key_kind(key_type):
+    """The kind of a key type that range partitioning supports, or None."""
+    kind = key_kind(key_type)
+    return kind if kind in RANGE_KEY_KINDS else None
+
+
+# --------------------------------------------------------------------------- calendar
+
+def _as_date(value):
+    """Date of a date/datetime value; aware datetimes are taken as their UTC instant."""
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.date()
+    if isinstance(value, datetime.date):
+        return value
+    if isinstance(value, str):
+        return _as_date(datetime.datetime.fromisoformat(value.strip()))
+    raise PartitioningError("%r is not a date or a timestamp." % (value,))
+
+
+def _check_interval(interval):
+    if interval not in ("daily", "weekly", "monthly", "quarterly", "yearly"):
+        raise PartitioningError("Unknown interval %r." % (interval,))
+
+
+def floor_boundary(value, interval):
+    """The first day (a ``date``) of the ``interval`` period that contains ``value``.
+
+    ``value`` is a date, a naive timestamp or an aware timestamp (taken in UTC). A
+    timestamp exactly at midnight belongs to the period that starts there.
+    """
+    _check_interval(interval)
+    d = _as_date(value)
+    if interval == "daily":
+        return d
+    if interval == "weekly":
+        return d - datetime.timedelta(days=d.isoweekday() - 1)
+    if interval == "monthly":
+        return d.replace(day=1)
+    if interval == "quarterly":
+        return datetime.date(d.year, 3 * ((d.month - 1) // 3) + 1, 1)
+    return datetime.date(d.year, 1, 1)
+
+
+def next_boundary(boundary, interval):
+    """The boundary after ``boundary`` (which must itself be a boundary of ``interval``)."""
+    _check_interval(interval)
+    d = _as_date(boundary)
+    if interval == "daily":
+        return d + datetime.timedelta(days=1)
+    if interval == "weekly":
+        return d + datetime.timedelta(days=7)
+    if interval == "yearly":
+        return datetime.date(d.year + 1, 1, 1)
+    months = 1 if interval == "monthly" else 3
+    m = d.month - 1 + months
+    return datetime.date(d.year + m // 12, m % 12 + 1, 1)
+
+
+def suffix_for(boundary, interval):
+    """Suffix of the range partition that starts at ``boundary``."""
+    _check_interval(interval)
+    d = _as_date(boundary)
+    if interval == "daily":
+        return "%04d_%02d_%02d" % (d.year, d.month, d.day)
+    if interval == "weekly":
+        iso_year, week, _ = d.isocalendar()
+        return "%04d_w%02d" % (iso_year, week)
+    if interval == "monthly":
+        return "%04d_%02d" % (d.year, d.month)
+    if interval == "quarterly":
+        return "%04d_q%d" % (d.year, (d.month - 1) // 3 + 1)
+    return "%04d" % d.year
+
+
+def bound_value(boundary, kind):
+    """A boundary (date) as the Python value of the key's kind."""
+    if kind == "date":
+        return boundary
+    midnight = datetime.datetime(boundary.year, boundary.month, boundary.day)
+    if kind == "timestamptz":
+        return midnight.replace(tzinfo=UTC)
+    return midnight
+
+
+# --------------------------------------------------------------------------- planning
+
+def partition_name(table_name, suffix):
+    return derived_name(table_name, "_" + suffix)
+
+
+def _default_partition(spec):
+    return Partition(name=partition_name(spec.name, "default"), suffix="default", kind="default")
+
+
+def range_partition(spec, boundary, kind):
+    """The range partition of ``spec`` starting at ``boundary`` (a date on the interval's edge)."""
+    suffix = suffix_for(boundary, spec.interval)
+    return Partition(name=partition_name(spec.name, suffix), suffix=suffix, kind="range",
+                     lower=bound_value(boundary, kind),
+                     upper=bound_value(next_boundary(boundary, spec.interval), kind))
+
+
+def plan_range(spec, key_type, first, last_exclusive):
+    """Range partitions of ``spec`` from the period containing ``first`` up to ``last_exclusive``."""
+    kind = range_key_kind(key_type)
+    if kind is None:
+        raise PartitioningError("%s: range partitioning needs a date, timestamp or timestamptz key; %s is %s."
+                                % (spec.table_name, spec.partition_key, key_type))
+    b = floor_boundary(first, spec.interval)
+    end = _as_date(last_exclusive)
+    out = []
+    while b < end:
+        if len(out) >= MAX_PARTITIONS:
+            raise PartitioningError(
+                "%s: %s partitions from %s to %s would be more than %d; choose a longer interval or a later "
+                "start (rows far in the past or future widen the range: check min/max of %s)."
+                % (spec.table_name, spec.interval, floor_boundary(first, spec.interval), end, MAX_PARTITIONS,
+                   spec.partition_key))
+        out.append(range_partition(spec, b, kind))
+        b = next_boundary(b, spec.interval)
+    return out
+
+
+def plan_partitions(spec, key_type, min_value, max_value, now):
+    """Every partition the twin of ``spec`` should have (the default partition last).
+
+    range: from the period of the earliest of ``min_value``, ``spec.start`` and ``now`` up
+    to and including ``spec.premake`` periods after the one containing ``now``, and at
+    least through the period of ``max_value`` (future-dated rows); ``min_value``/
+    ``max_value`` are None for an empty table. More than 10000 partitions is refused.
+    hash: ``spec.partitions`` partitions p00..; list: one per ``spec.values`` entry.
+    """
+    if now is None:
+        now = datetime.datetime.now(UTC)
+    out = []
+    if spec.strategy == "range":
+        if range_key_kind(key_type) is None:
+            raise PartitioningError("%s: range partitioning needs a date, timestamp or timestamptz key; %s is %s."
+                                    % (spec.table_name, spec.partition_key, key_type))
+        starts = [_as_date(now)]
+        if min_value is not None:
+            starts.append(_as_date(min_value))
+        if spec.start is not None:
+            starts.append(_as_date(spec.start))
+        first = min(starts)
+        current = floor_boundary(now, spec.interval)
+        end = next_boundary(current, spec.interval)
+        for _ in range(spec.premake):
+            end = next_boundary(end, spec.interval)
+        if max_value is not None:
+            end = max(end, next_boundary(floor_boundary(max_value, spec.interval), spec.interval))
+        if _too_many(first, end, spec.interval):
+            raise PartitioningError(
+                "%s: %s partitions from %s to %s would be more than %d; choose a longer interval or a later "
+                "start (rows far in the past or future widen the range: check min/max of %s)."
+                % (spec.table_name, spec.interval, floor_boundary(first, spec.interval), end, MAX_PARTITIONS,
+                   spec.partition_key))
+        out = plan_range(spec, key_type, first, end)
+    elif spec.strategy == "hash":
+        n = spec.partitions
+        width = max(2, len(str(n - 1)))
+        for r in range(n):
+            suffix = "p%0*d" % (width, r)
+            out.append(Partition(name=partition_name(spec.name, suffix), suffix=suffix, kind="hash",
+                                 modulus=n, remainder=r))
+    elif spec.strategy == "list":
+        for value_name, values in spec.values.items():
+            out.append(Partition(name=partition_name(spec.name, value_name), suffix=value_name, kind="list",
+                                 values=list(values)))
+    else:
+        raise PartitioningError("Unknown strategy %r." % (spec.strategy,))
+    if spec.default_partition and spec.strategy != "hash":
+        out.append(_default_partition(spec))
+    _check_unique_names(spec, out)
+    return out
+
+
+def _too_many(first, end, interval):
+    """Count before building the list (a row dated in year 1 would otherwise loop long)."""
+    a, b = floor_boundary(first, interval), _as_date(end)
+    months = (b.year - a.year) * 12 + b.month - a.month
+    count = {"daily": (b - a).days, "weekly": (b - a).days // 7, "monthly": months,
+             "quarterly": months // 3, "yearly": b.year - a.year}[interval]
+    return count > MAX_PARTITIONS
+
+
+def _check_unique_names(spec, partitions):
+    names = {}
+    for p in partitions:
+        if p.name in names:
+            raise PartitioningError("%s: partitions %r and %r would both be named %s."
+                                    % (spec.table_name, names[p.name], p.suffix, p.name))
+        names[p.name] = p.suffix
+
+
+# --------------------------------------------------------------------------- SQL
+
+def literal(value, key_type):
+    """A typed literal for a bound: ``'2025-01-01'::date``; the cast only for known kinds."""
+    kind = key_kind(key_type)
+    if isinstance(value, datetime.datetime):
+        if kind == "timestamptz" or value.tzinfo is not None:
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
+            text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") + "+00"
+            if value.microsecond:
+                text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") + "+00"
+        else:
+            text = value.strftime("%Y-%m-%d %H:%M:%S") if not value.microsecond \
+                else value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        value = text
+    elif isinstance(value, datetime.date):
+        if kind in ("timestamp", "timestamptz"):
+            return literal(bound_value(value, kind), key_type)
+        value = value.isoformat()
+    lit = sql.Literal(value)
+    if kind in _CASTS and not isinstance(value, bool):
+        return sql.SQL("{}::{}").format(lit, sql.SQL(_CASTS[kind]))
+    return lit
+
+
+def bound_clause(partition, key_type):
+    """``FOR VALUES ...`` / ``DEFAULT`` of a partition, as a psycopg2 composable."""
+    if partition.kind == "range":
+        return sql.SQL("FOR VALUES FROM ({}) TO ({})").format(literal(partition.lower, key_type),
+                                                             literal(partition.upper, key_type))
+    if partition.kind == "hash":
+        return sql.SQL("FOR VALUES WITH (MODULUS {}, REMAINDER {})").format(
+            sql.Literal(int(partition.modulus)), sql.Literal(int(partition.remainder)))
+    if partition.kind == "list":
+        return sql.SQL("FOR VALUES IN ({})").format(
+            sql.SQL(", ").join(literal(v, key_type) for v in partition.values))
+    if partition.kind == "default":
+        return sql.SQL("DEFAULT")
+    raise PartitioningError("Unknown partition kind %r." % (partition.kind,))

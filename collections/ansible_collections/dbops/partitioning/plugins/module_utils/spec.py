@@ -1,0 +1,465 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The table spec: what an operator writes in ``partitioning_tables``, validated.
+
+``normalize_spec(raw, defaults)`` turns one entry of ``partitioning_tables`` into a
+``TableSpec`` *before any database access*. Every problem of an entry is collected and
+reported together, one line per problem, each naming the table and the key, so that an
+operator fixes a spec in one round. ``validate_specs(list)`` does the same for the whole
+list and refuses a table listed twice.
+
+Raw keys (INTERFACE.md): table, partition_key, strategy, interval, premake, retention,
+retention_action, inbound_foreign_keys, default_partition, partitions, values, start,
+plus per-table tuning overrides named as the playbook variables without the
+``partitioning_`` prefix (batch_size, batch_sleep_ms, ...).
+
+``defaults`` carries the playbook-level values: the tuning names (with or without the
+``partitioning_`` prefix) and ``premake``/``retention_action``/``inbound_foreign_keys``.
+Keys of ``defaults`` that are not spec keys are ignored, so a module may pass its whole
+``module.params``; a ``None`` default means "not set".
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import (
+    derived_name, parse_column, parse_table, qualified)
+
+STRATEGIES = ("range", "list", "hash")
+INTERVALS = ("daily", "weekly", "monthly", "quarterly", "yearly")
+RETENTION_ACTIONS = ("detach", "archive", "drop")
+INBOUND_FK_ACTIONS = ("refuse", "drop")
+MAX_HASH_PARTITIONS = 1024
+DEFAULT_PREMAKE = 4
+
+# Tuning knobs: name -> (default, kind). Kinds: 'pos' integer > 0, 'nonneg' integer >= 0,
+# 'limit' integer > 0 or None/0 meaning "no limit", 'ident' a schema name.
+TUNING = {
+    "batch_size": (10000, "pos"),
+    "batch_sleep_ms": (0, "nonneg"),
+    "batch_target_ms": (500, "pos"),
+    "max_replica_lag_s": (30, "pos"),
+    "lock_timeout_ms": (50, "pos"),
+    "swap_retries": (30, "pos"),
+    "copy_workers": (1, "pos"),
+    "max_runtime_s": (None, "limit"),
+    "max_active_backends": (None, "limit"),
+    "max_lock_waiters": (None, "limit"),
+    "state_schema": ("partitioning", "ident"),
+    "archive_schema": ("partitioning_archive", "ident"),
+}
+
+SPEC_KEYS = ("table", "partition_key", "strategy", "interval", "premake", "retention", "retention_action",
+             "inbound_foreign_keys", "default_partition", "partitions", "values", "start")
+ALL_KEYS = SPEC_KEYS + tuple(TUNING)
+# Spec keys a playbook may set for every table at once.
+DEFAULTABLE = ("premake", "retention_action", "inbound_foreign_keys") + tuple(TUNING)
+
+_LIST_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+@dataclass
+class TableSpec:
+    schema: str
+    name: str
+    table_name: str                 # canonical display name, 'public.revenues' (state row key)
+    partition_key: str
+    strategy: str                   # 'range' | 'list' | 'hash'
+    interval: Optional[str] = None  # range only: daily | weekly | monthly | quarterly | yearly
+    premake: int = DEFAULT_PREMAKE  # range only: partitions kept ready beyond the current one
+    start: Optional[datetime.date] = None   # range only: first partition no later than this
+    partitions: Optional[int] = None        # hash only: number of partitions
+    values: Dict[str, List[Any]] = field(default_factory=dict)  # list only: partition name -> values
+    default_partition: bool = True
+    inbound_foreign_keys: str = "refuse"
+    retention: Optional[int] = None          # range only: months kept attached; None keeps all
+    retention_action: str = "detach"
+    tuning: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def twin(self):
+        """(schema, name) of the partitioned twin."""
+        return (self.schema, derived_name(self.name, "_partitioned"))
+
+    @property
+    def old(self):
+        """(schema, name) the original gets at switchover."""
+        return (self.schema, derived_name(self.name, "_old"))
+
+    @property
+    def state_schema(self):
+        return self.tuning["state_schema"]
+
+    def to_json(self):
+        """A JSON-able dict in the raw spec's own keys: ``normalize_spec(s.to_json()) == s``."""
+        out = dict(table=self.table_name, partition_key=self.partition_key, strategy=self.strategy,
+                   default_partition=self.default_partition, inbound_foreign_keys=self.inbound_foreign_keys)
+        if self.strategy == "range":
+            out.update(interval=self.interval, premake=self.premake, retention=self.retention,
+                       retention_action=self.retention_action,
+                       start=self.start.isoformat() if self.start is not None else None)
+        elif self.strategy == "hash":
+            out.update(partitions=self.partitions)
+        else:
+            out.update(values=dict((k, list(v)) for k, v in self.values.items()))
+        out.update(self.tuning)
+        return out
+
+
+def _suggest(word, choices):
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return "; did you mean %r?" % close[0] if close else ""
+
+
+def _int(value):
+    """An integer from an int or a string of digits (Ansible templating may give strings)."""
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError
+
+
+def _bool(value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError
+
+
+def _date(value):
+    """A date from a date, a datetime at midnight or an ISO 'YYYY-MM-DD' string."""
+    if isinstance(value, datetime.datetime):
+        if value.time() != datetime.time(0):
+            raise ValueError
+        return value.date()
+    if isinstance(value, datetime.date):
+        return value
+    if isinstance(value, str):
+        return datetime.date.fromisoformat(value.strip())
+    raise ValueError
+
+
+def _list_value(value):
+    """A list partition value as it goes into a literal; dates become ISO strings."""
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    if value is None or isinstance(value, (dict, list, tuple, set)):
+        raise ValueError
+    return value
+
+
+class _Problems:
+    def __init__(self, where):
+        self.where = where
+        self.items = []
+
+    def add(self, key, text):
+        self.items.append("%s: %s: %s" % (self.where, key, text))
+
+
+def _table_label(raw):
+    table = raw.get("table") if isinstance(raw, dict) else None
+    if isinstance(table, str) and table.strip():
+        try:
+            return qualified(*parse_table(table))
+        except PartitioningError:
+            return table.strip()
+    return "partitioning_tables entry"
+
+
+def _collect(raw, defaults, problems):
+    """Validate ``raw`` into the keyword arguments of TableSpec, adding to ``problems``."""
+    if not isinstance(raw, dict):
+        problems.add("table", "each entry must be a mapping with at least 'table' and 'partition_key', got %r"
+                     % (raw,))
+        return None
+    defaults = _clean_defaults(defaults)
+    for key in raw:
+        if key not in ALL_KEYS:
+            problems.add(key, "unknown key%s (known: %s)" % (_suggest(key, ALL_KEYS), ", ".join(ALL_KEYS)))
+    out = {}
+
+    # table
+    table = raw.get("table")
+    if table is None or (isinstance(table, str) and not table.strip()):
+        problems.add("table", "is required (schema.table; unqualified means public)")
+    elif not isinstance(table, str):
+        problems.add("table", "must be a string like public.revenues, got %r" % (table,))
+    else:
+        try:
+            out["schema"], out["name"] = parse_table(table)
+            out["table_name"] = qualified(out["schema"], out["name"])
+        except PartitioningError as e:
+            problems.add("table", e.msg)
+
+    # partition_key
+    key = raw.get("partition_key")
+    if key is None or (isinstance(key, str) and not key.strip()):
+        problems.add("partition_key", "is required (the column to partition by)")
+    elif not isinstance(key, str):
+        problems.add("partition_key", "must be a column name, got %r" % (key,))
+    else:
+        try:
+            out["partition_key"] = parse_column(key)
+        except PartitioningError as e:
+            problems.add("partition_key", e.msg)
+
+    # strategy
+    strategy = raw.get("strategy", "range")
+    if strategy is None:
+        strategy = "range"
+    if not isinstance(strategy, str) or strategy.strip().lower() not in STRATEGIES:
+        problems.add("strategy", "%r is not one of %s%s" % (strategy, ", ".join(STRATEGIES),
+                                                            _suggest(strategy, STRATEGIES)))
+        return out  # the remaining checks depend on the strategy
+    strategy = strategy.strip().lower()
+    out["strategy"] = strategy
+
+    def given(k):
+        return raw.get(k) is not None
+
+    def refuse_unless(k, wanted):
+        if given(k) and strategy not in wanted:
+            problems.add(k, "applies only to strategy %s, not %s" % (" or ".join(wanted), strategy))
+
+    refuse_unless("interval", ("range",))
+    refuse_unless("premake", ("range",))
+    refuse_unless("start", ("range",))
+    refuse_unless("retention", ("range",))
+    refuse_unless("partitions", ("hash",))
+    refuse_unless("values", ("list",))
+
+    if strategy == "range":
+        interval = raw.get("interval")
+        if interval is None:
+            problems.add("interval", "is required for strategy range (one of %s)" % ", ".join(INTERVALS))
+        elif not isinstance(interval, str) or interval.strip().lower() not in INTERVALS:
+            problems.add("interval", "%r is not one of %s%s" % (interval, ", ".join(INTERVALS),
+                                                                _suggest(interval, INTERVALS)))
+        else:
+            out["interval"] = interval.strip().lower()
+
+        premake = raw.get("premake", defaults.get("premake"))
+        if premake is None:
+            premake = DEFAULT_PREMAKE
+        try:
+            premake = _int(premake)
+            if premake < 0:
+                raise ValueError
+            out["premake"] = premake
+        except ValueError:
+            problems.add("premake", "must be an integer >= 0 (future partitions kept ready), got %r" % (premake,))
+
+        if given("start"):
+            try:
+                out["start"] = _date(raw["start"])
+            except ValueError:
+                problems.add("start", "must be a date (YYYY-MM-DD), got %r" % (raw["start"],))
+
+        retention = raw.get("retention", defaults.get("retention"))
+        if retention is not None:
+            try:
+                retention = _int(retention)
+                if retention <= 0:
+                    raise ValueError
+                out["retention"] = retention
+            except ValueError:
+                problems.add("retention", "must be a number of months > 0, or null to keep everything; got %r"
+                             % (retention,))
+    elif strategy == "hash":
+        n = raw.get("partitions")
+        if n is None:
+            problems.add("partitions", "is required for strategy hash (2..%d)" % MAX_HASH_PARTITIONS)
+        else:
+            try:
+                n = _int(n)
+                if not 2 <= n <= MAX_HASH_PARTITIONS:
+                    raise ValueError
+                out["partitions"] = n
+            except ValueError:
+                problems.add("partitions", "must be an integer from 2 to %d, got %r" % (MAX_HASH_PARTITIONS, n))
+    else:
+        values = _collect_values(raw.get("values"), problems)
+        if values is not None:
+            out["values"] = values
+
+    # default_partition
+    default_partition = raw.get("default_partition")
+    if default_partition is None:
+        out["default_partition"] = strategy != "hash"
+    else:
+        try:
+            default_partition = _bool(default_partition)
+            if default_partition and strategy == "hash":
+                problems.add("default_partition", "a hash-partitioned table cannot have a default partition "
+                             "(every key hashes to some partition); remove it or set it to false")
+            out["default_partition"] = default_partition
+        except ValueError:
+            problems.add("default_partition", "must be true or false, got %r" % (default_partition,))
+
+    # enums
+    for name, choices, fallback in (("retention_action", RETENTION_ACTIONS, "detach"),
+                                    ("inbound_foreign_keys", INBOUND_FK_ACTIONS, "refuse")):
+        value = raw.get(name, defaults.get(name))
+        if value is None:
+            value = fallback
+        if not isinstance(value, str) or value.strip().lower() not in choices:
+            problems.add(name, "%r is not one of %s%s" % (value, ", ".join(choices), _suggest(value, choices)))
+        else:
+            out[name] = value.strip().lower()
+
+    # tuning
+    tuning = {}
+    for name, (fallback, kind) in TUNING.items():
+        value = raw.get(name, defaults.get(name))
+        if value is None:
+            value = fallback
+        try:
+            tuning[name] = _tuning_value(value, kind)
+        except ValueError:
+            problems.add(name, _TUNING_EXPECT[kind] + ", got %r" % (value,))
+        except PartitioningError as e:
+            problems.add(name, e.msg)
+    out["tuning"] = tuning
+    return out
+
+
+_TUNING_EXPECT = {
+    "pos": "must be an integer > 0",
+    "nonneg": "must be an integer >= 0",
+    "limit": "must be an integer > 0 (or null/0 for no limit)",
+    "ident": "must be a schema name",
+}
+
+
+def _tuning_value(value, kind):
+    if kind == "ident":
+        if not isinstance(value, str):
+            raise ValueError
+        return parse_column(value)  # one identifier, case folded, length checked
+    if kind == "limit" and value is None:
+        return None
+    value = _int(value)
+    if kind == "pos" and value <= 0:
+        raise ValueError
+    if kind == "nonneg" and value < 0:
+        raise ValueError
+    if kind == "limit":
+        if value < 0:
+            raise ValueError
+        return value or None
+    return value
+
+
+def _collect_values(values, problems):
+    """list strategy: ``{partition_name: [value, ...]}``, non-empty and pairwise disjoint."""
+    if values is None:
+        problems.add("values", "is required for strategy list: a mapping of partition name to its list of values")
+        return None
+    if not isinstance(values, dict) or not values:
+        problems.add("values", "must be a non-empty mapping of partition name to its list of values, got %r"
+                     % (values,))
+        return None
+    out, owner = {}, {}
+    for name, items in values.items():
+        label = "values.%s" % (name,)
+        if not isinstance(name, str) or not _LIST_NAME.match(name):
+            problems.add(label, "partition names may use letters, digits and _ only")
+            continue
+        if name.lower() == "default":
+            problems.add(label, "'default' is the default partition's name; use default_partition: true")
+            continue
+        if not isinstance(items, (list, tuple)):
+            items = [items]
+        if not items:
+            problems.add(label, "needs at least one value")
+            continue
+        clean = []
+        for item in items:
+            try:
+                item = _list_value(item)
+            except ValueError:
+                problems.add(label, "%r is not a valid value (scalars only, no null: the key must be NOT NULL)"
+                             % (item,))
+                continue
+            seen = owner.get(_value_key(item))
+            if seen is not None:
+                problems.add(label, "value %r is already in partition %r (lists must be disjoint)" % (item, seen))
+                continue
+            owner[_value_key(item)] = name
+            clean.append(item)
+        out[name] = clean
+    return out
+
+
+def _value_key(item):
+    # 1 and '1' are the same key once PostgreSQL casts them to the column's type.
+    return str(item)
+
+
+def _clean_defaults(defaults):
+    out = {}
+    for key, value in (defaults or {}).items():
+        if not isinstance(key, str) or value is None:
+            continue
+        if key.startswith("partitioning_"):
+            key = key[len("partitioning_"):]
+        if key in DEFAULTABLE or key == "retention":
+            out[key] = value
+    return out
+
+
+def normalize_spec(raw, defaults=None):
+    """One entry of ``partitioning_tables`` -> TableSpec, or PartitioningError listing every problem."""
+    problems = _Problems(_table_label(raw))
+    out = _collect(raw, defaults, problems)
+    if problems.items:
+        raise _error(problems.items)
+    return TableSpec(**out)
+
+
+def validate_specs(raws, defaults=None):
+    """Every entry -> TableSpec; all problems of all entries in one error; duplicates refused."""
+    if raws is None:
+        raws = []
+    if not isinstance(raws, (list, tuple)):
+        raise PartitioningError("partitioning_tables must be a list of table specs, got %r" % (raws,))
+    specs, items, seen = [], [], {}
+    for index, raw in enumerate(raws):
+        problems = _Problems(_table_label(raw))
+        out = _collect(raw, defaults, problems)
+        if problems.items:
+            items.extend(problems.items)
+            continue
+        spec = TableSpec(**out)
+        if spec.table_name in seen:
+            items.append("%s: table: listed twice (entries %d and %d); list each table once"
+                         % (spec.table_name, seen[spec.table_name] + 1, index + 1))
+            continue
+        seen[spec.table_name] = index
+        specs.append(spec)
+    if items:
+        raise _error(items)
+    return specs
+
+
+def _error(items):
+    if len(items) == 1:
+        return PartitioningError("Invalid partitioning spec: %s" % items[0], problems=items)
+    return PartitioningError("Invalid partitioning spec (%d problems):\n- %s" % (len(items), "\n- ".join(items)),
+                             problems=items)

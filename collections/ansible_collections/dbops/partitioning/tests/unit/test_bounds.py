@@ -1,0 +1,283 @@
+"""Bound arithmetic and partition names (pure Python), and the bound clauses on real servers
+(the last tests use the ``conn`` fixture: PostgreSQL itself must accept the bounds and route
+rows at the edges, whatever the session's time zone)."""
+import datetime
+
+import pytest
+from psycopg2 import sql
+
+from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import (
+    MAX_PARTITIONS, Partition, bound_clause, floor_boundary, key_kind, next_boundary, plan_partitions,
+    range_key_kind, suffix_for)
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
+
+D = datetime.date
+DT = datetime.datetime
+UTC = datetime.timezone.utc
+
+
+def spec(**kw):
+    raw = dict(table="public.revenues", partition_key="occurred_at", interval="monthly")
+    raw.update(kw)
+    return normalize_spec(raw)
+
+
+# ---------------------------------------------------------------- calendar edges
+
+@pytest.mark.parametrize("value, interval, floor, nxt, suffix", [
+    (D(2025, 1, 15), "daily", D(2025, 1, 15), D(2025, 1, 16), "2025_01_15"),
+    (D(2024, 2, 28), "daily", D(2024, 2, 28), D(2024, 2, 29), "2024_02_28"),
+    (D(2024, 2, 29), "daily", D(2024, 2, 29), D(2024, 3, 1), "2024_02_29"),
+    (D(2023, 2, 28), "daily", D(2023, 2, 28), D(2023, 3, 1), "2023_02_28"),
+    (D(2024, 12, 31), "daily", D(2024, 12, 31), D(2025, 1, 1), "2024_12_31"),
+    (D(2025, 1, 15), "weekly", D(2025, 1, 13), D(2025, 1, 20), "2025_w03"),
+    (D(2025, 1, 13), "weekly", D(2025, 1, 13), D(2025, 1, 20), "2025_w03"),   # a Monday is its own floor
+    (D(2025, 1, 19), "weekly", D(2025, 1, 13), D(2025, 1, 20), "2025_w03"),   # Sunday ends the ISO week
+    (D(2021, 1, 1), "weekly", D(2020, 12, 28), D(2021, 1, 4), "2020_w53"),    # ISO week 53 of 2020
+    (D(2024, 12, 31), "weekly", D(2024, 12, 30), D(2025, 1, 6), "2025_w01"),  # week 1 starts in 2024
+    (D(2026, 12, 31), "weekly", D(2026, 12, 28), D(2027, 1, 4), "2026_w53"),
+    (D(2024, 2, 29), "monthly", D(2024, 2, 1), D(2024, 3, 1), "2024_02"),
+    (D(2024, 12, 31), "monthly", D(2024, 12, 1), D(2025, 1, 1), "2024_12"),
+    (D(2025, 1, 1), "monthly", D(2025, 1, 1), D(2025, 2, 1), "2025_01"),
+    (D(2025, 3, 31), "quarterly", D(2025, 1, 1), D(2025, 4, 1), "2025_q1"),
+    (D(2025, 4, 1), "quarterly", D(2025, 4, 1), D(2025, 7, 1), "2025_q2"),
+    (D(2025, 9, 30), "quarterly", D(2025, 7, 1), D(2025, 10, 1), "2025_q3"),
+    (D(2025, 12, 31), "quarterly", D(2025, 10, 1), D(2026, 1, 1), "2025_q4"),
+    (D(2024, 2, 29), "yearly", D(2024, 1, 1), D(2025, 1, 1), "2024"),
+    (D(2025, 12, 31), "yearly", D(2025, 1, 1), D(2026, 1, 1), "2025"),
+])
+def test_edges(value, interval, floor, nxt, suffix):
+    assert floor_boundary(value, interval) == floor
+    assert next_boundary(floor, interval) == nxt
+    assert suffix_for(floor, interval) == suffix
+
+
+def test_timestamps_at_and_just_before_midnight():
+    assert floor_boundary(DT(2025, 4, 1, 0, 0, 0), "quarterly") == D(2025, 4, 1)
+    assert floor_boundary(DT(2025, 3, 31, 23, 59, 59, 999999), "quarterly") == D(2025, 1, 1)
+
+
+def test_aware_timestamps_are_taken_as_utc_instants():
+    # 2025-01-01 01:00 in Berlin is 2024-12-31 00:00 UTC: the row belongs to December (UTC).
+    berlin = datetime.timezone(datetime.timedelta(hours=1))
+    assert floor_boundary(DT(2025, 1, 1, 0, 30, tzinfo=berlin), "monthly") == D(2024, 12, 1)
+    assert floor_boundary(DT(2024, 12, 31, 20, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=-5))),
+                          "monthly") == D(2025, 1, 1)
+
+
+def test_dst_does_not_move_bounds():
+    # Bounds are calendar days in UTC: a month spanning a DST change still has exact midnights.
+    s = spec(interval="daily", premake=0)
+    parts = plan_partitions(s, "timestamp with time zone", DT(2025, 3, 29, tzinfo=UTC), None,
+                            DT(2025, 3, 31, tzinfo=UTC))
+    ranges = [p for p in parts if p.kind == "range"]
+    assert [p.lower for p in ranges] == [DT(2025, 3, d, tzinfo=UTC) for d in (29, 30, 31)]
+    for p in ranges:
+        assert p.upper - p.lower == datetime.timedelta(days=1)
+
+
+def test_key_kinds():
+    assert range_key_kind("timestamp(3) with time zone") == "timestamptz"
+    assert range_key_kind("timestamp without time zone") == "timestamp"
+    assert range_key_kind("date") == "date"
+    assert range_key_kind("integer") is None and key_kind("integer") == "integer"
+    assert key_kind("character varying(20)") == "varchar"
+    assert key_kind("numeric(10,2)") is None
+
+
+# ---------------------------------------------------------------- planning range partitions
+
+NOW = DT(2025, 5, 10, 12, 0, tzinfo=UTC)
+
+
+def names(parts):
+    return [p.suffix for p in parts]
+
+
+def test_premake_counts_beyond_the_current_period():
+    parts = plan_partitions(spec(interval="quarterly", premake=2), "date", D(2025, 1, 3), D(2025, 5, 1), NOW)
+    assert names(parts) == ["2025_q1", "2025_q2", "2025_q3", "2025_q4", "default"]
+    assert parts[-1].kind == "default" and parts[-1].name == "revenues_default"
+
+
+def test_premake_zero_ends_with_the_current_period():
+    parts = plan_partitions(spec(interval="yearly", premake=0, default_partition=False), "date",
+                            D(2023, 6, 1), D(2025, 1, 1), NOW)
+    assert names(parts) == ["2023", "2024", "2025"]
+
+
+def test_partitions_are_contiguous():
+    parts = plan_partitions(spec(interval="weekly", default_partition=False), "date", D(2024, 11, 1), None, NOW)
+    for a, b in zip(parts, parts[1:]):
+        assert a.upper == b.lower
+
+
+def test_value_types_follow_the_key():
+    p_date = plan_partitions(spec(premake=0), "date", None, None, NOW)[0]
+    p_ts = plan_partitions(spec(premake=0), "timestamp without time zone", None, None, NOW)[0]
+    p_tz = plan_partitions(spec(premake=0), "timestamp with time zone", None, None, NOW)[0]
+    assert (p_date.lower, p_date.upper) == (D(2025, 5, 1), D(2025, 6, 1))
+    assert (p_ts.lower, p_ts.upper) == (DT(2025, 5, 1), DT(2025, 6, 1))
+    assert (p_tz.lower, p_tz.upper) == (DT(2025, 5, 1, tzinfo=UTC), DT(2025, 6, 1, tzinfo=UTC))
+    assert p_tz.as_dict() == dict(name="revenues_2025_05", suffix="2025_05", kind="range",
+                                  lower="2025-05-01T00:00:00+00:00", upper="2025-06-01T00:00:00+00:00")
+
+
+def test_empty_table_uses_now():
+    parts = plan_partitions(spec(premake=1), "date", None, None, NOW)
+    assert names(parts) == ["2025_05", "2025_06", "default"]
+
+
+def test_min_far_in_the_past():
+    parts = plan_partitions(spec(interval="yearly", premake=1), "date", D(1999, 7, 4), None, NOW)
+    assert names(parts)[0] == "1999" and names(parts)[-2] == "2026" and len(parts) == 2026 - 1999 + 1 + 1
+
+
+def test_future_rows_extend_the_range():
+    parts = plan_partitions(spec(premake=1), "timestamp with time zone", DT(2025, 4, 2, tzinfo=UTC),
+                            DT(2026, 1, 15, 8, 0, tzinfo=UTC), NOW)
+    assert names(parts)[:2] == ["2025_04", "2025_05"] and names(parts)[-2] == "2026_01"
+
+
+def test_start_earlier_than_the_data():
+    parts = plan_partitions(spec(premake=0, start="2025-01-15"), "date", D(2025, 3, 1), None, NOW)
+    assert names(parts)[0] == "2025_01"
+
+
+def test_start_later_than_the_data_does_not_drop_rows():
+    parts = plan_partitions(spec(premake=0, start="2025-04-01"), "date", D(2025, 2, 1), None, NOW)
+    assert names(parts)[0] == "2025_02"
+
+
+def test_data_only_in_the_future_still_gets_the_current_period():
+    parts = plan_partitions(spec(premake=0), "date", D(2025, 8, 1), D(2025, 8, 2), NOW)
+    assert names(parts) == ["2025_05", "2025_06", "2025_07", "2025_08", "default"]
+
+
+def test_now_may_be_a_date_or_naive():
+    assert names(plan_partitions(spec(premake=0), "date", None, None, D(2025, 5, 10))) == ["2025_05", "default"]
+    assert names(plan_partitions(spec(premake=0), "date", None, None, DT(2025, 5, 10))) == ["2025_05", "default"]
+
+
+def test_too_many_partitions_are_refused():
+    with pytest.raises(PartitioningError, match="more than %d" % MAX_PARTITIONS) as e:
+        plan_partitions(spec(interval="daily"), "date", D(1, 1, 1), None, NOW)
+    assert "public.revenues" in e.value.msg and "occurred_at" in e.value.msg
+
+
+def test_range_needs_a_time_key():
+    with pytest.raises(PartitioningError, match="date, timestamp or timestamptz key; occurred_at is integer"):
+        plan_partitions(spec(), "integer", 1, 5, NOW)
+
+
+def test_long_table_names_are_shortened_deterministically():
+    long = "a" * 60
+    parts = plan_partitions(spec(table=long, interval="daily", premake=1), "date", None, None, NOW)
+    assert all(len(p.name.encode()) <= 63 for p in parts)
+    assert parts[0].name.endswith("_2025_05_10") and parts[-1].name.endswith("_default")
+    assert len(set(p.name for p in parts)) == len(parts)
+    again = plan_partitions(spec(table=long, interval="daily", premake=1), "date", None, None, NOW)
+    assert [p.name for p in again] == [p.name for p in parts]
+
+
+# ---------------------------------------------------------------- hash and list
+
+@pytest.mark.parametrize("n, first, last", [(2, "p00", "p01"), (16, "p00", "p15"), (100, "p00", "p99"),
+                                            (101, "p000", "p100"), (1024, "p0000", "p1023")])
+def test_hash_widths(n, first, last):
+    parts = plan_partitions(normalize_spec(dict(table="h", partition_key="org_id", strategy="hash",
+                                                partitions=n)), "integer", None, None, NOW)
+    assert len(parts) == n and parts[0].suffix == first and parts[-1].suffix == last
+    assert {p.modulus for p in parts} == {n} and [p.remainder for p in parts] == list(range(n))
+    assert parts[0].name == "h_" + first
+
+
+def test_list_partitions():
+    s = normalize_spec(dict(table="sales.orders", partition_key="region", strategy="list",
+                            values={"eu": ["de", "fr"], "us": ["us"]}))
+    parts = plan_partitions(s, "text", None, None, NOW)
+    assert [(p.name, p.kind, p.values) for p in parts] == [
+        ("orders_eu", "list", ["de", "fr"]), ("orders_us", "list", ["us"]), ("orders_default", "default", [])]
+
+
+# ---------------------------------------------------------------- bound clauses on a real server
+
+def text(clause, conn):
+    return clause.as_string(conn)
+
+
+def test_bound_clause_texts(conn):
+    tz = plan_partitions(spec(premake=0, default_partition=False), "timestamp with time zone", None, None, NOW)[0]
+    assert text(bound_clause(tz, "timestamp with time zone"), conn) == \
+        "FOR VALUES FROM ('2025-05-01 00:00:00+00'::timestamptz) TO ('2025-06-01 00:00:00+00'::timestamptz)"
+    d = plan_partitions(spec(premake=0, default_partition=False), "date", None, None, NOW)[0]
+    assert text(bound_clause(d, "date"), conn) == "FOR VALUES FROM ('2025-05-01'::date) TO ('2025-06-01'::date)"
+    ts = plan_partitions(spec(premake=0, default_partition=False), "timestamp(6) without time zone",
+                         None, None, NOW)[0]
+    assert text(bound_clause(ts, "timestamp(6) without time zone"), conn) == \
+        "FOR VALUES FROM ('2025-05-01 00:00:00'::timestamp) TO ('2025-06-01 00:00:00'::timestamp)"
+    assert text(bound_clause(Partition("h_p01", "p01", "hash", modulus=4, remainder=1), "integer"), conn) == \
+        "FOR VALUES WITH (MODULUS 4, REMAINDER 1)"
+    assert text(bound_clause(Partition("o_eu", "eu", "list", values=["de", "it's"]), "text"), conn) == \
+        "FOR VALUES IN ('de'::text, 'it''s'::text)"
+    assert text(bound_clause(Partition("o_default", "default", "default"), "text"), conn) == "DEFAULT"
+
+
+def _create(conn, table, key_type, parts):
+    cur = conn.cursor()
+    cur.execute(sql.SQL("CREATE TABLE {} (id int, k {} NOT NULL) PARTITION BY RANGE (k)").format(
+        sql.Identifier(table), sql.SQL(key_type)))  # key_type: a constant of this test
+    for p in parts:
+        cur.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} {}").format(
+            sql.Identifier(p.name), sql.Identifier(table), bound_clause(p, key_type)))
+    return cur
+
+
+@pytest.mark.parametrize("server_tz", ["America/New_York", "Asia/Kolkata", "Pacific/Chatham"])
+def test_timestamptz_bounds_do_not_depend_on_the_session_time_zone(conn, server_tz):
+    cur = conn.cursor()
+    cur.execute("SET TimeZone = %s", (server_tz,))  # a session NOT in UTC writes the bounds
+    parts = plan_partitions(spec(table="r", interval="quarterly", premake=0), "timestamp with time zone",
+                            DT(2024, 12, 31, tzinfo=UTC), None, DT(2025, 1, 1, tzinfo=UTC))
+    _create(conn, "r", "timestamptz", parts)
+    cur.execute("SET TimeZone = 'UTC'")
+    cur.execute("INSERT INTO r VALUES (1, '2024-12-31 23:59:59.999999+00'), (2, '2025-01-01 00:00:00+00'), "
+                "(3, '2025-03-31 23:59:59+00'), (4, '2025-04-01 00:00:00+00')")
+    cur.execute("SELECT id, tableoid::regclass::text FROM r ORDER BY id")
+    assert cur.fetchall() == [(1, "r_2024_q4"), (2, "r_2025_q1"), (3, "r_2025_q1"), (4, "r_default")]
+
+
+def test_date_and_timestamp_edges_on_the_server(conn):
+    parts = plan_partitions(spec(table="d", interval="monthly", premake=0), "date",
+                            D(2024, 2, 29), None, D(2024, 3, 1))
+    cur = _create(conn, "d", "date", parts)
+    cur.execute("INSERT INTO d VALUES (1, '2024-02-29'), (2, '2024-03-01'), (3, '2024-04-01')")
+    cur.execute("SELECT id, tableoid::regclass::text FROM d ORDER BY id")
+    assert cur.fetchall() == [(1, "d_2024_02"), (2, "d_2024_03"), (3, "d_default")]
+    parts = plan_partitions(spec(table="w", interval="weekly", premake=0), "timestamp without time zone",
+                            DT(2020, 12, 31, 23, 0), None, DT(2021, 1, 4, 0, 0))
+    cur = _create(conn, "w", "timestamp", parts)
+    cur.execute("INSERT INTO w VALUES (1, '2021-01-03 23:59:59'), (2, '2021-01-04 00:00:00')")
+    cur.execute("SELECT id, tableoid::regclass::text FROM w ORDER BY id")
+    assert cur.fetchall() == [(1, "w_2020_w53"), (2, "w_2021_w01")]
+
+
+def test_hash_and_list_bounds_on_the_server(conn):
+    cur = conn.cursor()
+    s = normalize_spec(dict(table="h", partition_key="k", strategy="hash", partitions=3))
+    cur.execute("CREATE TABLE h (k bigint NOT NULL) PARTITION BY HASH (k)")
+    for p in plan_partitions(s, "bigint", None, None, NOW):
+        cur.execute(sql.SQL("CREATE TABLE {} PARTITION OF h {}").format(sql.Identifier(p.name),
+                                                                       bound_clause(p, "bigint")))
+    cur.execute("INSERT INTO h SELECT generate_series(1, 300)")
+    cur.execute("SELECT count(DISTINCT tableoid) FROM h")
+    assert cur.fetchone()[0] == 3
+    s = normalize_spec(dict(table="l", partition_key="k", strategy="list", values={"low": [1, 2], "high": ["3"]}))
+    cur.execute("CREATE TABLE l (k integer NOT NULL) PARTITION BY LIST (k)")
+    for p in plan_partitions(s, "integer", None, None, NOW):
+        cur.execute(sql.SQL("CREATE TABLE {} PARTITION OF l {}").format(sql.Identifier(p.name),
+                                                                       bound_clause(p, "integer")))
+    cur.execute("INSERT INTO l VALUES (1), (3), (7)")
+    cur.execute("SELECT k, tableoid::regclass::text FROM l ORDER BY k")
+    assert cur.fetchall() == [(1, "l_low"), (3, "l_high"), (7, "l_default")]
