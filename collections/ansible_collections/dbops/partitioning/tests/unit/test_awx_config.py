@@ -1,0 +1,43 @@
+"""awx/controller_config.yml must describe job templates that can actually run."""
+import os
+import re
+
+import pytest
+import yaml
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 6))
+CONFIG = os.path.join(ROOT, "awx", "controller_config.yml")
+
+
+@pytest.fixture(scope="module")
+def config():
+    with open(CONFIG) as f:
+        return yaml.safe_load(f)
+
+
+def test_every_template_runs_an_existing_playbook_from_the_project(config):
+    projects = {p["name"] for p in config["controller_projects"]}
+    for template in config["controller_templates"]:
+        assert template["project"] in projects
+        assert os.path.exists(os.path.join(ROOT, template["playbook"])), template["name"]
+
+
+def test_survey_variables_are_ones_the_playbooks_read(config):
+    playbooks = "".join(open(os.path.join(ROOT, "playbooks", name)).read()
+                        for name in os.listdir(os.path.join(ROOT, "playbooks")) if name.endswith(".yml"))
+    tasks_dir = os.path.join(ROOT, "playbooks", "tasks")
+    if os.path.isdir(tasks_dir):
+        playbooks += "".join(open(os.path.join(tasks_dir, n)).read() for n in os.listdir(tasks_dir))
+    playbooks += open(os.path.join(ROOT, "playbooks", "vars", "defaults.yml")).read()
+    for template in config["controller_templates"]:
+        for question in (template.get("survey_spec") or {}).get("spec", []):
+            assert re.search(r"\b%s\b" % question["variable"], playbooks), question["variable"]
+            if question["type"] == "integer":
+                assert question["min"] <= question["default"] <= question["max"]
+
+
+def test_schedules_launch_known_templates_with_a_valid_rrule(config):
+    names = {t["name"] for t in config["controller_templates"]}
+    for schedule in config["controller_schedules"]:
+        assert schedule["unified_job_template"] in names
+        assert re.match(r"DTSTART;TZID=\w+:\d{8}T\d{6} RRULE:FREQ=\w+", schedule["rrule"])
