@@ -1,0 +1,156 @@
+"""Test setup for phase 3: a table that phases 1 and 2 have brought to 'verified'.
+
+Uses the real phase-1 path (prepare.prepare_table) when it is importable and works on the
+table, else a hand-made twin exactly as design.md names it (``<table>_partitioned``, monthly
+partitions ``<table>_YYYY_MM`` plus ``<table>_default``, primary key ``(id, occurred_at)`` named
+``<pkey>_p``, other indexes ``<name>_p``) with the real forward sync trigger (sync.install_sync).
+Rows are copied with a plain ``INSERT … SELECT … ON CONFLICT DO NOTHING`` while no test writer
+runs, then the state row is set to 'verified' as phase 2 would.
+"""
+import datetime
+import os
+import sys
+
+import psycopg2
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "..", ".."))
+for _p in (ROOT, os.path.join(ROOT, "collections")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as st  # noqa: E402
+from ansible_collections.dbops.partitioning.plugins.module_utils import sync  # noqa: E402
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session  # noqa: E402
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates  # noqa: E402
+
+STATE = "partitioning"
+MONTHS = [(2025, m) for m in range(1, 13)]
+
+
+def role_name(db):
+    return "app_" + db
+
+
+def run(conn, *stmts):
+    cur = conn.cursor()
+    for s in stmts:
+        cur.execute(s)
+    cur.close()
+
+
+def create_original(conn, db, rows=2000, identity=False, extras=True):
+    """public.revenues with a serial (or identity ALWAYS) key, and what the swap must carry over."""
+    role = role_name(db)
+    idcol = "id bigint GENERATED ALWAYS AS IDENTITY" if identity else "id bigserial"
+    run(conn,
+        "DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '%s') THEN CREATE ROLE %s; END IF; END$$"
+        % (role, role),
+        "CREATE TABLE public.revenues (%s PRIMARY KEY, occurred_at timestamptz NOT NULL, region text NOT NULL, "
+        "amount numeric(12,2) NOT NULL, note text, CHECK (amount >= 0))" % idcol,
+        "CREATE INDEX revenues_region_idx ON public.revenues (region)",
+        "INSERT INTO public.revenues (occurred_at, region, amount) SELECT timestamptz '2025-01-01 00:00+00' + "
+        "((g * 251) %% (360 * 1440)) * interval '1 minute', (ARRAY['eu','us','apac'])[1 + g %% 3], g %% 1000 "
+        "FROM generate_series(1, %d) g" % rows)
+    if extras:
+        run(conn,
+            "COMMENT ON TABLE public.revenues IS 'money in'",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON public.revenues TO %s" % role,
+            "CREATE VIEW public.revenue_eu WITH (security_barrier = true) AS "
+            "SELECT id, occurred_at, amount FROM public.revenues WHERE region = 'eu' WITH LOCAL CHECK OPTION",
+            "COMMENT ON VIEW public.revenue_eu IS 'eu only'",
+            "GRANT SELECT ON public.revenue_eu TO %s" % role,
+            "CREATE VIEW public.revenue_eu_big AS SELECT id FROM public.revenue_eu WHERE amount > 500",
+            "CREATE MATERIALIZED VIEW public.revenue_by_region AS "
+            "SELECT region, count(*) AS n, sum(amount) AS total FROM public.revenues GROUP BY region",
+            "CREATE UNIQUE INDEX revenue_by_region_region ON public.revenue_by_region (region)",
+            "GRANT SELECT ON public.revenue_by_region TO %s" % role,
+            # the application's own trigger: a BEFORE trigger that normalises the region
+            "CREATE FUNCTION public.revenues_lower_region() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN NEW.region := lower(NEW.region); RETURN NEW; END$$",
+            "CREATE TRIGGER revenues_lower_region BEFORE INSERT OR UPDATE ON public.revenues "
+            "FOR EACH ROW EXECUTE FUNCTION public.revenues_lower_region()",
+            "ALTER TABLE public.revenues ENABLE ROW LEVEL SECURITY",
+            "CREATE POLICY revenues_app ON public.revenues TO %s USING (region <> 'secret')" % role,
+            "CREATE PUBLICATION revenues_pub FOR TABLE public.revenues")
+
+
+def _templates():
+    return SqlTemplates.from_checkout()
+
+
+def _make_twin(conn, db, identity=False):
+    role = role_name(db)
+    stmts = ["CREATE TABLE public.revenues_partitioned (id bigint NOT NULL%s, occurred_at timestamptz NOT NULL, "
+             "region text NOT NULL, amount numeric(12,2) NOT NULL, note text, CHECK (amount >= 0), "
+             "CONSTRAINT revenues_pkey_p PRIMARY KEY (id, occurred_at)) PARTITION BY RANGE (occurred_at)"
+             % ("" if identity else " DEFAULT nextval('public.revenues_id_seq'::regclass)")]
+    for y, m in MONTHS:
+        lo = datetime.date(y, m, 1)
+        hi = datetime.date(y + (m == 12), m % 12 + 1, 1)
+        stmts.append("CREATE TABLE public.revenues_%d_%02d PARTITION OF public.revenues_partitioned "
+                     "FOR VALUES FROM ('%s 00:00+00') TO ('%s 00:00+00')" % (y, m, lo, hi))
+    stmts += ["CREATE TABLE public.revenues_default PARTITION OF public.revenues_partitioned DEFAULT",
+              "CREATE INDEX revenues_region_idx_p ON public.revenues_partitioned (region)"]
+    run(conn, *stmts)
+    cur = conn.cursor()
+    cur.execute("SELECT relrowsecurity FROM pg_class WHERE oid = 'public.revenues'::regclass")
+    if cur.fetchone()[0]:
+        run(conn, "COMMENT ON TABLE public.revenues_partitioned IS 'money in'",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON public.revenues_partitioned TO %s" % role,
+            "CREATE POLICY revenues_app ON public.revenues_partitioned TO %s USING (region <> 'secret')" % role)
+
+
+def make_verified(pg, db, rows=2000, identity=False, extras=True):
+    """Create public.revenues, its twin, sync, copy, and a state row in phase 'verified'."""
+    conn = pg.connect(db)
+    conn.autocommit = True
+    try:
+        create_original(conn, db, rows=rows, identity=identity, extras=extras)
+        session = Session(pg.connect(db))
+        templates = _templates()
+        st.ensure_state_schema(session, templates, STATE)
+        _make_twin(conn, db, identity=identity)
+
+        class Spec:
+            schema, name, table_name, partition_key, tuning = "public", "revenues", "public.revenues", "occurred_at", {}
+        sync.install_sync(session, templates, STATE, Spec, ("public", "revenues"),
+                          ("public", "revenues_partitioned"), direction="forward")
+        run(conn, "INSERT INTO public.revenues_partitioned SELECT * FROM public.revenues ON CONFLICT DO NOTHING")
+        with session.transaction():
+            st.insert_table(session, STATE, "public.revenues", table_schema="public", table_relname="revenues",
+                            twin_relname="revenues_partitioned", old_relname="revenues_old", phase="verified",
+                            spec=dict(table="public.revenues", partition_key="occurred_at", strategy="range",
+                                      interval="monthly"),
+                            pk_columns=["id"], partition_key="occurred_at",
+                            verification=dict(status="ok"))
+            session.execute("UPDATE partitioning.tables SET verified_at = now()")
+        session.close()
+    finally:
+        conn.close()
+
+
+def rows_of(conn, table):
+    cur = conn.cursor()
+    cur.execute("SELECT id, occurred_at, region, amount, note FROM %s ORDER BY id" % table)
+    out = cur.fetchall()
+    cur.close()
+    return out
+
+
+def phase(conn):
+    cur = conn.cursor()
+    cur.execute("SELECT phase FROM partitioning.tables WHERE table_name = 'public.revenues'")
+    r = cur.fetchone()
+    cur.close()
+    return r[0] if r else None
+
+
+def is_partitioned(conn, name):
+    cur = conn.cursor()
+    cur.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (name,))
+    r = cur.fetchone()
+    cur.close()
+    return r and r[0] == "p"
+
+
+__all__ = ["make_verified", "rows_of", "phase", "is_partitioned", "role_name", "psycopg2"]
