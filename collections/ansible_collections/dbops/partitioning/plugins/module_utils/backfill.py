@@ -1,0 +1,428 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Phase 2: copy the original's existing rows into the partitioned twin, exactly.
+
+docs/design.md, "The backfill", explains why it is exact: every batch is one READ
+COMMITTED transaction that reads its key range twice in one statement (the snapshot's
+keys, and the rows it can lock ``FOR SHARE SKIP LOCKED``), inserts the locked rows with
+``ON CONFLICT DO NOTHING``, logs the keys it saw but could not lock to ``pending_keys`` and
+moves its range's checkpoint, all committed together. A kill anywhere resumes at the last
+committed checkpoint; a repeated batch is harmless.
+
+The key space ``(nothing, backfill_upper]`` is split into one or more ranges
+(``<state>.backfill_ranges``, state/002) so that ``copy_workers`` connections can walk
+disjoint ranges at once, each with its own checkpoint.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+from dataclasses import dataclass, field
+from typing import List, Tuple
+
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session, sleep_ms
+
+try:
+    from psycopg2 import sql
+    from psycopg2.extras import Json
+except ImportError:  # pragma: no cover
+    sql = None
+    Json = None
+
+COPY_PHASES = ("prepared", "copying")
+DONE_PHASES = ("copied", "verified")
+MIN_BATCH = 10
+
+
+@dataclass
+class CopyContext:
+    """Everything a batch needs to know about one table (read from the state row and the catalog)."""
+    state_schema: str
+    table_name: str                       # canonical 'schema.table'
+    src: Tuple[str, str]                  # the original
+    dst: Tuple[str, str]                  # the partitioned twin
+    pk_cols: List[str]
+    partition_key: str
+    cols: List[str] = field(default_factory=list)      # insertable (not generated)
+    all_cols: List[str] = field(default_factory=list)  # every column, for checksums
+    overriding: bool = False
+
+
+def _relation_exists(session, rel):
+    return session.scalar("SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(*rel).as_string(session.conn),))
+
+
+def _columns(session, rel):
+    return session.query(
+        "SELECT attname AS name, attgenerated <> '' AS generated, attidentity = 'a' AS identity_always "
+        "FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        (sql.Identifier(*rel).as_string(session.conn),))
+
+
+def require_row(session, state_schema, table_name, allowed):
+    """The state row, or an operator error telling what to run first."""
+    row = state_store.get_table(session, state_schema, table_name)
+    if row is None:
+        raise PartitioningError("%s is not prepared for partitioning (no state in schema %s): "
+                                "run phase1_prepare first." % (table_name, state_schema))
+    if row["phase"] not in allowed:
+        hint = "run phase1_prepare first" if row["phase"] in ("rolled_back", "cleaned") else \
+            "phase 2 is over for it"
+        raise PartitioningError("%s is in phase %r; phase 2 needs one of %s (%s)."
+                                % (table_name, row["phase"], ", ".join(allowed), hint), phase=row["phase"])
+    return row
+
+
+def load_context(session, state_schema, row):
+    src = (row["table_schema"], row["table_relname"])
+    dst = (row["table_schema"], row["twin_relname"])
+    for rel, what in ((src, "original table"), (dst, "partitioned twin")):
+        if not _relation_exists(session, rel):
+            raise PartitioningError("The %s %s.%s does not exist: run phase1_prepare first."
+                                    % (what, rel[0], rel[1]))
+    src_cols = _columns(session, src)
+    dst_cols = dict((c["name"], c) for c in _columns(session, dst))
+    missing = [c["name"] for c in src_cols if c["name"] not in dst_cols]
+    if missing:
+        raise PartitioningError("The twin %s.%s lacks columns %s of the original: run phase1_prepare again."
+                                % (dst[0], dst[1], ", ".join(missing)))
+    cols = [c["name"] for c in src_cols if not c["generated"] and not dst_cols[c["name"]]["generated"]]
+    return CopyContext(
+        state_schema=state_schema, table_name=row["table_name"], src=src, dst=dst,
+        pk_cols=list(row["pk_columns"]), partition_key=row["partition_key"], cols=cols,
+        all_cols=[c["name"] for c in src_cols],
+        overriding=any(dst_cols[c]["identity_always"] for c in cols))
+
+
+# --- key helpers (keys travel as jsonb objects {pk column: value}) ---------------------------
+
+def pk_json(ctx, alias):
+    """``jsonb_build_object('a', alias.a, ...)`` for the primary key."""
+    parts = []
+    for c in ctx.pk_cols:
+        parts += [sql.Literal(c), sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c))]
+    return sql.SQL("pg_catalog.jsonb_build_object({})").format(sql.SQL(", ").join(parts))
+
+
+def key_row(ctx, alias):
+    return sql.SQL("ROW({})").format(sql.SQL(", ").join(
+        sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in ctx.pk_cols))
+
+
+def bound_row(ctx, placeholder):
+    """The jsonb key in ``placeholder`` as a row of the primary key's own types.
+
+    ``jsonb_populate_record(NULL::original, key)`` casts every value to its column's type
+    without naming a type in SQL text; the expression is stable, so a comparison with it
+    can drive an index scan (keyset order)."""
+    return sql.SQL("ROW({})").format(sql.SQL(", ").join(
+        sql.SQL("(pg_catalog.jsonb_populate_record(NULL::{}, {}::jsonb)).{}").format(
+            sql.Identifier(*ctx.src), sql.Placeholder(placeholder), sql.Identifier(c)) for c in ctx.pk_cols))
+
+
+def range_condition(ctx, alias, has_lower):
+    """``key > lo AND key <= hi`` on ``alias`` (placeholders lo, hi)."""
+    cond = sql.SQL("{} <= {}").format(key_row(ctx, alias), bound_row(ctx, "hi"))
+    if has_lower:
+        cond = sql.SQL("{} > {} AND {}").format(key_row(ctx, alias), bound_row(ctx, "lo"), cond)
+    return cond
+
+
+def order_by(ctx, alias, desc=False):
+    return sql.SQL(", ").join(
+        sql.SQL("{}.{}{}").format(sql.Identifier(alias), sql.Identifier(c), sql.SQL(" DESC" if desc else ""))
+        for c in ctx.pk_cols)
+
+
+# --- ranges ----------------------------------------------------------------------------------
+
+def ranges_table(ctx):
+    return sql.Identifier(ctx.state_schema, "backfill_ranges")
+
+
+def ranges_of(session, state_schema, table_name):
+    return session.query(sql.SQL("SELECT * FROM {} WHERE table_name = %s ORDER BY range_no").format(
+        sql.Identifier(state_schema, "backfill_ranges")), (table_name,))
+
+
+def get_ranges(session, ctx):
+    return ranges_of(session, ctx.state_schema, ctx.table_name)
+
+
+def max_key(session, ctx):
+    return session.scalar(sql.SQL("SELECT {} FROM {} AS o ORDER BY {} LIMIT 1").format(
+        pk_json(ctx, "o"), sql.Identifier(*ctx.src), order_by(ctx, "o", desc=True)))
+
+
+def estimate_rows(session, ctx):
+    """reltuples when the table was analyzed; otherwise an exact count (once, at the start)."""
+    est = session.scalar("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                         (sql.Identifier(*ctx.src).as_string(session.conn),))
+    if est is None or est < 0:
+        est = session.scalar(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*ctx.src)))
+    return int(est)
+
+
+def split_points(session, ctx, upper, workers, estimated):
+    """``workers - 1`` keys that cut ``(nothing, upper]`` into ranges of similar size.
+
+    Sampled (TABLESAMPLE SYSTEM, about 10000 keys) so that a big table is not scanned."""
+    if workers <= 1:
+        return []
+    pct = min(100.0, 100.0 * 10000 / max(estimated, 1))
+    keys = [r["k"] for r in session.query(
+        sql.SQL("SELECT {} AS k FROM {} AS o TABLESAMPLE SYSTEM (%(pct)s) WHERE {} <= {} ORDER BY {}").format(
+            pk_json(ctx, "o"), sql.Identifier(*ctx.src), key_row(ctx, "o"), bound_row(ctx, "hi"),
+            order_by(ctx, "o")), dict(pct=pct, hi=Json(upper)))]
+    if len(keys) < workers:
+        keys = [r["k"] for r in session.query(
+            sql.SQL("SELECT {} AS k FROM {} AS o WHERE {} <= {} ORDER BY {}").format(
+                pk_json(ctx, "o"), sql.Identifier(*ctx.src), key_row(ctx, "o"), bound_row(ctx, "hi"),
+                order_by(ctx, "o")), dict(hi=Json(upper)))]
+    points = []
+    for i in range(1, workers):
+        k = keys[(i * len(keys)) // workers] if keys else None
+        if k is not None and k != upper and (not points or points[-1] != k):
+            points.append(k)
+    return points
+
+
+def plan_ranges(session, ctx, row, workers):
+    """What the backfill would walk: ``(upper, estimated, [(lower, upper)])`` (no change)."""
+    upper = row.get("backfill_upper")
+    if upper is None:
+        # Phase 1 records the largest key right after the triggers exist. When it did not,
+        # the largest key now is as good: the triggers already exist (phase 'prepared'), so
+        # every row above it was written by a transaction whose trigger copied it.
+        upper = max_key(session, ctx)
+    if upper is None:
+        return None, 0, []
+    estimated = estimate_rows(session, ctx)
+    points = split_points(session, ctx, upper, workers, estimated)
+    bounds = [None] + points + [upper]
+    return upper, estimated, [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+
+def start_backfill(session, ctx, row, workers):
+    """Create the ranges and move the table to phase 'copying' (one transaction, once)."""
+    upper, estimated, ranges = plan_ranges(session, ctx, row, workers)
+    with session.transaction():
+        # Ranges left behind by an earlier, rolled back migration of the same table name.
+        session.execute(sql.SQL("DELETE FROM {} WHERE table_name = %s").format(ranges_table(ctx)),
+                        (ctx.table_name,))
+        for i, (lo, hi) in enumerate(ranges):
+            session.execute(sql.SQL("INSERT INTO {} (table_name, range_no, lower_key, upper_key, checkpoint) "
+                                    "VALUES (%s, %s, %s, %s, %s)").format(ranges_table(ctx)),
+                            (ctx.table_name, i, Json(lo) if lo is not None else None, Json(hi),
+                             Json(lo) if lo is not None else None))
+        state_store.update_table(session, ctx.state_schema, ctx.table_name, phase="copying",
+                                 backfill_upper=upper, rows_estimated=estimated, rows_copied=0, batches=0,
+                                 backfill_started_at=_now(session), backfill_seconds=0, checkpoint=None)
+    return ranges
+
+
+def _now(session):
+    return session.scalar("SELECT now()")
+
+
+# --- one batch -------------------------------------------------------------------------------
+
+def render_batch(templates, session, ctx, has_lower):
+    return templates.render("backfill/batch", session.conn, src=ctx.src, dst=ctx.dst,
+                            state_schema=ctx.state_schema, table_name=ctx.table_name, pk_cols=ctx.pk_cols,
+                            cols=ctx.cols, overriding=ctx.overriding, has_lower=has_lower,
+                            lo=sql.Placeholder("lo"), hi=sql.Placeholder("hi"))
+
+
+def copy_batch(session, templates, ctx, range_no, limit, before_commit=None):
+    """Run one batch of a range and commit it with the range's checkpoint.
+
+    Returns a dict (seen, locked, inserted, skipped, lower, last_key, done, seconds), or
+    None when the range is already done. ``before_commit(result)`` is a test hook that runs
+    inside the batch's transaction, after its statement and before its commit.
+    """
+    started = time.monotonic()
+    with session.transaction():
+        # The range row is locked for the batch: one worker per range, and the checkpoint
+        # is read here, so it can only move forward.
+        rows = session.query(sql.SQL("SELECT * FROM {} WHERE table_name = %s AND range_no = %s FOR UPDATE").format(
+            ranges_table(ctx)), (ctx.table_name, range_no))
+        if not rows or rows[0]["done"]:
+            return None
+        rng = rows[0]
+        lo = rng["checkpoint"]
+        stmt = render_batch(templates, session, ctx, lo is not None)
+        params = dict(lo=Json(lo) if lo is not None else None, hi=Json(rng["upper_key"]), limit=int(limit))
+        res = session.query(stmt, params)[0]
+        done = res["seen"] < limit
+        checkpoint = res["last_key"] if res["last_key"] is not None else lo
+        session.execute(sql.SQL(
+            "UPDATE {} SET checkpoint = %s, done = %s, rows_copied = rows_copied + %s, batches = batches + 1, "
+            "skipped_keys = skipped_keys + %s, updated_at = now() WHERE table_name = %s AND range_no = %s").format(
+                ranges_table(ctx)),
+            (Json(checkpoint) if checkpoint is not None else None, done, res["locked"], res["skipped"],
+             ctx.table_name, range_no), record=False)
+        result = dict(res, lower=lo, done=done, range_no=range_no)
+        if before_commit is not None:
+            before_commit(result)
+    result["seconds"] = time.monotonic() - started
+    return result
+
+
+def next_batch_size(size, seconds, target_ms, max_size):
+    """Auto-size toward the target batch duration: shrink at once when a batch took too
+    long, grow gently (x1.25) when it was much faster; clamp to [MIN_BATCH, max_size]."""
+    if not target_ms or target_ms <= 0:
+        return max_size
+    elapsed_ms = seconds * 1000.0
+    if elapsed_ms > target_ms:
+        size = int(size * max(0.25, target_ms / elapsed_ms))
+    elif elapsed_ms < 0.7 * target_ms:
+        size = int(size * 1.25) + 1
+    return max(min(size, max_size), min(MIN_BATCH, max_size))
+
+
+# --- progress --------------------------------------------------------------------------------
+
+def refresh_progress(session, ctx, seconds=0.0, batch_size=None, throttle_reason=None):
+    """Copy the ranges' totals into the state row (outside any batch transaction, so that
+    parallel workers never queue on it); adds ``seconds`` of copy time."""
+    session.execute(sql.SQL(
+        "UPDATE {t} SET rows_copied = r.rows, batches = r.batches, checkpoint = r.checkpoint, "
+        "backfill_seconds = backfill_seconds + %(s)s, batch_size = coalesce(%(bs)s, batch_size), "
+        "throttle_reason = %(tr)s, updated_at = now() "
+        "FROM (SELECT coalesce(sum(rows_copied), 0)::bigint AS rows, coalesce(sum(batches), 0)::bigint AS batches, "
+        "      CASE WHEN count(*) = 1 THEN min(checkpoint::text)::jsonb "
+        "           ELSE jsonb_agg(checkpoint ORDER BY range_no) END AS checkpoint "
+        "      FROM {r} WHERE table_name = %(n)s) AS r "
+        "WHERE {t}.table_name = %(n)s").format(t=sql.Identifier(ctx.state_schema, "tables"), r=ranges_table(ctx)),
+        dict(s=seconds, bs=batch_size, tr=throttle_reason, n=ctx.table_name), record=False)
+
+
+# --- the driver: one module call ---------------------------------------------------------------
+
+@dataclass
+class CopyOptions:
+    batch_size: int = 10000
+    batch_sleep_ms: int = 0
+    batch_target_ms: int = 500
+    copy_workers: int = 1
+    verify_batches: bool = False
+    limits: object = None                 # throttle.Limits
+
+
+def _worker(session, templates, ctx, range_no, opts, deadline, shared, lock, stop, hooks):
+    """Walk one range until it is done, the deadline passes or another worker failed."""
+    from ansible_collections.dbops.partitioning.plugins.module_utils import throttle
+    from ansible_collections.dbops.partitioning.plugins.module_utils.reconcile import reconcile
+    from ansible_collections.dbops.partitioning.plugins.module_utils.verify import verify_batch
+
+    size = shared["start_size"]
+    workers = max(1, shared["workers"])
+
+    def on_wait(reason):
+        with lock:
+            shared["throttle"] = reason
+            if reason:
+                shared["waits"].append(reason)
+        refresh_progress(session, ctx, throttle_reason=reason)
+
+    while not stop.is_set():
+        if time.time() >= deadline:
+            return
+        reason, waited = throttle.wait(session, ctx.state_schema, ctx.table_name, opts.limits, deadline,
+                                       on_wait=on_wait)
+        with lock:
+            shared["waited_s"] += waited
+        if reason:
+            with lock:
+                shared["stopped_by"] = reason
+            return
+        res = copy_batch(session, templates, ctx, range_no, size, before_commit=hooks.get("before_commit"))
+        if res is None:
+            return
+        rec = reconcile(session, ctx)
+        if opts.verify_batches:
+            verify_batch(session, ctx, res["lower"], res["last_key"])
+        with lock:
+            shared["batches"] += 1
+            shared["rows"] += res["locked"]
+            shared["skipped"] += res["skipped"]
+            shared["reconciled"] += rec["copied"] + rec["deleted"]
+            shared["batch_size"] = size
+        refresh_progress(session, ctx, seconds=res["seconds"] / workers, batch_size=size)
+        if hooks.get("after_batch"):
+            hooks["after_batch"](res)
+        if res["done"]:
+            return
+        size = next_batch_size(size, res["seconds"], opts.batch_target_ms, opts.batch_size)
+        if opts.batch_sleep_ms:
+            sleep_ms(min(opts.batch_sleep_ms, max(0, (deadline - time.time()) * 1000)))
+
+
+def copy_for(session, open_session, templates, ctx, opts, deadline, hooks=None):
+    """Run the unfinished ranges with up to ``copy_workers`` connections until the ranges
+    are done or ``deadline`` (time.time()) passes. ``open_session()`` opens a connection
+    for an extra worker. Returns the call's totals."""
+    import threading
+
+    hooks = hooks or {}
+    todo = [r["range_no"] for r in get_ranges(session, ctx) if not r["done"]]
+    row = state_store.get_table(session, ctx.state_schema, ctx.table_name)
+    shared = dict(start_size=min(int(row.get("batch_size") or opts.batch_size), opts.batch_size),
+                  workers=min(len(todo), max(1, opts.copy_workers)), batches=0, rows=0, skipped=0, reconciled=0,
+                  waited_s=0.0, throttle=None, waits=[], stopped_by=None, batch_size=None, errors=[])
+    lock, stop = threading.Lock(), threading.Event()
+    if not todo:
+        return shared
+    if shared["workers"] <= 1:
+        for range_no in todo:
+            _worker(session, templates, ctx, range_no, opts, deadline, shared, lock, stop, hooks)
+            if shared["stopped_by"] or time.time() >= deadline:
+                break
+        return shared
+
+    queue = list(todo)
+
+    def run():
+        s = None
+        try:
+            s = open_session()
+            while not stop.is_set():
+                with lock:
+                    if not queue or shared["stopped_by"]:
+                        return
+                    range_no = queue.pop(0)
+                _worker(s, templates, ctx, range_no, opts, deadline, shared, lock, stop, hooks)
+        except Exception as e:  # noqa: BLE001 - re-raised by the caller
+            with lock:
+                shared["errors"].append(e)
+            stop.set()
+        finally:
+            if s is not None:
+                s.close()
+
+    threads = [threading.Thread(target=run, name="batch_copy-%d" % i) for i in range(shared["workers"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if shared["errors"]:
+        raise shared["errors"][0]
+    return shared
+
+
+def finish_if_done(session, ctx):
+    """All ranges done: reconcile once more and move the table to 'copied'. Returns True when done."""
+    from ansible_collections.dbops.partitioning.plugins.module_utils.reconcile import reconcile
+
+    if any(not r["done"] for r in get_ranges(session, ctx)):
+        return False
+    reconcile(session, ctx)
+    with session.transaction():
+        refresh_progress(session, ctx, throttle_reason=None)
+        state_store.update_table(session, ctx.state_schema, ctx.table_name, phase="copied",
+                                 backfill_finished_at=_now(session))
+    return True

@@ -1,0 +1,120 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Reconcile pending keys: make the twin's rows of a key equal to the original's.
+
+docs/design.md, "Reconciling pending keys". Keys land in ``<state>.pending_keys`` when a
+batch saw a row it could not lock (a writer held it) and when a REPEATABLE READ writer's
+trigger could not see the twin row. For each committed entry, in one READ COMMITTED
+transaction per chunk:
+
+* consume it (``DELETE ... RETURNING``; an uncommitted entry is invisible and waits);
+* lock the original's row ``FOR UPDATE SKIP LOCKED``; a row still held by a writer is
+  logged again for a later round (never waited for);
+* a locked row: delete every twin row with that primary key, copy the current version
+  (nothing can change it while we hold the lock);
+* a key absent from the original: delete its twin rows *in the same statement* that checks
+  the absence, so an insert committed meanwhile is either seen (kept) or its twin row is
+  invisible to the delete (kept too).
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+
+from ansible_collections.dbops.partitioning.plugins.module_utils.backfill import pk_json
+
+try:
+    from psycopg2 import sql
+    from psycopg2.extras import Json
+except ImportError:  # pragma: no cover
+    sql = None
+    Json = None
+
+CHUNK = 1000
+
+
+def _canon(key):
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def _keys_source(ctx, placeholder):
+    return sql.SQL("pg_catalog.jsonb_populate_recordset(NULL::{}, {}::jsonb)").format(
+        sql.Identifier(*ctx.src), sql.Placeholder(placeholder))
+
+
+def _match(ctx, left, right):
+    return sql.SQL(" AND ").join(
+        sql.SQL("{}.{} = {}.{}").format(sql.Identifier(left), sql.Identifier(c), sql.Identifier(right),
+                                        sql.Identifier(c)) for c in ctx.pk_cols)
+
+
+def pending_count(session, ctx):
+    return session.scalar(sql.SQL("SELECT count(*) FROM {} WHERE table_name = %s").format(
+        sql.Identifier(ctx.state_schema, "pending_keys")), (ctx.table_name,))
+
+
+def _round(session, ctx, chunk):
+    pending = sql.Identifier(ctx.state_schema, "pending_keys")
+    src, dst = sql.Identifier(*ctx.src), sql.Identifier(*ctx.dst)
+    out = dict(consumed=0, copied=0, deleted=0, busy=0)
+    with session.transaction():
+        consumed = session.query(sql.SQL(
+            "DELETE FROM {p} WHERE id IN (SELECT id FROM {p} WHERE table_name = %s ORDER BY id LIMIT %s "
+            "FOR UPDATE SKIP LOCKED) RETURNING pk").format(p=pending), (ctx.table_name, chunk))
+        out["consumed"] = len(consumed)
+        if not consumed:
+            return out
+        keys = dict((_canon(r["pk"]), r["pk"]) for r in consumed)
+        key_list = list(keys.values())
+        locked = [r["k"] for r in session.query(sql.SQL(
+            "SELECT {} AS k FROM {} AS o JOIN {} AS k ON {} FOR UPDATE OF o SKIP LOCKED").format(
+                pk_json(ctx, "o"), src, _keys_source(ctx, "keys"), _match(ctx, "o", "k")),
+            dict(keys=Json(key_list)))]
+        locked_set = set(_canon(k) for k in locked)
+        present = [r["k"] for r in session.query(sql.SQL(
+            "SELECT {} AS k FROM {} AS o JOIN {} AS k ON {}").format(
+                pk_json(ctx, "o"), src, _keys_source(ctx, "keys"), _match(ctx, "o", "k")),
+            dict(keys=Json(key_list)))]
+        busy = [k for k in present if _canon(k) not in locked_set]
+        for k in busy:
+            session.execute(sql.SQL("INSERT INTO {} (table_name, pk, reason) VALUES (%s, %s, 'reconcile-busy')")
+                            .format(pending), (ctx.table_name, Json(k)), record=False)
+        out["busy"] = len(busy)
+        gone = [k for c, k in keys.items() if c not in locked_set and c not in set(_canon(b) for b in busy)]
+        if gone:
+            out["deleted"] += session.execute(sql.SQL(
+                "DELETE FROM {} AS d USING {} AS k WHERE {} AND NOT EXISTS "
+                "(SELECT 1 FROM {} AS o WHERE {})").format(
+                    dst, _keys_source(ctx, "keys"), _match(ctx, "d", "k"), src, _match(ctx, "o", "k")),
+                dict(keys=Json(gone)), record=False) or 0
+        if locked:
+            out["deleted"] += session.execute(sql.SQL("DELETE FROM {} AS d USING {} AS k WHERE {}").format(
+                dst, _keys_source(ctx, "keys"), _match(ctx, "d", "k")), dict(keys=Json(locked)), record=False) or 0
+            out["copied"] = session.execute(sql.SQL(
+                "INSERT INTO {} ({}){} SELECT {} FROM {} AS o JOIN {} AS k ON {} ON CONFLICT DO NOTHING").format(
+                    dst, sql.SQL(", ").join(sql.Identifier(c) for c in ctx.cols),
+                    sql.SQL(" OVERRIDING SYSTEM VALUE" if ctx.overriding else ""),
+                    sql.SQL(", ").join(sql.SQL("o.{}").format(sql.Identifier(c)) for c in ctx.cols),
+                    src, _keys_source(ctx, "keys"), _match(ctx, "o", "k")),
+                dict(keys=Json(locked)), record=False) or 0
+    return out
+
+
+def reconcile(session, ctx, max_rounds=20, chunk=CHUNK):
+    """Consume the table's committed pending keys (up to ``max_rounds`` chunks).
+
+    Returns totals: consumed, copied, deleted, busy (logged again: still held by a writer).
+    Nothing happens in check mode (the session skips changes; reads only)."""
+    total = dict(consumed=0, copied=0, deleted=0, busy=0)
+    if session.check_mode:
+        return total
+    for _ in range(max_rounds):
+        out = _round(session, ctx, chunk)
+        for k in total:
+            total[k] += out[k]
+        # Keys logged again as busy are at the end of the queue: stop when a round only
+        # found those, instead of spinning on a row a writer holds.
+        if out["consumed"] < chunk or out["consumed"] == out["busy"]:
+            break
+    return total

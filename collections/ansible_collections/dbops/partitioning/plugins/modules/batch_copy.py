@@ -1,0 +1,302 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: batch_copy
+short_description: Copy a table's existing rows into its partitioned twin, in resumable, throttled batches
+description:
+  - Phase 2 of an online partitioning. The twin and its sync triggers must exist (phase 1,
+    C(playbooks/phase1_prepare.yml)); the triggers keep every new write in sync while this
+    module copies the rows that existed before them.
+  - Each batch is one transaction that walks the primary key in keyset order, reads its rows
+    C(FOR SHARE SKIP LOCKED), inserts them with C(ON CONFLICT DO NOTHING), logs the keys it saw
+    but could not lock for reconciliation, and moves the checkpoint, all committed together
+    (docs/design.md, "The backfill"). A kill at any point resumes at the last checkpoint.
+  - One call runs batches for at most I(max_call_s) seconds (and never past I(deadline)) and
+    returns the progress, so that a playbook can print one line per call. Call it again until
+    C(done) is true; the table's phase moves from C(prepared) to C(copying) to C(copied).
+  - Before every batch it waits while the table is paused (C(partitioning.pause('schema.table'))),
+    while replica replay lag exceeds I(max_replica_lag_s), or while active backends or lock waiters
+    exceed their thresholds; batch sizes adapt to I(batch_target_ms).
+  - In check mode nothing changes; the module reports what would be copied (estimate, ranges).
+version_added: 0.1.0
+extends_documentation_fragment:
+  - dbops.partitioning.connection
+options:
+  table:
+    description: The original table, C(schema.table) (unqualified means C(public)).
+    type: str
+    required: true
+  state_schema:
+    description: The schema holding the migration state.
+    type: str
+    default: partitioning
+  batch_size:
+    description: Rows per batch at the start, and the most a batch may take when auto-sized.
+    type: int
+    default: 10000
+  batch_sleep_ms:
+    description: Pause between two batches of one worker, in milliseconds.
+    type: int
+    default: 0
+  batch_target_ms:
+    description:
+      - Target duration of one batch. A batch that took longer shrinks the next one at once; a much
+        faster one grows the next gently (x1.25), up to I(batch_size). 0 keeps I(batch_size).
+    type: int
+    default: 500
+  max_replica_lag_s:
+    description: Wait while the largest C(pg_stat_replication.replay_lag) exceeds this many seconds (0 = not checked).
+    type: float
+    default: 30
+  max_active_backends:
+    description: Wait while more client backends than this are active (0 = not checked).
+    type: int
+    default: 0
+  max_lock_waiters:
+    description: Wait while more backends than this wait for a lock (0 = not checked).
+    type: int
+    default: 0
+  copy_workers:
+    description:
+      - Connections copying disjoint key ranges at once. The ranges are fixed when the backfill
+        starts (the key space is split by sampling the primary key); each has its own checkpoint.
+    type: int
+    default: 1
+  verify_batches:
+    description: After every batch, compare count and checksum of its key range in both tables in one snapshot.
+    type: bool
+    default: false
+  max_call_s:
+    description: Seconds of work per call; the module returns its progress after that.
+    type: float
+    default: 60
+  deadline:
+    description:
+      - Unix time after which no batch starts (the playbook's maximum run time, I(max_runtime_s)).
+        Omit for no deadline.
+    type: float
+author:
+  - dbops.partitioning contributors
+'''
+
+EXAMPLES = r'''
+- name: Copy for about a minute and report the progress
+  dbops.partitioning.batch_copy:
+    login_db: finance
+    table: public.revenues
+    batch_size: 5000
+    batch_target_ms: 500
+    max_replica_lag_s: 10
+  register: copy
+
+- name: Show it
+  ansible.builtin.debug:
+    msg: "{{ copy.progress_line }}"
+'''
+
+RETURN = r'''
+done:
+  description: Every range is copied and the table is in phase C(copied) (or later).
+  returned: always
+  type: bool
+phase:
+  description: The table's phase after the call.
+  returned: always
+  type: str
+rows_copied: {description: Rows walked by the backfill so far (all calls)., returned: always, type: int}
+rows_estimated: {description: Rows to copy as estimated when the backfill started., returned: always, type: int}
+percent: {description: rows_copied of rows_estimated (100 when done)., returned: always, type: float}
+rows_per_s: {description: Copy rate of this call (or overall when this call copied nothing)., returned: always, type: float}
+eta_s: {description: Estimated seconds left at that rate (null when unknown)., returned: always, type: float}
+batches: {description: Batches committed so far (all calls)., returned: always, type: int}
+batch_size: {description: The batch size the auto-sizing arrived at., returned: always, type: int}
+paused: {description: The operator's pause flag is set., returned: always, type: bool}
+throttle_reason: {description: Why the call stopped waiting (pause, replica lag, load), or null., returned: always, type: str}
+pending_keys: {description: Keys waiting for reconciliation., returned: always, type: int}
+ranges:
+  description: Per range (one per worker slot) its number, bounds, checkpoint, rows and whether it is done.
+  returned: always
+  type: list
+  elements: dict
+call:
+  description: "This call: batches, rows, seconds, waited_s (throttled), stopped_by, skipped_keys, reconciled."
+  returned: always
+  type: dict
+progress_line:
+  description: One line for the operator, e.g. C(public.revenues 412000/1000000 rows (41.2%), 8200 rows/s, ETA 72 s, batch 5000).
+  returned: always
+  type: str
+queries:
+  description: Statements that changed something (the batch statement once, as a sample), or would in check mode.
+  returned: always
+  type: list
+  elements: str
+'''
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.dbops.partitioning.plugins.module_utils import backfill
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
+    PartitioningError, Session, connection_argument_spec, open_session, run_module)
+from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
+from ansible_collections.dbops.partitioning.plugins.module_utils.reconcile import pending_count
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import (
+    TEMPLATES_ARGUMENT_SPEC, SqlTemplates)
+from ansible_collections.dbops.partitioning.plugins.module_utils.throttle import Limits
+
+ALLOWED = ("prepared", "copying", "copied", "verified")
+
+
+def _validate(p):
+    for name in ("batch_size", "copy_workers"):
+        if p[name] < 1:
+            raise PartitioningError("%s must be at least 1 (got %s)." % (name, p[name]))
+    for name in ("batch_sleep_ms", "batch_target_ms", "max_active_backends", "max_lock_waiters",
+                 "max_replica_lag_s"):
+        if p[name] < 0:
+            raise PartitioningError("%s must not be negative (got %s)." % (name, p[name]))
+    if p["max_call_s"] <= 0:
+        raise PartitioningError("max_call_s must be positive (got %s)." % p["max_call_s"])
+
+
+def progress(session, ctx_name, state_schema, call, ranges, pending):
+    row = state_store.get_table(session, state_schema, ctx_name)
+    done = row["phase"] in backfill.DONE_PHASES
+    copied, est = int(row["rows_copied"] or 0), int(row["rows_estimated"] or 0)
+    percent = 100.0 if done else (round(min(100.0, 100.0 * copied / est), 1) if est > 0 else 0.0)
+    rate = None
+    if call.get("seconds") and call.get("rows"):
+        rate = call["rows"] / call["seconds"]
+    elif row["backfill_seconds"] and copied:
+        rate = copied / row["backfill_seconds"]
+    eta = 0.0 if done else (round(max(0, est - copied) / rate, 0) if rate else None)
+    out = dict(table=ctx_name, phase=row["phase"], done=done, rows_copied=copied, rows_estimated=est,
+               percent=percent, rows_per_s=round(rate, 1) if rate else 0.0, eta_s=eta,
+               batches=int(row["batches"] or 0), batch_size=row["batch_size"], paused=bool(row["paused"]),
+               throttle_reason=call.get("stopped_by"),
+               pending_keys=pending, call=call,
+               ranges=[dict(range_no=r["range_no"], lower=r["lower_key"], upper=r["upper_key"],
+                            checkpoint=r["checkpoint"], rows_copied=r["rows_copied"], done=r["done"])
+                       for r in ranges])
+    line = "%s: %d/%d rows (%.1f%%)" % (ctx_name, copied, est, percent)
+    if done:
+        line += ", copied"
+    else:
+        line += ", %s rows/s, ETA %s, batch %s" % (int(rate) if rate else "?",
+                                                  ("%d s" % eta) if eta is not None else "?",
+                                                  row["batch_size"] or "?")
+    if call.get("stopped_by"):
+        line += " (waiting: %s)" % call["stopped_by"]
+    out["progress_line"] = line
+    return out
+
+
+def work(module, state):
+    p = module.params
+    _validate(p)
+    table_name = qualified(*parse_table(p["table"]))
+    state_schema = p["state_schema"]
+    session = open_session(module, state, "batch_copy")
+    templates = SqlTemplates.from_module(module)
+    row = backfill.require_row(session, state_schema, table_name, ALLOWED)
+    if row["phase"] in backfill.DONE_PHASES:
+        ranges = []
+        if state_store.installed_version(session, state_schema) >= 2:
+            ranges = backfill.ranges_of(session, state_schema, table_name)
+        return dict(progress(session, table_name, state_schema, dict(batches=0, rows=0), ranges, 0),
+                    changed=False, queries=session.queries)
+
+    if not module.check_mode:
+        state_store.ensure_state_schema(session, templates, state_schema)
+        state_store.lock_table_work(session, table_name)
+    ctx = backfill.load_context(session, state_schema, row)
+    sample = backfill.render_batch(templates, session, ctx, True)
+
+    if module.check_mode:
+        has_ranges = state_store.installed_version(session, state_schema) >= 2
+        ranges = backfill.get_ranges(session, ctx) if has_ranges else []
+        if row["phase"] == "prepared" or not ranges:
+            upper, est, planned = backfill.plan_ranges(session, ctx, row, p["copy_workers"])
+            ranges = [dict(range_no=i, lower_key=lo, upper_key=hi, checkpoint=lo, rows_copied=0, done=False)
+                      for i, (lo, hi) in enumerate(planned)]
+            row_est = est
+        else:
+            row_est = row["rows_estimated"]
+        session.queries.append(sample)
+        out = dict(table=table_name, phase=row["phase"], done=False, rows_copied=int(row["rows_copied"] or 0),
+                   rows_estimated=int(row_est or 0), percent=0.0, rows_per_s=0.0, eta_s=None,
+                   batches=int(row["batches"] or 0), batch_size=p["batch_size"], paused=bool(row["paused"]),
+                   throttle_reason=None, pending_keys=pending_count(session, ctx), call=dict(batches=0, rows=0),
+                   ranges=[dict(range_no=r["range_no"], lower=r["lower_key"], upper=r["upper_key"],
+                                checkpoint=r["checkpoint"], rows_copied=r["rows_copied"], done=r["done"])
+                           for r in ranges],
+                   progress_line="%s: would copy about %d rows in %d range(s) (check mode)"
+                                 % (table_name, int(row_est or 0), len([r for r in ranges if not r["done"]])))
+        return dict(out, changed=True, queries=session.queries)
+
+    started = time.time()
+    deadline = started + p["max_call_s"]
+    if p["deadline"] is not None:
+        deadline = min(deadline, p["deadline"])
+    changed = False
+    call = dict(batches=0, rows=0, seconds=0.0, waited_s=0.0, stopped_by=None, skipped_keys=0, reconciled=0)
+    if row["phase"] == "prepared" or not backfill.get_ranges(session, ctx):
+        backfill.start_backfill(session, ctx, row, p["copy_workers"])
+        changed = True
+    if time.time() >= deadline:
+        call["stopped_by"] = "maximum run time reached"
+    else:
+        session.queries.append(sample)
+        opts = backfill.CopyOptions(batch_size=p["batch_size"], batch_sleep_ms=p["batch_sleep_ms"],
+                                    batch_target_ms=p["batch_target_ms"], copy_workers=p["copy_workers"],
+                                    verify_batches=p["verify_batches"],
+                                    limits=Limits(p["max_replica_lag_s"], p["max_active_backends"],
+                                                  p["max_lock_waiters"]))
+        totals = backfill.copy_for(session, lambda: Session.open(p, False, "batch_copy/worker"), templates, ctx,
+                                   opts, deadline)
+        call.update(batches=totals["batches"], rows=totals["rows"], waited_s=round(totals["waited_s"], 2),
+                    stopped_by=totals["stopped_by"], skipped_keys=totals["skipped"],
+                    reconciled=totals["reconciled"])
+        changed = changed or totals["batches"] > 0
+    if backfill.finish_if_done(session, ctx):
+        changed = True
+        call["stopped_by"] = None
+    call["seconds"] = round(time.time() - started - call["waited_s"], 3)
+    if changed:
+        state_store.record_run(session, state_schema, table_name, "batch_copy", details=call)
+    out = progress(session, table_name, state_schema, call, backfill.get_ranges(session, ctx),
+                   pending_count(session, ctx))
+    return dict(out, changed=changed, queries=session.queries)
+
+
+def main():
+    spec = connection_argument_spec()
+    spec.update(TEMPLATES_ARGUMENT_SPEC)
+    spec.update(
+        table=dict(type="str", required=True),
+        state_schema=dict(type="str", default="partitioning"),
+        batch_size=dict(type="int", default=10000),
+        batch_sleep_ms=dict(type="int", default=0),
+        batch_target_ms=dict(type="int", default=500),
+        max_replica_lag_s=dict(type="float", default=30),
+        max_active_backends=dict(type="int", default=0),
+        max_lock_waiters=dict(type="int", default=0),
+        copy_workers=dict(type="int", default=1),
+        verify_batches=dict(type="bool", default=False),
+        max_call_s=dict(type="float", default=60),
+        deadline=dict(type="float"),
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    run_module(module, work)
+
+
+if __name__ == "__main__":
+    main()

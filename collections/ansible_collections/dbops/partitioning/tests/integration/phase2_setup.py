@@ -1,0 +1,186 @@
+"""Test setup for phase 2: a table that phase 1 has brought to 'prepared'.
+
+Uses the real phase-1 path (prepare.prepare_table) when it is importable, else a hand-made
+twin as design.md names it (``<table>_partitioned``, monthly partitions plus ``_default``,
+primary key = original key + partition key) with the real forward sync trigger
+(sync.install_sync) and a state row in phase 'prepared' whose ``backfill_upper`` is the
+largest key once the triggers exist.
+
+Two shapes: ``revenues`` (``id bigint`` key) and ``composite=True`` (key ``(org_id, id)``,
+to exercise keyset order by row comparison).
+"""
+import datetime
+import json
+import os
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "..", ".."))
+for _p in (ROOT, os.path.join(ROOT, "collections")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from ansible_collections.dbops.partitioning.plugins.module_utils import backfill  # noqa: E402
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as st  # noqa: E402
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session  # noqa: E402
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates  # noqa: E402
+
+STATE = "partitioning"
+TABLE = "public.revenues"
+MONTHS = [(2025, m) for m in range(1, 13)]
+COLS = "id, occurred_at, region, amount, note"
+
+
+def run(conn, *stmts):
+    cur = conn.cursor()
+    for s in stmts:
+        cur.execute(s)
+    cur.close()
+
+
+def templates():
+    return SqlTemplates.from_checkout()
+
+
+def create_original(conn, rows=2000, composite=False):
+    if composite:
+        run(conn, "CREATE TABLE public.revenues (org_id int NOT NULL, id bigint NOT NULL, "
+                  "occurred_at timestamptz NOT NULL, region text NOT NULL, amount numeric(12,2) NOT NULL, note text, "
+                  "PRIMARY KEY (org_id, id))",
+            "INSERT INTO public.revenues SELECT g %% 7, g, timestamptz '2025-01-01 00:00+00' + "
+            "((g * 251) %% (360 * 1440)) * interval '1 minute', (ARRAY['eu','us','apac'])[1 + g %% 3], g %% 1000, "
+            "NULL FROM generate_series(1, %d) g" % rows)
+    else:
+        run(conn, "CREATE TABLE public.revenues (id bigserial PRIMARY KEY, occurred_at timestamptz NOT NULL, "
+                  "region text NOT NULL, amount numeric(12,2) NOT NULL, note text)",
+            "INSERT INTO public.revenues (occurred_at, region, amount) SELECT timestamptz '2025-01-01 00:00+00' + "
+            "((g * 251) %% (360 * 1440)) * interval '1 minute', (ARRAY['eu','us','apac'])[1 + g %% 3], g %% 1000 "
+            "FROM generate_series(1, %d) g" % rows)
+
+
+def _spec_dict():
+    return dict(table=TABLE, partition_key="occurred_at", strategy="range", interval="monthly", premake=0,
+                default_partition=True)
+
+
+def _prepare_with_phase1(pg, db):
+    try:
+        from ansible_collections.dbops.partitioning.plugins.module_utils import prepare
+        from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
+    except ImportError:
+        return False
+    session = Session(pg.connect(db))
+    try:
+        spec = normalize_spec(_spec_dict())
+        prepare.prepare_table(session, templates(), spec, STATE,
+                              now=datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc))
+    finally:
+        session.close()
+    return True
+
+
+def _prepare_by_hand(pg, db, composite):
+    from ansible_collections.dbops.partitioning.plugins.module_utils import sync
+    conn = pg.connect(db)
+    try:
+        key = "org_id, id, occurred_at" if composite else "id, occurred_at"
+        first = "org_id int NOT NULL, id bigint NOT NULL" if composite else "id bigint NOT NULL"
+        stmts = ["CREATE TABLE public.revenues_partitioned (%s, occurred_at timestamptz NOT NULL, "
+                 "region text NOT NULL, amount numeric(12,2) NOT NULL, note text, "
+                 "CONSTRAINT revenues_pkey_p PRIMARY KEY (%s)) PARTITION BY RANGE (occurred_at)" % (first, key)]
+        for y, m in MONTHS:
+            lo = datetime.date(y, m, 1)
+            hi = datetime.date(y + (m == 12), m % 12 + 1, 1)
+            stmts.append("CREATE TABLE public.revenues_%d_%02d PARTITION OF public.revenues_partitioned "
+                         "FOR VALUES FROM ('%s 00:00+00') TO ('%s 00:00+00')" % (y, m, lo, hi))
+        stmts.append("CREATE TABLE public.revenues_default PARTITION OF public.revenues_partitioned DEFAULT")
+        run(conn, *stmts)
+        session = Session(pg.connect(db))
+        tpl = templates()
+        st.ensure_state_schema(session, tpl, STATE)
+
+        class Spec:
+            schema, name, table_name, partition_key, tuning = "public", "revenues", TABLE, "occurred_at", {}
+        sync.install_sync(session, tpl, STATE, Spec, ("public", "revenues"), ("public", "revenues_partitioned"),
+                          direction="forward")
+        pk = ["org_id", "id"] if composite else ["id"]
+        cur = conn.cursor()
+        cur.execute("SELECT jsonb_build_object(%s) FROM public.revenues ORDER BY %s LIMIT 1" % (
+            ", ".join("'%s', %s" % (c, c) for c in pk), ", ".join("%s DESC" % c for c in pk)))
+        r = cur.fetchone()
+        upper = r[0] if r else None
+        with session.transaction():
+            st.insert_table(session, STATE, TABLE, table_schema="public", table_relname="revenues",
+                            twin_relname="revenues_partitioned", old_relname="revenues_old", phase="prepared",
+                            spec=_spec_dict(), pk_columns=pk, partition_key="occurred_at", backfill_upper=upper)
+        session.close()
+    finally:
+        conn.close()
+
+
+def make_prepared(pg, db, rows=2000, composite=False, by_hand=None):
+    """public.revenues with ``rows`` rows, its twin, sync triggers and a 'prepared' state row."""
+    conn = pg.connect(db)
+    try:
+        create_original(conn, rows=rows, composite=composite)
+    finally:
+        conn.close()
+    if by_hand is None:
+        by_hand = composite or os.environ.get("DBOPS_PHASE2_BY_HAND") == "1"
+    if by_hand or not _prepare_with_phase1(pg, db):
+        _prepare_by_hand(pg, db, composite)
+
+
+def session(pg, db):
+    return Session(pg.connect(db))
+
+
+def context(sess):
+    row = st.get_table(sess, STATE, TABLE)
+    return backfill.load_context(sess, STATE, row), row
+
+
+def rows_of(conn, table, cols=COLS):
+    cur = conn.cursor()
+    cur.execute("SELECT %s FROM %s ORDER BY %s" % (cols, table, cols))
+    out = cur.fetchall()
+    cur.close()
+    return out
+
+
+def assert_equal_tables(conn, cols=COLS):
+    """Row for row: original == twin, and no primary key twice in the twin."""
+    a = rows_of(conn, "public.revenues", cols)
+    b = rows_of(conn, "public.revenues_partitioned", cols)
+    missing = sorted(set(a) - set(b))[:10]
+    extra = sorted(set(b) - set(a))[:10]
+    assert a == b, "original %d rows, twin %d rows; missing in twin %s; extra in twin %s" % (
+        len(a), len(b), missing, extra)
+    pk = "org_id, id" if "org_id" in cols else "id"
+    cur = conn.cursor()
+    cur.execute("SELECT %s, count(*) FROM public.revenues_partitioned GROUP BY %s HAVING count(*) > 1" % (pk, pk))
+    dup = cur.fetchall()
+    assert not dup, "duplicate keys in the twin: %s" % dup
+
+
+def state_row(conn):
+    cur = conn.cursor()
+    cur.execute("SELECT row_to_json(t) FROM partitioning.tables t WHERE table_name = %s", (TABLE,))
+    r = cur.fetchone()
+    return r[0] if r else None
+
+
+def pending(conn):
+    cur = conn.cursor()
+    cur.execute("SELECT pk FROM partitioning.pending_keys WHERE table_name = %s ORDER BY id", (TABLE,))
+    return [r[0] for r in cur.fetchall()]
+
+
+def scalar(conn, stmt, args=None):
+    cur = conn.cursor()
+    cur.execute(stmt, args)
+    r = cur.fetchone()
+    cur.close()
+    return r[0] if r else None
+
+
+__all__ = ["make_prepared", "session", "context", "assert_equal_tables", "state_row", "pending", "json"]
