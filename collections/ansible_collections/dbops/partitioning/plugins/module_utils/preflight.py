@@ -1,0 +1,313 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Preflight: everything that would make phase 1 fail or a later phase unsafe, checked
+before anything changes.
+
+``preflight(session, spec, info, state_row, state_schema)`` only reads (catalog queries,
+and one ``EXISTS`` over the partition key when the column is nullable). It collects every
+problem and raises them together as one ``PartitioningError`` (a bullet per problem, the
+list also in ``details['problems']``); what is merely worth knowing comes back as a list
+of warnings.
+
+Decisions:
+
+* **Nullable partition key: refused, also when it holds no NULL today.** The key becomes
+  part of the twin's primary key, so the twin's column is ``NOT NULL``; if the original
+  still accepted NULL, an application INSERT of a NULL key would make the sync trigger —
+  and so the application's own write — fail (HP4). The message says whether NULLs exist
+  and how to add the constraint without a long lock (a ``CHECK (k IS NOT NULL) NOT VALID``,
+  ``VALIDATE CONSTRAINT``, then ``SET NOT NULL``, which then skips the table scan).
+* **Unique constraints and indexes without the partition key** are extended with it on the
+  twin (HP6): reported as a warning, because the column alone is no longer unique. Exclusion
+  constraints cannot be carried over safely: refused.
+* **Inbound foreign keys** (HP11), including a table's references to itself, are named;
+  refused unless ``inbound_foreign_keys: drop`` (then a warning lists what phase 1 drops).
+* **The twin**: absent, or recorded in the state schema in a phase this run can continue
+  (prepared, copying, copied, verified). After switchover (switched, cleaned) the table is
+  already partitioned: nothing is checked and a warning says so. A twin or a
+  ``<table>_old`` that exists without a state row is somebody else's table: refused. A state
+  row whose partition key, strategy or bounds differ from the spec is refused (start over
+  with rollback.yml).
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import difflib
+
+from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import range_key_kind
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display, qualified
+
+try:
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover
+    sql = None
+
+MIN_SERVER_VERSION = 140000
+CONTINUE_PHASES = ("prepared", "copying", "copied", "verified")
+DONE_PHASES = ("switched", "cleaned")
+# Spec fields that fix the twin's shape: a change needs a new twin.
+SHAPE_FIELDS = ("partition_key", "strategy", "interval", "partitions", "values")
+
+_RELKINDS = {"v": "a view", "m": "a materialized view", "f": "a foreign table", "p": "a partitioned table",
+             "S": "a sequence", "c": "a composite type", "i": "an index", "I": "a partitioned index",
+             "t": "a TOAST table", "r": "a table"}
+
+_RELATION_SQL = """
+SELECT c.oid, c.relkind AS kind, c.relpersistence AS persistence
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = %(schema)s AND c.relname = %(name)s
+"""
+
+# A default operator class of the access method for the type (directly, through a
+# binary-compatible cast such as varchar -> text, through a domain's base type, or through
+# the polymorphic classes of arrays, enums and ranges): what PARTITION BY needs.
+_OPCLASS_SQL = """
+WITH t AS (
+  SELECT CASE WHEN typtype = 'd' THEN typbasetype ELSE oid END AS oid
+    FROM pg_catalog.pg_type WHERE oid = %(type_oid)s
+), b AS (
+  SELECT ty.oid, ty.typtype, ty.typcategory FROM pg_catalog.pg_type ty JOIN t ON ty.oid = t.oid
+)
+SELECT EXISTS (
+  SELECT 1 FROM pg_catalog.pg_opclass oc JOIN pg_catalog.pg_am am ON am.oid = oc.opcmethod, b
+   WHERE am.amname = %(method)s AND oc.opcdefault
+     AND (oc.opcintype = b.oid
+          OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast ca WHERE ca.castsource = b.oid
+                      AND ca.casttarget = oc.opcintype AND ca.castmethod = 'b')
+          OR (oc.opcintype = 'pg_catalog.anyarray'::regtype AND b.typcategory = 'A')
+          OR (oc.opcintype = 'pg_catalog.anyenum'::regtype AND b.typtype = 'e')
+          OR (oc.opcintype = 'pg_catalog.anyrange'::regtype AND b.typtype = 'r'))
+)
+"""
+
+_INHERITANCE_SQL = """
+SELECT (SELECT count(*) FROM pg_catalog.pg_inherits WHERE inhrelid = %(oid)s) AS parents,
+       (SELECT count(*) FROM pg_catalog.pg_inherits WHERE inhparent = %(oid)s) AS children,
+       c.reloftype <> 0 AS typed,
+       pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') AS owner,
+       pg_catalog.has_schema_privilege(n.oid, 'CREATE') AS can_create
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.oid = %(oid)s
+"""
+
+
+def _rel(session, schema, name):
+    rows = session.query(_RELATION_SQL, dict(schema=schema, name=name))
+    return rows[0] if rows else None
+
+
+def _suggest(word, choices):
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return " (did you mean %s?)" % close[0] if close else ""
+
+
+def _fk_text(fk):
+    return "%s on %s (%s)" % (fk.name, qualified(*fk.table), ", ".join(fk.columns))
+
+
+def _spec_shape(spec_json):
+    spec_json = spec_json or {}
+    shape = {}
+    for f in SHAPE_FIELDS:
+        value = spec_json.get(f)
+        if f == "values" and value:
+            value = dict((k, [str(v) for v in vs]) for k, vs in value.items())
+        shape[f] = value if value not in ({}, []) else None
+    shape["strategy"] = shape["strategy"] or "range"
+    return shape
+
+
+def preflight(session, spec, info, state_row, state_schema):
+    """Check ``spec`` against the database; returns warnings, raises every problem at once.
+
+    ``info`` is ``catalog.describe_table(...)`` of the original (None when there is no such
+    table); ``state_row`` is ``state.get_table(...)`` (None when unmanaged).
+    """
+    problems, warnings = [], []
+    label = spec.table_name
+
+    version = int(session.scalar("SELECT current_setting('server_version_num')::int"))
+    if version < MIN_SERVER_VERSION:
+        problems.append("PostgreSQL %s is not supported: dbops.partitioning needs 14 or newer."
+                        % session.scalar("SELECT current_setting('server_version')"))
+
+    phase = state_row.get("phase") if state_row else None
+    if phase in DONE_PHASES:
+        warnings.append("%s was switched over already (phase %s): it is the partitioned table now; "
+                        "nothing for phase 1 to check." % (label, phase))
+        return _finish(label, problems, warnings)
+
+    _check_state(session, spec, state_row, phase, problems)
+    _check_state_schema(session, state_schema, problems)
+
+    if info is None or info.kind != "r":
+        rel = _rel(session, spec.schema, spec.name)
+        if rel is None:
+            problems.append("%s does not exist (check the schema and the spelling; unqualified names mean "
+                            "public)." % label)
+        else:
+            what = _RELKINDS.get(rel["kind"], "not a plain table")
+            extra = " (already partitioned: nothing to migrate)" if rel["kind"] == "p" else ""
+            problems.append("%s is %s%s; only plain tables can be partitioned online." % (label, what, extra))
+        return _finish(label, problems, warnings)
+
+    if info.persistence == "u":
+        problems.append("%s is UNLOGGED: its rows are not replicated nor crash-safe; make it LOGGED "
+                        "(ALTER TABLE ... SET LOGGED) before partitioning it." % label)
+    elif info.persistence == "t":
+        problems.append("%s is a temporary table; only permanent tables can be partitioned." % label)
+
+    extra = session.query(_INHERITANCE_SQL, dict(oid=info.oid))[0]
+    if extra["parents"] or extra["children"]:
+        problems.append("%s takes part in table inheritance (%d parent(s), %d child table(s)); a partitioned "
+                        "table cannot: detach the inheritance first." % (label, extra["parents"], extra["children"]))
+    if extra["typed"]:
+        problems.append("%s is a typed table (CREATE TABLE ... OF type); a partitioned twin cannot be." % label)
+    if not extra["owner"]:
+        problems.append("%s: the role %s does not own the table (owner: %s): it needs to, to create the sync "
+                        "triggers and to rename the table at switchover."
+                        % (label, session.scalar("SELECT current_user"), info.owner))
+    if not extra["can_create"]:
+        problems.append("%s: the role %s may not CREATE in schema %s (the twin goes there)."
+                        % (label, session.scalar("SELECT current_user"), spec.schema))
+
+    if info.primary_key is None:
+        problems.append("%s has no primary key: the backfill walks it and the sync triggers find rows by it; "
+                        "add one first." % label)
+
+    _check_key(session, spec, info, problems)
+    _check_unique(spec, info, problems, warnings)
+    _check_inbound(spec, info, problems, warnings)
+
+    for index in info.indexes:
+        if not index.is_valid:
+            warnings.append("%s: index %s is invalid (an interrupted CREATE INDEX CONCURRENTLY?); rebuild or drop "
+                            "it, the twin copies its definition as a valid index." % (label, index.name))
+    return _finish(label, problems, warnings)
+
+
+def _check_state(session, spec, state_row, phase, problems):
+    label = spec.table_name
+    twin = _rel(session, *spec.twin)
+    if state_row is None or phase == "rolled_back":
+        if twin is not None:
+            problems.append("%s already exists but no migration of %s is recorded in the state schema; it is not "
+                            "ours to reuse: drop or rename it." % (qualified(*spec.twin), label))
+        old = _rel(session, *spec.old)
+        if old is not None:
+            problems.append("%s already exists; the switchover needs that name for the original table: drop or "
+                            "rename it." % qualified(*spec.old))
+        return
+    if phase not in CONTINUE_PHASES:
+        problems.append("%s: the state schema records an unknown phase %r." % (label, phase))
+        return
+    if twin is None and phase != "prepared":
+        problems.append("%s: the state schema says phase %s but the twin %s is missing; run rollback.yml to start "
+                        "over." % (label, phase, qualified(*spec.twin)))
+    elif twin is not None and twin["kind"] != "p":
+        problems.append("%s exists but is not a partitioned table; it is not the twin this tool created."
+                        % qualified(*spec.twin))
+    recorded, wanted = _spec_shape(state_row.get("spec")), _spec_shape(spec.to_json())
+    changed = [f for f in SHAPE_FIELDS if recorded[f] != wanted[f]]
+    if changed:
+        problems.append("%s: the spec changed since phase 1 (%s); the twin was built for %s. Run rollback.yml to "
+                        "start over, or restore the spec."
+                        % (label, ", ".join("%s %r -> %r" % (f, recorded[f], wanted[f]) for f in changed),
+                           ", ".join("%s=%r" % (f, recorded[f]) for f in changed)))
+
+
+_STATE_SCHEMA_SQL = """
+SELECT n.oid IS NOT NULL AS present,
+       (SELECT count(*) FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid) AS relations,
+       to_regclass(pg_catalog.quote_ident(%(schema)s) || '.schema_version') IS NOT NULL AS ours,
+       pg_catalog.has_database_privilege(current_database(), 'CREATE') AS can_create
+  FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = %(schema)s
+"""
+
+
+def _check_state_schema(session, state_schema, problems):
+    """The state schema is ours, or empty, or absent and creatable."""
+    row = session.query(_STATE_SCHEMA_SQL, dict(schema=state_schema))[0]
+    if row["present"] and not row["ours"] and row["relations"]:
+        problems.append("schema %s exists and holds other objects but no dbops.partitioning state (no "
+                        "schema_version table); choose another partitioning_state_schema or drop it." % display(state_schema))
+    elif not row["present"] and not row["can_create"]:
+        problems.append("the state schema %s is missing and the role %s may not create schemas in this database "
+                        "(GRANT CREATE ON DATABASE)." % (display(state_schema),
+                                                         session.scalar("SELECT current_user")))
+
+
+def _check_key(session, spec, info, problems):
+    label, key = spec.table_name, spec.partition_key
+    col = info.column(key)
+    if col is None:
+        problems.append("%s has no column %s%s." % (label, key, _suggest(key, [c.name for c in info.columns])))
+        return
+    if col.generated:
+        problems.append("%s: %s is a generated column; PostgreSQL cannot partition by one." % (label, key))
+    if spec.strategy == "range":
+        if range_key_kind(col.type) is None:
+            problems.append("%s: %s is %s; range partitioning supports date, timestamp and timestamptz keys "
+                            "(use strategy hash or list for other types)." % (label, key, col.type))
+    else:
+        method = "hash" if spec.strategy == "hash" else "btree"
+        if not session.scalar(_OPCLASS_SQL, dict(type_oid=col.type_oid, method=method)):
+            problems.append("%s: %s is %s, which has no default %s operator class: %s partitioning needs one."
+                            % (label, key, col.type, method, spec.strategy))
+    if not col.not_null:
+        has_nulls = session.scalar(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {} IS NULL)").format(
+            sql.Identifier(spec.schema, spec.name), sql.Identifier(key)))
+        now = ("it holds NULLs now: give them a value, then" if has_nulls
+               else "it holds no NULL now, so")
+        problems.append("%s: the partition key %s must be NOT NULL (it becomes part of the primary key, and a "
+                        "NULL written later would make the sync trigger fail the application's write); %s "
+                        "add the constraint without a long lock: ADD CONSTRAINT ... CHECK (%s IS NOT NULL) "
+                        "NOT VALID; VALIDATE CONSTRAINT ...; ALTER COLUMN %s SET NOT NULL."
+                        % (label, key, now, key, key))
+
+
+def _check_unique(spec, info, problems, warnings):
+    label, key = spec.table_name, spec.partition_key
+    for con in info.constraints:
+        if con.type == "x":
+            problems.append("%s: exclusion constraint %s (%s) cannot be carried to a partitioned table; drop it or "
+                            "enforce it otherwise." % (label, con.name, con.definition))
+    for index in info.indexes:
+        if not index.is_unique or index.constraint_type == "x":
+            continue
+        if key in index.key_columns:
+            continue
+        what = ("primary key" if index.is_primary else
+                "unique constraint" if index.constraint_type == "u" else "unique index")
+        cols = ", ".join(c if c is not None else d for c, d in zip(index.key_columns, index.key_definitions))
+        warnings.append("%s: %s %s (%s) becomes unique on (%s, %s) in the partitioned table: PostgreSQL requires "
+                        "the partition key in every unique key, so (%s) alone is no longer guaranteed unique."
+                        % (label, what, index.name, cols, cols, key, cols))
+
+
+def _check_inbound(spec, info, problems, warnings):
+    label = spec.table_name
+    inbound = list(info.referenced_by)
+    if not inbound:
+        return
+    names = "; ".join(_fk_text(fk) for fk in inbound)
+    if spec.inbound_foreign_keys == "refuse":
+        problems.append("%s is referenced by foreign keys that cannot follow it to a partitioned table: %s. "
+                        "Set inbound_foreign_keys: drop to have phase 1 drop them (and report them), or drop "
+                        "them yourself." % (label, names))
+    else:
+        warnings.append("%s: phase 1 will drop the foreign keys that reference it (inbound_foreign_keys: drop): "
+                        "%s." % (label, names))
+
+
+def _finish(label, problems, warnings):
+    if problems:
+        if len(problems) == 1:
+            raise PartitioningError("Preflight failed for %s: %s" % (label, problems[0]), problems=problems,
+                                    warnings=warnings)
+        raise PartitioningError("Preflight failed for %s (%d problems):\n- %s"
+                                % (label, len(problems), "\n- ".join(problems)), problems=problems,
+                                warnings=warnings)
+    return warnings
