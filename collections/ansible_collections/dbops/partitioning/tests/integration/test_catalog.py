@@ -14,6 +14,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.db import Sessi
 AWKWARD_SQL = """
 CREATE ROLE {r}_reader; CREATE ROLE {r}_writer; CREATE ROLE {r}_owner;
 CREATE SCHEMA "Sales";
+GRANT USAGE ON SCHEMA "Sales" TO {r}_reader, {r}_writer;
 CREATE TABLE "Sales".customers (id bigint PRIMARY KEY, name text);
 CREATE TABLE "Sales"."Revenues" (
     id bigint GENERATED ALWAYS AS IDENTITY,
@@ -112,6 +113,7 @@ def create_awkward(conn, db):
 def drop_roles(conn, db):
     r = role_prefix(db)
     cur = conn.cursor()
+    cur.execute("RESET ROLE")
     cur.execute("DROP PUBLICATION IF EXISTS %s_pub" % r)
     for suffix in ("reader", "writer", "owner"):
         cur.execute("DROP OWNED BY %s_%s CASCADE" % (r, suffix))

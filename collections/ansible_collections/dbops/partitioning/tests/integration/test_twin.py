@@ -1,0 +1,241 @@
+"""ensure_twin on real servers: the twin accepts the original's rows, carries over what the
+original has (columns, keys extended with the partition key, indexes rebuilt from their parts,
+FKs, comments, grants, owner, policies, storage parameters), is idempotent, and changes
+nothing in check mode."""
+import datetime
+
+import pytest
+
+from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import plan_partitions
+from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
+from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
+from ansible_collections.dbops.partitioning.plugins.module_utils.twin import ensure_twin, twin_index_name
+
+from .test_catalog import LAB_SQL, awkward  # noqa: F401 - fixture
+
+NOW = datetime.datetime(2026, 1, 15, 12, 0, tzinfo=datetime.timezone.utc)
+
+
+def build(conn, raw, check_mode=False):
+    session = Session(conn, check_mode=check_mode)
+    spec = normalize_spec(raw)
+    info = describe_table(session, spec.schema, spec.name)
+    key_type = info.column(spec.partition_key).type
+    lo, hi = session.query("SELECT min({k}) AS lo, max({k}) AS hi FROM {t}".format(
+        k='"%s"' % spec.partition_key, t='"%s"."%s"' % (spec.schema, spec.name)))[0].values()
+    partitions = plan_partitions(spec, key_type, lo, hi, NOW)
+    warnings = []
+    created = ensure_twin(session, info, spec, partitions, warnings)
+    return session, spec, info, partitions, created, warnings
+
+
+def scalar(conn, q, *args):
+    cur = conn.cursor()
+    cur.execute(q, args or None)
+    return cur.fetchone()[0]
+
+
+def copy_rows(conn, info, twin):
+    cols = ", ".join('"%s"' % c.name for c in info.columns if not c.generated)
+    conn.cursor().execute('INSERT INTO "%s"."%s" (%s) SELECT %s FROM "%s"."%s"'
+                          % (twin[0], twin[1], cols, cols, info.schema, info.name))
+
+
+def same_rows(conn, info, twin):
+    """Every column (generated ones included) equal, both ways."""
+    cols = ", ".join('"%s"' % c.name for c in info.columns)
+    a = '"%s"."%s"' % (info.schema, info.name)
+    b = '"%s"."%s"' % twin
+    q = "SELECT count(*) FROM ((SELECT %s FROM %s EXCEPT ALL SELECT %s FROM %s) UNION ALL " \
+        "(SELECT %s FROM %s EXCEPT ALL SELECT %s FROM %s)) d" % (cols, a, cols, b, cols, b, cols, a)
+    return scalar(conn, q) == 0
+
+
+def normalized_indexdef(definition, old_table, new_table, old_name, new_name):
+    return definition.replace(" ON ONLY ", " ON ").replace(new_table, old_table).replace(new_name, old_name)
+
+
+def test_lab_revenues_twin(conn):
+    conn.cursor().execute(LAB_SQL)
+    session, spec, info, partitions, created, warnings = build(
+        conn, dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="monthly"))
+    assert created[0] == "table public.revenues_partitioned"
+    names = [p.name for p in partitions]
+    assert names[0] == "revenues_2024_01" and names[-1] == "revenues_default"
+    assert ["partition public." + n for n in names] == [c for c in created if c.startswith("partition ")]
+    assert any("(id) becomes (id, occurred_at)" in w for w in warnings)
+    copy_rows(conn, info, spec.twin)
+    assert scalar(conn, "SELECT count(*) FROM public.revenues_partitioned") == 2000
+    assert scalar(conn, "SELECT count(*) FROM public.revenues_default") == 0
+    assert same_rows(conn, info, spec.twin)
+    twin = describe_table(Session(conn), *spec.twin)
+    assert twin.kind == "p" and twin.pk_columns == ["id", "occurred_at"]
+    assert twin.primary_key.name == "revenues_pkey_p"
+    assert twin.column("id").default == info.column("id").default     # the same sequence
+    assert [c.name for c in twin.columns] == [c.name for c in info.columns]
+    assert [c.type for c in twin.columns] == [c.type for c in info.columns]
+    assert sorted(i.name for i in twin.indexes) == sorted(twin_index_name(i.name) for i in info.indexes)
+    # a second run creates nothing
+    again = ensure_twin(Session(conn), describe_table(Session(conn), "public", "revenues"), spec, partitions)
+    assert again == []
+
+
+def test_awkward_twin(conn, awkward):
+    r = awkward
+    session, spec, info, partitions, created, warnings = build(
+        conn, dict(table='"Sales"."Revenues"', partition_key="occurred_at", strategy="range", interval="monthly"))
+    twin_name = spec.twin
+    assert twin_name == ("Sales", "Revenues_partitioned")
+    # what could not be carried over exactly is said
+    assert any("primary key (id, OrgId) becomes (id, OrgId, occurred_at)" in w for w in warnings)
+    assert any("revenues_ext_ref_key (ext_ref) becomes (ext_ref, occurred_at)" in w for w in warnings)
+    assert any("exclusion constraint revenues_no_overlap" in w for w in warnings)
+    assert any("unique index revenues_line_no_uidx" in w for w in warnings)
+
+    copy_rows(conn, info, twin_name)
+    assert scalar(conn, 'SELECT count(*) FROM "Sales"."Revenues_partitioned"') == 500
+    assert same_rows(conn, info, twin_name)
+
+    twin = describe_table(Session(conn), *twin_name)
+    cols = dict((c.name, c) for c in twin.columns)
+    orig = dict((c.name, c) for c in info.columns)
+    for name, c in orig.items():
+        t = cols[name]
+        assert (t.type, t.not_null, t.collation, t.generated, t.generation_expr, t.comment) == \
+            (c.type, c.not_null, c.collation, c.generated, c.generation_expr, c.comment), name
+        if not c.identity:
+            assert t.default == c.default, name
+    # identity: BY DEFAULT on the twin, with the original's sequence options
+    assert cols["id"].identity == "d" and cols["ext_ref"].identity == "d"
+    seqs = dict((s.column, s) for s in twin.owned_sequences)
+    assert (seqs["ext_ref"].start, seqs["ext_ref"].increment) == (1000, 5)
+    assert "line_no" not in seqs          # serial: the original's sequence, not a new one
+    assert twin.comment == "Revenue lines"
+
+    # keys and constraints
+    assert twin.pk_columns == ["id", "OrgId", "occurred_at"]
+    cons = dict((c.name, c) for c in twin.constraints)
+    assert cons["revenues_ext_ref_key_p"].columns == ["ext_ref", "occurred_at"]
+    assert cons["revenues_status_check"].definition == \
+        dict((c.name, c) for c in info.constraints)["revenues_status_check"].definition
+    assert "Revenues_amount_cents_check" in cons
+    assert "revenues_no_overlap_p" not in cons and "revenues_no_overlap" not in cons
+    [fk] = twin.foreign_keys
+    assert fk.name == "Revenues_customer_id_fkey_p" and fk.ref_table == ("Sales", "customers")
+    assert fk.definition == info.foreign_keys[0].definition
+    assert twin.referenced_by == []
+
+    # every index rebuilt from its parts deparses like the original (names and table aside)
+    tix = dict((i.name, i) for i in twin.indexes)
+    for ix in info.indexes:
+        if ix.constraint_type is not None:
+            continue
+        new = tix[twin_index_name(ix.name)]
+        got = normalized_indexdef(new.definition, '"Sales"."Revenues"', '"Sales"."Revenues_partitioned"',
+                                  ix.name, new.name)
+        if ix.name == "revenues_line_no_uidx":
+            assert new.key_columns == ["line_no", "occurred_at"]
+        else:
+            assert got == ix.definition, ix.name
+    assert tix["revenues_open_idx_p"].comment == "open lines"
+
+    # security: owner, grants (parent and partitions), policies without RLS enabled
+    assert twin.owner == r + "_owner"
+    assert set((g.grantee, g.privilege, g.grantable) for g in twin.grants) == \
+        set((g.grantee, g.privilege, g.grantable) for g in info.grants)
+    assert [(g.column, g.grantee, g.privilege) for g in twin.column_grants] == [("status", r + "_reader", "UPDATE")]
+    part = describe_table(Session(conn), "Sales", "Revenues_2025_01")
+    assert part.owner == r + "_owner"
+    assert set((g.grantee, g.privilege) for g in part.grants) == set((g.grantee, g.privilege) for g in info.grants)
+    assert sorted(part.reloptions) == ["autovacuum_vacuum_scale_factor=0.05", "fillfactor=80"]
+    assert twin.reloptions == []
+    assert not twin.rls_enabled
+    assert [(p.name, p.command, p.permissive, p.roles, p.using, p.with_check) for p in twin.policies] == \
+        [(p.name, p.command, p.permissive, p.roles, p.using, p.with_check) for p in info.policies]
+    # the application's writer role can write the twin (the sync trigger runs as the invoker)
+    cur = conn.cursor()
+    cur.execute("SET ROLE %s_writer" % r)
+    # (with explicit values for every written column, as the trigger writes them)
+    cur.execute('INSERT INTO "Sales"."Revenues_partitioned" (id, "OrgId", occurred_at, line_no, ext_ref, '
+                "amount_cents) VALUES (100000, 1, '2025-03-01', 100000, 100000, 5)")
+    cur.execute("RESET ROLE")
+    # the application's triggers are not copied before switchover (they would fire twice)
+    assert twin.triggers == []
+
+    again = ensure_twin(Session(conn), describe_table(Session(conn), "Sales", "Revenues"), spec, partitions)
+    assert again == []
+
+
+def test_check_mode_creates_nothing(conn, awkward):
+    session, spec, info, partitions, created, _ = build(
+        conn, dict(table='"Sales"."Revenues"', partition_key="occurred_at", strategy="range", interval="quarterly"),
+        check_mode=True)
+    assert created and len(session.queries) == len(created)
+    assert session.queries[0].startswith('CREATE TABLE "Sales"."Revenues_partitioned" (')
+    assert any(q.startswith('CREATE TABLE "Sales"."Revenues_2025_q1" PARTITION OF') for q in session.queries)
+    assert scalar(conn, "SELECT count(*) FROM pg_class WHERE relname IN ('Revenues_partitioned', 'Revenues_2025_q1')") == 0
+    # and the same statements, run for real, create the same things
+    _, _, _, _, real, _ = build(
+        conn, dict(table='"Sales"."Revenues"', partition_key="occurred_at", strategy="range", interval="quarterly"))
+    assert real == created
+
+
+def test_missing_pieces_are_repaired(conn):
+    conn.cursor().execute(LAB_SQL)
+    raw = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="yearly")
+    _, spec, info, partitions, _, _ = build(conn, raw)
+    conn.cursor().execute("DROP INDEX public.revenues_property_idx_p; DROP TABLE public.revenues_2025; "
+                          "COMMENT ON TABLE public.revenues_partitioned IS NULL; COMMENT ON TABLE public.revenues IS 'x'")
+    info = describe_table(Session(conn), "public", "revenues")
+    again = ensure_twin(Session(conn), info, spec, partitions)
+    assert again == ["index public.revenues_property_idx_p", "partition public.revenues_2025",
+                     "comment on public.revenues_partitioned"]
+    assert ensure_twin(Session(conn), info, spec, partitions) == []
+
+
+def test_a_foreign_table_in_the_way_is_refused(conn):
+    conn.cursor().execute(LAB_SQL + "CREATE TABLE public.revenues_2024 (x int);")
+    with pytest.raises(PartitioningError, match="revenues_2024 exists and is not a partition"):
+        build(conn, dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="yearly"))
+    conn.cursor().execute("DROP TABLE public.revenues_2024, public.revenues_partitioned")
+    conn.cursor().execute("CREATE TABLE public.revenues_partitioned (x int)")
+    with pytest.raises(PartitioningError, match="not a partitioned table"):
+        build(conn, dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="yearly"))
+
+
+def test_hash_and_list_twins(conn):
+    conn.cursor().execute("""
+        CREATE TABLE balances (org_id integer NOT NULL, day date NOT NULL, cents bigint NOT NULL DEFAULT 0,
+                               status text NOT NULL, PRIMARY KEY (org_id, day));
+        CREATE INDEX balances_status_idx ON balances (status);
+        INSERT INTO balances SELECT g % 37, date '2025-01-01' + g / 37, g, (ARRAY['open', 'paid'])[1 + g % 2]
+          FROM generate_series(0, 999) g;""")
+    session, spec, info, partitions, created, warnings = build(
+        conn, dict(table="balances", partition_key="org_id", strategy="hash", partitions=4))
+    assert [p.name for p in partitions] == ["balances_p00", "balances_p01", "balances_p02", "balances_p03"]
+    assert not any("primary key" in w for w in warnings)       # org_id is in the key already
+    copy_rows(conn, info, spec.twin)
+    assert same_rows(conn, info, spec.twin)
+    assert describe_table(Session(conn), *spec.twin).pk_columns == ["org_id", "day"]
+
+    conn.cursor().execute("CREATE TABLE ledger AS SELECT * FROM balances; ALTER TABLE ledger ADD PRIMARY KEY (org_id, day)")
+    session, spec, info, partitions, created, warnings = build(
+        conn, dict(table="ledger", partition_key="status", strategy="list", values={"open": ["open"], "paid": ["paid"]}))
+    assert [p.name for p in partitions] == ["ledger_open", "ledger_paid", "ledger_default"]
+    copy_rows(conn, info, spec.twin)
+    assert scalar(conn, "SELECT count(*) FROM ledger_open") == 500
+    assert scalar(conn, "SELECT count(*) FROM ledger_default") == 0
+    assert describe_table(Session(conn), *spec.twin).pk_columns == ["org_id", "day", "status"]
+
+
+def test_virtual_generated_column_pg18(conn):
+    if conn.server_version < 180000:
+        pytest.skip("virtual generated columns are PostgreSQL 18+")
+    conn.cursor().execute("CREATE TABLE t (id int PRIMARY KEY, d date NOT NULL, a int NOT NULL, "
+                          "b int GENERATED ALWAYS AS (a * 2) VIRTUAL);"
+                          "INSERT INTO t (id, d, a) SELECT g, date '2025-01-01' + g, g FROM generate_series(1, 100) g")
+    _, spec, info, _, _, _ = build(conn, dict(table="t", partition_key="d", strategy="range", interval="monthly"))
+    copy_rows(conn, info, spec.twin)
+    assert same_rows(conn, info, spec.twin)
+    assert describe_table(Session(conn), *spec.twin).column("b").generated == "v"
