@@ -19,7 +19,8 @@ Decisions:
   ``VALIDATE CONSTRAINT``, then ``SET NOT NULL``, which then skips the table scan).
 * **Unique constraints and indexes without the partition key** are extended with it on the
   twin (HP6): reported as a warning, because the column alone is no longer unique. Exclusion
-  constraints cannot be carried over safely: refused.
+  constraints that a partitioned table cannot have (before PostgreSQL 17, or without the
+  partition key) are refused rather than silently lost.
 * **Inbound foreign keys** (HP11), including a table's references to itself, are named;
   refused unless ``inbound_foreign_keys: drop`` (then a warning lists what phase 1 drops).
 * **The twin**: absent, or recorded in the state schema in a phase this run can continue
@@ -178,7 +179,7 @@ def preflight(session, spec, info, state_row, state_schema):
                         "add one first." % label)
 
     _check_key(session, spec, info, problems)
-    _check_unique(spec, info, problems, warnings)
+    _check_unique(spec, info, problems, warnings, version)
     _check_inbound(spec, info, problems, warnings)
 
     for index in info.indexes:
@@ -232,7 +233,8 @@ def _check_state_schema(session, state_schema, problems):
     row = session.query(_STATE_SCHEMA_SQL, dict(schema=state_schema))[0]
     if row["present"] and not row["ours"] and row["relations"]:
         problems.append("schema %s exists and holds other objects but no dbops.partitioning state (no "
-                        "schema_version table); choose another partitioning_state_schema or drop it." % display(state_schema))
+                        "schema_version table); choose another partitioning_state_schema or drop it."
+                        % display(state_schema))
     elif not row["present"] and not row["can_create"]:
         problems.append("the state schema %s is missing and the role %s may not create schemas in this database "
                         "(GRANT CREATE ON DATABASE)." % (display(state_schema),
@@ -268,12 +270,16 @@ def _check_key(session, spec, info, problems):
                         % (label, key, now, key, key))
 
 
-def _check_unique(spec, info, problems, warnings):
+def _check_unique(spec, info, problems, warnings, version):
     label, key = spec.table_name, spec.partition_key
     for con in info.constraints:
-        if con.type == "x":
-            problems.append("%s: exclusion constraint %s (%s) cannot be carried to a partitioned table; drop it or "
-                            "enforce it otherwise." % (label, con.name, con.definition))
+        # PostgreSQL 17 allows exclusion constraints on a partitioned table when the partition
+        # key is compared with '=' in them; otherwise the constraint would be silently lost.
+        if con.type == "x" and not (version >= 170000 and key in con.columns):
+            problems.append("%s: exclusion constraint %s (%s) cannot exist on a partitioned table%s; drop it (and "
+                            "enforce the rule otherwise) or add the partition key with '=' to it."
+                            % (label, con.name, con.definition,
+                               " before PostgreSQL 17" if version < 170000 else " without the partition key"))
     for index in info.indexes:
         if not index.is_unique or index.constraint_type == "x":
             continue

@@ -16,7 +16,8 @@ CREATE TABLE revenues (
     occurred_at timestamptz NOT NULL,
     amount_cents bigint NOT NULL
 );
-INSERT INTO revenues SELECT g, g % 7, '2025-01-01'::timestamptz + g * interval '1 hour', g FROM generate_series(1, 200) g;
+INSERT INTO revenues
+SELECT g, g % 7, '2025-01-01'::timestamptz + g * interval '1 hour', g FROM generate_series(1, 200) g;
 """
 
 # Everything a database holds that preflight could have created or changed.
@@ -189,7 +190,19 @@ def test_unique_constraints_are_extended_with_a_warning(conn):
 def test_exclusion_constraint(conn):
     sql(conn, GOOD + "ALTER TABLE revenues ADD COLUMN during tstzrange; "
                      "ALTER TABLE revenues ADD CONSTRAINT no_overlap EXCLUDE USING gist (during WITH &&);")
-    assert "exclusion constraint no_overlap (EXCLUDE USING gist (during WITH &&))" in refused(conn, RANGE).msg
+    msg = refused(conn, RANGE).msg
+    assert "exclusion constraint no_overlap (EXCLUDE USING gist (during WITH &&)) cannot exist on a " \
+           "partitioned table" in msg
+
+
+def test_exclusion_constraint_with_the_key_on_17(conn):
+    sql(conn, GOOD + "CREATE EXTENSION IF NOT EXISTS btree_gist; ALTER TABLE revenues ADD COLUMN during tstzrange; "
+                     "ALTER TABLE revenues ADD CONSTRAINT no_overlap "
+                     "EXCLUDE USING gist (occurred_at WITH =, during WITH &&);")
+    if conn.server_version >= 170000:
+        run(conn, RANGE)
+    else:
+        assert "cannot exist on a partitioned table before PostgreSQL 17" in refused(conn, RANGE).msg
 
 
 def test_inbound_foreign_keys_refused_by_default(conn):
@@ -309,3 +322,22 @@ def test_every_problem_at_once(conn):
         ["public.revenues_partitioned", "already"], ["public.revenues", "is"], ["public.revenues", "has"],
         ["public.revenues:", "occurred_at"], ["public.revenues:", "the"]]
     assert e.msg.count("\n- ") == 5
+
+
+# ---------------------------------------------------------------- the lab as operators run it
+
+def test_the_lab_tables_pass_with_the_lab_inventory(conn):
+    import os
+
+    import yaml
+
+    from lab.schema import create_demo_schema
+    from ansible_collections.dbops.partitioning.plugins.module_utils.spec import validate_specs
+
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 6))
+    with open(os.path.join(root, "inventories", "lab", "group_vars", "partitioning_hosts.yml")) as f:
+        raws = yaml.safe_load(f)["partitioning_tables"]
+    create_demo_schema(conn, rows=2000)
+    for spec in validate_specs(raws):
+        warnings = run(conn, spec.to_json())
+        assert all(w.startswith(spec.table_name + ": ") for w in warnings), warnings
