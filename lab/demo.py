@@ -40,7 +40,8 @@ def run_playbook(cfg, servers, name, log_dir):
     """Run one playbook against inventories/lab, streaming its output; returns (rc, seconds)."""
     cmd = [_ansible_playbook(), os.path.join("playbooks", name + ".yml"), "-i", os.path.join("inventories", "lab"),
            "--limit", ",".join(s.name for s in servers)]
-    env = dict(os.environ, LAB_DIR=cfg.lab_dir, ANSIBLE_FORCE_COLOR="0", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, LAB_DIR=cfg.lab_dir, LAB_PORT=str(servers[0].port), ANSIBLE_FORCE_COLOR="0",
+               PYTHONUNBUFFERED="1")
     os.makedirs(log_dir, exist_ok=True)
     _say("\n$ %s" % " ".join(cmd))
     t0 = time.monotonic()
@@ -90,17 +91,29 @@ def _partitions(conn, table):
 
 
 def oracle(conn, table, phase):
-    """Row-for-row check of the pair the phase keeps in sync; (verdict, equal-or-None)."""
+    """Row-for-row check of the pair the phase keeps in sync; (verdict, ok-or-None).
+
+    Before the backfill has finished the twin holds only the rows the sync triggers wrote:
+    each of them must equal its original (no extra, no different row); rows not yet copied
+    are expected to be missing. From ``copied`` on the two must be equal, and after the
+    switchover the new table and ``<table>_old`` (kept in sync by the reverse trigger).
+    """
     keys = list(key_columns_of(table))
     if phase == "switched" and _exists(conn, table + "_old"):
-        pair = (table, table + "_old")
+        pair, complete = (table, table + "_old"), True
     elif phase in ("copied", "verified") and _exists(conn, table + "_partitioned"):
-        pair = (table, table + "_partitioned")
+        pair, complete = (table, table + "_partitioned"), True
+    elif phase in ("prepared", "copying") and _exists(conn, table + "_partitioned"):
+        pair, complete = (table, table + "_partitioned"), False
     else:
-        return "n/a (phase %s: nothing complete to compare yet)" % (phase or "none"), None
+        return "n/a (phase %s: no twin to compare)" % (phase or "none"), None
     r = compare_tables(conn, "public." + pair[0], "public." + pair[1], keys, limit=5)
     if r["equal"]:
         return "equal: %s = %s, %s rows, one snapshot" % (pair[0], pair[1], format(r["left_rows"], ",")), True
+    if not complete and not r["extra"] and not r["different"]:
+        return ("consistent so far: %s holds %s of %s rows, each equal to its original; no extra or different "
+                "row (the backfill copies the rest)" % (pair[1], format(r["right_rows"], ","),
+                                                        format(r["left_rows"], ","))), True
     return ("DIFFERENT %s vs %s: missing %s, extra %s, different %s (first keys shown)"
             % (pair[0], pair[1], r["missing"], r["extra"], r["different"])), False
 
