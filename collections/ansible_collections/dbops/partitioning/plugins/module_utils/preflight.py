@@ -41,9 +41,11 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.db import Parti
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display, qualified
 
 try:
+    import psycopg2
+    import psycopg2.extensions
     from psycopg2 import sql
 except ImportError:  # pragma: no cover
-    sql = None
+    psycopg2 = sql = None
 
 MIN_SERVER_VERSION = 140000
 CONTINUE_PHASES = ("prepared", "copying", "copied", "verified")
@@ -258,6 +260,8 @@ def _check_key(session, spec, info, problems):
         if not session.scalar(_OPCLASS_SQL, dict(type_oid=col.type_oid, method=method)):
             problems.append("%s: %s is %s, which has no default %s operator class: %s partitioning needs one."
                             % (label, key, col.type, method, spec.strategy))
+        elif spec.strategy == "list":
+            _check_list_values(session, spec, col, problems)
     if not col.not_null:
         has_nulls = session.scalar(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {} IS NULL)").format(
             sql.Identifier(spec.schema, spec.name), sql.Identifier(key)))
@@ -268,6 +272,38 @@ def _check_key(session, spec, info, problems):
                         "add the constraint without a long lock: ADD CONSTRAINT ... CHECK (%s IS NOT NULL) "
                         "NOT VALID; VALIDATE CONSTRAINT ...; ALTER COLUMN %s SET NOT NULL."
                         % (label, key, now, key, key))
+
+
+def _check_list_values(session, spec, col, problems):
+    """Every list value must be a valid value of the key's type (else CREATE TABLE ... PARTITION OF
+    fails half-way through phase 1). The value is compared, as an untyped literal, with the column
+    in a query that reads no row: PostgreSQL parses it with the column's type, or says why not."""
+    stmt = sql.SQL("SELECT 1 FROM (SELECT {} AS k FROM {} LIMIT 0) s WHERE s.k = %s").format(
+        sql.Identifier(spec.partition_key), sql.Identifier(spec.schema, spec.name))
+    for name, values in spec.values.items():
+        for value in values:
+            error = _try_query(session, stmt, (str(value),))
+            if error:
+                problems.append("%s: values.%s: %r is not a valid %s (%s)."
+                                % (spec.table_name, name, value, col.type, error))
+
+
+def _try_query(session, stmt, params):
+    """Run a read-only query; return PostgreSQL's message instead of raising (inside a
+    transaction a savepoint keeps the caller's transaction usable)."""
+    conn = session.conn
+    in_tx = conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    if in_tx:
+        session.query("SAVEPOINT dbops_preflight")
+    try:
+        session.query(stmt, params)
+    except psycopg2.Error as e:
+        if in_tx:
+            session.query("ROLLBACK TO SAVEPOINT dbops_preflight")
+        return (e.diag.message_primary or str(e)).strip()
+    if in_tx:
+        session.query("RELEASE SAVEPOINT dbops_preflight")
+    return None
 
 
 def _check_unique(spec, info, problems, warnings, version):

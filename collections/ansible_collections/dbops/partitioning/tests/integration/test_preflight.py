@@ -155,6 +155,25 @@ def test_hash_and_list_need_an_operator_class(conn, strategy, extra, method):
     assert "p is point, which has no default %s operator class" % method in msg
 
 
+def test_list_values_must_fit_the_key_type(conn):
+    sql(conn, "CREATE TABLE t (id int PRIMARY KEY, n integer NOT NULL, d date NOT NULL)")
+    e = refused(conn, dict(table="t", partition_key="n", strategy="list", values={"a": [1, "2"], "b": ["x", 3]}))
+    assert e.details["problems"] == [
+        "public.t: values.b: 'x' is not a valid integer (invalid input syntax for type integer: \"x\")."]
+    run(conn, dict(table="t", partition_key="d", strategy="list", values={"a": ["2025-01-01"]}))
+
+
+def test_list_values_checked_inside_a_transaction_leave_it_usable(conn):
+    sql(conn, "CREATE TABLE t (id int PRIMARY KEY, n integer NOT NULL)")
+    conn.autocommit = False
+    try:
+        refused(conn, dict(table="t", partition_key="n", strategy="list", values={"a": ["x"]}))
+        conn.cursor().execute("SELECT 1")     # not "current transaction is aborted"
+    finally:
+        conn.rollback()
+        conn.autocommit = True
+
+
 def test_generated_key(conn):
     sql(conn, "CREATE TABLE t (id int PRIMARY KEY, y int GENERATED ALWAYS AS (id * 2) STORED)")
     e = refused(conn, dict(table="t", partition_key="y", strategy="hash", partitions=2))
