@@ -67,6 +67,7 @@ class Index:
     nulls_not_distinct: bool = False      # PostgreSQL 15+
     deferrable: bool = False              # constraint-backed indexes
     initially_deferred: bool = False
+    is_replica_identity: bool = False     # REPLICA IDENTITY USING INDEX this one
 
 
 @dataclass
@@ -289,6 +290,7 @@ SELECT con.conname AS name, con.contype AS type, pg_catalog.pg_get_constraintdef
 _INDEXES_SQL = """
 SELECT ic.relname AS name, i.indexrelid AS oid, pg_catalog.pg_get_indexdef(i.indexrelid) AS definition,
        i.indisunique AS is_unique, i.indisprimary AS is_primary, i.indisvalid AS is_valid,
+       i.indisreplident AS is_replica_identity,
        con.conname AS constraint_name, con.contype AS constraint_type,
        COALESCE(con.condeferrable, false) AS deferrable, COALESCE(con.condeferred, false) AS initially_deferred,
        am.amname AS method, pg_catalog.pg_indexam_has_property(am.oid, 'can_order') AS can_order,
@@ -564,7 +566,7 @@ def _read_indexes(session, arg):
             is_valid=r["is_valid"], comment=r["comment"],
             key_specs=[_key_spec(session, k, r["can_order"]) for k in key_rows],
             nulls_not_distinct=r["nulls_not_distinct"], deferrable=r["deferrable"],
-            initially_deferred=r["initially_deferred"]))
+            initially_deferred=r["initially_deferred"], is_replica_identity=r["is_replica_identity"]))
     return out
 
 

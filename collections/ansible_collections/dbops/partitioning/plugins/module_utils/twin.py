@@ -34,8 +34,8 @@ What the twin carries over from the original (``catalog.describe_table``):
 
 Names are the twin's and its partitions' (spec.schema); partitions come from
 ``bounds.plan_partitions`` and their bounds from ``bounds.bound_clause``. The order of the
-statements is deterministic: table, keys, checks, indexes, foreign keys, partitions,
-comments, owner, grants, policies.
+statements is deterministic: table, keys, checks, indexes, foreign keys, partitions, replica
+identity, comments, owner, grants, policies.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -233,7 +233,7 @@ class _Existing:
     """What of the twin exists already (all empty when it does not, e.g. in check mode)."""
 
     _REL = """
-        SELECT c.oid, c.relkind, pg_catalog.pg_get_userbyid(c.relowner) AS owner,
+        SELECT c.oid, c.relkind, c.relreplident, pg_catalog.pg_get_userbyid(c.relowner) AS owner,
                pg_catalog.obj_description(c.oid, 'pg_class') AS comment,
                (SELECT p.inhparent FROM pg_catalog.pg_inherits p WHERE p.inhrelid = c.oid) AS parent
           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -390,7 +390,12 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
         run(stmt, "partition " + qualified(*ident))
         partition_oids.append((ident, None))
 
-    # 6. Comments: the table, its columns, the indexes.
+    # 6. Replica identity (logical replication of the table after switchover), on the parent
+    #    and every partition (each partition is published on its own unless
+    #    publish_via_partition_root). DEFAULT is what a new table has already.
+    _ensure_replica_identity(session, info, have, twin, partition_oids, run)
+
+    # 7. Comments: the table, its columns, the indexes.
     if info.comment is not None and (have.rel is None or have.rel["comment"] != info.comment):
         run(sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(*twin), sql.Literal(info.comment)),
             "comment on " + twin_label)
@@ -409,7 +414,7 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
             run(sql.SQL("COMMENT ON INDEX {} IS {}").format(sql.Identifier(schema, name), sql.Literal(ix.comment)),
                 "comment on index " + qualified(schema, name))
 
-    # 7. Owner and grants, on the parent and on every partition (direct access to a partition
+    # 8. Owner and grants, on the parent and on every partition (direct access to a partition
     #    checks the partition's own privileges).
     #    What this run creates belongs to the current user already.
     me = session.scalar("SELECT current_user")
@@ -421,11 +426,52 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
     for ident, rel in targets:
         _ensure_grants(session, info, have, ident, rel, run)
 
-    # 8. Row-level security policies (RLS stays disabled on the twin until switchover).
+    # 9. Row-level security policies (RLS stays disabled on the twin until switchover).
     for policy in info.policies:
         if policy.name not in have.policies:
             run(policy_statement(policy, twin), "policy %s on %s" % (policy.name, twin_label))
     return created
+
+
+def _ensure_replica_identity(session, info, have, twin, partitions, run):
+    mode = info.replica_identity
+    if mode not in ("f", "n", "i"):
+        return
+    parent_index = None
+    if mode == "i":
+        ix = next((i for i in info.indexes if i.is_replica_identity), None)
+        if ix is None:
+            return
+        parent_index = (twin_index_name(ix.name) if ix.constraint_type is None
+                        else twin_constraint_name(ix.constraint_name))
+    for ident, rel in [(twin, have.rel)] + list(partitions):
+        if not session.check_mode:
+            rel = have.relation(ident)       # created by this run: read it back
+        if rel is not None and rel["relreplident"] == mode:
+            continue
+        if mode == "i":
+            index = parent_index if ident == twin else _child_index(session, twin[0], parent_index, ident)
+            if index is None:
+                continue                     # check mode: the partition's index does not exist yet
+            clause = sql.SQL("USING INDEX {}").format(sql.Identifier(index))
+        else:
+            clause = sql.SQL("FULL" if mode == "f" else "NOTHING")
+        run(sql.SQL("ALTER TABLE {} REPLICA IDENTITY {}").format(sql.Identifier(*ident), clause),
+            "replica identity of %s" % qualified(*ident))
+
+
+def _child_index(session, schema, parent_index, partition):
+    """The name of the partition's index attached to the parent's index ``parent_index``."""
+    return session.scalar(
+        "SELECT ci.relname FROM pg_catalog.pg_inherits h "
+        "JOIN pg_catalog.pg_class ci ON ci.oid = h.inhrelid "
+        "JOIN pg_catalog.pg_index x ON x.indexrelid = h.inhrelid "
+        "JOIN pg_catalog.pg_class pi ON pi.oid = h.inhparent "
+        "JOIN pg_catalog.pg_namespace pn ON pn.oid = pi.relnamespace "
+        "JOIN pg_catalog.pg_class t ON t.oid = x.indrelid "
+        "JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace "
+        "WHERE pn.nspname = %s AND pi.relname = %s AND tn.nspname = %s AND t.relname = %s",
+        (schema, parent_index, partition[0], partition[1]))
 
 
 def _constraint(info, name):

@@ -239,3 +239,45 @@ def test_virtual_generated_column_pg18(conn):
     copy_rows(conn, info, spec.twin)
     assert same_rows(conn, info, spec.twin)
     assert describe_table(Session(conn), *spec.twin).column("b").generated == "v"
+
+
+def test_replica_identity_index_and_exclusion(conn):
+    conn.cursor().execute("""
+        CREATE TABLE accounts (id integer NOT NULL, org_id integer NOT NULL, name text NOT NULL,
+                               PRIMARY KEY (id),
+                               CONSTRAINT accounts_one_name EXCLUDE USING btree (org_id WITH =, name WITH =));
+        CREATE UNIQUE INDEX accounts_org_id_uidx ON accounts (org_id, id);
+        ALTER TABLE accounts REPLICA IDENTITY USING INDEX accounts_org_id_uidx;
+        INSERT INTO accounts SELECT g, g % 5, 'n' || g FROM generate_series(1, 200) g;""")
+    session, spec, info, partitions, created, warnings = build(
+        conn, dict(table="accounts", partition_key="org_id", strategy="hash", partitions=2))
+    copy_rows(conn, info, spec.twin)
+    assert same_rows(conn, info, spec.twin)
+    cur = conn.cursor()
+    cur.execute("SELECT c.relname, c.relreplident, (SELECT i.relname FROM pg_index x JOIN pg_class i "
+                "ON i.oid = x.indexrelid WHERE x.indrelid = c.oid AND x.indisreplident) FROM pg_class c "
+                "WHERE c.relname LIKE 'accounts\\_p%%' AND c.relkind IN ('r', 'p') ORDER BY 1")
+    got = cur.fetchall()
+    assert [(n, r) for n, r, _ in got] == [("accounts_p00", "i"), ("accounts_p01", "i"),
+                                          ("accounts_partitioned", "i")]
+    assert got[2][2] == "accounts_org_id_uidx_p" and all(ix for _, _, ix in got)
+    twin = describe_table(Session(conn), *spec.twin)
+    exclusion = [c.name for c in twin.constraints if c.type == "x"]
+    if conn.server_version >= 170000:
+        assert exclusion == ["accounts_one_name_p"] and not any("exclusion" in w for w in warnings)
+    else:
+        assert exclusion == [] and any("exclusion constraint accounts_one_name" in w for w in warnings)
+    assert ensure_twin(Session(conn), info, spec, partitions) == []
+
+
+def test_replica_identity_full(conn):
+    conn.cursor().execute("CREATE TABLE notes (id int PRIMARY KEY, kind text NOT NULL, body text);"
+                          "ALTER TABLE notes REPLICA IDENTITY FULL")
+    session, spec, info, partitions, created, _ = build(
+        conn, dict(table="notes", partition_key="kind", strategy="list", values={"a": ["a"], "b": ["b"]}))
+    assert [c for c in created if c.startswith("replica identity")] == [
+        "replica identity of public.notes_partitioned", "replica identity of public.notes_a",
+        "replica identity of public.notes_b", "replica identity of public.notes_default"]
+    assert scalar(conn, "SELECT string_agg(DISTINCT relreplident::text, '') FROM pg_class "
+                        "WHERE relname LIKE 'notes\\_%%' AND relkind IN ('r', 'p')") == "f"
+    assert ensure_twin(Session(conn), info, spec, partitions) == []
