@@ -1,0 +1,147 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: partition_verify
+short_description: Prove that a partitioned twin equals its original, in one snapshot per range
+description:
+  - The end of phase 2. Compares the original table with its partitioned twin, one range per
+    leaf partition of the twin (plus the total row count), each in one C(REPEATABLE READ)
+    snapshot, by row count and checksum (sum of a 64-bit hash of every row's text form) on both
+    sides. The sync triggers write both tables in the application's own transaction, so the
+    comparison is exact also while the application keeps writing.
+  - When a range differs, the differing keys are listed (C(EXCEPT ALL) both ways, at most 100).
+    Keys pending reconciliation in the same snapshot are reconciled and the range compared again
+    before a difference counts.
+  - Resumable. Every range's result is recorded in the state schema (C(verify_ranges)); a run
+    that was interrupted continues with the ranges not yet verified, unless I(full=true).
+  - On success the table moves to phase C(verified), which phase 3 (C(table_swap)) requires.
+    On a difference the module fails with the differing keys and the phase stays C(copied).
+  - A table already C(verified) is reported unchanged unless I(full=true).
+version_added: 0.1.0
+extends_documentation_fragment:
+  - dbops.partitioning.connection
+options:
+  table:
+    description: The original table, C(schema.table) (unqualified means C(public)).
+    type: str
+    required: true
+  state_schema:
+    description: The schema holding the migration state.
+    type: str
+    default: partitioning
+  full:
+    description: Verify every range again, also those already verified, and also a table already C(verified).
+    type: bool
+    default: false
+author:
+  - dbops.partitioning contributors
+'''
+
+EXAMPLES = r'''
+- name: Verify the copy of public.revenues
+  dbops.partitioning.partition_verify:
+    login_db: finance
+    table: public.revenues
+
+- name: Check again from scratch, e.g. before a postponed switchover
+  dbops.partitioning.partition_verify:
+    login_db: finance
+    table: public.revenues
+    full: true
+'''
+
+RETURN = r'''
+status:
+  description: C(ok) when every range matched, C(different) otherwise (the module then fails).
+  returned: always
+  type: str
+phase: {description: The table's phase after the call., returned: always, type: str}
+run_id: {description: The verification run (its row in the state schema's runs)., returned: when verified now, type: int}
+ranges: {description: Number of ranges (leaf partitions plus the total count)., returned: when verified now, type: int}
+checked:
+  description: The ranges compared by this call, with rows on each side.
+  returned: when verified now
+  type: list
+  elements: dict
+skipped: {description: Ranges already verified by this run before an interruption., returned: when verified now, type: list}
+rows: {description: Rows compared in partition ranges., returned: when verified now, type: int}
+differences:
+  description: Differing keys (at most 100), each with its range and the side it is on.
+  returned: always
+  type: list
+  elements: dict
+queries:
+  description: Statements that changed something (only the state schema is written).
+  returned: always
+  type: list
+  elements: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.dbops.partitioning.plugins.module_utils import backfill
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
+from ansible_collections.dbops.partitioning.plugins.module_utils import verify
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
+    PartitioningError, connection_argument_spec, open_session, run_module)
+from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import (
+    TEMPLATES_ARGUMENT_SPEC, SqlTemplates)
+
+
+def work(module, state):
+    p = module.params
+    table_name = qualified(*parse_table(p["table"]))
+    state_schema = p["state_schema"]
+    session = open_session(module, state, "partition_verify")
+    templates = SqlTemplates.from_module(module)
+    row = state_store.get_table(session, state_schema, table_name)
+    if row is not None and row["phase"] in ("prepared", "copying"):
+        raise PartitioningError("%s is in phase %r: its rows are not all copied yet; run batch_copy "
+                                "(playbooks/phase2_migrate.yml) before verifying." % (table_name, row["phase"]),
+                                phase=row["phase"])
+    row = backfill.require_row(session, state_schema, table_name, ("copied", "verified"))
+    last = row.get("verification") or {}
+    if row["phase"] == "verified" and not p["full"]:
+        return dict(changed=False, status="ok", phase="verified", differences=[], queries=session.queries,
+                    verified_at=str(row["verified_at"]), msg="%s was verified at %s" % (table_name, row["verified_at"]))
+    ctx = backfill.load_context(session, state_schema, row)
+    if module.check_mode:
+        names = [r["name"] for r in verify.partition_ranges(session, ctx)] + [verify.TOTAL_RANGE]
+        resumable = last.get("status") == "running" and not p["full"]
+        return dict(changed=True, status="not checked (check mode)", phase=row["phase"], differences=[],
+                    would_check=names, resumes_run=last.get("run_id") if resumable else None,
+                    queries=session.queries)
+    state_store.ensure_state_schema(session, templates, state_schema)
+    state_store.lock_table_work(session, table_name)
+    result = verify.verify_table(session, ctx, row, full=p["full"])
+    after = state_store.get_table(session, state_schema, table_name)
+    out = dict(changed=True, status=result["status"], phase=after["phase"], run_id=result["run_id"],
+               ranges=result["ranges"], checked=result["checked"], skipped=result["skipped"], rows=result["rows"],
+               differences=result["differences"], queries=session.queries)
+    if result["status"] != "ok":
+        raise PartitioningError(
+            "%s: the original and its partitioned twin differ in %d key(s): %s. The phase stays %r and "
+            "phase 3 will refuse to switch over. See docs/runbooks/phase2.md (\"A verification failed\")."
+            % (table_name, len(result["differences"]), verify.format_differences(result["differences"]),
+               after["phase"]), **dict((k, v) for k, v in out.items() if k not in ("queries", "changed")))
+    return out
+
+
+def main():
+    spec = connection_argument_spec()
+    spec.update(TEMPLATES_ARGUMENT_SPEC)
+    spec.update(table=dict(type="str", required=True),
+                state_schema=dict(type="str", default="partitioning"),
+                full=dict(type="bool", default=False))
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    run_module(module, work)
+
+
+if __name__ == "__main__":
+    main()
