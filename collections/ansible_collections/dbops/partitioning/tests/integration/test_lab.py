@@ -330,3 +330,27 @@ def test_lab_up_status_down(pg):
     finally:
         _lab(["down"], env)
         shutil.rmtree(lab_dir, ignore_errors=True)
+
+
+# --- the inventories ---------------------------------------------------------------------------
+def _yaml(*parts):
+    import yaml
+    with open(os.path.join(ROOT, "inventories", *parts)) as f:
+        text = f.read()
+    return text, yaml.safe_load(text)
+
+
+@pytest.mark.parametrize("path", [("lab", "group_vars", "partitioning_hosts.yml"),
+                                  ("example-prod", "group_vars", "partitioning_hosts", "main.yml")])
+def test_inventory_table_specs_are_valid(path):
+    from ansible_collections.dbops.partitioning.plugins.module_utils.spec import validate_specs
+    _text, data = _yaml(*path)
+    specs = validate_specs(data["partitioning_tables"])
+    assert [s.table_name for s in specs] == ["public.revenues", "public.expenses", "public.daily_cash_balances"]
+
+
+def test_example_prod_documents_every_tuning_knob():
+    from ansible_collections.dbops.partitioning.plugins.module_utils.spec import TUNING
+    text, _data = _yaml("example-prod", "group_vars", "partitioning_hosts", "main.yml")
+    for knob in TUNING:
+        assert "# partitioning_%s:" % knob in text, knob
