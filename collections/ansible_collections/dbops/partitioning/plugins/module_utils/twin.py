@@ -248,6 +248,7 @@ class _Existing:
         self.indexes = set()
         self.policies = set()
         self.column_comments = {}
+        self.columns = {}
         if self.oid is None:
             return
         arg = dict(oid=self.oid)
@@ -258,9 +259,11 @@ class _Existing:
             "WHERE i.indrelid = %(oid)s", arg))
         self.policies = set(r["polname"] for r in session.query(
             "SELECT polname FROM pg_catalog.pg_policy WHERE polrelid = %(oid)s", arg))
-        self.column_comments = dict((r["attname"], r["comment"]) for r in session.query(
-            "SELECT attname, pg_catalog.col_description(attrelid, attnum) AS comment FROM pg_catalog.pg_attribute "
-            "WHERE attrelid = %(oid)s AND attnum > 0 AND NOT attisdropped", arg))
+        self.columns = dict((r["attname"], r) for r in session.query(
+            "SELECT attname, pg_catalog.format_type(atttypid, atttypmod) AS type, "
+            "pg_catalog.col_description(attrelid, attnum) AS comment FROM pg_catalog.pg_attribute "
+            "WHERE attrelid = %(oid)s AND attnum > 0 AND NOT attisdropped ORDER BY attnum", arg))
+        self.column_comments = dict((name, r["comment"]) for name, r in self.columns.items())
 
     def relation(self, ident):
         rows = self.session.query(self._REL, dict(schema=ident[0], name=ident[1]))
@@ -329,6 +332,26 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
         if info.tablespace:
             stmt = sql.SQL("{} TABLESPACE {}").format(stmt, sql.Identifier(info.tablespace))
         run(stmt, "table " + twin_label)
+
+    else:
+        # The application may have added a column to the original since the twin was made
+        # (a deploy during the migration): the twin gets it too, appended like on the original.
+        # A column whose type differs is not ours to change (the twin may hold copied rows).
+        sequences = dict((s.column, s) for s in info.owned_sequences if s.identity)
+        for col in info.columns:
+            mine = have.columns.get(col.name)
+            if mine is None:
+                run(sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(sql.Identifier(*twin), _column_sql(col, sequences)),
+                    "column %s.%s" % (twin_label, col.name))
+            elif mine["type"] != col.type:
+                raise PartitioningError(
+                    "Column %s of %s is %s but %s on %s: the original was altered after the twin was created. "
+                    "Roll back (rollback.yml) and prepare again." % (col.name, twin_label, mine["type"], col.type,
+                                                                    spec.table_name))
+        extra = [name for name in have.columns if info.column(name) is None]
+        if extra and warnings is not None:
+            warnings.append("%s has column(s) %s that %s no longer has; they are left alone (NULL or their default "
+                            "for new rows)." % (twin_label, ", ".join(extra), spec.table_name))
 
     # 2. Primary key, unique, check and exclusion constraints.
     for con in ([info.primary_key] if info.primary_key else []) + list(info.constraints):

@@ -33,7 +33,7 @@ CREATE TABLE "Sales"."Revenues" (
     CONSTRAINT revenues_status_check CHECK (status IN ('open', 'paid', 'void')),
     CONSTRAINT revenues_ext_ref_key UNIQUE (ext_ref),
     CONSTRAINT revenues_no_overlap EXCLUDE USING gist (during WITH &&)
-) WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.05);
+) WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.05, toast.autovacuum_enabled = false);
 CREATE INDEX revenues_open_idx ON "Sales"."Revenues" (occurred_at DESC) WHERE status = 'open';
 CREATE INDEX "Revenues_lower_idx" ON "Sales"."Revenues" (lower("Description") text_pattern_ops);
 CREATE INDEX revenues_org_incl_idx ON "Sales"."Revenues" ("OrgId", occurred_at) INCLUDE (amount_cents);
@@ -228,6 +228,7 @@ def test_awkward_security_and_storage(conn, awkward):
     assert (r + "_owner", "TRUNCATE", False) in grants
     assert not any(g.grantee == "postgres" for g in info.grants)
     assert sorted(info.reloptions) == ["autovacuum_vacuum_scale_factor=0.05", "fillfactor=80"]
+    assert info.toast_reloptions == ["toast.autovacuum_enabled=false"]
     assert info.rls_enabled and not info.rls_forced
     pol = dict((p.name, p) for p in info.policies)
     assert pol["tenant_isolation"].roles == sorted([r + "_reader", r + "_writer"])

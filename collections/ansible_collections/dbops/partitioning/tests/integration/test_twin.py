@@ -149,6 +149,7 @@ def test_awkward_twin(conn, awkward):
     assert part.owner == r + "_owner"
     assert set((g.grantee, g.privilege) for g in part.grants) == set((g.grantee, g.privilege) for g in info.grants)
     assert sorted(part.reloptions) == ["autovacuum_vacuum_scale_factor=0.05", "fillfactor=80"]
+    assert part.toast_reloptions == ["toast.autovacuum_enabled=false"]
     assert twin.reloptions == []
     assert not twin.rls_enabled
     assert [(p.name, p.command, p.permissive, p.roles, p.using, p.with_check) for p in twin.policies] == \
@@ -281,3 +282,19 @@ def test_replica_identity_full(conn):
     assert scalar(conn, "SELECT string_agg(DISTINCT relreplident::text, '') FROM pg_class "
                         "WHERE relname LIKE 'notes\\_%%' AND relkind IN ('r', 'p')") == "f"
     assert ensure_twin(Session(conn), info, spec, partitions) == []
+
+
+def test_a_column_added_to_the_original_reaches_the_twin(conn):
+    conn.cursor().execute(LAB_SQL)
+    raw = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="yearly")
+    _, spec, info, partitions, _, _ = build(conn, raw)
+    conn.cursor().execute("ALTER TABLE public.revenues ADD COLUMN vat_cents bigint NOT NULL DEFAULT 0, "
+                          "ADD COLUMN note varchar(20) COLLATE \"C\"")
+    info = describe_table(Session(conn), "public", "revenues")
+    assert ensure_twin(Session(conn), info, spec, partitions) == [
+        "column public.revenues_partitioned.vat_cents", "column public.revenues_partitioned.note"]
+    copy_rows(conn, info, spec.twin)
+    assert same_rows(conn, info, spec.twin)
+    conn.cursor().execute("ALTER TABLE public.revenues ALTER COLUMN note TYPE text")
+    with pytest.raises(PartitioningError, match="Column note of public.revenues_partitioned is character varying"):
+        ensure_twin(Session(conn), describe_table(Session(conn), "public", "revenues"), spec, partitions)
