@@ -298,3 +298,33 @@ def test_a_column_added_to_the_original_reaches_the_twin(conn):
     conn.cursor().execute("ALTER TABLE public.revenues ALTER COLUMN note TYPE text")
     with pytest.raises(PartitioningError, match="Column note of public.revenues_partitioned is character varying"):
         ensure_twin(Session(conn), describe_table(Session(conn), "public", "revenues"), spec, partitions)
+
+
+def test_the_lab_schema_with_the_lab_inventory(conn):
+    """The real lab tables (lab/schema.py) with the specs of inventories/lab, small."""
+    import os
+
+    import psycopg2
+    import yaml
+
+    from lab.schema import create_demo_schema
+
+    from ..conftest import ROOT
+
+    try:
+        create_demo_schema(conn, rows=3000)
+    except psycopg2.IntegrityError:      # two tests creating the cluster-wide lab roles at once
+        create_demo_schema(conn, rows=3000)
+    with open(os.path.join(ROOT, "inventories", "lab", "group_vars", "partitioning_hosts.yml")) as f:
+        specs = yaml.safe_load(f)["partitioning_tables"]
+    assert [s["table"] for s in specs] == ["public.revenues", "public.expenses", "public.daily_cash_balances"]
+    for raw in specs:
+        _, spec, info, partitions, created, _ = build(conn, raw)
+        assert created[0] == "table public.%s" % spec.twin[1]
+        copy_rows(conn, info, spec.twin)
+        assert same_rows(conn, info, spec.twin), spec.table_name
+        assert scalar(conn, 'SELECT count(*) FROM "%s"."%s"' % spec.twin) > 0
+        twin = describe_table(Session(conn), *spec.twin)
+        assert set((g.grantee, g.privilege) for g in twin.grants) == set((g.grantee, g.privilege) for g in info.grants)
+        assert twin.comment == info.comment
+        assert ensure_twin(Session(conn), info, spec, partitions) == []
