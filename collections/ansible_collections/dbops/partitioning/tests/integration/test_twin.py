@@ -328,3 +328,30 @@ def test_the_lab_schema_with_the_lab_inventory(conn):
         assert set((g.grantee, g.privilege) for g in twin.grants) == set((g.grantee, g.privilege) for g in info.grants)
         assert twin.comment == info.comment
         assert ensure_twin(Session(conn), info, spec, partitions) == []
+
+
+def test_what_cannot_be_carried_over_is_skipped_and_said(conn):
+    cur = conn.cursor()
+    cur.execute("""
+        CREATE TABLE other (id int PRIMARY KEY);
+        CREATE TABLE tree (id int PRIMARY KEY, d date NOT NULL, parent_id int REFERENCES tree (id), v int,
+                           ref int, CONSTRAINT v_pos CHECK (v > 0) NO INHERIT);
+        INSERT INTO tree SELECT g, date '2025-01-01' + g, NULL, 1 + g % 10, NULL FROM generate_series(1, 100) g;
+        ALTER TABLE tree ADD CONSTRAINT tree_ref_fk FOREIGN KEY (ref) REFERENCES other (id) NOT VALID;""")
+    with pytest.raises(Exception):
+        cur.execute("CREATE UNIQUE INDEX CONCURRENTLY tree_v_uidx ON tree (v)")   # duplicates: left invalid
+    _, spec, info, partitions, created, warnings = build(
+        conn, dict(table="tree", partition_key="d", strategy="range", interval="yearly"))
+    said = "\n".join(warnings)
+    assert "foreign key tree_parent_id_fkey references the table itself" in said
+    assert "check constraint v_pos is NO INHERIT" in said
+    assert "index tree_v_uidx is invalid" in said
+    assert ("foreign key tree_ref_fk is NOT VALID" in said) == (conn.server_version < 180000)
+    twin = describe_table(Session(conn), *spec.twin)
+    assert [fk.name for fk in twin.foreign_keys] == ["tree_ref_fk_p"]
+    assert twin.foreign_keys[0].validated == (conn.server_version < 180000)
+    assert [c.name for c in twin.constraints if c.type == "c"] == []
+    assert "tree_v_uidx_p" not in [i.name for i in twin.indexes]
+    copy_rows(conn, info, spec.twin)
+    assert same_rows(conn, info, spec.twin)
+    assert ensure_twin(Session(conn), info, spec, partitions) == []
