@@ -38,3 +38,40 @@ def copy(pg, db, batch_size=500, workers=1, seconds=60, verify_batches=False, ho
         return totals
     finally:
         s.close()
+
+
+# --- the real modules in a subprocess (to kill them, and to see what an operator sees) --------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+from .phase2_setup import ROOT  # noqa: E402
+
+MODULES = os.path.join(ROOT, "collections", "ansible_collections", "dbops", "partitioning", "plugins", "modules")
+
+
+def module_process(name, pg, db, check_mode=False, **args):
+    """Start ``plugins/modules/<name>.py`` as Ansible would (args file); returns (Popen, tmpdir)."""
+    d = tempfile.mkdtemp(prefix="e5mod-")
+    params = dict(pg.module_params(db), **args)
+    params["_ansible_check_mode"] = check_mode
+    path = os.path.join(d, "args.json")
+    with open(path, "w") as f:
+        json.dump({"ANSIBLE_MODULE_ARGS": params}, f)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "collections"), ROOT]))
+    p = subprocess.Popen([sys.executable, os.path.join(MODULES, name + ".py"), path], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env, cwd=d)
+    return p
+
+
+def run_module(name, pg, db, check_mode=False, timeout=300, **args):
+    """Run a module to its end; returns its JSON result (``failed`` set when it failed)."""
+    p = module_process(name, pg, db, check_mode=check_mode, **args)
+    out, err = p.communicate(timeout=timeout)
+    try:
+        return json.loads(out)
+    except ValueError:
+        raise AssertionError("module %s printed no JSON: %s %s" % (name, out[-2000:], err[-2000:]))
