@@ -16,7 +16,8 @@ psycopg2 returns for that column.
 
 Names: ``<table>_<suffix>`` via ``identifiers.derived_name`` (<= 63 bytes):
 ``_2025_01_15`` daily, ``_2025_w03`` weekly (ISO year and week), ``_2025_01`` monthly,
-``_2025_q1`` quarterly, ``_2025`` yearly, ``_p00``.. hash (zero-padded to the width of
+``_2025_q1`` quarterly, ``_2025`` yearly, ``_1000000`` (``_m1000000`` below 0) for an integer
+key by a numeric width, ``_p00``.. hash (zero-padded to the width of
 N-1, at least 2), ``_<name>`` list, ``_default``.
 """
 from __future__ import absolute_import, division, print_function
@@ -38,6 +39,10 @@ except ImportError:  # pragma: no cover
 
 MAX_PARTITIONS = 10000
 RANGE_KEY_KINDS = ("date", "timestamp", "timestamptz")
+# Integer keys are range-partitioned by a numeric width (``interval: 1000000``).
+INTEGER_KINDS = ("smallint", "integer", "bigint")
+_INT_LIMITS = {"smallint": (-2 ** 15, 2 ** 15 - 1), "integer": (-2 ** 31, 2 ** 31 - 1),
+               "bigint": (-2 ** 63, 2 ** 63 - 1)}
 
 # key kind -> the cast written after a bound literal. A fixed list: no type name read from
 # the catalog is ever printed into SQL.
@@ -113,10 +118,29 @@ def key_kind(key_type):
     return _TYPE_ALIASES.get(text)
 
 
-def range_key_kind(key_type):
-    """The kind of a key type that range partitioning supports, or None."""
+def is_width(interval):
+    """True for a numeric range width (integer keys), False for a calendar interval."""
+    return isinstance(interval, int) and not isinstance(interval, bool)
+
+
+def range_key_kind(key_type, interval=None):
+    """The kind of a key type that range partitioning by ``interval`` supports, or None.
+
+    Calendar intervals (and ``interval=None``) take date/timestamp/timestamptz keys; a
+    numeric width takes smallint/integer/bigint keys.
+    """
     kind = key_kind(key_type)
-    return kind if kind in RANGE_KEY_KINDS else None
+    wanted = INTEGER_KINDS if is_width(interval) else RANGE_KEY_KINDS
+    return kind if kind in wanted else None
+
+
+def _range_key_error(spec, key_type):
+    if is_width(spec.interval):
+        return PartitioningError("%s: a numeric interval (%d) needs a smallint, integer or bigint key; %s is %s."
+                                 % (spec.table_name, spec.interval, spec.partition_key, key_type))
+    return PartitioningError("%s: range partitioning by a calendar interval needs a date, timestamp or "
+                             "timestamptz key; %s is %s (use a numeric interval for integer keys)."
+                             % (spec.table_name, spec.partition_key, key_type))
 
 
 # --------------------------------------------------------------------------- calendar
@@ -134,7 +158,15 @@ def _as_date(value):
     raise PartitioningError("%r is not a date or a timestamp." % (value,))
 
 
+def _as_int(value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PartitioningError("%r is not an integer key value." % (value,))
+    return value
+
+
 def _check_interval(interval):
+    if is_width(interval) and interval > 0:
+        return
     if interval not in ("daily", "weekly", "monthly", "quarterly", "yearly"):
         raise PartitioningError("Unknown interval %r." % (interval,))
 
@@ -146,6 +178,8 @@ def floor_boundary(value, interval):
     timestamp exactly at midnight belongs to the period that starts there.
     """
     _check_interval(interval)
+    if is_width(interval):
+        return _as_int(value) // interval * interval   # floor division: -1 -> -interval
     d = _as_date(value)
     if interval == "daily":
         return d
@@ -161,6 +195,8 @@ def floor_boundary(value, interval):
 def next_boundary(boundary, interval):
     """The boundary after ``boundary`` (which must itself be a boundary of ``interval``)."""
     _check_interval(interval)
+    if is_width(interval):
+        return _as_int(boundary) + interval
     d = _as_date(boundary)
     if interval == "daily":
         return d + datetime.timedelta(days=1)
@@ -176,6 +212,9 @@ def next_boundary(boundary, interval):
 def suffix_for(boundary, interval):
     """Suffix of the range partition that starts at ``boundary``."""
     _check_interval(interval)
+    if is_width(interval):
+        b = _as_int(boundary)
+        return "%d" % b if b >= 0 else "m%d" % -b      # revenues_1000000, revenues_m1000000
     d = _as_date(boundary)
     if interval == "daily":
         return "%04d_%02d_%02d" % (d.year, d.month, d.day)
@@ -190,7 +229,11 @@ def suffix_for(boundary, interval):
 
 
 def bound_value(boundary, kind):
-    """A boundary (date) as the Python value of the key's kind."""
+    """A boundary as the Python value of the key's kind (None: beyond the type's range,
+    written MINVALUE/MAXVALUE)."""
+    if kind in INTEGER_KINDS:
+        lo, hi = _INT_LIMITS[kind]
+        return boundary if lo <= boundary <= hi else None
     if kind == "date":
         return boundary
     midnight = datetime.datetime(boundary.year, boundary.month, boundary.day)
@@ -219,14 +262,13 @@ def range_partition(spec, boundary, kind):
 
 def plan_range(spec, key_type, first, last_exclusive):
     """Range partitions of ``spec`` from the period containing ``first`` up to ``last_exclusive``."""
-    kind = range_key_kind(key_type)
+    kind = range_key_kind(key_type, spec.interval)
     if kind is None:
-        raise PartitioningError("%s: range partitioning needs a date, timestamp or timestamptz key; %s is %s."
-                                % (spec.table_name, spec.partition_key, key_type))
+        raise _range_key_error(spec, key_type)
     b = floor_boundary(first, spec.interval)
-    end = _as_date(last_exclusive)
+    end = last_exclusive if is_width(spec.interval) else _as_date(last_exclusive)
     out = []
-    while b < end:
+    while b < end and (not out or out[-1].upper is not None):
         if len(out) >= MAX_PARTITIONS:
             raise PartitioningError(
                 "%s: %s partitions from %s to %s would be more than %d; choose a longer interval or a later "
@@ -245,34 +287,22 @@ def plan_partitions(spec, key_type, min_value, max_value, now):
     to and including ``spec.premake`` periods after the one containing ``now``, and at
     least through the period of ``max_value`` (future-dated rows); ``min_value``/
     ``max_value`` are None for an empty table. More than 10000 partitions is refused.
+    range by a numeric width (integer keys; ``now`` is not used): from the width containing
+    the earliest of ``min_value`` and ``spec.start`` (0 for an empty table) through the one
+    containing ``max_value``, plus ``spec.premake`` more; a bound beyond the type's range is
+    MINVALUE/MAXVALUE (``lower``/``upper`` None).
     hash: ``spec.partitions`` partitions p00..; list: one per ``spec.values`` entry.
     """
     if now is None:
         now = datetime.datetime.now(UTC)
     out = []
     if spec.strategy == "range":
-        if range_key_kind(key_type) is None:
-            raise PartitioningError("%s: range partitioning needs a date, timestamp or timestamptz key; %s is %s."
-                                    % (spec.table_name, spec.partition_key, key_type))
-        starts = [_as_date(now)]
-        if min_value is not None:
-            starts.append(_as_date(min_value))
-        if spec.start is not None:
-            starts.append(_as_date(spec.start))
-        first = min(starts)
-        current = floor_boundary(now, spec.interval)
-        end = next_boundary(current, spec.interval)
-        for _ in range(spec.premake):
-            end = next_boundary(end, spec.interval)
-        if max_value is not None:
-            end = max(end, next_boundary(floor_boundary(max_value, spec.interval), spec.interval))
-        if _too_many(first, end, spec.interval):
-            raise PartitioningError(
-                "%s: %s partitions from %s to %s would be more than %d; choose a longer interval or a later "
-                "start (rows far in the past or future widen the range: check min/max of %s)."
-                % (spec.table_name, spec.interval, floor_boundary(first, spec.interval), end, MAX_PARTITIONS,
-                   spec.partition_key))
-        out = plan_range(spec, key_type, first, end)
+        if range_key_kind(key_type, spec.interval) is None:
+            raise _range_key_error(spec, key_type)
+        if is_width(spec.interval):
+            out = _plan_width(spec, key_type, min_value, max_value)
+        else:
+            out = _plan_calendar(spec, key_type, min_value, max_value, now)
     elif spec.strategy == "hash":
         n = spec.partitions
         width = max(2, len(str(n - 1)))
@@ -292,8 +322,48 @@ def plan_partitions(spec, key_type, min_value, max_value, now):
     return out
 
 
+def _refuse_too_many(spec, first, end):
+    if _too_many(first, end, spec.interval):
+        raise PartitioningError(
+            "%s: %s partitions from %s to %s would be more than %d; choose a longer interval or a later "
+            "start (rows far in the past or future widen the range: check min/max of %s)."
+            % (spec.table_name, spec.interval, floor_boundary(first, spec.interval), end, MAX_PARTITIONS,
+               spec.partition_key))
+
+
+def _plan_width(spec, key_type, min_value, max_value):
+    """Integer keys: from the width containing min(key) (or ``start``, or 0 for an empty table)
+    through the one containing max(key), plus ``premake`` more for the keys to come."""
+    lows = [v for v in (min_value, spec.start) if v is not None]
+    first = floor_boundary(min(lows) if lows else 0, spec.interval)
+    top = max_value if max_value is not None else first
+    end = next_boundary(floor_boundary(top, spec.interval), spec.interval) + spec.premake * spec.interval
+    _refuse_too_many(spec, first, end)
+    return plan_range(spec, key_type, first, end)
+
+
+def _plan_calendar(spec, key_type, min_value, max_value, now):
+    """Calendar intervals: see plan_partitions."""
+    starts = [_as_date(now)]
+    if min_value is not None:
+        starts.append(_as_date(min_value))
+    if spec.start is not None:
+        starts.append(_as_date(spec.start))
+    first = min(starts)
+    current = floor_boundary(now, spec.interval)
+    end = next_boundary(current, spec.interval)
+    for _ in range(spec.premake):
+        end = next_boundary(end, spec.interval)
+    if max_value is not None:
+        end = max(end, next_boundary(floor_boundary(max_value, spec.interval), spec.interval))
+    _refuse_too_many(spec, first, end)
+    return plan_range(spec, key_type, first, end)
+
+
 def _too_many(first, end, interval):
     """Count before building the list (a row dated in year 1 would otherwise loop long)."""
+    if is_width(interval):
+        return (end - floor_boundary(first, interval)) // interval > MAX_PARTITIONS
     a, b = floor_boundary(first, interval), _as_date(end)
     months = (b.year - a.year) * 12 + b.month - a.month
     count = {"daily": (b - a).days, "weekly": (b - a).days // 7, "monthly": months,
@@ -339,8 +409,9 @@ def literal(value, key_type):
 def bound_clause(partition, key_type):
     """``FOR VALUES ...`` / ``DEFAULT`` of a partition, as a psycopg2 composable."""
     if partition.kind == "range":
-        return sql.SQL("FOR VALUES FROM ({}) TO ({})").format(literal(partition.lower, key_type),
-                                                             literal(partition.upper, key_type))
+        lower = sql.SQL("MINVALUE") if partition.lower is None else literal(partition.lower, key_type)
+        upper = sql.SQL("MAXVALUE") if partition.upper is None else literal(partition.upper, key_type)
+        return sql.SQL("FOR VALUES FROM ({}) TO ({})").format(lower, upper)
     if partition.kind == "hash":
         return sql.SQL("FOR VALUES WITH (MODULUS {}, REMAINDER {})").format(
             sql.Literal(int(partition.modulus)), sql.Literal(int(partition.remainder)))

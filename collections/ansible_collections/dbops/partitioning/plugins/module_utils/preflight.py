@@ -36,7 +36,7 @@ __metaclass__ = type
 
 import difflib
 
-from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import range_key_kind
+from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import is_width, range_key_kind
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display, qualified
 
@@ -252,9 +252,14 @@ def _check_key(session, spec, info, problems):
     if col.generated:
         problems.append("%s: %s is a generated column; PostgreSQL cannot partition by one." % (label, key))
     if spec.strategy == "range":
-        if range_key_kind(col.type) is None:
-            problems.append("%s: %s is %s; range partitioning supports date, timestamp and timestamptz keys "
-                            "(use strategy hash or list for other types)." % (label, key, col.type))
+        if range_key_kind(col.type, spec.interval) is None:
+            if is_width(spec.interval):
+                problems.append("%s: %s is %s; a numeric interval (%d) needs a smallint, integer or bigint key."
+                                % (label, key, col.type, spec.interval))
+            else:
+                problems.append("%s: %s is %s; range partitioning by a calendar interval supports date, "
+                                "timestamp and timestamptz keys (a numeric interval suits integer keys; use "
+                                "strategy hash or list for other types)." % (label, key, col.type))
     else:
         method = "hash" if spec.strategy == "hash" else "btree"
         if not session.scalar(_OPCLASS_SQL, dict(type_oid=col.type_oid, method=method)):

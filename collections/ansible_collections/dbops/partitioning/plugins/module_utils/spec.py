@@ -74,9 +74,10 @@ class TableSpec:
     table_name: str                 # canonical display name, 'public.revenues' (state row key)
     partition_key: str
     strategy: str                   # 'range' | 'list' | 'hash'
-    interval: Optional[str] = None  # range only: daily | weekly | monthly | quarterly | yearly
+    interval: Any = None            # range only: daily | weekly | monthly | quarterly | yearly, or an
+    #                                 int width for integer keys (interval: 1000000 -> [0, 1000000), ...)
     premake: int = DEFAULT_PREMAKE  # range only: partitions kept ready beyond the current one
-    start: Optional[datetime.date] = None   # range only: first partition no later than this
+    start: Any = None               # range only: first partition no later than this (date; int for widths)
     partitions: Optional[int] = None        # hash only: number of partitions
     values: Dict[str, List[Any]] = field(default_factory=dict)  # list only: partition name -> values
     default_partition: bool = True
@@ -106,7 +107,7 @@ class TableSpec:
         if self.strategy == "range":
             out.update(interval=self.interval, premake=self.premake, retention=self.retention,
                        retention_action=self.retention_action,
-                       start=self.start.isoformat() if self.start is not None else None)
+                       start=self.start.isoformat() if hasattr(self.start, "isoformat") else self.start)
         elif self.strategy == "hash":
             out.update(partitions=self.partitions)
         else:
@@ -139,6 +140,14 @@ def _bool(value):
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
     raise ValueError
+
+
+def _is_width(value):
+    """A numeric range width: a positive integer (or a string of digits)."""
+    try:
+        return _int(value) > 0
+    except ValueError:
+        return False
 
 
 def _date(value):
@@ -246,11 +255,16 @@ def _collect(raw, defaults, problems):
 
     if strategy == "range":
         interval = raw.get("interval")
+        numeric = False
         if interval is None:
-            problems.add("interval", "is required for strategy range (one of %s)" % ", ".join(INTERVALS))
+            problems.add("interval", "is required for strategy range (one of %s, or a positive integer width "
+                         "for an integer key)" % ", ".join(INTERVALS))
+        elif _is_width(interval):
+            numeric = True
+            out["interval"] = _int(interval)
         elif not isinstance(interval, str) or interval.strip().lower() not in INTERVALS:
-            problems.add("interval", "%r is not one of %s%s" % (interval, ", ".join(INTERVALS),
-                                                                _suggest(interval, INTERVALS)))
+            problems.add("interval", "%r is not one of %s (or a positive integer width for an integer key)%s"
+                         % (interval, ", ".join(INTERVALS), _suggest(interval, INTERVALS)))
         else:
             out["interval"] = interval.strip().lower()
 
@@ -267,12 +281,16 @@ def _collect(raw, defaults, problems):
 
         if given("start"):
             try:
-                out["start"] = _date(raw["start"])
+                out["start"] = _int(raw["start"]) if numeric else _date(raw["start"])
             except ValueError:
-                problems.add("start", "must be a date (YYYY-MM-DD), got %r" % (raw["start"],))
+                problems.add("start", "must be %s, got %r" % ("an integer (the interval is a numeric width)"
+                                                              if numeric else "a date (YYYY-MM-DD)", raw["start"]))
 
         retention = raw.get("retention", defaults.get("retention"))
-        if retention is not None:
+        if retention is not None and numeric:
+            if given("retention"):
+                problems.add("retention", "counts months: it needs a calendar interval, not a numeric width")
+        elif retention is not None:
             try:
                 retention = _int(retention)
                 if retention <= 0:

@@ -144,7 +144,17 @@ def test_missing_key_with_did_you_mean(conn):
 def test_range_needs_a_time_key(conn):
     sql(conn, GOOD)
     msg = refused(conn, dict(RANGE, partition_key="org_id")).msg
-    assert "org_id is integer; range partitioning supports date, timestamp and timestamptz keys" in msg
+    assert "org_id is integer; range partitioning by a calendar interval supports date, timestamp and " \
+           "timestamptz keys (a numeric interval suits integer keys" in msg
+
+
+def test_numeric_interval_needs_an_integer_key(conn):
+    sql(conn, GOOD)
+    msg = refused(conn, dict(RANGE, interval=1000)).msg
+    assert "occurred_at is timestamp with time zone; a numeric interval (1000) needs a smallint, integer or " \
+           "bigint key" in msg
+    sql(conn, "ALTER TABLE revenues DROP CONSTRAINT revenues_pkey, ADD PRIMARY KEY (id, org_id)")
+    assert run(conn, dict(RANGE, partition_key="id", interval=1000)) == []
 
 
 @pytest.mark.parametrize("strategy, extra, method", [("hash", dict(partitions=4), "hash"),

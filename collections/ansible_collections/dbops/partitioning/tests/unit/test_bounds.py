@@ -281,3 +281,49 @@ def test_hash_and_list_bounds_on_the_server(conn):
     cur.execute("INSERT INTO l VALUES (1), (3), (7)")
     cur.execute("SELECT k, tableoid::regclass::text FROM l ORDER BY k")
     assert cur.fetchall() == [(1, "l_low"), (3, "l_high"), (7, "l_default")]
+
+
+# ---------------------------------------------------------------- integer keys by a numeric width
+
+def wspec(**kw):
+    raw = dict(table="events", partition_key="id", interval=1000, premake=1)
+    raw.update(kw)
+    return normalize_spec(raw)
+
+
+def test_width_edges_and_names():
+    assert floor_boundary(0, 1000) == 0 and floor_boundary(999, 1000) == 0 and floor_boundary(1000, 1000) == 1000
+    assert floor_boundary(-1, 1000) == -1000 and next_boundary(-1000, 1000) == 0
+    assert suffix_for(2000, 1000) == "2000" and suffix_for(-1000, 1000) == "m1000"
+
+
+def test_width_plan_covers_min_to_max_plus_premake():
+    parts = plan_partitions(wspec(), "bigint", 1, 2500, NOW)
+    assert [(p.suffix, p.lower, p.upper) for p in parts] == [
+        ("0", 0, 1000), ("1000", 1000, 2000), ("2000", 2000, 3000), ("3000", 3000, 4000),
+        ("default", None, None)]
+    assert names(plan_partitions(wspec(premake=0, default_partition=False), "integer", None, None, NOW)) == ["0"]
+    assert names(plan_partitions(wspec(premake=0, start=-1500), "integer", 10, 20, NOW))[:2] == ["m2000", "m1000"]
+
+
+def test_width_at_the_end_of_the_type_becomes_maxvalue():
+    top = 2 ** 31 - 1
+    parts = plan_partitions(wspec(interval=1000000000, premake=3, default_partition=False), "integer",
+                            top - 5, top, NOW)
+    assert [(p.lower, p.upper) for p in parts] == [(2000000000, None)]
+
+
+def test_width_refuses_time_keys_and_vice_versa():
+    with pytest.raises(PartitioningError, match="numeric interval .1000. needs a smallint, integer or bigint key"):
+        plan_partitions(wspec(), "date", None, None, NOW)
+    with pytest.raises(PartitioningError, match="more than 10000"):
+        plan_partitions(wspec(interval=1), "bigint", 0, 20000, NOW)
+
+
+def test_width_bounds_on_the_server(conn):
+    parts = plan_partitions(wspec(table="ev", interval=1000000000, premake=1), "integer", -5, 2 ** 31 - 1, NOW)
+    cur = _create(conn, "ev", "integer", parts)
+    assert text(bound_clause(parts[-2], "integer"), conn) == "FOR VALUES FROM (2000000000::integer) TO (MAXVALUE)"
+    cur.execute("INSERT INTO ev VALUES (1, -5), (2, 0), (3, 999999999), (4, 2147483647)")
+    cur.execute("SELECT id, tableoid::regclass::text FROM ev ORDER BY id")
+    assert cur.fetchall() == [(1, "ev_m1000000000"), (2, "ev_0"), (3, "ev_0"), (4, "ev_2000000000")]

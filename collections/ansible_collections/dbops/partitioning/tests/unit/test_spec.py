@@ -118,7 +118,8 @@ def test_message_names_table_and_key():
     with pytest.raises(PartitioningError) as e:
         normalize_spec(dict(RANGE, interval="montly"))
     assert e.value.msg == ("Invalid partitioning spec: public.revenues: interval: 'montly' is not one of "
-                           "daily, weekly, monthly, quarterly, yearly; did you mean 'monthly'?")
+                           "daily, weekly, monthly, quarterly, yearly (or a positive integer width for an integer "
+                           "key); did you mean 'monthly'?")
 
 
 def test_every_problem_is_listed_at_once():
@@ -149,6 +150,10 @@ def test_every_problem_is_listed_at_once():
     (dict(RANGE, retention_action="delete"), "retention_action", "not one of detach, archive, drop"),
     (dict(RANGE, inbound_foreign_keys="cascade"), "inbound_foreign_keys", "not one of refuse, drop"),
     (dict(RANGE, default_partition="maybe"), "default_partition", "true or false"),
+    (dict(RANGE, interval=0), "interval", "not one of"),
+    (dict(RANGE, interval=-10), "interval", "not one of"),
+    (dict(RANGE, interval=1000, start="2025-01-01"), "start", "an integer (the interval is a numeric width)"),
+    (dict(RANGE, interval=1000, retention=3), "retention", "needs a calendar interval"),
     (dict(RANGE, partitions=4), "partitions", "applies only to strategy hash, not range"),
     (dict(RANGE, values={"a": [1]}), "values", "applies only to strategy list"),
     (dict(HASH, partitions=None), "partitions", "is required for strategy hash"),
@@ -220,3 +225,10 @@ def test_validate_specs_needs_a_list():
     with pytest.raises(PartitioningError, match="must be a list"):
         validate_specs({"table": "x"})
     assert validate_specs(None) == []
+
+
+def test_numeric_width_for_integer_keys():
+    s = normalize_spec(dict(table="events", partition_key="id", interval=1000000, start=0, premake=2))
+    assert (s.interval, s.start, s.premake, s.retention) == (1000000, 0, 2, None)
+    assert normalize_spec(s.to_json()) == s
+    assert normalize_spec(dict(table="events", partition_key="id", interval="500")).interval == 500
