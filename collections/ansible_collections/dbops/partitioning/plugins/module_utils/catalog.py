@@ -40,6 +40,9 @@ class Column:
     collation: Optional[str]       # quoted, qualified name when it differs from the type's default
     comment: Optional[str]
     acl: List["Grant"] = field(default_factory=list)   # per-column grants (attacl)
+    statistics_target: Optional[int] = None   # ALTER COLUMN SET STATISTICS; None = the default
+    storage: Optional[str] = None             # 'p' | 'e' | 'm' | 'x' when it differs from the type's
+    compression: Optional[str] = None         # 'p' pglz | 'l' lz4 when set on the column
 
 
 @dataclass
@@ -149,6 +152,16 @@ class OwnedSequence:
 
 
 @dataclass
+class ExtendedStatistics:
+    schema: str
+    name: str
+    kinds: List[str]               # of 'ndistinct', 'dependencies', 'mcv' (empty: the default / expression)
+    columns: str                   # pg_get_statisticsobjdef_columns(oid): columns and expressions
+    definition: str                # pg_get_statisticsobjdef(oid)
+    target: Optional[int] = None   # ALTER STATISTICS SET STATISTICS; None = the default
+
+
+@dataclass
 class Grant:
     grantee: str                   # role name, or 'PUBLIC'
     privilege: str                 # SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER, MAINTAIN
@@ -191,6 +204,7 @@ class TableInfo:
     toast_reloptions: List[str] = field(default_factory=list)  # 'toast.' storage parameters, prefixed
     explicit_publications: List[str] = field(default_factory=list)  # members by name (not ALL TABLES / schema)
     partition_key: Optional[str] = None   # pg_get_partkeydef when the table is partitioned
+    statistics: List[ExtendedStatistics] = field(default_factory=list)  # CREATE STATISTICS objects
     server_version: int = 0
 
     def column(self, name):
@@ -241,7 +255,10 @@ SELECT a.attname AS name, a.attnum, pg_catalog.format_type(a.atttypid, a.atttypm
        CASE WHEN a.attgenerated <> '' THEN pg_catalog.pg_get_expr(d.adbin, d.adrelid) END AS generation_expr,
        CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
             THEN pg_catalog.quote_ident(cn.nspname) || '.' || pg_catalog.quote_ident(co.collname) END AS collation,
-       pg_catalog.col_description(a.attrelid, a.attnum) AS comment
+       pg_catalog.col_description(a.attrelid, a.attnum) AS comment,
+       NULLIF(a.attstattarget, -1) AS statistics_target,
+       CASE WHEN a.attstorage <> t.typstorage THEN a.attstorage END AS storage,
+       NULLIF(a.attcompression, '') AS compression
   FROM pg_catalog.pg_attribute a
   JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
   LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -448,6 +465,19 @@ SELECT v.oid, n.nspname AS schema, c.relname AS name, c.relkind AS kind, v.depth
  ORDER BY v.depth, n.nspname, c.relname
 """
 
+# Extended statistics (CREATE STATISTICS) on the table's columns or expressions.
+_STATISTICS_SQL = """
+SELECT n.nspname AS schema, s.stxname AS name, s.stxkind::text[] AS kinds,
+       pg_catalog.pg_get_statisticsobjdef_columns(s.oid) AS columns,
+       pg_catalog.pg_get_statisticsobjdef(s.oid) AS definition,
+       NULLIF(s.stxstattarget, -1) AS target
+  FROM pg_catalog.pg_statistic_ext s
+  JOIN pg_catalog.pg_namespace n ON n.oid = s.stxnamespace
+ WHERE s.stxrelid = %(oid)s
+ ORDER BY n.nspname, s.stxname
+"""
+_STATISTICS_KINDS = (("d", "ndistinct"), ("f", "dependencies"), ("m", "mcv"))
+
 # SQL-standard function bodies (BEGIN ATOMIC) record a dependency on the table's OID.
 _SQL_FUNCTIONS_SQL = """
 SELECT DISTINCT p.oid::regprocedure::text AS signature
@@ -501,7 +531,8 @@ def describe_table(session, schema, name):
             name=c["name"], attnum=c["attnum"], type=c["type"], type_oid=c["type_oid"], not_null=c["not_null"],
             default=c["default"], identity=c["identity"], generated=c["generated"],
             generation_expr=c["generation_expr"], collation=c["collation"], comment=c["comment"],
-            acl=column_grants.get(c["name"], [])))
+            acl=column_grants.get(c["name"], []), statistics_target=c["statistics_target"],
+            storage=c["storage"], compression=c["compression"]))
 
     info.grants = [Grant(grantee=g["grantee"], privilege=g["privilege"], grantable=g["grantable"],
                          grantor=g["grantor"]) for g in session.query(_GRANTS_SQL, arg)]
@@ -537,6 +568,13 @@ def describe_table(session, schema, name):
         for s in session.query(_SEQUENCES_SQL, arg)]
 
     info.views = _read_views(session, arg)
+    for st in session.query(_STATISTICS_SQL, arg):
+        present = [word for letter, word in _STATISTICS_KINDS if letter in st["kinds"]]
+        info.statistics.append(ExtendedStatistics(
+            schema=st["schema"], name=st["name"], columns=st["columns"], definition=st["definition"],
+            # all three kinds is what CREATE STATISTICS builds by default; none means a
+            # single-expression statistics object (kind 'e' only), where kinds cannot be given
+            kinds=[] if len(present) == len(_STATISTICS_KINDS) else present, target=st["target"]))
     info.sql_functions = [r["signature"] for r in session.query(_SQL_FUNCTIONS_SQL, arg)]
 
     for p in session.query(_PUBLICATIONS_SQL, arg):

@@ -34,8 +34,8 @@ What the twin carries over from the original (``catalog.describe_table``):
 
 Names are the twin's and its partitions' (spec.schema); partitions come from
 ``bounds.plan_partitions`` and their bounds from ``bounds.bound_clause``. The order of the
-statements is deterministic: table, keys, checks, indexes, foreign keys, partitions, replica
-identity, comments, owner, grants, policies.
+statements is deterministic: table, keys, checks, indexes, foreign keys, partitions, column
+settings and extended statistics, replica identity, comments, owner, grants, policies.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -260,9 +260,13 @@ class _Existing:
         self.policies = set(r["polname"] for r in session.query(
             "SELECT polname FROM pg_catalog.pg_policy WHERE polrelid = %(oid)s", arg))
         self.columns = dict((r["attname"], r) for r in session.query(
-            "SELECT attname, pg_catalog.format_type(atttypid, atttypmod) AS type, "
-            "pg_catalog.col_description(attrelid, attnum) AS comment FROM pg_catalog.pg_attribute "
-            "WHERE attrelid = %(oid)s AND attnum > 0 AND NOT attisdropped ORDER BY attnum", arg))
+            "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, "
+            "pg_catalog.col_description(a.attrelid, a.attnum) AS comment, "
+            "NULLIF(a.attstattarget, -1) AS statistics_target, "
+            "CASE WHEN a.attstorage <> t.typstorage THEN a.attstorage END AS storage, "
+            "NULLIF(a.attcompression, '') AS compression "
+            "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
+            "WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", arg))
         self.column_comments = dict((name, r["comment"]) for name, r in self.columns.items())
 
     def relation(self, ident):
@@ -413,6 +417,31 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
         run(stmt, "partition " + qualified(*ident))
         partition_oids.append((ident, None))
 
+    # 5b. Per-column planner and storage settings (recursing to the partitions that exist), and
+    #     extended statistics objects (named like indexes: the original's name + '_p').
+    for col in info.columns:
+        mine = have.columns.get(col.name, {})
+        for attr, clause in (("statistics_target", _set_statistics), ("storage", _set_storage),
+                             ("compression", _set_compression)):
+            wanted = getattr(col, attr)
+            if wanted is not None and mine.get(attr) != wanted:
+                run(sql.SQL("ALTER TABLE {} ALTER COLUMN {} {}").format(
+                    sql.Identifier(*twin), sql.Identifier(col.name), clause(wanted)),
+                    "%s of %s.%s" % (attr.replace("_", " "), twin_label, col.name))
+    for st in info.statistics:
+        name = (st.schema, derived_name(st.name, "_p"))
+        if have.oid is not None and session.scalar(
+                "SELECT 1 FROM pg_catalog.pg_statistic_ext s JOIN pg_catalog.pg_namespace n ON n.oid = s.stxnamespace "
+                "WHERE n.nspname = %s AND s.stxname = %s", name):
+            continue
+        kinds = sql.SQL(" ({})").format(sql.SQL(", ").join(sql.SQL(k) for k in st.kinds if k in _STATISTICS_KINDS)) if st.kinds else sql.SQL("")
+        run(sql.SQL("CREATE STATISTICS {}{} ON {} FROM {}").format(
+            sql.Identifier(*name), kinds, sql.SQL(st.columns), sql.Identifier(*twin)),   # server-deparsed columns
+            "statistics " + qualified(*name))
+        if st.target is not None:
+            run(sql.SQL("ALTER STATISTICS {} SET STATISTICS {}").format(sql.Identifier(*name), sql.Literal(st.target)),
+                "statistics target of " + qualified(*name))
+
     # 6. Replica identity (logical replication of the table after switchover), on the parent
     #    and every partition (each partition is published on its own unless
     #    publish_via_partition_root). DEFAULT is what a new table has already.
@@ -495,6 +524,23 @@ def _child_index(session, schema, parent_index, partition):
         "JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace "
         "WHERE pn.nspname = %s AND pi.relname = %s AND tn.nspname = %s AND t.relname = %s",
         (schema, parent_index, partition[0], partition[1]))
+
+
+_STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
+_COMPRESSION = {"p": "pglz", "l": "lz4"}
+_STATISTICS_KINDS = frozenset(("ndistinct", "dependencies", "mcv"))
+
+
+def _set_statistics(value):
+    return sql.SQL("SET STATISTICS {}").format(sql.Literal(int(value)))
+
+
+def _set_storage(value):
+    return sql.SQL("SET STORAGE {}").format(sql.SQL(_STORAGE[value]))
+
+
+def _set_compression(value):
+    return sql.SQL("SET COMPRESSION {}").format(sql.SQL(_COMPRESSION[value]))
 
 
 def _constraint(info, name):

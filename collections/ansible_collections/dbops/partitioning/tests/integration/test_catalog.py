@@ -34,6 +34,11 @@ CREATE TABLE "Sales"."Revenues" (
     CONSTRAINT revenues_ext_ref_key UNIQUE (ext_ref),
     CONSTRAINT revenues_no_overlap EXCLUDE USING gist (during WITH &&)
 ) WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.05, toast.autovacuum_enabled = false);
+ALTER TABLE "Sales"."Revenues" ALTER COLUMN "Description" SET STATISTICS 500,
+    ALTER COLUMN "Description" SET STORAGE EXTERNAL, ALTER COLUMN tags SET COMPRESSION pglz;
+CREATE STATISTICS "Sales".revenues_org_status (dependencies) ON "OrgId", status FROM "Sales"."Revenues";
+CREATE STATISTICS "Sales".revenues_org_customer ON "OrgId", customer_id FROM "Sales"."Revenues";
+ALTER STATISTICS "Sales".revenues_org_customer SET STATISTICS 300;
 CREATE INDEX revenues_open_idx ON "Sales"."Revenues" (occurred_at DESC) WHERE status = 'open';
 CREATE INDEX "Revenues_lower_idx" ON "Sales"."Revenues" (lower("Description") text_pattern_ops);
 CREATE INDEX revenues_org_incl_idx ON "Sales"."Revenues" ("OrgId", occurred_at) INCLUDE (amount_cents);
@@ -174,6 +179,13 @@ def test_awkward_columns(conn, awkward):
     assert cols["tags"].type == "text[]" and cols["tags"].default == "'{}'::text[]"
     assert [g.privilege for g in cols["status"].acl] == ["UPDATE"]
     assert cols["status"].acl[0].grantee == awkward + "_reader"
+    assert (cols["Description"].statistics_target, cols["Description"].storage) == (500, "e")
+    assert cols["tags"].compression == "p" and cols["status"].compression is None
+    assert (cols["status"].statistics_target, cols["status"].storage) == (None, None)
+    stats = dict((st.name, st) for st in info.statistics)
+    assert (stats["revenues_org_status"].kinds, stats["revenues_org_status"].columns) == (["dependencies"],
+                                                                                         '"OrgId", status')
+    assert (stats["revenues_org_customer"].kinds, stats["revenues_org_customer"].target) == ([], 300)
 
 
 def test_awkward_constraints_and_keys(conn, awkward):

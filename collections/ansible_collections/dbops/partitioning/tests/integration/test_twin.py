@@ -106,6 +106,9 @@ def test_awkward_twin(conn, awkward):
             (c.type, c.not_null, c.collation, c.generated, c.generation_expr, c.comment), name
         if not c.identity:
             assert t.default == c.default, name
+        assert (t.statistics_target, t.storage, t.compression) == (c.statistics_target, c.storage, c.compression)
+    assert [(st.schema, st.name, st.kinds, st.columns, st.target) for st in twin.statistics] == \
+        [(st.schema, st.name + "_p", st.kinds, st.columns, st.target) for st in info.statistics]
     # identity: BY DEFAULT on the twin, with the original's sequence options
     assert cols["id"].identity == "d" and cols["ext_ref"].identity == "d"
     seqs = dict((s.column, s) for s in twin.owned_sequences)
@@ -150,6 +153,7 @@ def test_awkward_twin(conn, awkward):
     assert set((g.grantee, g.privilege) for g in part.grants) == set((g.grantee, g.privilege) for g in info.grants)
     assert sorted(part.reloptions) == ["autovacuum_vacuum_scale_factor=0.05", "fillfactor=80"]
     assert part.toast_reloptions == ["toast.autovacuum_enabled=false"]
+    assert (part.column("Description").storage, part.column("Description").statistics_target) == ("e", 500)
     assert twin.reloptions == []
     assert not twin.rls_enabled
     assert [(p.name, p.command, p.permissive, p.roles, p.using, p.with_check) for p in twin.policies] == \
