@@ -421,3 +421,166 @@ def bound_clause(partition, key_type):
     if partition.kind == "default":
         return sql.SQL("DEFAULT")
     raise PartitioningError("Unknown partition kind %r." % (partition.kind,))
+
+
+# --------------------------------------------------------------------------- existing partitions
+
+PARTITIONS_SQL = """
+SELECT c.relname AS name, pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound
+  FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+ WHERE i.inhparent = %(parent)s::regclass
+ ORDER BY c.relname
+"""
+
+_RANGE_BOUND = re.compile(r"^FOR VALUES FROM \((.*)\) TO \((.*)\)$", re.S)
+_HASH_BOUND = re.compile(r"^FOR VALUES WITH \(modulus (\d+), remainder (\d+)\)$", re.I)
+_LIST_BOUND = re.compile(r"^FOR VALUES IN \((.*)\)$", re.S)
+_TOKEN = re.compile(r"\s*(?:'((?:[^']|'')*)'(?:::[\w\s\"]+)?|([^,]+?))\s*(?:,|$)")
+
+
+def read_partitions(session, schema, name, key_type):
+    """The partitions ``schema.name`` has now, as Partition objects (bounds parsed back into
+    Python values of the key's kind; a range bound MINVALUE/MAXVALUE is None). Read-only."""
+    parent = sql.Identifier(schema, name).as_string(session.conn)
+    out = []
+    for row in session.query(PARTITIONS_SQL, dict(parent=parent)):
+        out.append(parse_bound(name, row["name"], row["bound"], key_type))
+    return out
+
+
+def parse_bound(table_name, partition_name_, bound, key_type):
+    """``pg_get_expr(relpartbound)`` text -> Partition (single-column keys)."""
+    kind = key_kind(key_type)
+    prefix = table_name + "_"
+    suffix = partition_name_[len(prefix):] if partition_name_.startswith(prefix) else partition_name_
+    text = (bound or "").strip()
+    if text == "DEFAULT":
+        return Partition(name=partition_name_, suffix=suffix, kind="default")
+    m = _HASH_BOUND.match(text)
+    if m:
+        return Partition(name=partition_name_, suffix=suffix, kind="hash", modulus=int(m.group(1)),
+                         remainder=int(m.group(2)))
+    m = _RANGE_BOUND.match(text)
+    if m:
+        lower, upper = (_tokens(g) for g in m.groups())
+        if len(lower) != 1 or len(upper) != 1:
+            raise PartitioningError("Partition %s has a multi-column bound (%s); only single-column partition "
+                                    "keys are managed." % (partition_name_, text))
+        return Partition(name=partition_name_, suffix=suffix, kind="range", lower=_value(lower[0], kind),
+                         upper=_value(upper[0], kind))
+    m = _LIST_BOUND.match(text)
+    if m:
+        return Partition(name=partition_name_, suffix=suffix, kind="list",
+                         values=[_value(t, kind) for t in _tokens(m.group(1))])
+    raise PartitioningError("Cannot read the bound of partition %s: %r." % (partition_name_, text))
+
+
+def _tokens(text):
+    """Literals of a bound list: ('quoted', True) or ('bare', False), in order."""
+    out, pos = [], 0
+    text = text.strip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise PartitioningError("Cannot read the partition bound %r." % (text,))
+        if m.group(1) is not None:
+            out.append((m.group(1).replace("''", "'"), True))
+        else:
+            out.append((m.group(2), False))
+        pos = m.end()
+    return out
+
+
+def _value(token, kind):
+    text, quoted = token
+    if not quoted and text.upper() in ("MINVALUE", "MAXVALUE"):
+        return None
+    if not quoted and text.upper() == "NULL":
+        return None
+    if kind == "date":
+        return datetime.date.fromisoformat(text)
+    if kind == "timestamp":
+        return datetime.datetime.fromisoformat(text)
+    if kind == "timestamptz":
+        return datetime.datetime.fromisoformat(text).astimezone(UTC)
+    if kind in INTEGER_KINDS:
+        return int(text)
+    if kind == "boolean":
+        return text.lower() == "true"
+    return text
+
+
+def missing_partitions(planned, existing):
+    """What of ``planned`` still has to be created, given ``existing`` (both lists of Partition).
+
+    Returns ``(to_create, conflicts)``: a planned partition is skipped when its name exists, or
+    when it is a default partition and the table has one already; a range partition whose range
+    overlaps an existing one under another name is not created and is reported in
+    ``conflicts`` (one sentence each) — PostgreSQL would refuse it.
+    """
+    names = set(p.name for p in existing)
+    has_default = any(p.kind == "default" for p in existing)
+    ranges = [p for p in existing if p.kind == "range"]
+    to_create, conflicts = [], []
+    for p in planned:
+        if p.name in names or (p.kind == "default" and has_default):
+            continue
+        if p.kind == "range":
+            clash = [e for e in ranges if _overlaps(p, e)]
+            if clash:
+                conflicts.append("partition %s [%s, %s) overlaps the existing partition %s [%s, %s); not created."
+                                 % (p.name, _show(p.lower), _show(p.upper), clash[0].name,
+                                    _show(clash[0].lower), _show(clash[0].upper)))
+                continue
+        to_create.append(p)
+    return to_create, conflicts
+
+
+def _show(value):
+    return "-inf/+inf" if value is None else _iso(value)
+
+
+def _overlaps(a, b):
+    # None is unbounded: MINVALUE as a lower bound, MAXVALUE as an upper bound.
+    a_starts_before_b_ends = b.upper is None or a.lower is None or a.lower < b.upper
+    b_starts_before_a_ends = a.upper is None or b.lower is None or b.lower < a.upper
+    return a_starts_before_b_ends and b_starts_before_a_ends
+
+
+# --------------------------------------------------------------------------- retention and routing
+
+def retention_cutoff(spec, now):
+    """The date before which range partitions of ``spec`` are past retention (None: keep all).
+
+    ``retention`` counts months back from ``now`` (UTC), day clamped to the month's length:
+    with 12 on 2025-05-10 every partition ending on or before 2024-05-10 is expired.
+    """
+    if not spec.retention or is_width(spec.interval):
+        return None
+    d = _as_date(now)
+    m = d.year * 12 + d.month - 1 - spec.retention
+    year, month = m // 12, m % 12 + 1
+    last_day = (datetime.date(year + month // 12, month % 12 + 1, 1) - datetime.timedelta(days=1)).day
+    return datetime.date(year, month, min(d.day, last_day))
+
+
+def expired_partitions(spec, partitions, now):
+    """Range partitions entirely older than the retention cutoff (oldest first)."""
+    cutoff = retention_cutoff(spec, now)
+    if cutoff is None:
+        return []
+    out = [p for p in partitions if p.kind == "range" and p.upper is not None and _as_date(p.upper) <= cutoff]
+    return sorted(out, key=lambda p: _as_date(p.upper))
+
+
+def partition_for(spec, value):
+    """Name of the partition ``value`` belongs in by ``spec`` (range and list; None for hash,
+    which the server computes). A list value in no list is the default partition's, or None."""
+    if spec.strategy == "range":
+        return partition_name(spec.name, suffix_for(floor_boundary(value, spec.interval), spec.interval))
+    if spec.strategy == "list":
+        for name, values in spec.values.items():
+            if str(value) in [str(v) for v in values]:
+                return partition_name(spec.name, name)
+        return partition_name(spec.name, "default") if spec.default_partition else None
+    return None

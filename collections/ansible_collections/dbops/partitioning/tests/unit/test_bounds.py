@@ -7,8 +7,10 @@ import pytest
 from psycopg2 import sql
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import (
-    MAX_PARTITIONS, Partition, bound_clause, floor_boundary, key_kind, next_boundary, plan_partitions,
-    range_key_kind, suffix_for)
+    MAX_PARTITIONS, Partition, bound_clause, expired_partitions, floor_boundary, key_kind, missing_partitions,
+    next_boundary, parse_bound, partition_for, plan_partitions, range_key_kind, read_partitions,
+    retention_cutoff, suffix_for)
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 
@@ -327,3 +329,82 @@ def test_width_bounds_on_the_server(conn):
     cur.execute("INSERT INTO ev VALUES (1, -5), (2, 0), (3, 999999999), (4, 2147483647)")
     cur.execute("SELECT id, tableoid::regclass::text FROM ev ORDER BY id")
     assert cur.fetchall() == [(1, "ev_m1000000000"), (2, "ev_0"), (3, "ev_0"), (4, "ev_2000000000")]
+
+
+
+# ---------------------------------------------------------------- existing partitions read back
+
+@pytest.mark.parametrize("key_type, cast, interval", [
+    ("timestamp with time zone", "timestamptz", "quarterly"), ("timestamp without time zone", "timestamp", "weekly"),
+    ("date", "date", "monthly"), ("bigint", "bigint", 1000)])
+def test_read_partitions_gives_back_the_plan(conn, key_type, cast, interval):
+    conn.cursor().execute("SET TimeZone = 'Asia/Kolkata'")   # the text of the bounds is local; values are not
+    s = spec(table="rp", interval=interval, premake=2)
+    lo, hi = (1, 2500) if interval == 1000 else (D(2024, 12, 30), D(2025, 2, 1))
+    planned = plan_partitions(s, key_type, lo, hi, NOW if interval != 1000 else None)
+    _create(conn, "rp", cast, planned)
+    got = read_partitions(Session(conn), "public", "rp", key_type)
+    key = lambda p: p.name  # noqa: E731
+    assert sorted(got, key=key) == sorted(planned, key=key)
+    assert missing_partitions(planned, got) == ([], [])
+
+
+def test_read_hash_and_list_partitions(conn):
+    cur = conn.cursor()
+    cur.execute("CREATE TABLE h (k text NOT NULL) PARTITION BY HASH (k)")
+    cur.execute("CREATE TABLE h_p01 PARTITION OF h FOR VALUES WITH (MODULUS 2, REMAINDER 1)")
+    cur.execute("CREATE TABLE l (k text NOT NULL) PARTITION BY LIST (k)")
+    cur.execute("CREATE TABLE l_eu PARTITION OF l FOR VALUES IN ('de', 'it''s, ok')")
+    cur.execute("CREATE TABLE l_default PARTITION OF l DEFAULT")
+    assert read_partitions(Session(conn), "public", "h", "text") == [
+        Partition("h_p01", "p01", "hash", modulus=2, remainder=1)]
+    assert read_partitions(Session(conn), "public", "l", "text") == [
+        Partition("l_default", "default", "default"), Partition("l_eu", "eu", "list", values=["de", "it's, ok"])]
+
+
+def test_missing_partitions_skips_existing_and_reports_overlaps():
+    s = spec(table="r", premake=2)
+    planned = plan_partitions(s, "date", D(2025, 4, 1), None, NOW)   # 04, 05, 06, 07, default
+    existing = [planned[0], Partition("r_custom", "custom", "range", lower=D(2025, 5, 15), upper=D(2025, 6, 15)),
+                Partition("r_other_default", "other_default", "default")]
+    to_create, conflicts = missing_partitions(planned, existing)
+    assert [p.suffix for p in to_create] == ["2025_07"]
+    assert conflicts == [
+        "partition r_2025_05 [2025-05-01, 2025-06-01) overlaps the existing partition r_custom "
+        "[2025-05-15, 2025-06-15); not created.",
+        "partition r_2025_06 [2025-06-01, 2025-07-01) overlaps the existing partition r_custom "
+        "[2025-05-15, 2025-06-15); not created."]
+    unbounded = [Partition("r_old", "old", "range", lower=None, upper=D(2025, 5, 1))]
+    assert [p.suffix for p in missing_partitions(planned, unbounded)[0]] == ["2025_05", "2025_06", "2025_07",
+                                                                             "default"]
+
+
+def test_parse_bound_refuses_what_it_cannot_read():
+    with pytest.raises(PartitioningError, match="multi-column"):
+        parse_bound("t", "t_x", "FOR VALUES FROM (1, 2) TO (3, 4)", "integer")
+    with pytest.raises(PartitioningError, match="Cannot read the bound"):
+        parse_bound("t", "t_x", "something else", "integer")
+
+
+# ---------------------------------------------------------------- retention and routing
+
+def test_retention_cutoff_counts_months_back():
+    assert retention_cutoff(spec(retention=12), NOW) == D(2024, 5, 10)
+    assert retention_cutoff(spec(retention=1), D(2024, 3, 31)) == D(2024, 2, 29)   # clamped, leap year
+    assert retention_cutoff(spec(retention=5), D(2025, 3, 31)) == D(2024, 10, 31)
+    assert retention_cutoff(spec(), NOW) is None
+
+
+def test_expired_partitions():
+    s = spec(interval="quarterly", retention=12)
+    parts = plan_partitions(s, "timestamp with time zone", D(2023, 11, 1), None, NOW)
+    assert [p.suffix for p in expired_partitions(s, parts, NOW)] == ["2023_q4", "2024_q1"]   # 2024_q2 ends 07-01
+    assert expired_partitions(spec(interval="quarterly"), parts, NOW) == []
+
+
+def test_partition_for():
+    assert partition_for(spec(interval="quarterly"), DT(2025, 3, 31, 23, 59, tzinfo=UTC)) == "revenues_2025_q1"
+    assert partition_for(spec(interval="weekly"), D(2021, 1, 3)) == "revenues_2020_w53"
+    ls = normalize_spec(dict(table="o", partition_key="r", strategy="list", values={"eu": ["de"], "n": [1]}))
+    assert (partition_for(ls, "de"), partition_for(ls, "1"), partition_for(ls, "xx")) == ("o_eu", "o_n", "o_default")
+    assert partition_for(normalize_spec(dict(table="h", partition_key="k", strategy="hash", partitions=2)), 1) is None
