@@ -359,3 +359,25 @@ def test_what_cannot_be_carried_over_is_skipped_and_said(conn):
     copy_rows(conn, info, spec.twin)
     assert same_rows(conn, info, spec.twin)
     assert ensure_twin(Session(conn), info, spec, partitions) == []
+
+
+def test_mixed_case_key_and_long_names(conn):
+    long = "ledger_lines_of_the_accounting_department_for_every_tenant_x"   # 61 bytes
+    conn.cursor().execute("""
+        CREATE SCHEMA "Mixed Case";
+        CREATE TABLE "Mixed Case"."%(t)s" ("Id" bigint PRIMARY KEY, "BookedOn" date NOT NULL, "Ref" text NOT NULL);
+        CREATE UNIQUE INDEX "%(t)s_ref_key" ON "Mixed Case"."%(t)s" ("Ref");
+        INSERT INTO "Mixed Case"."%(t)s" SELECT g, date '2025-06-01' + g, 'r' || g FROM generate_series(1, 300) g;
+        """ % dict(t=long))
+    raw = dict(table='"Mixed Case"."%s"' % long, partition_key='"BookedOn"', strategy="range", interval="monthly")
+    _, spec, info, partitions, created, _ = build(conn, raw)
+    assert len(spec.twin[1].encode()) <= 63 and spec.twin[1].endswith("_partitioned")
+    twin = describe_table(Session(conn), *spec.twin)
+    assert twin.pk_columns == ["Id", "BookedOn"]
+    [uidx] = [i for i in twin.indexes if not i.is_primary]
+    [orig] = [i for i in info.indexes if not i.is_primary]        # its name was cut to 63 bytes by PostgreSQL
+    assert uidx.name == twin_index_name(orig.name) and len(uidx.name.encode()) <= 63
+    assert uidx.key_columns == ["Ref", "BookedOn"]
+    copy_rows(conn, info, spec.twin)
+    assert same_rows(conn, info, spec.twin)
+    assert ensure_twin(Session(conn), info, spec, partitions) == []
