@@ -1,0 +1,141 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Cleanup after a switchover (docs/runbooks/cleanup.md): drop ``<table>_old`` and the reverse sync.
+
+Refused unless the table is in phase 'switched', the soak time since ``switched_at`` has
+elapsed, and a verification *after* the switch passes now: the new table and ``<table>_old``
+are compared (count and checksum) in one repeatable-read snapshot — the reverse sync writes
+both in the application's transactions, so they must be equal even under load. A
+``pg_dump`` of ``<table>_old`` can be written first (``dump_dir``). Then, in one transaction
+under a short lock timeout with retries (DROP TRIGGER locks the application's table): drop the
+reverse-sync triggers and function, drop ``<table>_old``, phase 'cleaned'.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import os
+import shutil
+import subprocess
+
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
+from ansible_collections.dbops.partitioning.plugins.module_utils import swap
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, connect_kwargs
+from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
+from ansible_collections.dbops.partitioning.plugins.module_utils.locking import run_with_lock_retry
+
+try:
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover
+    sql = None
+
+
+def find_pg_dump(session, pg_dump=None):
+    """pg_dump of the server's own binaries directory when readable (same version), else PATH."""
+    if pg_dump:
+        if not os.access(pg_dump, os.X_OK):
+            raise PartitioningError("pg_dump %s is not an executable file." % pg_dump)
+        return pg_dump
+    try:
+        bindir = session.scalar("SELECT setting FROM pg_config WHERE name = 'BINDIR'")
+    except Exception:  # noqa: BLE001 - pg_config is superuser-only; PATH is the fallback
+        session.conn.rollback()
+        bindir = None
+    if bindir and os.access(os.path.join(bindir, "pg_dump"), os.X_OK):
+        return os.path.join(bindir, "pg_dump")
+    found = shutil.which("pg_dump")
+    if not found:
+        raise PartitioningError("pg_dump was not found (neither in the server's BINDIR %s nor in PATH): install the "
+                                "PostgreSQL client, set pg_dump, or run without dump_dir." % (bindir or "?"))
+    return found
+
+
+def dump_table(session, params, schema, old, dump_dir, pg_dump=None):
+    """``pg_dump -Fc -t schema.old`` into ``dump_dir``; returns the file's path."""
+    exe = find_pg_dump(session, pg_dump)
+    if not os.path.isdir(dump_dir):
+        raise PartitioningError("dump_dir %s is not a directory." % dump_dir)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = os.path.join(dump_dir, "%s.%s.%s.dump" % (schema, old, stamp))
+    kw = connect_kwargs(params)
+    env = dict(os.environ)
+    if kw.get("password"):
+        env["PGPASSWORD"] = kw["password"]
+    for key, var in (("sslmode", "PGSSLMODE"), ("sslrootcert", "PGSSLROOTCERT"), ("sslcert", "PGSSLCERT"),
+                     ("sslkey", "PGSSLKEY")):
+        if kw.get(key):
+            env[var] = str(kw[key])
+    cmd = [exe, "-Fc", "-f", path, "-t", sql.Identifier(schema, old).as_string(session.conn),
+           "-d", kw.get("dbname", "postgres"), "-U", kw.get("user", "postgres"), "-p", str(kw.get("port", 5432))]
+    if kw.get("host"):
+        cmd += ["-h", kw["host"]]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise PartitioningError("pg_dump of %s failed (nothing was dropped): %s" % (qualified(schema, old),
+                                                                                    p.stderr.strip()))
+    return path
+
+
+def cleanup(session, table, params=None, state_schema="partitioning", min_soak_s=0, dump_dir=None, pg_dump=None,
+            lock_timeout_ms=50, swap_retries=30):
+    schema, name = parse_table(table)
+    table_name = qualified(schema, name)
+    row = st.get_table(session, state_schema, table_name)
+    if row is None:
+        raise PartitioningError("%s is not being migrated (no state row): nothing to clean up." % table_name)
+    if row["phase"] == "cleaned":
+        return dict(changed=False, table=table_name, phase="cleaned", msg="%s is already cleaned up." % table_name)
+    if row["phase"] != "switched":
+        raise PartitioningError("Cleanup of %s refused: it is in phase %r; cleanup comes after the switchover "
+                                "(phase 'switched') and drops the original." % (table_name, row["phase"]))
+    st.lock_table_work(session, table_name)
+    old = row["old_relname"]
+    soaked = session.scalar("SELECT extract(epoch FROM now() - %s)::float8", (row["switched_at"],))
+    if soaked is None or soaked < float(min_soak_s):
+        raise PartitioningError("Cleanup of %s refused: switched %.0f s ago, the soak time is %s s (cleanup_min_soak_s "
+                                "/ partitioning_soak_hours); run again later." % (table_name, soaked or 0, min_soak_s))
+    done = []
+    check = None
+    old_rel = swap.relation(session, schema, old)
+    if old_rel is not None:
+        cap = swap.capture(session, schema, name, old)
+        cols = [c["name"] for c in cap["columns"] if not c["generated"]]
+        check = swap.compare_tables(session, state_schema, table_name, (schema, name), (schema, old), cols,
+                                    cap["standby_pk"])
+        if not check["equal"]:
+            raise PartitioningError("Cleanup of %s refused: the verification after the switch found %s and %s "
+                                    "different (rows %d vs %d); investigate before dropping anything (rollback.yml "
+                                    "still works)." % (table_name, table_name, qualified(schema, old),
+                                                       check["rows_a"], check["rows_b"]), verification=check)
+        if dump_dir:
+            if session.check_mode:
+                done.append("would write a pg_dump of %s to %s" % (qualified(schema, old), dump_dir))
+            else:
+                done.append("pg_dump written to %s" % dump_table(session, params or {}, schema, old, dump_dir, pg_dump))
+    stmts = []
+    fns = set()
+    active = swap.relation(session, schema, name)
+    if active is not None:
+        for t in session.query(swap.SYNC_TRIGGERS_SQL, (active["oid"], list(swap.SYNC_TRIGGERS))):
+            stmts.append(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(t["name"]),
+                                                                           sql.Identifier(schema, name)))
+            fns.add((t["fn_schema"], t["fn_name"]))
+    for fn in sorted(fns):
+        stmts.append(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(*fn)))
+    if old_rel is not None:
+        stmts.append(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, old)))
+
+    def work(s):
+        for stmt in stmts:
+            s.execute(stmt)
+        st.update_table(s, state_schema, table_name, phase="cleaned",
+                        verification=dict(status="ok", after_switch=check) if check else row.get("verification"))
+    run_with_lock_retry(session, work, lock_timeout_ms, swap_retries, relations=[(schema, name), (schema, old)],
+                        what="dropping the reverse sync and %s" % qualified(schema, old))
+    done.append("reverse sync dropped" if fns else "no reverse sync left")
+    if old_rel is not None:
+        done.append("%s dropped" % qualified(schema, old))
+    st.record_run(session, state_schema, table_name, "cleanup", details=dict(done=done))
+    return dict(changed=True, table=table_name, phase="cleaned", verification=check, done=done,
+                msg="%s cleaned up: %s" % (table_name, "; ".join(done)))

@@ -1,0 +1,194 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Rollback from whatever state a table is in (docs/runbooks/rollback.md).
+
+* Before the switchover (prepared, copying, copied, verified): the original never stopped being
+  the application's table, so rollback removes what phase 1 added: the forward sync triggers and
+  function, the twin with its partitions, the pending keys and verification ranges, the state
+  row; inbound foreign keys that phase 1 dropped are re-created (NOT VALID, then VALIDATE, so the
+  referencing table is not locked for a full scan).
+* After the switchover (switched): the same short-lock swap as the switchover, in reverse
+  (swap.swap_tables): ``<table>_old`` — kept equal by the reverse sync — becomes ``<table>``
+  again with views, triggers, sequences, RLS and publications; the partitioned table becomes
+  ``<table>_partitioned`` without any sync, then is dropped (``keep_twin: false``, default) or
+  kept for inspection (``keep_twin: true``: it is *not* kept in step any more).
+* Every step checks what is already done, so an interrupted rollback resumes; the state row
+  ends in phase 'rolled_back' (kept as history; ``forget: true`` deletes it).
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
+from ansible_collections.dbops.partitioning.plugins.module_utils import swap
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
+from ansible_collections.dbops.partitioning.plugins.module_utils.locking import run_with_lock_retry
+
+try:
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover
+    sql = None
+
+BEFORE_SWITCH = ("prepared", "copying", "copied", "verified")
+
+
+def _sync_triggers(session, schema, name):
+    rel = swap.relation(session, schema, name)
+    if rel is None:
+        return []
+    return [dict(r) for r in session.query(swap.SYNC_TRIGGERS_SQL, (rel["oid"], list(swap.SYNC_TRIGGERS)))]
+
+
+def _drop_sync_stmts(session, schema, name):
+    stmts, fns = [], set()
+    for t in _sync_triggers(session, schema, name):
+        stmts.append(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(t["name"]),
+                                                                       sql.Identifier(schema, name)))
+        fns.add((t["fn_schema"], t["fn_name"]))
+    for fn in sorted(fns):
+        stmts.append(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(*fn)))
+    return stmts
+
+
+def _fk_statements(fk):
+    """Re-create a dropped inbound foreign key as recorded by phase 1 (dict or DDL text)."""
+    if isinstance(fk, str):
+        return [sql.SQL(fk)]
+    table = fk.get("table")
+    if isinstance(table, (list, tuple)):
+        rel = sql.Identifier(*table)
+    else:
+        rel = sql.Identifier(*parse_table(table))
+    definition = fk["definition"]
+    stmts = [sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}{}").format(
+        rel, sql.Identifier(fk["name"]), sql.SQL(definition),
+        sql.SQL("" if "NOT VALID" in definition.upper() else " NOT VALID"))]
+    stmts.append(sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(rel, sql.Identifier(fk["name"])))
+    return stmts
+
+
+def _fk_exists(session, fk):
+    if isinstance(fk, str):
+        return False
+    table = fk.get("table")
+    schema, name = (table if isinstance(table, (list, tuple)) else parse_table(table))
+    return bool(session.scalar(
+        "SELECT count(*) FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid "
+        "JOIN pg_namespace n ON n.oid = r.relnamespace WHERE n.nspname = %s AND r.relname = %s AND c.conname = %s",
+        (schema, name, fk["name"])))
+
+
+def _finish_state(session, state_schema, table_name, forget):
+    with session.transaction():
+        if forget:
+            st.delete_table(session, state_schema, table_name)
+        else:
+            st.update_table(session, state_schema, table_name, phase="rolled_back")
+            for rel in ("pending_keys", "verify_ranges"):
+                session.execute(sql.SQL("DELETE FROM {} WHERE table_name = %s").format(
+                    sql.Identifier(state_schema, rel)), (table_name,))
+
+
+def rollback_before_switch(session, row, schema, name, state_schema, table_name, lock_timeout_ms, retries, forget):
+    done = []
+    twin = row["twin_relname"]
+    drops = _drop_sync_stmts(session, schema, name)
+    if drops:
+        # DROP TRIGGER takes ACCESS EXCLUSIVE on the application's table: short timeout, retries
+        run_with_lock_retry(session, lambda s: [s.execute(x) for x in drops], lock_timeout_ms, retries,
+                            relations=[(schema, name)], what="dropping the sync triggers on %s" % table_name)
+        done.append("sync triggers and function on %s dropped" % table_name)
+    if swap.relation(session, schema, twin) is not None:
+        # the twin is not used by the application: its lock queue is ours alone (the sync trigger is gone)
+        run_with_lock_retry(session, lambda s: s.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, twin))),
+                            lock_timeout_ms, retries, relations=[(schema, twin)], what="dropping %s" % twin)
+        done.append("%s and its partitions dropped" % qualified(schema, twin))
+    for fk in row.get("dropped_foreign_keys") or []:
+        if _fk_exists(session, fk):
+            continue
+        for stmt in _fk_statements(fk):
+            session.execute(stmt)
+        done.append("foreign key %s re-created" % (fk if isinstance(fk, str) else fk["name"]))
+    _finish_state(session, state_schema, table_name, forget)
+    return done
+
+
+def rollback_after_switch(session, templates, row, schema, name, state_schema, table_name, lock_timeout_ms,
+                          retries, keep_twin, forget, analyze=True):
+    """The swap in reverse: ``<table>_old`` is the application's table again."""
+    old, twin = row["old_relname"], row["twin_relname"]
+    done = []
+    if swap.relation(session, schema, old) is None:
+        raise PartitioningError("%s is switched but %s is missing (dropped by hand?): the original cannot come back; "
+                                "the partitioned table stays." % (table_name, qualified(schema, old)))
+    if swap.relation(session, schema, twin) is not None:
+        raise PartitioningError("%s exists: the partitioned table cannot take that name back; rename or drop it."
+                                % qualified(schema, twin))
+    cap = swap.capture(session, schema, name, old)
+    # the forward sync is the only one allowed to stay unnoticed: reverse sync is dropped by the swap
+    problems = [p for p in swap.refusals(cap) if "lacks columns" in p or "primary key" in p]
+    if problems:
+        raise PartitioningError("Rollback of %s refused, nothing changed: %s." % (table_name, "; ".join(problems)))
+    check = swap.compare_tables(session, state_schema, table_name, (schema, name), (schema, old),
+                                [c["name"] for c in cap["columns"] if not c["generated"]], cap["standby_pk"])
+    prebuilt = swap.prebuild_matviews(session, cap)
+
+    def finish(s, lock_clock):
+        st.update_table(s, state_schema, table_name, phase="rolled_back")
+    # the original's indexes come back from <name>_old; the partitioned table's get their twin names
+    result = swap.swap_tables(session, cap, twin, "_p", "_old", prebuilt, state_schema, table_name,
+                              lock_timeout_ms=lock_timeout_ms, retries=retries, finish=finish)
+    done.append("%s is the original table again (lock held %.1f ms, %d attempt(s))"
+                % (table_name, result["lock_ms"] or 0, result["attempts"]))
+    if analyze:
+        session.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, name)))
+    if not keep_twin:
+        session.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, twin)))
+        done.append("%s dropped" % qualified(schema, twin))
+    _finish_state(session, state_schema, table_name, forget)
+    return done, result, check
+
+
+def rollback(session, templates, table, state_schema="partitioning", lock_timeout_ms=50, swap_retries=30,
+             keep_twin=False, forget=False):
+    schema, name = parse_table(table)
+    table_name = qualified(schema, name)
+    row = st.get_table(session, state_schema, table_name)
+    if row is None:
+        return dict(changed=False, table=table_name, phase=None,
+                    msg="%s is not being migrated: nothing to roll back." % table_name)
+    phase = row["phase"]
+    if phase == "cleaned":
+        raise PartitioningError("%s was cleaned up: %s no longer exists, the switchover cannot be undone by rollback."
+                                % (table_name, qualified(schema, row["old_relname"])))
+    st.lock_table_work(session, table_name)
+    twin = row["twin_relname"]
+    if phase == "rolled_back":
+        # resume: a rollback interrupted after the swap still has a twin to drop
+        done = []
+        if not keep_twin and swap.relation(session, schema, twin) is not None and \
+                not _sync_triggers(session, schema, name):
+            session.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, twin)))
+            done.append("%s dropped" % qualified(schema, twin))
+        if forget:
+            with session.transaction():
+                st.delete_table(session, state_schema, table_name)
+            done.append("state row deleted")
+        return dict(changed=bool(done), table=table_name, phase="rolled_back", done=done,
+                    msg="%s: %s" % (table_name, "; ".join(done) if done else "already rolled back"))
+    if phase in BEFORE_SWITCH:
+        done = rollback_before_switch(session, row, schema, name, state_schema, table_name, lock_timeout_ms,
+                                      swap_retries, forget)
+        st.record_run(session, state_schema, table_name, "rollback", details=dict(done=done, from_phase=phase))
+        return dict(changed=True, table=table_name, phase="rolled_back", from_phase=phase, done=done,
+                    msg="%s rolled back from phase %s: %s" % (table_name, phase, "; ".join(done) or "state removed"))
+    if phase == "switched":
+        done, result, check = rollback_after_switch(session, templates, row, schema, name, state_schema, table_name,
+                                                    lock_timeout_ms, swap_retries, keep_twin, forget)
+        st.record_run(session, state_schema, table_name, "rollback",
+                      details=dict(done=done, from_phase=phase, lock_ms=result["lock_ms"]))
+        return dict(changed=True, table=table_name, phase="rolled_back", from_phase=phase, done=done,
+                    swap_lock_ms=result["lock_ms"], attempts=result["attempts"], retries=result["retries"],
+                    check_before=check, msg="%s rolled back after switchover: %s" % (table_name, "; ".join(done)))
+    raise PartitioningError("%s is in an unknown phase %r." % (table_name, phase))
