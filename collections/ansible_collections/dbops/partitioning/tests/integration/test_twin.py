@@ -381,3 +381,19 @@ def test_mixed_case_key_and_long_names(conn):
     copy_rows(conn, info, spec.twin)
     assert same_rows(conn, info, spec.twin)
     assert ensure_twin(Session(conn), info, spec, partitions) == []
+
+
+def test_integer_range_twin(conn):
+    conn.cursor().execute("CREATE TABLE events (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+                          "payload jsonb NOT NULL DEFAULT '{}');"
+                          "CREATE INDEX events_payload_idx ON events USING gin (payload jsonb_path_ops);"
+                          "INSERT INTO events (payload) SELECT jsonb_build_object('n', g) FROM generate_series(1, 3500) g")
+    _, spec, info, partitions, created, warnings = build(
+        conn, dict(table="events", partition_key="id", strategy="range", interval=1000))
+    assert warnings == []                       # the key is the primary key already
+    copy_rows(conn, info, spec.twin)
+    assert same_rows(conn, info, spec.twin)
+    assert scalar(conn, "SELECT count(*) FROM events_1000") == 1000
+    [ix] = [i for i in describe_table(Session(conn), *spec.twin).indexes if i.method == "gin"]
+    assert ix.key_specs == ['"payload" pg_catalog.jsonb_path_ops']
+    assert ensure_twin(Session(conn), info, spec, partitions) == []
