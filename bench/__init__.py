@@ -1,0 +1,1 @@
+"""Benchmarks of dbops.partitioning: ``python -m bench`` (``make bench``); see docs/benchmarks.md."""

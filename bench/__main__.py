@@ -1,0 +1,91 @@
+"""``python -m bench [--only NAME] [--quick]``: run the benchmarks, write bench/results/.
+
+Benchmarks, in order: trigger (issue 2), backfill (issue 3), switchover (issue 4).
+Full mode takes about half an hour on 2 cores; ``--quick`` a few minutes.
+"""
+import argparse
+import os
+import sys
+import time
+import traceback
+
+from bench import common
+
+BENCHMARKS = ["trigger", "backfill", "switchover"]
+
+# (full, quick) defaults; every one can be overridden on the command line.
+PRESETS = {
+    "duration": (10, 3),            # seconds per pgbench run (trigger)
+    "rounds": (3, 2),               # alternation rounds
+    "clients": (4, 4),
+    "trigger_rows": (100000, 20000),
+    "backfill_rows": (1000000, 100000),
+    "flat_rows": (10000000, 1000000),
+    "swap_rows": (1000000, 100000),
+}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", action="append", choices=BENCHMARKS,
+                   help="run only this benchmark (repeatable)")
+    p.add_argument("--quick", action="store_true", help="small settings: a few minutes in all")
+    p.add_argument("--pg", default=None,
+                   help="comma-separated major versions (default: every installed one of 18,15; --quick: 18 "
+                        "for trigger/switchover)")
+    p.add_argument("--outdir", default=None, help="where results go (default bench/results, or "
+                                                  "bench/results/quick with --quick)")
+    for name, (full, _quick) in PRESETS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=type(full), default=None, dest=name,
+                       help="default %s (quick: %s)" % (full, _quick))
+    opts = p.parse_args(argv)
+    for name, (full, quick) in PRESETS.items():
+        if getattr(opts, name) is None:
+            setattr(opts, name, quick if opts.quick else full)
+    if opts.outdir is None:
+        opts.outdir = os.path.join(common.RESULTS_DIR, "quick") if opts.quick else common.RESULTS_DIR
+    opts.only = opts.only or BENCHMARKS
+    return opts
+
+
+def main(argv=None):
+    opts = parse_args(sys.argv[1:] if argv is None else argv)
+    servers = common.Servers()
+    if opts.pg:
+        wanted = [int(v) for v in opts.pg.split(",") if v.strip()]
+    else:
+        wanted = [v for v in (18, 15) if v in servers.bindirs]
+        if opts.quick:
+            wanted = wanted[:1]
+    opts.versions = wanted
+    # pg_partman runs on 15 only: the backfill benchmark wants 15 also in quick mode.
+    opts.all_versions = wanted if opts.pg else [v for v in (18, 15) if v in servers.bindirs]
+    started = time.time()
+    status = {}
+    try:
+        for name in BENCHMARKS:
+            if name not in opts.only:
+                continue
+            module = __import__("bench." + name, fromlist=["run"])
+            common.log("=== %s ===" % name)
+            t0 = time.time()
+            try:
+                module.run(servers, opts)
+                status[name] = "ok (%.0f s)" % (time.time() - t0)
+            except common.Skip as e:
+                status[name] = "skipped: %s" % e
+                common.log("%s skipped: %s" % (name, e))
+            except Exception as e:  # noqa: BLE001 - report and go on with the next benchmark
+                traceback.print_exc()
+                status[name] = "FAILED: %s: %s" % (type(e).__name__, e)
+    finally:
+        servers.close()
+    common.log("done in %.0f s" % (time.time() - started))
+    for name, st in status.items():
+        print("%-11s %s" % (name, st))
+    return 1 if any(st.startswith("FAILED") for st in status.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

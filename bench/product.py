@@ -1,0 +1,137 @@
+"""The collection's own code, as the benchmarks drive it.
+
+The benchmarks measure *our* code: the sync trigger rendered by the sync module, the
+backfill of module_utils/backfill.py, the swap of module_utils/swap.py.  Those modules
+are written in parallel with the benchmarks; where one is not importable yet, the
+trigger benchmark falls back to rendering the sync templates itself (with the context the
+template documents) and says so in its results; the other benchmarks skip with a reason.
+"""
+import importlib
+import inspect
+
+from bench import common  # noqa: F401 - puts the collection on sys.path
+from bench import schema
+
+MU = "ansible_collections.dbops.partitioning.plugins.module_utils."
+STATE_SCHEMA = "partitioning"
+SPEC = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="monthly",
+            premake=6, default_partition=True)
+
+
+def optional(module, *names):
+    """``module_utils.<module>`` attributes, or None when the module or a name is missing."""
+    try:
+        mod = importlib.import_module(MU + module)
+    except ImportError:
+        return None
+    found = [getattr(mod, n, None) for n in names]
+    if any(f is None for f in found):
+        return None
+    return found[0] if len(found) == 1 else found
+
+
+def templates():
+    from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
+    return SqlTemplates.from_checkout()
+
+
+def session(conn):
+    from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
+    return Session(conn)
+
+
+def table_spec(**overrides):
+    normalize_spec = optional("spec", "normalize_spec")
+    if normalize_spec is None:
+        return None
+    raw = dict(SPEC)
+    raw.update(overrides)
+    return normalize_spec(raw)
+
+
+def prepare_with_phase1(conn, **spec_overrides):
+    """Phase 1 exactly as the playbook runs it (twin, partitions, triggers, state row).
+
+    Returns a description of what built the twin, or None when prepare_table is missing.
+    """
+    prepare_table = optional("prepare", "prepare_table")
+    spec = table_spec(**spec_overrides)
+    if prepare_table is None or spec is None:
+        return None
+    sess = session(conn)
+    kwargs = {}
+    if "now" in inspect.signature(prepare_table).parameters:
+        import datetime
+        kwargs["now"] = datetime.datetime(2025, 12, 15, tzinfo=datetime.timezone.utc)
+    prepare_table(sess, templates(), spec, STATE_SCHEMA, **kwargs)
+    return "module_utils/prepare.py prepare_table (phase 1)"
+
+
+# --- the sync trigger, rendered from the templates ---------------------------------------
+
+def fn_name():
+    return (STATE_SCHEMA, "public__revenues__fwd")
+
+
+def render_sync_function(conn):
+    """Create the forward sync function from templates/sql/sync/trigger_function.sql.j2."""
+    from psycopg2 import sql
+    from ansible_collections.dbops.partitioning.plugins.module_utils.state import ensure_state_schema
+    tpl = templates()
+    sess = session(conn)
+    ensure_state_schema(sess, tpl, STATE_SCHEMA)
+    key_cols = schema.KEY_COLS
+    cols = schema.COLUMN_NAMES
+    text = tpl.render("sync/trigger_function", conn, fn=fn_name(), dst=("public", schema.TWIN),
+                      state_schema=STATE_SCHEMA, table_name="public.revenues", cols=cols,
+                      set_cols=[c for c in cols if c not in key_cols], key_cols=key_cols, pk_cols=["id"],
+                      overriding=False, new=sql.SQL("NEW"), old=sql.SQL("OLD"), excluded=sql.SQL("EXCLUDED"))
+    conn.cursor().execute(text)
+
+
+def attach_sync_triggers(conn):
+    plan = dict(create_row=True, create_truncate=True, replace_row=False, replace_truncate=False,
+                enable_row=True, enable_truncate=True)
+    text = templates().render("sync/triggers", conn, src=("public", schema.TABLE), fn=fn_name(), **plan)
+    conn.cursor().execute(text)
+
+
+def install_sync(conn):
+    """The sync function and triggers on public.revenues -> twin, by the sync module when present.
+
+    Returns which code installed them (written into the results).
+    """
+    install = optional("sync", "install_sync")
+    spec = table_spec()
+    if install is not None and spec is not None:
+        from ansible_collections.dbops.partitioning.plugins.module_utils.state import ensure_state_schema
+        sess = session(conn)
+        tpl = templates()
+        ensure_state_schema(sess, tpl, STATE_SCHEMA)
+        install(sess, tpl, STATE_SCHEMA, spec, ("public", schema.TABLE), ("public", schema.TWIN))
+        return "module_utils/sync.py install_sync"
+    render_sync_function(conn)
+    attach_sync_triggers(conn)
+    return "templates/sql/sync/*.sql.j2 rendered by bench/product.py (sync.install_sync not available)"
+
+
+def detach_sync_triggers(conn):
+    cur = conn.cursor()
+    cur.execute("DROP TRIGGER IF EXISTS partitioning_sync ON public.revenues")
+    cur.execute("DROP TRIGGER IF EXISTS partitioning_sync_truncate ON public.revenues")
+
+
+def sync_trigger_names(conn):
+    cur = conn.cursor()
+    cur.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.revenues'::regclass AND NOT tgisinternal "
+                "ORDER BY 1")
+    return [r[0] for r in cur.fetchall()]
+
+
+def sync_function_source(conn):
+    """The name of the function our row trigger executes (whoever installed it)."""
+    cur = conn.cursor()
+    cur.execute("SELECT tgfoid::regprocedure::text FROM pg_trigger WHERE tgrelid = 'public.revenues'::regclass "
+                "AND tgname = 'partitioning_sync'")
+    row = cur.fetchone()
+    return row[0] if row else None

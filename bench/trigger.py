@@ -1,0 +1,189 @@
+"""Benchmark 1 (issue 2): what the sync trigger costs the application's writes.
+
+pgbench runs single-row INSERTs and single-row UPDATEs (random ids) against a
+revenues-like table in three variants, alternated round by round on one server:
+
+  none  no trigger
+  ours  the collection's sync trigger (rendered by the collection's own code)
+  hand  a minimal hand-written PL/pgSQL dual-write trigger
+        (INSERT ... ON CONFLICT / UPDATE / DELETE into the twin)
+
+Reported: tps ratios ours/none, hand/none and ours/hand (goal: ours/hand >= 0.90).
+"""
+from psycopg2 import sql
+
+from bench import common, product, schema
+from bench.common import PgbenchRun, fmt, log, md_table, median, ratio
+
+VARIANTS = ["none", "ours", "hand"]
+WORKLOADS = {"insert": schema.INSERT_SCRIPT, "update": schema.UPDATE_SCRIPT}
+
+
+def handwritten_function_sql():
+    cols = [sql.Identifier(c) for c in schema.COLUMN_NAMES]
+    new_cols = sql.SQL(", ").join(sql.SQL("NEW.{}").format(c) for c in cols)
+    col_list = sql.SQL(", ").join(cols)
+    return sql.SQL("""
+CREATE OR REPLACE FUNCTION public.bench_handwritten_sync() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO public.revenues_partitioned ({cols}) VALUES ({new})
+            ON CONFLICT (id, occurred_at) DO NOTHING;
+    ELSIF TG_OP = 'UPDATE' THEN
+        UPDATE public.revenues_partitioned SET ({cols}) = ROW({new})
+         WHERE id = OLD.id AND occurred_at = OLD.occurred_at;
+    ELSE
+        DELETE FROM public.revenues_partitioned WHERE id = OLD.id AND occurred_at = OLD.occurred_at;
+    END IF;
+    RETURN NULL;
+END
+$$""").format(cols=col_list, new=new_cols)
+
+
+class TriggerSwitch:
+    """Puts exactly one variant's triggers on the table (no disabled leftovers)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        cur = conn.cursor()
+        # Our triggers as the product created them, to re-create them verbatim.
+        cur.execute("SELECT tgname, pg_get_triggerdef(oid), tgenabled FROM pg_trigger "
+                    "WHERE tgrelid = 'public.revenues'::regclass AND NOT tgisinternal AND tgname LIKE 'partitioning%' "
+                    "ORDER BY tgname")
+        self.ours = cur.fetchall()
+        if not any(name == "partitioning_sync" for name, _d, _e in self.ours):
+            raise RuntimeError("the sync trigger partitioning_sync is not on public.revenues")
+        cur.execute(handwritten_function_sql())
+
+    def _clear(self):
+        cur = self.conn.cursor()
+        for name, _d, _e in self.ours:
+            cur.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON public.revenues").format(sql.Identifier(name)))
+        cur.execute("DROP TRIGGER IF EXISTS bench_handwritten_sync ON public.revenues")
+
+    def set(self, variant):
+        self._clear()
+        cur = self.conn.cursor()
+        if variant == "ours":
+            for name, definition, enabled in self.ours:
+                cur.execute(definition)
+                if enabled == "A":
+                    cur.execute(sql.SQL("ALTER TABLE public.revenues ENABLE ALWAYS TRIGGER {}").format(
+                        sql.Identifier(name)))
+        elif variant == "hand":
+            cur.execute("CREATE TRIGGER bench_handwritten_sync AFTER INSERT OR UPDATE OR DELETE ON public.revenues "
+                        "FOR EACH ROW EXECUTE FUNCTION public.bench_handwritten_sync()")
+        cur.execute("CHECKPOINT")
+
+
+def build(srv, dbname, rows):
+    """Original + twin holding the same rows (as after a backfill) + our sync trigger."""
+    conn = srv.connect(dbname)
+    cur = conn.cursor()
+    schema.create_original(cur, rows)
+    how = product.prepare_with_phase1(conn)
+    if how is None:
+        schema.create_twin_by_hand(cur)
+        how = "twin by bench/schema.py; trigger by " + product.install_sync(conn)
+    schema.copy_all_to_twin(cur)
+    return conn, how
+
+
+def run(servers, opts):
+    results = {}
+    for major in opts.versions:
+        try:
+            srv = servers.get(major)
+        except common.Skip as e:
+            log("trigger: skip PostgreSQL %d: %s" % (major, e))
+            continue
+        results[major] = run_on(srv, opts)
+    if not results:
+        raise common.Skip("no PostgreSQL server available")
+    report(results, opts)
+    return results
+
+
+def run_on(srv, opts):
+    dbname = "bench_trigger"
+    common.fresh_database(srv, dbname)
+    log("trigger: PostgreSQL %d, %d rows, %d clients, %ss x %d rounds" % (
+        srv.major, opts.trigger_rows, opts.clients, opts.duration, opts.rounds))
+    conn, how = build(srv, dbname, opts.trigger_rows)
+    switch = TriggerSwitch(conn)
+    facts = common.setup_facts(srv, conn, rows=opts.trigger_rows, clients=opts.clients,
+                               threads=min(opts.clients, 2), duration_s=opts.duration, rounds=opts.rounds,
+                               twin_built_by=how, sync_function=product.sync_function_source(conn))
+    samples = {(v, w): [] for v in VARIANTS for w in WORKLOADS}
+    runs = []
+    for rnd, order in enumerate(common.rotations(VARIANTS, opts.rounds)):
+        for variant in order:
+            switch.set(variant)
+            for workload, script in WORKLOADS.items():
+                res = PgbenchRun(srv, dbname, {workload: script}, clients=opts.clients, duration=opts.duration,
+                                 defines={"maxid": opts.trigger_rows}).run()
+                samples[(variant, workload)].append(res["tps"])
+                runs.append(dict(round=rnd, variant=variant, workload=workload, tps=res["tps"],
+                                 failed=res["failed"]))
+                log("trigger pg%d round %d %-4s %-6s %8.1f tps" % (srv.major, rnd, variant, workload, res["tps"]))
+    switch.set("ours")
+    conn.close()
+    med = {k: median(v) for k, v in samples.items()}
+    ratios = {}
+    for w in WORKLOADS:
+        ratios[w] = dict(ours_none=ratio(med[("ours", w)], med[("none", w)]),
+                         hand_none=ratio(med[("hand", w)], med[("none", w)]),
+                         ours_hand=ratio(med[("ours", w)], med[("hand", w)]))
+    return dict(facts=facts, median_tps={"%s/%s" % k: v for k, v in med.items()}, ratios=ratios, runs=runs)
+
+
+def report(results, opts):
+    sections = []
+    summary_rows = []
+    for major, r in sorted(results.items(), reverse=True):
+        for w, rt in r["ratios"].items():
+            summary_rows.append(["PostgreSQL %d" % major, w, r["median_tps"]["none/" + w], r["median_tps"]["ours/" + w],
+                                 r["median_tps"]["hand/" + w], rt["ours_none"], rt["hand_none"], rt["ours_hand"],
+                                 "yes" if rt["ours_hand"] and rt["ours_hand"] >= 0.90 else "NO"])
+    sections.append(("Result", md_table(
+        ["server", "workload", "tps none", "tps ours", "tps hand", "ours/none", "hand/none", "ours/hand",
+         "ours within 10% of hand"], summary_rows)))
+    for major, r in sorted(results.items(), reverse=True):
+        f = r["facts"]
+        sections.append(("Setup (PostgreSQL %d)" % major, "\n".join("- %s: %s" % (k, v) for k, v in sorted(f.items()))))
+        sections.append(("Runs (PostgreSQL %d), in the order they ran" % major, md_table(
+            ["round", "variant", "workload", "tps", "failed"],
+            [[x["round"], x["variant"], x["workload"], x["tps"], x["failed"]] for x in r["runs"]])))
+    sections.append(("Method", __doc__.strip() + "\n\nEach pgbench run: `-n -c clients -j min(clients, 2) -T duration`, "
+                     "one script per run. Variants rotate every round (none ours hand, ours hand none, ...); "
+                     "a CHECKPOINT precedes each variant. Figures are medians over rounds."))
+    common.write_result(opts.outdir, "trigger", "Sync trigger overhead (make bench, issue 2)", sections,
+                        {str(k): v for k, v in results.items()})
+    plot(results, opts)
+
+
+def plot(results, opts):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6), squeeze=False)
+    for ax, (major, r) in zip(axes[0], sorted(results.items(), reverse=True)):
+        ws = list(WORKLOADS)
+        width = 0.25
+        for i, v in enumerate(VARIANTS):
+            vals = [r["median_tps"]["%s/%s" % (v, w)] or 0 for w in ws]
+            ax.bar([j + (i - 1) * width for j in range(len(ws))], vals, width, label=v)
+        ax.set_xticks(range(len(ws)))
+        ax.set_xticklabels(ws)
+        ax.set_ylabel("tps (median)")
+        ax.set_title("PostgreSQL %d: %s" % (major, ", ".join(
+            "%s ours/hand %s" % (w, fmt(r["ratios"][w]["ours_hand"], 2)) for w in ws)), fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = "%s/trigger.png" % opts.outdir
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    log("wrote %s" % path)
