@@ -1,0 +1,125 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: partition_rollback
+short_description: Undo a migration from whatever state the table is in, losing no committed write
+description:
+  - "Before the switchover (phase C(prepared), C(copying), C(copied) or C(verified)): drops the sync
+    triggers and function, the partitioned twin with its partitions, re-creates inbound foreign
+    keys that phase 1 dropped, and ends the state row (phase C(rolled_back), or deleted with I(forget))."
+  - "After the switchover (phase C(switched)): the switchover's short-lock swap in reverse.
+    C(<table>_old), kept equal by the reverse sync, becomes C(<table>) again with its indexes'
+    names, views, triggers, sequences, RLS and publication membership; the partitioned table
+    becomes C(<table>_partitioned) with no sync and is dropped unless I(keep_twin)."
+  - Idempotent and resumable; a table not being migrated, or already rolled back, is unchanged.
+    A C(cleaned) table cannot be rolled back (its original was dropped).
+  - In check mode the statements are returned and nothing changes.
+version_added: 0.1.0
+extends_documentation_fragment:
+  - dbops.partitioning.connection
+options:
+  table:
+    description: The table, C(schema.table) (unqualified means C(public)).
+    type: str
+    required: true
+  state_schema:
+    description: The schema holding the migration state.
+    type: str
+    default: partitioning
+  lock_timeout_ms:
+    description: How long one attempt waits for its locks.
+    type: int
+    default: 50
+  swap_retries:
+    description: Attempts after the first one, with exponential backoff and jitter.
+    type: int
+    default: 30
+  keep_twin:
+    description: After a switchover, keep the partitioned table (renamed C(<table>_partitioned), no longer synced) instead of dropping it.
+    type: bool
+    default: false
+  forget:
+    description: Delete the state row instead of keeping it in phase C(rolled_back) as history.
+    type: bool
+    default: false
+author:
+  - dbops.partitioning contributors
+'''
+
+EXAMPLES = r'''
+- name: Roll public.revenues back
+  dbops.partitioning.partition_rollback:
+    login_db: finance
+    table: public.revenues
+'''
+
+RETURN = r'''
+phase:
+  description: C(rolled_back), or null when the table was not being migrated.
+  returned: always
+  type: str
+from_phase:
+  description: The phase the rollback started from.
+  returned: when changed
+  type: str
+done:
+  description: What was done, one line per step.
+  returned: always
+  type: list
+  elements: str
+swap_lock_ms:
+  description: Lock time of the reverse swap (after a switchover).
+  returned: after a switchover
+  type: float
+queries:
+  description: The statements run (or, in check mode, that would run).
+  returned: always
+  type: list
+  elements: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.dbops.partitioning.plugins.module_utils import rollback
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
+    connection_argument_spec, open_session, run_module)
+from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import (
+    TEMPLATES_ARGUMENT_SPEC, SqlTemplates)
+
+
+def work(module, state):
+    p = module.params
+    parse_table(p["table"])
+    templates = SqlTemplates.from_module(module)
+    session = open_session(module, state, "partition_rollback")
+    result = rollback.rollback(session, templates, p["table"], state_schema=p["state_schema"],
+                               lock_timeout_ms=p["lock_timeout_ms"], swap_retries=p["swap_retries"],
+                               keep_twin=p["keep_twin"], forget=p["forget"])
+    result.setdefault("done", [])
+    if module.check_mode and result.get("changed"):
+        result["msg"] = "check mode: " + result["msg"]
+    result["queries"] = session.queries
+    return result
+
+
+def main():
+    spec = connection_argument_spec()
+    spec.update(TEMPLATES_ARGUMENT_SPEC)
+    spec.update(table=dict(type="str", required=True),
+                state_schema=dict(type="str", default="partitioning"),
+                lock_timeout_ms=dict(type="int", default=50),
+                swap_retries=dict(type="int", default=30),
+                keep_twin=dict(type="bool", default=False),
+                forget=dict(type="bool", default=False))
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    run_module(module, work)
+
+
+if __name__ == "__main__":
+    main()
