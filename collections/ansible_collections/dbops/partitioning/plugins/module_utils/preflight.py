@@ -35,8 +35,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import difflib
+import re
 
-from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import is_width, range_key_kind
+from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import is_width, partition_name, range_key_kind
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display, qualified
 
@@ -144,6 +145,7 @@ def preflight(session, spec, info, state_row, state_schema):
 
     _check_state(session, spec, state_row, phase, problems)
     _check_state_schema(session, state_schema, problems)
+    _check_partition_names(session, spec, problems)
 
     if info is None or info.kind != "r":
         rel = _rel(session, spec.schema, spec.name)
@@ -241,6 +243,45 @@ def _check_state_schema(session, state_schema, problems):
         problems.append("the state schema %s is missing and the role %s may not create schemas in this database "
                         "(GRANT CREATE ON DATABASE)." % (display(state_schema),
                                                          session.scalar("SELECT current_user")))
+
+
+_NAMES_SQL = """
+SELECT c.relname AS name, c.relkind AS kind,
+       (SELECT p.relname FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+         WHERE i.inhrelid = c.oid) AS parent
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = %(schema)s
+"""
+
+_SUFFIXES = {"daily": r"\d{4}_\d{2}_\d{2}", "weekly": r"\d{4}_w\d{2}", "monthly": r"\d{4}_\d{2}",
+             "quarterly": r"\d{4}_q[1-4]", "yearly": r"\d{4}"}
+
+
+def _suffix_pattern(spec):
+    if spec.strategy == "hash":
+        shapes = [r"p\d{2,}"]
+    elif spec.strategy == "list":
+        shapes = [re.escape(name) for name in spec.values]
+    elif is_width(spec.interval):
+        shapes = [r"m?\d+"]
+    else:
+        shapes = [_SUFFIXES[spec.interval]]
+    return re.compile(r"_(%s|default)$" % "|".join(shapes))
+
+
+def _check_partition_names(session, spec, problems):
+    """A relation (table, index, view, sequence...) already named like one of the twin's
+    partitions, and not a partition of the twin, would stop phase 1 half-way."""
+    pattern = _suffix_pattern(spec)
+    twin_name = spec.twin[1]
+    for row in session.query(_NAMES_SQL, dict(schema=spec.schema)):
+        m = pattern.search(row["name"])
+        if not m or partition_name(spec.name, m.group(1)) != row["name"] or row["parent"] == twin_name:
+            continue
+        problems.append("%s already exists (%s) and is not a partition of %s; phase 1 needs that name for a "
+                        "partition: rename or drop it." % (qualified(spec.schema, row["name"]),
+                                                           _RELKINDS.get(row["kind"], "a relation"),
+                                                           qualified(*spec.twin)))
 
 
 def _check_key(session, spec, info, problems):

@@ -199,7 +199,12 @@ def _collect(raw, defaults, problems):
         return None
     defaults = _clean_defaults(defaults)
     for key in raw:
-        if key not in ALL_KEYS:
+        if key in ALL_KEYS:
+            continue
+        bare = key[len("partitioning_"):] if isinstance(key, str) and key.startswith("partitioning_") else None
+        if bare in TUNING:
+            problems.add(key, "per-table tuning is written without the partitioning_ prefix: %s" % bare)
+        else:
             problems.add(key, "unknown key%s (known: %s)" % (_suggest(key, ALL_KEYS), ", ".join(ALL_KEYS)))
     out = {}
 
@@ -471,6 +476,16 @@ def validate_specs(raws, defaults=None):
             continue
         seen[spec.table_name] = index
         specs.append(spec)
+    # A table may not be another one's twin or old name: the two migrations would fight over it.
+    derived = {}
+    for spec in specs:
+        for role, ident in (("partitioned twin", spec.twin), ("name after switchover", spec.old)):
+            derived[ident] = (spec.table_name, role)
+    for spec in specs:
+        other = derived.get((spec.schema, spec.name))
+        if other:
+            items.append("%s: table: is the %s of %s, which is also listed; partition one of them"
+                         % (spec.table_name, other[1], other[0]))
     if items:
         raise _error(items)
     return specs

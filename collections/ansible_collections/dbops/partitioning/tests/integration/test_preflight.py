@@ -265,6 +265,20 @@ def test_unmanaged_twin_and_old_names_are_refused(conn):
     assert e.msg.startswith("Preflight failed for public.revenues (2 problems):\n- public.revenues_partitioned")
 
 
+def test_a_relation_with_a_partitions_name_is_refused(conn):
+    sql(conn, GOOD + "CREATE TABLE revenues_2025_03 (x int); CREATE INDEX revenues_default ON revenues (org_id);"
+                     "CREATE TABLE revenues_2025_q1 (x int); CREATE TABLE revenues_archive (x int);")
+    problems = refused(conn, RANGE).details["problems"]
+    assert sorted(problems) == [
+        "public.revenues_2025_03 already exists (a table) and is not a partition of public.revenues_partitioned; "
+        "phase 1 needs that name for a partition: rename or drop it.",
+        "public.revenues_default already exists (an index) and is not a partition of "
+        "public.revenues_partitioned; phase 1 needs that name for a partition: rename or drop it."]
+    sql(conn, "DROP TABLE revenues_2025_03; DROP INDEX revenues_default; CREATE TABLE revenues_p00 (x int);")
+    assert "public.revenues_p00 already exists" in \
+        refused(conn, dict(RANGE, strategy="hash", partitions=2, interval=None, partition_key="org_id")).msg
+
+
 def _managed(conn, raw, phase, twin=True, recorded=None):
     session = Session(conn)
     state_store.ensure_state_schema(session, SqlTemplates.from_checkout(), "partitioning")
@@ -282,6 +296,8 @@ def _managed(conn, raw, phase, twin=True, recorded=None):
 def test_a_recorded_twin_can_be_continued(conn, phase):
     sql(conn, GOOD)
     _managed(conn, RANGE, phase)
+    sql(conn, "CREATE TABLE revenues_2025_01 PARTITION OF revenues_partitioned "
+              "FOR VALUES FROM ('2025-01-01') TO ('2025-02-01')")     # the twin's own partition is fine
     assert len(run(conn, RANGE)) == 1   # only the primary key warning
 
 

@@ -232,3 +232,17 @@ def test_numeric_width_for_integer_keys():
     assert (s.interval, s.start, s.premake, s.retention) == (1000000, 0, 2, None)
     assert normalize_spec(s.to_json()) == s
     assert normalize_spec(dict(table="events", partition_key="id", interval="500")).interval == 500
+
+
+def test_prefixed_tuning_key_in_a_table_spec():
+    assert one_problem(dict(RANGE, partitioning_batch_size=10)) == (
+        "public.revenues: partitioning_batch_size: per-table tuning is written without the partitioning_ prefix: "
+        "batch_size")
+
+
+def test_a_table_that_is_another_ones_twin_is_refused():
+    with pytest.raises(PartitioningError) as e:
+        validate_specs([RANGE, dict(RANGE, table="revenues_partitioned")])
+    assert e.value.details["problems"] == [
+        "public.revenues_partitioned: table: is the partitioned twin of public.revenues, which is also listed; "
+        "partition one of them"]
