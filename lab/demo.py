@@ -79,15 +79,30 @@ def _exists(conn, table):
     return cur.fetchone()[0]
 
 
-def _partitions(conn, table):
+def partitions_line(conn, table):
+    """'N partitions (first .. last, default: R rows)' of whichever of table / its twin is partitioned."""
     cur = conn.cursor()
     cur.execute("""
-        SELECT c.relname, (SELECT count(*) FROM pg_inherits i WHERE i.inhparent = c.oid)
-          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = 'public' AND c.relkind = 'p' AND c.relname IN (%s, %s)""",
-                (table, table + "_partitioned"))
+        SELECT p.relname, array_agg(c.relname ORDER BY c.relname) FILTER (WHERE NOT pg_get_expr(c.relpartbound, c.oid)
+                                                                          ILIKE 'DEFAULT'),
+               max(c.relname) FILTER (WHERE pg_get_expr(c.relpartbound, c.oid) ILIKE 'DEFAULT')
+          FROM pg_class p JOIN pg_namespace n ON n.oid = p.relnamespace
+          JOIN pg_inherits i ON i.inhparent = p.oid JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE n.nspname = 'public' AND p.relkind = 'p' AND p.relname IN (%s, %s)
+         GROUP BY p.relname ORDER BY p.relname = %s DESC LIMIT 1""", (table, table + "_partitioned", table))
     row = cur.fetchone()
-    return row[1] if row else 0
+    if not row:
+        return "not partitioned"
+    parent, names, default = row
+    names = names or []
+    text = "%s: %d partitions" % (parent, len(names) + (1 if default else 0))
+    if names:
+        text += " (%s .. %s" % (names[0], names[-1])
+        if default:
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("public", default)))
+            text += ", %s with %s rows" % (default, format(cur.fetchone()[0], ","))
+        text += ")"
+    return text
 
 
 def oracle(conn, table, phase):
@@ -130,10 +145,16 @@ def run(cfg):
     failed = False
     oracles = {}
     try:
+        missing = None
         for name in PHASES:
             if not os.path.exists(os.path.join(control.ROOT, "playbooks", name + ".yml")):
                 _say("\n-- %s: playbooks/%s.yml does not exist yet: skipped" % (name, name))
                 timings.append((name, "skipped (not written yet)", 0.0))
+                missing = missing or name
+                continue
+            if missing:                 # each phase needs the one before it
+                _say("\n-- %s: skipped, it needs %s" % (name, missing))
+                timings.append((name, "skipped (needs %s)" % missing, 0.0))
                 continue
             rc, secs = run_playbook(cfg, servers, name, os.path.join(cfg.lab_dir, "logs"))
             timings.append((name, "ok" if rc == 0 else "FAILED (rc %d)" % rc, secs))
@@ -175,8 +196,8 @@ def summary(servers, workloads, oracles, timings, failed, total_s):
                 w = by_key[(ls.name, table)]
                 phase, verdict, equal = oracles.get((ls.name, table), (None, "not run", None))
                 rows = schema.table_counts(conn, [table])[table]
-                _say("  %s public.%s: %s rows, %d partitions, phase %s" % (
-                    ls.name, table, format(rows or 0, ","), _partitions(conn, table), phase or "not managed"))
+                _say("  %s public.%s: %s rows, phase %s; %s" % (
+                    ls.name, table, format(rows or 0, ","), phase or "not managed", partitions_line(conn, table)))
                 _say("      application: %s ops (%s), %d errors, %d retries, slowest write %.2f s" % (
                     format(w.total_ops, ","), ", ".join("%s %d" % kv for kv in w.ops.items() if kv[1]),
                     w.errors, w.retries, w.max_latency_s))

@@ -20,7 +20,6 @@ REPEATABLE READ snapshot (``EXCEPT ALL`` both ways over the columns they share).
 import random
 import threading
 import time
-import zlib
 
 import psycopg2
 import psycopg2.errorcodes
@@ -145,12 +144,18 @@ class _Balances(_Profile):
     key_columns = ("org_id", "balance_date")
 
     def load_state(self, cur):
-        # Ignoring keys an earlier workload moved out of the way (org ids >= 1e9, year 3000+).
-        cur.execute(sql.SQL("SELECT coalesce(max(org_id), 1), coalesce(min(balance_date), current_date), "
-                            "coalesce(max(balance_date), current_date) FROM {} "
-                            "WHERE org_id < 1000000000 AND balance_date < DATE '3000-01-01'").format(self.t))
-        orgs, first, last = cur.fetchone()
-        return {"orgs": orgs, "first": first, "days": max(1, (last - first).days + 1), "moved": 0}
+        # Keys moved out of the way (org ids >= 1e9, dates in year 3000+) by earlier runs are
+        # not picked, and new moves start beyond them, so no run collides with an earlier one.
+        cur.execute(sql.SQL("SELECT coalesce(max(org_id) FILTER (WHERE org_id < 1000000000), 1), "
+                            "coalesce(min(balance_date), current_date), "
+                            "coalesce(max(balance_date) FILTER (WHERE balance_date < DATE '3000-01-01'), current_date), "
+                            "greatest(max(org_id), 999999999), "
+                            "greatest(max(balance_date) FILTER (WHERE balance_date >= DATE '3000-01-01') "
+                            "         - DATE '3000-01-01', 0) "
+                            "FROM {}").format(self.t))
+        orgs, first, last, max_org, max_offset = cur.fetchone()
+        return {"orgs": orgs, "first": first, "days": max(1, (last - first).days + 1), "moved": 0,
+                "org_after": max_org, "date_after": max_offset}
 
     def _key(self, rng, state):
         return 1 + int(state["orgs"] * rng.random() ** 2), rng.randrange(state["days"])
@@ -174,7 +179,7 @@ class _Balances(_Profile):
         # The new org ids are unique to this thread, so the move never collides.
         state["moved"] += 1
         org, day = self._key(rng, state)
-        new_org = state["move_base"] + state["moved"]
+        new_org = state["org_base"] + state["moved"]
         return (sql.SQL("UPDATE {} SET org_id = %s WHERE org_id = %s AND balance_date = %s::date + %s").format(
             self.t), (new_org, org, state["first"], day))
 
@@ -188,7 +193,7 @@ class _Balances(_Profile):
         # The key is (org_id, balance_date): move the date to one no generated row has and no
         # other thread or seed uses (year 3000 and later; still within Python's dates).
         state["moved"] += 1
-        offset = state["date_base"] + state["moved"]
+        offset = state["date_base"] + state["moved"]      # < 10000 moves per thread and run
         return (sql.SQL("UPDATE {} SET balance_date = DATE '3000-01-01' + %s WHERE org_id = %s "
                         "AND balance_date = %s::date + %s").format(self.t), (offset, org, state["first"], day))
 
@@ -239,6 +244,12 @@ class Workload:
 
     # --- control ------------------------------------------------------------------------
     def start(self):
+        conn = _connect(self.dsn, self.application_name)
+        try:
+            with conn.cursor() as cur:
+                self._initial_state = self.profile.load_state(cur)
+        finally:
+            conn.close()
         self._started_at = time.monotonic()
         for i in range(self.threads):
             t = threading.Thread(target=self._run, args=(i,), name="workload-%s-%d" % (self.table, i), daemon=True)
@@ -292,20 +303,16 @@ class Workload:
         ops = [op for op, w in self.mix.items() if w > 0]
         weights = [self.mix[op] for op in ops]
         conn = None
-        state = None
+        # The key ranges as start() read them, once for all threads (so that their private
+        # ranges for moved keys are spaced apart from one common maximum, never overlap).
+        state = dict(self._initial_state)
+        state["org_base"] = state.get("org_after", 10 ** 9) + 1 + index * 10 ** 6
+        state["date_base"] = state.get("date_after", 0) + 1 + index * 10000
         while not self._done():
             try:
                 if conn is None or conn.closed:
                     conn = _connect(self.dsn, self.application_name)
                     conn.set_session(isolation_level=ISOLATION[self.isolation])
-                    if state is None:        # once per thread: a reconnect keeps the counters
-                        with conn.cursor() as cur:
-                            state = self.profile.load_state(cur)
-                        conn.commit()
-                        # Key ranges no generated row uses, private to this seed and thread.
-                        n = zlib.crc32(str(self.seed).encode())
-                        state["move_base"] = 10 ** 9 + (n % 1000) * 10 ** 6 + index * 10 ** 5
-                        state["date_base"] = (n % 10) * 200000 + index * 20000
             except psycopg2.Error as exc:
                 self._error(exc)
                 time.sleep(0.2)
