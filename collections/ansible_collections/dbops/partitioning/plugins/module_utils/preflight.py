@@ -197,7 +197,10 @@ def _check_state(session, spec, state_row, phase, problems):
     label = spec.table_name
     twin = _rel(session, *spec.twin)
     if state_row is None or phase == "rolled_back":
-        if twin is not None:
+        if twin is not None and phase == "rolled_back":
+            problems.append("%s: the last migration was rolled back but its twin %s still exists; drop it "
+                            "(cleanup.yml) before preparing again." % (label, qualified(*spec.twin)))
+        elif twin is not None:
             problems.append("%s already exists but no migration of %s is recorded in the state schema; it is not "
                             "ours to reuse: drop or rename it." % (qualified(*spec.twin), label))
         old = _rel(session, *spec.old)

@@ -314,6 +314,15 @@ def test_copying_without_twin_is_refused(conn):
         refused(conn, RANGE).msg
 
 
+def test_rolled_back_starts_over_once_the_twin_is_gone(conn):
+    sql(conn, GOOD)
+    _managed(conn, RANGE, "rolled_back")
+    assert "the last migration was rolled back but its twin public.revenues_partitioned still exists" in \
+        refused(conn, RANGE).msg
+    sql(conn, "DROP TABLE revenues_partitioned")
+    run(conn, dict(RANGE, interval="yearly"))   # a new spec is fine: a new twin will be built
+
+
 def test_changed_spec_is_refused(conn):
     sql(conn, GOOD)
     _managed(conn, RANGE, "prepared")
