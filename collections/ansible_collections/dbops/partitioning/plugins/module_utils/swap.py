@@ -170,6 +170,8 @@ SELECT p.pubname AS name, p.pubviaroot AS via_root
 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid WHERE r.prrelid = %s ORDER BY 1
 """
 
+FKS_SQL = "SELECT conname AS name FROM pg_constraint WHERE conrelid = %s AND contype = 'f' AND conparentid = 0 ORDER BY 1"
+
 POLICIES_SQL = "SELECT polname AS name FROM pg_policy WHERE polrelid = %s ORDER BY 1"
 
 
@@ -232,6 +234,8 @@ def capture(session, schema, active, standby):
             sequences=[dict(r) for r in session.query(SEQUENCES_SQL, (a["oid"],))],
             standby_sequences=[dict(r) for r in session.query(SEQUENCES_SQL, (s["oid"],))],
             publications=[dict(r) for r in session.query(PUBLICATIONS_SQL, (a["oid"],))],
+            fks=[r["name"] for r in session.query(FKS_SQL, (a["oid"],))],
+            standby_fks=[r["name"] for r in session.query(FKS_SQL, (s["oid"],))],
             policies=[r["name"] for r in session.query(POLICIES_SQL, (a["oid"],))],
             standby_policies=[r["name"] for r in session.query(POLICIES_SQL, (s["oid"],))],
         )
@@ -450,6 +454,15 @@ def swap_statements(session, cap, active_new, active_index_suffix, standby_index
         else:
             add(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(schema, target["name"]),
                                                               sql.Identifier(name)))
+    # outbound foreign keys: names are per table, but the twin's carry a suffix (twin.py)
+    standby_fks = set(cap.get("standby_fks") or [])
+    for fk in cap.get("fks") or []:
+        theirs = derived_name(fk, standby_index_suffix)
+        if theirs in standby_fks and fk not in standby_fks:
+            add(sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
+                sql.Identifier(*A_now), sql.Identifier(fk), sql.Identifier(derived_name(fk, active_index_suffix))))
+            add(sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
+                sql.Identifier(*S_now), sql.Identifier(theirs), sql.Identifier(fk)))
     add(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(*A_now), sql.Identifier(active_new)))
     add(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(*S_now), sql.Identifier(active)))
 

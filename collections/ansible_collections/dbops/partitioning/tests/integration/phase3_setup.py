@@ -154,3 +154,116 @@ def is_partitioned(conn, name):
 
 
 __all__ = ["make_verified", "rows_of", "phase", "is_partitioned", "role_name", "psycopg2"]
+
+
+# --- an application-like write load with an exact oracle ------------------------------------
+import random  # noqa: E402
+import threading  # noqa: E402
+
+COLS = "id, occurred_at, region, amount, note"
+
+
+class Writers:
+    """``n`` writer threads, each its own autocommit connection, each statement naming
+    ``public.revenues`` in plain SQL (so a statement waiting on the swap's lock resolves the
+    name afresh and lands on whichever table holds it). Writer k owns the initial ids with
+    ``id % n == k`` and the rows it inserts; it records what each committed statement
+    RETURNED, so the expected final content is exact: ``expected(initial_rows)``.
+    Errors are counted: they must stay zero.
+    """
+
+    def __init__(self, pg, db, n=2, seed=1, isolation=None):
+        self.pg, self.db, self.n, self.seed = pg, db, n, seed
+        self.isolation = isolation
+        self.stop_flag = threading.Event()
+        self.errors = []
+        self.ops = [0] * n
+        self.oracle = [dict() for _ in range(n)]
+        self.threads = []
+
+    def start(self):
+        conn = self.pg.connect(self.db)
+        cur = conn.cursor()
+        cur.execute("SELECT id FROM public.revenues")
+        ids = sorted(r[0] for r in cur.fetchall())
+        conn.close()
+        for k in range(self.n):
+            mine = [i for i in ids if i % self.n == k]
+            t = threading.Thread(target=self._run, args=(k, mine), daemon=True)
+            self.threads.append(t)
+            t.start()
+        return self
+
+    def ops_total(self):
+        return sum(self.ops)
+
+    def stop(self):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(60)
+
+    def _run(self, k, mine):
+        rng = random.Random(self.seed * 100 + k)
+        conn = self.pg.connect(self.db)
+        conn.autocommit = True
+        if self.isolation:
+            conn.set_session(isolation_level=self.isolation, autocommit=True)
+        live = list(mine)
+        cur = conn.cursor()
+        while not self.stop_flag.is_set():
+            op = rng.random()
+            try:
+                if op < 0.4 or not live:
+                    cur.execute("INSERT INTO public.revenues (occurred_at, region, amount, note) VALUES "
+                                "(timestamptz '2025-01-01 00:00+00' + %s * interval '1 hour', %s, %s, 'new') "
+                                "RETURNING " + COLS, (rng.randint(0, 8000), rng.choice(["EU", "us", "Apac"]),
+                                                      rng.randint(0, 999)))
+                    row = cur.fetchone()
+                    self.oracle[k][row[0]] = row
+                    live.append(row[0])
+                elif op < 0.7:
+                    i = rng.choice(live)
+                    cur.execute("UPDATE public.revenues SET amount = %s, note = %s WHERE id = %s RETURNING " + COLS,
+                                (rng.randint(0, 999), "u%d" % rng.randint(0, 99), i))
+                    for row in cur.fetchall():
+                        self.oracle[k][row[0]] = row
+                elif op < 0.85:
+                    # the partition key changes: the row moves to another partition
+                    i = rng.choice(live)
+                    cur.execute("UPDATE public.revenues SET occurred_at = occurred_at + %s * interval '1 day' "
+                                "WHERE id = %s AND occurred_at < timestamptz '2025-11-01 00:00+00' RETURNING " + COLS,
+                                (rng.choice([31, 45]), i))
+                    for row in cur.fetchall():
+                        self.oracle[k][row[0]] = row
+                else:
+                    i = rng.choice(live)
+                    cur.execute("DELETE FROM public.revenues WHERE id = %s RETURNING id", (i,))
+                    if cur.fetchall():
+                        self.oracle[k][i] = None
+                    live.remove(i)
+                self.ops[k] += 1
+            except psycopg2.Error as e:  # an application error: must never happen
+                self.errors.append("%s: %s" % (type(e).__name__, str(e).strip()))
+                if len(self.errors) > 20:
+                    break
+        conn.close()
+
+    def expected(self, initial_rows):
+        rows = dict((r[0], r) for r in initial_rows)
+        for o in self.oracle:
+            for i, row in o.items():
+                if row is None:
+                    rows.pop(i, None)
+                else:
+                    rows[i] = row
+        return [rows[i] for i in sorted(rows)]
+
+    def wait_ops(self, more, timeout=60):
+        """Wait until every writer did ``more`` further operations (the load spans the swap)."""
+        import time
+        start = list(self.ops)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.errors:
+            if all(self.ops[k] - start[k] >= more for k in range(self.n)):
+                return
+            time.sleep(0.05)
