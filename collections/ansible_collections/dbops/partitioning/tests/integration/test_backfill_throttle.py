@@ -1,0 +1,128 @@
+"""The backfill's brakes: operator pause/resume, replica lag, active backends, lock waiters."""
+import os
+import threading
+import time
+import uuid
+
+import pytest
+
+from ansible_collections.dbops.partitioning.plugins.module_utils import throttle
+from ansible_collections.dbops.partitioning.plugins.module_utils.throttle import Limits
+
+from . import backfill_driver as drv
+from .phase2_setup import TABLE, assert_equal_tables, make_prepared, run, scalar, session, state_row
+
+
+@pytest.fixture
+def prepared(pg, db, conn):
+    make_prepared(pg, db, rows=1000)
+    return conn
+
+
+def test_pause_is_honoured_and_reported_then_resume_continues(pg, db, prepared):
+    conn = prepared
+    assert scalar(conn, "SELECT partitioning.pause(%s, 'month-end close')", (TABLE,)) == TABLE + ": paused"
+    totals = drv.copy(pg, db, batch_size=200, seconds=1.0)
+    assert totals["batches"] == 0 and not totals["done"]
+    assert totals["stopped_by"] == "paused: month-end close"
+    assert scalar(conn, "SELECT count(*) FROM public.revenues_partitioned") == 0
+    assert scalar(conn, "SELECT waiting_for FROM partitioning.progress WHERE paused") == "month-end close"
+
+    # A pause set while a run copies stops it before its next batch.
+    def pause_after_two(res, n=[0]):
+        n[0] += 1
+        if n[0] == 2:
+            scalar(conn, "SELECT partitioning.pause(%s)", (TABLE,))
+
+    scalar(conn, "SELECT partitioning.resume(%s)", (TABLE,))
+    totals = drv.copy(pg, db, batch_size=200, seconds=1.0, hooks=dict(after_batch=pause_after_two))
+    assert totals["batches"] == 2 and totals["stopped_by"].startswith("paused")
+
+    # Resumed from another terminal while the run waits: it goes on within the same call.
+    threading.Timer(0.5, lambda: pg.connect(db).cursor().execute(
+        "SELECT partitioning.resume(%s)", (TABLE,))).start()
+    totals = drv.copy(pg, db, batch_size=200, seconds=30)
+    assert totals["done"] and totals["waited_s"] > 0
+    assert totals["waits"][0].startswith("paused")
+    assert_equal_tables(conn)
+    assert scalar(conn, "SELECT waiting_for FROM partitioning.progress") is None
+
+
+def test_replica_lag_over_the_limit_waits(pg, db, prepared, monkeypatch):
+    # SQL-level override of the lag reading (a real replica's lag is not controllable here);
+    # the real query runs against a real replica in the test below.
+    monkeypatch.setattr(throttle, "REPLICA_LAG_SQL", "SELECT 45.5::float8 AS lag, 1 AS replicas")
+    totals = drv.copy(pg, db, batch_size=200, seconds=0.8, limits=Limits(max_replica_lag_s=30))
+    assert totals["batches"] == 0 and totals["stopped_by"] == "replica lag 45.5 s > 30 s"
+    totals = drv.copy(pg, db, batch_size=200, seconds=30, limits=Limits(max_replica_lag_s=60))
+    assert totals["done"]
+
+
+def test_replica_lag_is_read_from_a_real_streaming_replica(pg, db, prepared, pg_base_dir):
+    s = session(pg, db)
+    rep = None
+    try:
+        assert throttle.replica_lag_s(s) == 0.0  # no replica: no lag
+        run(prepared, "CHECKPOINT")  # pg_basebackup's own checkpoint is then quick
+        rep = pg.replica(os.path.join(pg_base_dir, "replica-" + uuid.uuid4().hex[:8]))
+        # lab/servers.Server.replica rewrites postgresql.auto.conf after pg_basebackup -R and so
+        # drops its primary_conninfo: put it back (reloadable since PostgreSQL 13).
+        with open(os.path.join(rep.datadir, "postgresql.auto.conf"), "a") as f:
+            f.write("primary_conninfo = 'host=%s port=%d user=postgres'\n" % (pg.host, pg.port))
+        rep.psql("SELECT pg_reload_conf()")
+        end = time.time() + 30
+        while time.time() < end and s.query(throttle.REPLICA_LAG_SQL)[0]["replicas"] < 1:
+            time.sleep(0.1)
+        reading = s.query(throttle.REPLICA_LAG_SQL)[0]
+        assert reading["replicas"] == 1
+        assert 0 <= reading["lag"] < 30
+        assert throttle.check(s, "partitioning", TABLE, Limits(max_replica_lag_s=30)) is None
+    finally:
+        s.close()
+        if rep is not None:
+            rep.destroy()
+
+
+def test_active_backends_and_lock_waiters_over_their_thresholds_wait(pg, db, prepared):
+    conn = prepared
+    sleepers = [pg.connect(db) for _ in range(2)]
+    threads = [threading.Thread(target=lambda c=c: c.cursor().execute("SELECT pg_sleep(2)")) for c in sleepers]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    s = session(pg, db)
+    try:
+        reason = throttle.check(s, "partitioning", TABLE, Limits(max_replica_lag_s=0, max_active_backends=1))
+        assert reason is not None and "active backends > 1" in reason
+    finally:
+        for t in threads:
+            t.join()
+        for c in sleepers:
+            c.close()
+
+    holder = pg.connect(db, autocommit=False)
+    holder.cursor().execute("LOCK TABLE public.revenues IN ACCESS EXCLUSIVE MODE")
+    waiters = [pg.connect(db) for _ in range(2)]
+    threads = [threading.Thread(target=lambda c=c: c.cursor().execute("SELECT count(*) FROM public.revenues"))
+               for c in waiters]
+    for t in threads:
+        t.start()
+    try:
+        end = time.time() + 20
+        while time.time() < end and scalar(conn, "SELECT count(*) FROM pg_stat_activity "
+                                                 "WHERE wait_event_type = 'Lock'") < 2:
+            time.sleep(0.05)
+        reason = throttle.check(s, "partitioning", TABLE, Limits(max_replica_lag_s=0, max_lock_waiters=1))
+        assert reason == "2 backends waiting for locks > 1"
+    finally:
+        holder.rollback()
+        holder.close()
+        for t in threads:
+            t.join()
+        for c in waiters:
+            c.close()
+        s.close()
+    totals = drv.copy(pg, db, batch_size=500, seconds=30, limits=Limits(0, 50, 50))
+    assert totals["done"]
+    assert state_row(conn)["throttle_reason"] is None
+    run(conn, "SELECT 1")
