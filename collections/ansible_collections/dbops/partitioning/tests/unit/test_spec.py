@@ -246,3 +246,17 @@ def test_a_table_that_is_another_ones_twin_is_refused():
     assert e.value.details["problems"] == [
         "public.revenues_partitioned: table: is the partitioned twin of public.revenues, which is also listed; "
         "partition one of them"]
+
+
+# ---------------------------------------------------------------- the playbook filter
+
+def test_validated_specs_filter():
+    from ansible.errors import AnsibleFilterError
+
+    from ansible_collections.dbops.partitioning.plugins.filter.validated_specs import validated_specs
+
+    out = validated_specs([dict(RANGE, table="revenues"), HASH], {"partitioning_batch_size": 7})
+    assert [o["table"] for o in out] == ["public.revenues", "public.daily_cash_balances"]
+    assert out[0]["batch_size"] == 7 and out[1]["partitions"] == 16
+    with pytest.raises(AnsibleFilterError, match=r"Invalid partitioning spec \(2 problems\)"):
+        validated_specs([dict(RANGE, interval="x"), dict(HASH, partitions=1)])
