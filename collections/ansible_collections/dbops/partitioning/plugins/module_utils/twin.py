@@ -245,6 +245,7 @@ class _Existing:
         self.rel = self.relation(twin)
         self.oid = self.rel["oid"] if self.rel else None
         self.constraints = set()
+        self.constraint_comments = {}
         self.indexes = set()
         self.policies = set()
         self.column_comments = {}
@@ -252,8 +253,10 @@ class _Existing:
         if self.oid is None:
             return
         arg = dict(oid=self.oid)
-        self.constraints = set(r["conname"] for r in session.query(
-            "SELECT conname FROM pg_catalog.pg_constraint WHERE conrelid = %(oid)s", arg))
+        self.constraint_comments = dict((r["conname"], r["comment"]) for r in session.query(
+            "SELECT conname, pg_catalog.obj_description(oid, 'pg_constraint') AS comment "
+            "FROM pg_catalog.pg_constraint WHERE conrelid = %(oid)s", arg))
+        self.constraints = set(self.constraint_comments)
         self.indexes = set(r["relname"] for r in session.query(
             "SELECT c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
             "WHERE i.indrelid = %(oid)s", arg))
@@ -465,6 +468,19 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
         if have.oid is None or have.index_comment(schema, name) != ix.comment:
             run(sql.SQL("COMMENT ON INDEX {} IS {}").format(sql.Identifier(schema, name), sql.Literal(ix.comment)),
                 "comment on index " + qualified(schema, name))
+    commented = []                            # (twin's constraint name, comment) of what the twin has
+    for con in ([info.primary_key] if info.primary_key else []) + list(info.constraints):
+        if (con.type == "c" and con.no_inherit) or (con.type == "x" and not _exclusion_possible(con, key, version)):
+            continue
+        commented.append((con.name if con.type == "c" else twin_constraint_name(con.name), con.comment))
+    for fk in info.foreign_keys:
+        if tuple(fk.ref_table) != (info.schema, info.name):
+            commented.append((twin_constraint_name(fk.name), fk.comment))
+    for name, comment in commented:
+        if comment is not None and have.constraint_comments.get(name) != comment:
+            run(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
+                sql.Identifier(name), sql.Identifier(*twin), sql.Literal(comment)),
+                "comment on constraint %s of %s" % (name, twin_label))
 
     # 8. Owner and grants, on the parent and on every partition (direct access to a partition
     #    checks the partition's own privileges).

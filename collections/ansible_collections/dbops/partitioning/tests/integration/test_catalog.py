@@ -48,6 +48,8 @@ CREATE UNIQUE INDEX revenues_line_no_uidx ON "Sales"."Revenues" (line_no);
 COMMENT ON TABLE "Sales"."Revenues" IS 'Revenue lines';
 COMMENT ON COLUMN "Sales"."Revenues"."OrgId" IS 'Tenant';
 COMMENT ON INDEX "Sales".revenues_open_idx IS 'open lines';
+COMMENT ON CONSTRAINT revenues_status_check ON "Sales"."Revenues" IS 'three states';
+COMMENT ON CONSTRAINT "Revenues_pkey" ON "Sales"."Revenues" IS 'line per org';
 GRANT SELECT ON "Sales"."Revenues" TO {r}_reader;
 GRANT SELECT, INSERT, UPDATE, DELETE ON "Sales"."Revenues" TO {r}_writer WITH GRANT OPTION;
 GRANT UPDATE (status) ON "Sales"."Revenues" TO {r}_reader;

@@ -123,6 +123,8 @@ def test_awkward_twin(conn, awkward):
     assert cons["revenues_status_check"].definition == \
         dict((c.name, c) for c in info.constraints)["revenues_status_check"].definition
     assert "Revenues_amount_cents_check" in cons
+    assert cons["revenues_status_check"].comment == "three states"
+    assert twin.primary_key.comment == "line per org"
     assert "revenues_no_overlap_p" not in cons and "revenues_no_overlap" not in cons
     [fk] = twin.foreign_keys
     assert fk.name == "Revenues_customer_id_fkey_p" and fk.ref_table == ("Sales", "customers")
