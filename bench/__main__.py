@@ -21,6 +21,7 @@ PRESETS = {
     "trigger_rows": (100000, 20000),
     "backfill_rows": (1000000, 100000),
     "flat_rows": (10000000, 1000000),
+    "latency_rate": (200, 100),     # tps of the fixed-rate pgbench load during the backfill
     "swap_rows": (1000000, 100000),
 }
 

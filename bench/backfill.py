@@ -1,0 +1,344 @@
+"""Benchmark 2 (issue 3): the backfill.
+
+a. Throughput, alternated on one server: our backfill (module_utils/backfill.py, unthrottled,
+   the module's default batch sizing: 10000 rows at most, auto-sized to 500 ms) against one
+   ``INSERT INTO twin SELECT * FROM original`` (goal: ours/insert >= 0.85); on PostgreSQL 15
+   also pg_partman 4.7 ``partition_data_proc`` (p_wait 0, its default batch: one partition
+   interval) moving a copy of the same rows into a partman-managed twin.
+b. Latency: p99 of a fixed-rate pgbench write load (single-row inserts and updates of random
+   ids, with the sync trigger) while our backfill runs, against the same load without it.
+c. Flatness: time per batch from the first to the last batch of a 10M-row copy (--quick 1M):
+   last-decile / first-decile of the median milliseconds per 1000 rows (must stay ~1).
+"""
+import time
+
+from psycopg2 import sql
+
+from bench import common, product, schema
+from bench.common import PgbenchRun, fmt, log, md_table, median, percentile, ratio
+
+STATE = product.STATE_SCHEMA
+
+
+def api():
+    """The backfill API of module_utils/backfill.py, or Skip."""
+    found = product.optional("backfill", "load_context", "start_backfill", "copy_for", "finish_if_done",
+                             "CopyOptions")
+    if found is None:
+        raise common.Skip("module_utils/backfill.py (load_context, start_backfill, copy_for, finish_if_done) "
+                          "is not available")
+    return dict(zip(("load_context", "start_backfill", "copy_for", "finish_if_done", "CopyOptions"), found))
+
+
+def module_session(srv, dbname):
+    from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
+    return Session.open(srv.module_params(dbname), False, "bench")
+
+
+def build(srv, dbname, rows, view=False):
+    """Original with ``rows`` rows; twin, partitions, sync triggers and state row as phase 1 leaves them."""
+    common.fresh_database(srv, dbname)
+    conn = srv.connect(dbname)
+    cur = conn.cursor()
+    t0 = time.time()
+    schema.create_original(cur, rows, view=view)
+    log("backfill: loaded %d rows in %.0f s" % (rows, time.time() - t0))
+    how = product.prepare_with_phase1(conn)
+    if how is None:
+        schema.create_twin_by_hand(cur)
+        how = "twin by bench/schema.py; trigger by " + product.install_sync(conn)
+        from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
+        sess = product.session(conn)
+        state_store.insert_table(sess, STATE, "public.revenues", table_schema="public", table_relname="revenues",
+                                 twin_relname=schema.TWIN, old_relname="revenues_old", spec=product.SPEC,
+                                 pk_columns=["id"], partition_key="occurred_at", phase="prepared")
+    cur.execute("VACUUM ANALYZE public.revenues_partitioned")
+    return conn, how
+
+
+def reset_twin(conn):
+    """Empty twin, state back to 'prepared': the next copy starts from nothing."""
+    cur = conn.cursor()
+    cur.execute("TRUNCATE public.revenues_partitioned")
+    cur.execute(sql.SQL("UPDATE {} SET phase = 'prepared', backfill_upper = NULL, checkpoint = NULL, "
+                        "rows_copied = 0, batches = 0, batch_size = NULL WHERE table_name = 'public.revenues'").format(
+        sql.Identifier(STATE, "tables")))
+    cur.execute(sql.SQL("DELETE FROM {} WHERE table_name = 'public.revenues'").format(
+        sql.Identifier(STATE, "backfill_ranges")))
+    cur.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(STATE, "pending_keys")))
+    cur.execute("VACUUM public.revenues_partitioned")
+    cur.execute("CHECKPOINT")
+
+
+def run_ours(srv, dbname, batches=None):
+    """Our backfill from the start to 'copied'; returns (seconds, rows copied)."""
+    from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
+    a = api()
+    sess = module_session(srv, dbname)
+    try:
+        tpl = product.templates()
+        t0 = time.monotonic()
+        row = state_store.get_table(sess, STATE, "public.revenues")
+        ctx = a["load_context"](sess, STATE, row)
+        a["start_backfill"](sess, ctx, row, 1)
+        hooks = {}
+        if batches is not None:
+            hooks["after_batch"] = lambda res: batches.append((res["seconds"], res["locked"]))
+        from ansible_collections.dbops.partitioning.plugins.module_utils.throttle import Limits
+        opts = a["CopyOptions"](limits=Limits())
+        totals = a["copy_for"](sess, lambda: module_session(srv, dbname), tpl, ctx, opts,
+                               time.time() + 24 * 3600, hooks)
+        if not a["finish_if_done"](sess, ctx):
+            raise RuntimeError("our backfill did not finish: %r" % (totals,))
+        return time.monotonic() - t0, totals["rows"]
+    finally:
+        sess.close()
+
+
+def run_insert_select(conn):
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in schema.COLUMN_NAMES)
+    cur = conn.cursor()
+    t0 = time.monotonic()
+    cur.execute(sql.SQL("INSERT INTO public.revenues_partitioned ({c}) SELECT {c} FROM public.revenues").format(c=cols))
+    return time.monotonic() - t0, cur.rowcount
+
+
+# --- pg_partman (PostgreSQL 15) -------------------------------------------------------------
+
+def partman_available(srv, conn):
+    cur = conn.cursor()
+    cur.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'pg_partman'")
+    row = cur.fetchone()
+    if row is None and srv.major == 15:
+        log("backfill: pg_partman absent; trying apt-get install postgresql-15-partman")
+        import subprocess
+        r = subprocess.run(["apt-get", "install", "-y", "postgresql-15-partman"], capture_output=True, text=True,
+                           env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        if r.returncode != 0:
+            return None
+        cur.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'pg_partman'")
+        row = cur.fetchone()
+    if row is None:
+        return None
+    cur.execute("CREATE SCHEMA IF NOT EXISTS partman")
+    cur.execute("CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman")
+    return row[0]
+
+
+def run_partman(conn):
+    """partman.partition_data_proc moving a copy of the original into a partman twin; (seconds, rows)."""
+    cur = conn.cursor()
+    cur.execute("DROP TABLE IF EXISTS public.revenues_pm, public.revenues_pm_src CASCADE")
+    cur.execute("DELETE FROM partman.part_config WHERE parent_table = 'public.revenues_pm'")
+    cur.execute("CREATE TABLE public.revenues_pm_src (LIKE public.revenues INCLUDING ALL)")
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in schema.COLUMN_NAMES)
+    cur.execute(sql.SQL("INSERT INTO public.revenues_pm_src ({c}) SELECT {c} FROM public.revenues").format(c=cols))
+    cur.execute("CREATE TABLE public.revenues_pm (LIKE public.revenues INCLUDING DEFAULTS INCLUDING CONSTRAINTS, "
+                "PRIMARY KEY (id, occurred_at)) PARTITION BY RANGE (occurred_at)")
+    cur.execute("CREATE INDEX ON public.revenues_pm (org_id, occurred_at)")
+    cur.execute("CREATE INDEX ON public.revenues_pm (occurred_at)")
+    cur.execute("SELECT partman.create_parent('public.revenues_pm', 'occurred_at', 'native', 'monthly', "
+                "p_start_partition := %s, p_premake := 4)", (schema.FIRST_MONTH,))
+    cur.execute("VACUUM ANALYZE public.revenues_pm_src")
+    cur.execute("CHECKPOINT")
+    cur.execute("SELECT count(*) FROM public.revenues_pm_src")
+    rows = cur.fetchone()[0]
+    t0 = time.monotonic()
+    cur.execute("CALL partman.partition_data_proc('public.revenues_pm', p_wait := 0, "
+                "p_source_table := 'public.revenues_pm_src', p_quiet := true)")
+    seconds = time.monotonic() - t0
+    cur.execute("SELECT count(*) FROM public.revenues_pm")
+    moved = cur.fetchone()[0]
+    if moved != rows:
+        raise RuntimeError("pg_partman moved %d of %d rows" % (moved, rows))
+    cur.execute("DROP TABLE public.revenues_pm, public.revenues_pm_src CASCADE")
+    cur.execute("DELETE FROM partman.part_config WHERE parent_table = 'public.revenues_pm'")
+    return seconds, rows
+
+
+# --- a. throughput --------------------------------------------------------------------------
+
+def throughput(srv, opts):
+    dbname = "bench_backfill"
+    conn, how = build(srv, dbname, opts.backfill_rows)
+    variants = ["ours", "insert_select"]
+    partman = None
+    if srv.major == 15:
+        partman = partman_available(srv, conn)
+        if partman:
+            variants.append("partman")
+        else:
+            log("backfill: pg_partman cannot be installed here: its comparison is skipped")
+    facts = common.setup_facts(srv, conn, rows=opts.backfill_rows, rounds=opts.rounds, twin_built_by=how,
+                               pg_partman=partman or "not installed",
+                               our_options="CopyOptions() defaults: batch_size 10000, batch_target_ms 500, "
+                                           "1 worker, no sleep, no throttle limits")
+    runs = []
+    for rnd, order in enumerate(common.rotations(variants, opts.rounds)):
+        for v in order:
+            if v == "partman":
+                seconds, rows = run_partman(conn)
+            else:
+                reset_twin(conn)
+                seconds, rows = run_ours(srv, dbname) if v == "ours" else run_insert_select(conn)
+            runs.append(dict(round=rnd, variant=v, seconds=seconds, rows=rows, rows_per_s=rows / seconds))
+            log("backfill pg%d round %d %-13s %8d rows %7.2f s %9.0f rows/s" % (
+                srv.major, rnd, v, rows, seconds, rows / seconds))
+    med = {v: median([r["rows_per_s"] for r in runs if r["variant"] == v]) for v in variants}
+    out = dict(facts=facts, median_rows_per_s=med, runs=runs,
+               ratios=dict(ours_insert=ratio(med["ours"], med["insert_select"]),
+                           ours_partman=ratio(med["ours"], med.get("partman")),
+                           partman_insert=ratio(med.get("partman"), med["insert_select"])),
+               ours_seconds=median([r["seconds"] for r in runs if r["variant"] == "ours"]))
+    conn.close()
+    return out
+
+
+# --- b. latency under backfill ------------------------------------------------------------
+
+LATENCY_SCRIPTS = [("insert", schema.INSERT_SCRIPT, 1), ("update", schema.UPDATE_SCRIPT, 1)]
+
+
+def latency(srv, opts, backfill_seconds):
+    dbname = "bench_backfill"
+    conn = srv.connect(dbname)
+    window = max(5.0, backfill_seconds * 1.5 + 2)
+    rate = opts.latency_rate
+    facts = dict(load="pgbench -R %d (fixed rate), %d clients, single-row insert + update of a random id "
+                      "(weights 1:1), on the original with the sync trigger" % (rate, min(opts.clients, 2)),
+                 duration_s=round(window, 1), rows=opts.backfill_rows, rounds=opts.rounds)
+    runs = []
+    for rnd, order in enumerate(common.rotations(["alone", "with_backfill"], opts.rounds)):
+        for v in order:
+            reset_twin(conn)
+            pb = PgbenchRun(srv, dbname, LATENCY_SCRIPTS, clients=min(opts.clients, 2), duration=window, rate=rate,
+                            latency_log=True, defines={"maxid": opts.backfill_rows}).start()
+            time.sleep(1.0)
+            t0 = time.time()
+            if v == "with_backfill":
+                seconds, _rows = run_ours(srv, dbname)
+                t1 = t0 + seconds
+            else:
+                t1 = t0 + backfill_seconds
+            res = pb.wait()
+            lats = [lat for start, lat in res["latencies"] if t0 <= start <= t1]
+            runs.append(dict(round=rnd, variant=v, window_s=t1 - t0, transactions=len(lats),
+                             p50_ms=percentile(lats, 50), p99_ms=percentile(lats, 99),
+                             max_ms=max(lats) if lats else None, failed=res["failed"]))
+            log("backfill latency pg%d round %d %-13s n=%d p99 %s ms max %s ms" % (
+                srv.major, rnd, v, len(lats), fmt(runs[-1]["p99_ms"]), fmt(runs[-1]["max_ms"])))
+    conn.close()
+    p99 = {v: median([r["p99_ms"] for r in runs if r["variant"] == v]) for v in ("alone", "with_backfill")}
+    return dict(facts=facts, runs=runs, median_p99_ms=p99, p99_ratio=ratio(p99["with_backfill"], p99["alone"]))
+
+
+# --- c. flatness ------------------------------------------------------------------------------
+
+def flatness(srv, opts):
+    dbname = "bench_flat"
+    conn, how = build(srv, dbname, opts.flat_rows)
+    batches = []
+    seconds, rows = run_ours(srv, dbname, batches)
+    conn.close()
+    c = srv.connect()
+    c.cursor().execute("DROP DATABASE IF EXISTS bench_flat WITH (FORCE)")
+    c.close()
+    full = [(s, n) for s, n in batches if n > 0]
+    per_k = [1000.0 * s * 1000.0 / n for s, n in full]          # ms per 1000 rows
+    dec = max(1, len(per_k) // 10)
+    first, last = median(per_k[:dec]), median(per_k[-dec:])
+    return dict(rows=rows, seconds=seconds, batches=len(batches), twin_built_by=how,
+                batch_ms=[1000.0 * s for s, _n in batches], batch_rows=[n for _s, n in batches],
+                first_decile_ms_per_1k=first, last_decile_ms_per_1k=last, last_first_ratio=ratio(last, first))
+
+
+# --- driver -----------------------------------------------------------------------------------
+
+def run(servers, opts):
+    api()
+    results = dict(throughput={}, latency={}, flatness={})
+    for major in opts.all_versions:
+        try:
+            srv = servers.get(major)
+        except common.Skip as e:
+            log("backfill: skip PostgreSQL %d: %s" % (major, e))
+            continue
+        results["throughput"][major] = tp = throughput(srv, opts)
+        if major == opts.all_versions[0]:
+            # Latency and flatness on the newest server only (time budget of make bench).
+            results["latency"][major] = latency(srv, opts, tp["ours_seconds"])
+            log("backfill: flatness over %d rows" % opts.flat_rows)
+            results["flatness"][major] = flatness(srv, opts)
+            f = results["flatness"][major]
+            log("backfill flatness pg%d: %d batches, last/first decile %s" % (
+                major, f["batches"], fmt(f["last_first_ratio"])))
+    report(results, opts)
+    return results
+
+
+def report(results, opts):
+    sections = []
+    rows = []
+    for major, tp in sorted(results["throughput"].items(), reverse=True):
+        m = tp["median_rows_per_s"]
+        rows.append(["PostgreSQL %d" % major, tp["facts"]["rows"], m.get("ours"), m.get("insert_select"),
+                     m.get("partman"), tp["ratios"]["ours_insert"],
+                     "yes" if (tp["ratios"]["ours_insert"] or 0) >= 0.85 else "NO", tp["ratios"]["ours_partman"]])
+    sections.append(("a. Throughput (rows/s, medians)", md_table(
+        ["server", "rows", "ours", "INSERT ... SELECT", "pg_partman", "ours/insert", ">= 0.85", "ours/partman"],
+        rows)))
+    lrows = []
+    for major, lt in sorted(results["latency"].items(), reverse=True):
+        lrows.append(["PostgreSQL %d" % major, lt["median_p99_ms"]["alone"], lt["median_p99_ms"]["with_backfill"],
+                      lt["p99_ratio"]])
+    if lrows:
+        sections.append(("b. p99 latency of the application's writes during the backfill", md_table(
+            ["server", "p99 ms, load alone", "p99 ms, during backfill", "ratio"], lrows)))
+    frows = []
+    for major, f in sorted(results["flatness"].items(), reverse=True):
+        frows.append(["PostgreSQL %d" % major, f["rows"], f["batches"], f["seconds"], f["first_decile_ms_per_1k"],
+                      f["last_decile_ms_per_1k"], f["last_first_ratio"]])
+    if frows:
+        sections.append(("c. Time per batch over a long copy (flatness)", md_table(
+            ["server", "rows", "batches", "seconds", "first decile ms/1k rows", "last decile ms/1k rows",
+             "last/first"], frows) + "\n\n![batch duration](backfill_batches.png)"))
+    for major, tp in sorted(results["throughput"].items(), reverse=True):
+        sections.append(("Setup (PostgreSQL %d)" % major, "\n".join(
+            "- %s: %s" % (k, v) for k, v in sorted(tp["facts"].items()))))
+        sections.append(("Throughput runs (PostgreSQL %d), in order" % major, md_table(
+            ["round", "variant", "rows", "seconds", "rows/s"],
+            [[r["round"], r["variant"], r["rows"], r["seconds"], r["rows_per_s"]] for r in tp["runs"]])))
+    for major, lt in sorted(results["latency"].items(), reverse=True):
+        sections.append(("Latency runs (PostgreSQL %d), in order" % major, "\n".join(
+            "- %s: %s" % (k, v) for k, v in sorted(lt["facts"].items())) + "\n\n" + md_table(
+            ["round", "variant", "window s", "transactions", "p50 ms", "p99 ms", "max ms", "failed"],
+            [[r["round"], r["variant"], r["window_s"], r["transactions"], r["p50_ms"], r["p99_ms"], r["max_ms"],
+              r["failed"]] for r in lt["runs"]])))
+    sections.append(("Method", __doc__.strip()))
+    data = {k: {str(m): v for m, v in d.items()} for k, d in results.items()}
+    common.write_result(opts.outdir, "backfill", "Backfill (make bench, issue 3)", sections, data)
+    plot(results, opts)
+
+
+def plot(results, opts):
+    if not results["flatness"]:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    for major, f in sorted(results["flatness"].items(), reverse=True):
+        xs = list(range(1, len(f["batch_ms"]) + 1))
+        ax.plot(xs, f["batch_ms"], lw=0.6, label="PG%d batch duration (ms)" % major)
+        per_k = [ms * 1000.0 / n if n else None for ms, n in zip(f["batch_ms"], f["batch_rows"])]
+        ax.plot(xs, per_k, lw=0.6, label="PG%d ms per 1000 rows" % major)
+        ax.set_title("Backfill of %d rows: %d batches, last/first decile %s" % (
+            f["rows"], f["batches"], fmt(f["last_first_ratio"], 2)), fontsize=9)
+    ax.set_xlabel("batch number")
+    ax.set_ylabel("ms")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = "%s/backfill_batches.png" % opts.outdir
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    log("wrote %s" % path)
