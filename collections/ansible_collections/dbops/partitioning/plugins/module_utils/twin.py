@@ -235,7 +235,8 @@ class _Existing:
     _REL = """
         SELECT c.oid, c.relkind, c.relreplident, pg_catalog.pg_get_userbyid(c.relowner) AS owner,
                pg_catalog.obj_description(c.oid, 'pg_class') AS comment,
-               (SELECT p.inhparent FROM pg_catalog.pg_inherits p WHERE p.inhrelid = c.oid) AS parent
+               (SELECT p.inhparent FROM pg_catalog.pg_inherits p
+                 WHERE p.inhrelid = c.oid AND c.relispartition ORDER BY p.inhseqno LIMIT 1) AS parent
           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = %(schema)s AND c.relname = %(name)s"""
 
