@@ -23,6 +23,7 @@ PRESETS = {
     "flat_rows": (10000000, 1000000),
     "latency_rate": (200, 100),     # tps of the fixed-rate pgbench load during the backfill
     "swap_rows": (1000000, 100000),
+    "swap_rounds": (1, 1),          # each round builds, copies, verifies and switches a fresh table
 }
 
 

@@ -1,0 +1,207 @@
+"""Benchmark 3 (issue 4): the switchover under load.
+
+A 1M-row table (--quick 100k) with a dependent view goes through phase 1 (twin, triggers),
+phase 2 (our backfill, then the full verification) and then phase 3 — module_utils/swap.py
+``switchover`` with the module's defaults (lock_timeout 50 ms, 30 retries, final_check full) —
+while pgbench writes and reads at a fixed rate (single-row inserts, updates of random ids,
+reads through the view) with a per-transaction latency log (-l).
+
+Measured:
+* the time ACCESS EXCLUSIVE is held: ``swap_lock_ms`` as switchover reports it (from the
+  granted LOCK to the returned COMMIT), and independently by a poller that reads pg_locks in
+  a loop from another connection (first to last sighting of a granted AccessExclusiveLock on
+  the table, the twin or the view; its resolution is the poll interval, reported);
+* the worst stall of the application: the longest pgbench transaction of the run, beside the
+  longest before the swap began (same run) and the number of failed transactions.
+Goals: lock < 100 ms, stall < 500 ms, no failed transaction.
+"""
+import threading
+import time
+
+from bench import backfill as bf
+from bench import common, product, schema
+from bench.common import PgbenchRun, fmt, log, md_table, median, percentile
+
+VIEW_SCRIPT = """\\set org random(8, 1000)
+SELECT n, total FROM public.revenues_by_org WHERE org_id = :org;
+"""
+
+
+def api():
+    found = product.optional("swap", "switchover")
+    verify = product.optional("verify", "verify_table")
+    if found is None or verify is None:
+        raise common.Skip("module_utils/swap.py switchover or module_utils/verify.py verify_table is not available")
+    return found, verify
+
+
+class LockPoller(threading.Thread):
+    """Sees when a granted AccessExclusiveLock on any of ``oids`` appears and disappears."""
+
+    QUERY = ("SELECT count(*) FROM pg_locks WHERE locktype = 'relation' AND mode = 'AccessExclusiveLock' "
+             "AND granted AND relation = ANY (%s::oid[]) AND pid <> pg_backend_pid()")
+
+    def __init__(self, srv, dbname, oids):
+        super().__init__(daemon=True)
+        self.conn = srv.connect(dbname)
+        self.oids = list(oids)
+        self.stop = threading.Event()
+        self.first = self.last = None       # time.time() of the first / last sighting
+        self.polls = 0
+        self.intervals = []
+
+    def run(self):
+        cur = self.conn.cursor()
+        prev = None
+        while not self.stop.is_set():
+            t = time.time()
+            cur.execute(self.QUERY, (self.oids,))
+            held = cur.fetchone()[0] > 0
+            self.polls += 1
+            if prev is not None:
+                self.intervals.append(t - prev)
+            prev = t
+            if held:
+                if self.first is None:
+                    self.first = t
+                self.last = t
+            time.sleep(0.0002)
+        self.conn.close()
+
+    def held_ms(self):
+        if self.first is None:
+            return None
+        return (self.last - self.first) * 1000.0
+
+    def resolution_ms(self):
+        return 1000.0 * median(self.intervals) if self.intervals else None
+
+
+def prepare(srv, opts, dbname):
+    switchover, verify_table = api()
+    from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
+    from ansible_collections.dbops.partitioning.plugins.module_utils.backfill import load_context
+    conn, how = bf.build(srv, dbname, opts.swap_rows, view=True)
+    t0 = time.time()
+    bf.run_ours(srv, dbname)
+    copy_s = time.time() - t0
+    sess = bf.module_session(srv, dbname)
+    t0 = time.time()
+    row = state_store.get_table(sess, product.STATE_SCHEMA, "public.revenues")
+    res = verify_table(sess, load_context(sess, product.STATE_SCHEMA, row), row, full=True)
+    verify_s = time.time() - t0
+    sess.close()
+    if res["status"] != "ok":
+        raise RuntimeError("verification before the switchover failed: %r" % (res,))
+    log("switchover: prepared %d rows (%s), copied in %.0f s, verified in %.0f s" % (
+        opts.swap_rows, how, copy_s, verify_s))
+    return conn, how, verify_s
+
+
+def run_once(srv, opts, rnd):
+    switchover, _verify = api()
+    dbname = "bench_swap"
+    conn, how, verify_s = prepare(srv, opts, dbname)
+    cur = conn.cursor()
+    cur.execute("SELECT 'public.revenues'::regclass::oid, 'public.revenues_partitioned'::regclass::oid, "
+                "'public.revenues_by_org'::regclass::oid")
+    oids = cur.fetchone()
+    lead = 3.0
+    duration = lead + max(8.0, 3 * verify_s + 5)
+    scripts = [("insert", schema.INSERT_SCRIPT, 1), ("update", schema.UPDATE_SCRIPT, 1), ("view", VIEW_SCRIPT, 1)]
+    pb = PgbenchRun(srv, dbname, scripts, clients=opts.clients, duration=duration, rate=opts.latency_rate,
+                    latency_log=True, defines={"maxid": opts.swap_rows}).start()
+    poller = LockPoller(srv, dbname, oids)
+    time.sleep(lead)
+    poller.start()
+    sess = bf.module_session(srv, dbname)
+    t_call = time.time()
+    result = switchover(sess, product.templates(), "public.revenues", product.STATE_SCHEMA)
+    t_done = time.time()
+    sess.close()
+    time.sleep(0.5)
+    poller.stop.set()
+    poller.join()
+    if t_done > pb.started_at + duration:
+        log("switchover: WARNING the swap ended after the load; the stall may be under-measured")
+    res = pb.wait()
+    lats = res["latencies"]
+    lock_from = poller.first or t_call
+    before = [lat for start, lat in lats if start < t_call]
+    overlapping = [lat for start, lat in lats if start <= (poller.last or t_done) + 0.05 and
+                   start + lat / 1000.0 >= lock_from - 0.05]
+    cur.execute("SELECT swap_lock_ms FROM partitioning.tables WHERE table_name = 'public.revenues'")
+    state_lock_ms = cur.fetchone()[0]
+    cur.execute("SELECT count(*) FROM public.revenues")
+    rows_after = cur.fetchone()[0]
+    cur.execute("SELECT relkind FROM pg_class WHERE oid = 'public.revenues'::regclass")
+    kind = cur.fetchone()[0]
+    conn.close()
+    out = dict(round=rnd, twin_built_by=how, swap_lock_ms=result.get("swap_lock_ms"), state_swap_lock_ms=state_lock_ms,
+               attempts=result.get("attempts"), polled_lock_ms=poller.held_ms(),
+               poll_resolution_ms=poller.resolution_ms(), polls=poller.polls,
+               switchover_call_s=t_done - t_call,
+               worst_stall_ms=max(lat for _s, lat in lats) if lats else None,
+               worst_overlapping_ms=max(overlapping) if overlapping else None,
+               before_max_ms=max(before) if before else None, before_p99_ms=percentile(before, 99),
+               transactions=len(lats), failed=res["failed"], aborted_clients=res["aborted_clients"],
+               pgbench_stderr=res["stderr"].strip()[-500:], relkind_after=kind, rows_after=rows_after,
+               load="pgbench -R %d, %d clients, %.0f s: insert + update + read via view (1:1:1)" % (
+                   opts.latency_rate, opts.clients, duration))
+    log("switchover pg%d: lock %s ms (switchover) / %s ms (polled, resolution %s ms); worst stall %s ms "
+        "(before swap max %s ms); failed %s" % (srv.major, fmt(out["swap_lock_ms"]), fmt(out["polled_lock_ms"]),
+                                                fmt(out["poll_resolution_ms"]), fmt(out["worst_stall_ms"]),
+                                                fmt(out["before_max_ms"]), out["failed"]))
+    return out
+
+
+def run(servers, opts):
+    api()
+    results = {}
+    for major in opts.versions:
+        try:
+            srv = servers.get(major)
+        except common.Skip as e:
+            log("switchover: skip PostgreSQL %d: %s" % (major, e))
+            continue
+        runs = [run_once(srv, opts, r) for r in range(opts.swap_rounds)]
+        c = srv.connect()
+        facts = common.setup_facts(srv, c, rows=opts.swap_rows, clients=opts.clients, rate=opts.latency_rate,
+                                   view="public.revenues_by_org (GROUP BY org_id) on the table",
+                                   switchover="module_utils/swap.py switchover(), defaults: lock_timeout_ms 50, "
+                                              "swap_retries 30, final_check full")
+        c.close()
+        results[major] = dict(facts=facts, runs=runs,
+                              lock_ms=median([r["swap_lock_ms"] for r in runs]),
+                              polled_lock_ms=median([r["polled_lock_ms"] for r in runs]),
+                              worst_stall_ms=max(r["worst_stall_ms"] or 0 for r in runs),
+                              before_max_ms=max(r["before_max_ms"] or 0 for r in runs),
+                              failed=sum(r["failed"] + r["aborted_clients"] for r in runs))
+    if not results:
+        raise common.Skip("no PostgreSQL server available")
+    report(results, opts)
+    return results
+
+
+def report(results, opts):
+    rows = []
+    for major, r in sorted(results.items(), reverse=True):
+        rows.append(["PostgreSQL %d" % major, r["facts"]["rows"], r["lock_ms"], r["polled_lock_ms"],
+                     "yes" if r["lock_ms"] is not None and r["lock_ms"] < 100 else "NO", r["worst_stall_ms"],
+                     r["before_max_ms"], "yes" if r["worst_stall_ms"] < 500 else "NO", r["failed"]])
+    sections = [("Result", md_table(
+        ["server", "rows", "lock held ms (switchover)", "lock held ms (pg_locks poll)", "< 100 ms",
+         "worst stall ms", "worst before swap ms", "< 500 ms", "failed txns"], rows))]
+    for major, r in sorted(results.items(), reverse=True):
+        sections.append(("Setup (PostgreSQL %d)" % major, "\n".join(
+            "- %s: %s" % (k, v) for k, v in sorted(r["facts"].items()))))
+        keys = ["round", "swap_lock_ms", "state_swap_lock_ms", "polled_lock_ms", "poll_resolution_ms", "attempts",
+                "switchover_call_s", "worst_stall_ms", "worst_overlapping_ms", "before_max_ms", "before_p99_ms",
+                "transactions", "failed", "aborted_clients", "relkind_after", "rows_after"]
+        sections.append(("Runs (PostgreSQL %d)" % major, md_table(keys, [[x[k] for k in keys] for x in r["runs"]])
+                         + "\n\nLoad: " + r["runs"][0]["load"]
+                         + "".join("\n\npgbench stderr (round %d): `%s`" % (x["round"], x["pgbench_stderr"])
+                                   for x in r["runs"] if x["pgbench_stderr"])))
+    sections.append(("Method", __doc__.strip()))
+    common.write_result(opts.outdir, "switchover", "Switchover under load (make bench, issue 4)", sections,
+                        {str(k): v for k, v in results.items()})
