@@ -1,0 +1,240 @@
+"""Phase 3: the switchover (table_swap, playbooks/phase3_switchover.yml) on real servers.
+
+* under a live write load: new vs _old row for row, and both equal to what the writers
+  committed (exact oracle), zero application errors;
+* carried over: index and constraint names, views (security_barrier, check option, grants,
+  comment, a view of a view), the pre-built materialized view with its index, grants, comment,
+  owner, RLS, the application's trigger (moved, disabled on _old), serial sequence ownership
+  and nextval, identity ALWAYS restarted above the old maximum, publication membership;
+* a long transaction holding the table: retries, then a clean failure naming the blocker
+  with nothing changed; the same transaction older than max_xact_age_s: refused in preflight;
+* postponed cut-over (approval), check mode, idempotency (playbook runs).
+"""
+import threading
+
+import pytest
+
+from .phase3_setup import Writers, is_partitioned, make_verified, phase, role_name, rows_of
+from ..playbook_runner import run_playbook
+
+from ansible_collections.dbops.partitioning.plugins.module_utils import swap
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
+
+TABLES = [{"table": "public.revenues", "partition_key": "occurred_at", "strategy": "range", "interval": "monthly"}]
+
+
+def one(conn, q, args=None):
+    cur = conn.cursor()
+    cur.execute(q, args)
+    r = cur.fetchall() if cur.description else None
+    cur.close()
+    return r
+
+
+def switch(pg, db, **kw):
+    s = Session(pg.connect(db), check_mode=kw.pop("check_mode", False))
+    try:
+        return swap.switchover(s, SqlTemplates.from_checkout(), "public.revenues", **kw), s.queries
+    finally:
+        s.close()
+
+
+def assert_carried_over(conn, db, old="revenues_old"):
+    """What the application and operators see after the switchover."""
+    assert is_partitioned(conn, "public.revenues")
+    idx = dict(one(conn, "SELECT c.relname, i.indrelid::regclass::text FROM pg_index i JOIN pg_class c "
+                         "ON c.oid = i.indexrelid WHERE c.relname IN ('revenues_pkey', 'revenues_region_idx', "
+                         "'revenues_pkey_old', 'revenues_region_idx_old')"))
+    assert idx == {"revenues_pkey": "revenues", "revenues_region_idx": "revenues",
+                   "revenues_pkey_old": old, "revenues_region_idx_old": old}
+    # views: recreated on the new table with their options, owner, grants, comment
+    assert one(conn, "SELECT count(*) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
+                     "WHERE d.refobjid = 'public.revenues'::regclass AND r.ev_class = 'public.revenue_eu'::regclass")[0][0] > 0
+    opts = one(conn, "SELECT reloptions FROM pg_class WHERE oid = 'public.revenue_eu'::regclass")[0][0]
+    assert set(opts) == {"security_barrier=true", "check_option=local"}
+    assert one(conn, "SELECT obj_description('public.revenue_eu'::regclass, 'pg_class')")[0][0] == "eu only"
+    role = role_name(db)
+    assert one(conn, "SELECT has_table_privilege(%s, 'public.revenue_eu', 'SELECT')", (role,))[0][0]
+    assert one(conn, "SELECT count(*) FROM public.revenue_eu_big")[0][0] >= 0
+    # the materialized view reads the new table, keeps its index and grant
+    assert one(conn, "SELECT count(*) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
+                     "WHERE d.refobjid = 'public.revenues'::regclass "
+                     "AND r.ev_class = 'public.revenue_by_region'::regclass")[0][0] > 0
+    assert one(conn, "SELECT indexrelid::regclass::text FROM pg_index "
+                     "WHERE indrelid = 'public.revenue_by_region'::regclass") == [("revenue_by_region_region",)]
+    assert one(conn, "SELECT has_table_privilege(%s, 'public.revenue_by_region', 'SELECT')", (role,))[0][0]
+    conn.cursor().execute("REFRESH MATERIALIZED VIEW public.revenue_by_region")
+    # table: grants, comment, RLS as the original had; RLS off on _old (the reverse sync sees every row)
+    assert one(conn, "SELECT has_table_privilege(%s, 'public.revenues', 'INSERT')", (role,))[0][0]
+    assert one(conn, "SELECT obj_description('public.revenues'::regclass, 'pg_class')")[0][0] == "money in"
+    assert one(conn, "SELECT relrowsecurity FROM pg_class WHERE oid = 'public.revenues'::regclass")[0][0]
+    assert not one(conn, "SELECT relrowsecurity FROM pg_class WHERE oid = %s::regclass", (old,))[0][0]
+    # the application's trigger: on the new table, disabled on _old; the reverse sync on the new table
+    trig = dict(((t, r), e) for t, r, e in one(conn, "SELECT tgname, tgrelid::regclass::text, tgenabled FROM pg_trigger "
+                                                     "WHERE NOT tgisinternal AND tgparentid = 0"))
+    assert trig[("revenues_lower_region", "revenues")] == "O"
+    assert trig[("revenues_lower_region", old)] == "D"
+    assert trig[("partitioning_sync", "revenues")] == "A"
+    assert ("partitioning_sync", old) not in trig
+    # publication membership moved
+    assert one(conn, "SELECT prrelid::regclass::text FROM pg_publication_rel") == [("revenues",)]
+
+
+def test_switchover_under_load_with_oracle(pg, db):
+    make_verified(pg, db, rows=3000)
+    conn = pg.connect(db)
+    initial = rows_of(conn, "public.revenues")
+    writers = Writers(pg, db, n=3, seed=7).start()
+    writers.wait_ops(30)
+    result, _ = switch(pg, db, lock_timeout_ms=200, swap_retries=20)
+    writers.wait_ops(30)     # writers keep going on the new table by name
+    writers.stop()
+    assert writers.errors == []
+    assert result["changed"] and phase(conn) == "switched"
+    assert result["swap_lock_ms"] is not None
+    new, old = rows_of(conn, "public.revenues"), rows_of(conn, "public.revenues_old")
+    assert new == old                             # the reverse sync kept _old in step
+    assert new == writers.expected(initial)       # nothing lost, duplicated or stale
+    assert_carried_over(conn, db)
+    # serial sequence: owned by the new table, nextval continues
+    assert one(conn, "SELECT pg_get_serial_sequence('public.revenues', 'id')") == [("public.revenues_id_seq",)]
+    top = one(conn, "SELECT max(id) FROM public.revenues")[0][0]
+    assert one(conn, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES "
+                     "('2025-03-03 00:00+00', 'EU', 1) RETURNING id, region")[0] == (top + 1, "eu")
+    assert rows_of(conn, "public.revenues") == rows_of(conn, "public.revenues_old")
+    row = one(conn, "SELECT phase, switched_at IS NOT NULL, swap_lock_ms > 0 FROM partitioning.tables")
+    assert row == [("switched", True, True)]
+    conn.close()
+
+
+def test_identity_always_restored_and_restarted(pg, db):
+    make_verified(pg, db, rows=500, identity=True, extras=False)
+    conn = pg.connect(db)
+    one(conn, "INSERT INTO public.revenues (id, occurred_at, region, amount) OVERRIDING SYSTEM VALUE "
+              "VALUES (10000, '2025-02-02 00:00+00', 'eu', 1)")   # above the sequence
+    result, _ = switch(pg, db)
+    assert result["changed"]
+    assert one(conn, "SELECT attidentity FROM pg_attribute WHERE attrelid = 'public.revenues'::regclass "
+                     "AND attname = 'id'") == [("a",)]
+    new_id = one(conn, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES "
+                       "('2025-02-03 00:00+00', 'eu', 2) RETURNING id")[0][0]
+    assert new_id > 10000
+    assert rows_of(conn, "public.revenues") == rows_of(conn, "public.revenues_old")   # reverse sync: OVERRIDING
+    conn.close()
+
+
+def test_blocked_by_long_transaction_retries_then_fails_cleanly(pg, db):
+    make_verified(pg, db, rows=200)
+    blocker = pg.connect(db)
+    blocker.autocommit = False
+    blocker_pid = one(blocker, "SELECT pg_backend_pid()")[0][0]
+    one(blocker, "SELECT count(*) FROM public.revenues")     # holds ACCESS SHARE until it ends
+    conn = pg.connect(db)
+    try:
+        with pytest.raises(PartitioningError) as err:
+            switch(pg, db, lock_timeout_ms=20, swap_retries=2, max_xact_age_s=3600)
+        msg = err.value.msg
+        assert "nothing was changed" in msg and ("pid %d" % blocker_pid) in msg
+        assert len(err.value.details["retries"]) == 3          # every attempt reported
+        assert phase(conn) == "verified"
+        assert not is_partitioned(conn, "public.revenues")
+        assert one(conn, "SELECT to_regclass('public.revenues_old')") == [(None,)]
+        assert one(conn, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.revenues'::regclass "
+                         "AND tgname = 'partitioning_sync'") == [(1,)]
+        # the same transaction, older than max_xact_age_s: refused before any lock is taken
+        with pytest.raises(PartitioningError) as err:
+            switch(pg, db, max_xact_age_s=0)
+        assert "refused, nothing changed" in err.value.msg and ("pid %d" % blocker_pid) in err.value.msg
+    finally:
+        blocker.rollback()
+        blocker.close()
+    # once it ends, the switchover goes through
+    result, _ = switch(pg, db)
+    assert result["changed"] and phase(conn) == "switched"
+    conn.close()
+
+
+def test_writer_blocked_by_the_swap_lands_on_the_new_table(pg, db):
+    """A writer queued behind the swap's lock resolves the name again and writes the new table."""
+    make_verified(pg, db, rows=100, extras=False)
+    holder = pg.connect(db)
+    holder.autocommit = False
+    one(holder, "LOCK TABLE public.revenues IN ACCESS EXCLUSIVE MODE")   # the swap's first attempts wait
+    out = {}
+
+    def swapper():
+        out["result"] = switch(pg, db, lock_timeout_ms=100, swap_retries=50, max_xact_age_s=3600)[0]
+
+    t = threading.Thread(target=swapper)
+    t.start()
+    writer = pg.connect(db)
+    writer_thread = threading.Thread(target=lambda: out.setdefault("row", one(
+        writer, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES "
+                "('2025-05-05 00:00+00', 'eu', 7) RETURNING id")))
+    writer_thread.start()
+    holder.rollback()   # the writer or the swap gets the lock; either way the writer must succeed
+    t.join(120)
+    writer_thread.join(120)
+    assert out["result"]["changed"]
+    new_id = out["row"][0][0]
+    conn = pg.connect(db)
+    assert one(conn, "SELECT count(*) FROM public.revenues WHERE id = %s", (new_id,)) == [(1,)]
+    assert rows_of(conn, "public.revenues") == rows_of(conn, "public.revenues_old")
+    for c in (holder, writer, conn):
+        c.close()
+
+
+def test_check_mode_changes_nothing_and_shows_the_swap(pg, db):
+    make_verified(pg, db, rows=200)
+    result, queries = switch(pg, db, check_mode=True)
+    text = "\n".join(queries)
+    assert "LOCK TABLE" in text and 'RENAME TO "revenues_old"' in text and 'RENAME TO "revenues"' in text
+    assert "partitioning_sync" in text and "ALTER PUBLICATION" in text
+    conn = pg.connect(db)
+    assert phase(conn) == "verified" and not is_partitioned(conn, "public.revenues")
+    assert one(conn, "SELECT count(*) FROM pg_class WHERE relname LIKE '%%\\_swap'") == [(0,)]
+    conn.close()
+
+
+def test_playbook_postponed_check_idempotent(pg, db):
+    make_verified(pg, db, rows=300)
+    conn = pg.connect(db)
+    run = run_playbook("phase3_switchover", pg, db, TABLES, check=True)
+    assert not run.failed, run
+    assert phase(conn) == "verified" and not is_partitioned(conn, "public.revenues")
+    # postponed: prepared (materialized view pre-built), waiting for the operator's go
+    run = run_playbook("phase3_switchover", pg, db, TABLES, extra_vars={"partitioning_switchover_requires_approval": True})
+    assert not run.failed, run
+    assert "waiting for approval" in run.output
+    assert phase(conn) == "verified" and not is_partitioned(conn, "public.revenues")
+    assert one(conn, "SELECT to_regclass('public.revenue_by_region_swap') IS NOT NULL") == [(True,)]
+    one(conn, "SELECT partitioning.approve_switchover('public.revenues')")
+    run = run_playbook("phase3_switchover", pg, db, TABLES, extra_vars={"partitioning_switchover_requires_approval": True})
+    assert not run.failed, run
+    assert phase(conn) == "switched"
+    assert_carried_over(conn, db)
+    assert one(conn, "SELECT to_regclass('public.revenue_by_region_swap')") == [(None,)]
+    run = run_playbook("phase3_switchover", pg, db, TABLES)
+    assert not run.failed and run.changed == 0, run
+    run = run_playbook("phase3_switchover", pg, db, TABLES, check=True)
+    assert not run.failed and run.changed == 0, run
+    conn.close()
+
+
+def test_refused_before_verification(pg, db):
+    make_verified(pg, db, rows=50, extras=False)
+    conn = pg.connect(db)
+    one(conn, "UPDATE partitioning.tables SET phase = 'copied'")
+    with pytest.raises(PartitioningError) as err:
+        switch(pg, db)
+    assert "phase 'verified'" in err.value.msg
+    # a twin that differs from the original is refused by the last check
+    one(conn, "UPDATE partitioning.tables SET phase = 'verified'")
+    one(conn, "ALTER TABLE public.revenues DISABLE TRIGGER partitioning_sync")
+    one(conn, "DELETE FROM public.revenues WHERE id = 1")
+    with pytest.raises(PartitioningError) as err:
+        switch(pg, db)
+    assert "different" in err.value.msg
+    assert phase(conn) == "verified" and not is_partitioned(conn, "public.revenues")
+    conn.close()
