@@ -1,5 +1,6 @@
 """The lab: demo schema and data, the application workload, the oracle, and `python -m lab`."""
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -364,3 +365,28 @@ def test_example_prod_documents_every_tuning_knob():
     text, _data = _yaml("example-prod", "group_vars", "partitioning_hosts", "main.yml")
     for knob in TUNING:
         assert "# partitioning_%s:" % knob in text, knob
+
+
+def test_lab_demo_end_to_end(pg):
+    """`python -m lab demo` on one small server: every phase playbook that exists, under load,
+    ends with zero application errors and the oracle's verdict on every table."""
+    lab_dir = tempfile.mkdtemp(prefix="dbops-demo-test-")
+    os.chmod(lab_dir, 0o755)
+    env = dict(os.environ, LAB_DIR=os.path.join(lab_dir, ".lab"), LAB_SERVERS="1", LAB_ROWS="2000",
+               LAB_BINDIR=pg.bindir, LAB_PORT=str(free_port()), ANSIBLE_NOCOLOR="1")
+    try:
+        demo = _lab(["demo"], env)
+        out = demo.stdout + demo.stderr
+        assert demo.returncode == 0, out[-8000:]
+        assert "total" in out and out.rstrip().endswith("ok"), out[-3000:]
+        for phase in ("phase1_prepare", "phase2_migrate", "phase3_switchover"):
+            if os.path.exists(os.path.join(ROOT, "playbooks", phase + ".yml")) and "skipped (needs" not in out:
+                assert re.search(r"^  %s\s+ok\b" % phase, out, re.M), out[-3000:]
+        assert out.count(", 0 errors,") == len(schema.TABLES), out[-3000:]
+        assert "DIFFERENT" not in out
+        if re.search(r"^  phase3_switchover\s+ok\b", out, re.M):
+            for table in schema.TABLES:
+                assert "oracle: equal: %s = %s_old" % (table, table) in out, out[-3000:]
+    finally:
+        _lab(["down"], env)
+        shutil.rmtree(lab_dir, ignore_errors=True)
