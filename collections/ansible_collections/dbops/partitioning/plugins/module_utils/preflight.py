@@ -18,7 +18,9 @@ Decisions:
   and how to add the constraint without a long lock (a ``CHECK (k IS NOT NULL) NOT VALID``,
   ``VALIDATE CONSTRAINT``, then ``SET NOT NULL``, which then skips the table scan).
 * **Unique constraints and indexes without the partition key** are extended with it on the
-  twin (HP6): reported as a warning, because the column alone is no longer unique. Exclusion
+  twin (HP6): reported as a warning, because the column alone is no longer unique. The
+  warnings are ``twin.plan_warnings`` (what the twin cannot carry over exactly), so a caller
+  of preflight need not add them again. Exclusion
   constraints that a partitioned table cannot have (before PostgreSQL 17, or without the
   partition key) are refused rather than silently lost.
 * **Inbound foreign keys** (HP11), including a table's references to itself, are named;
@@ -40,6 +42,7 @@ import re
 from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import is_width, partition_name, range_key_kind
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display, qualified
+from ansible_collections.dbops.partitioning.plugins.module_utils.twin import plan_warnings
 
 try:
     import psycopg2
@@ -186,10 +189,9 @@ def preflight(session, spec, info, state_row, state_schema):
     _check_unique(spec, info, problems, warnings, version)
     _check_inbound(spec, info, problems, warnings)
 
-    for index in info.indexes:
-        if not index.is_valid:
-            warnings.append("%s: index %s is invalid (an interrupted CREATE INDEX CONCURRENTLY?); rebuild or drop "
-                            "it, the twin copies its definition as a valid index." % (label, index.name))
+    # What the twin cannot carry over exactly (extended unique keys, HP6; invalid indexes;
+    # self-references...): twin.py's own list, so preflight and phase 1 say the same thing.
+    warnings[:0] = plan_warnings(info, spec, version)
     return _finish(label, problems, warnings)
 
 
@@ -356,6 +358,7 @@ def _try_query(session, stmt, params):
 
 
 def _check_unique(spec, info, problems, warnings, version):
+    """Refuse what would be lost; the extensions of unique keys are twin.plan_warnings'."""
     label, key = spec.table_name, spec.partition_key
     for con in info.constraints:
         # PostgreSQL 17 allows exclusion constraints on a partitioned table when the partition
@@ -365,17 +368,6 @@ def _check_unique(spec, info, problems, warnings, version):
                             "enforce the rule otherwise) or add the partition key with '=' to it."
                             % (label, con.name, con.definition,
                                " before PostgreSQL 17" if version < 170000 else " without the partition key"))
-    for index in info.indexes:
-        if not index.is_unique or index.constraint_type == "x":
-            continue
-        if key in index.key_columns:
-            continue
-        what = ("primary key" if index.is_primary else
-                "unique constraint" if index.constraint_type == "u" else "unique index")
-        cols = ", ".join(c if c is not None else d for c, d in zip(index.key_columns, index.key_definitions))
-        warnings.append("%s: %s %s (%s) becomes unique on (%s, %s) in the partitioned table: PostgreSQL requires "
-                        "the partition key in every unique key, so (%s) alone is no longer guaranteed unique."
-                        % (label, what, index.name, cols, cols, key, cols))
 
 
 def _check_inbound(spec, info, problems, warnings):
