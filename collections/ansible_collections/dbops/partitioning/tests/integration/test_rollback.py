@@ -1,0 +1,130 @@
+"""Rollback (partition_rollback, playbooks/rollback.yml) from every state, on real servers.
+
+* after the switchover, under a live write load: the original is the application's table again
+  holding every write made since (exact oracle), zero errors; its index names, views, the
+  materialized view, grants, RLS, comment, trigger, sequence ownership and publication back;
+* before the switchover: sync triggers, function, twin and state removed, original untouched;
+* check mode changes nothing; a second run reports no change; keep_twin keeps the twin.
+"""
+from .phase3_setup import Writers, is_partitioned, make_verified, phase, role_name, rows_of
+from .test_swap import TABLES, one, switch
+from ..playbook_runner import run_playbook
+
+from ansible_collections.dbops.partitioning.plugins.module_utils import rollback
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
+
+
+def roll(pg, db, **kw):
+    s = Session(pg.connect(db), check_mode=kw.pop("check_mode", False))
+    try:
+        return rollback.rollback(s, SqlTemplates.from_checkout(), "public.revenues", **kw), s.queries
+    finally:
+        s.close()
+
+
+def assert_original_back(conn, db):
+    assert one(conn, "SELECT relkind FROM pg_class WHERE oid = 'public.revenues'::regclass") == [("r",)]
+    idx = sorted(one(conn, "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                           "WHERE i.indrelid = 'public.revenues'::regclass"))
+    assert idx == [("revenues_pkey",), ("revenues_region_idx",)]
+    for view in ("public.revenue_eu", "public.revenue_by_region"):
+        assert one(conn, "SELECT count(*) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
+                         "WHERE d.refobjid = 'public.revenues'::regclass AND r.ev_class = %s::regclass", (view,))[0][0] > 0
+    assert set(one(conn, "SELECT reloptions FROM pg_class WHERE oid = 'public.revenue_eu'::regclass")[0][0]) == \
+        {"security_barrier=true", "check_option=local"}
+    role = role_name(db)
+    assert one(conn, "SELECT has_table_privilege(%s, 'public.revenue_eu', 'SELECT'), "
+                     "has_table_privilege(%s, 'public.revenues', 'UPDATE')", (role, role)) == [(True, True)]
+    assert one(conn, "SELECT relrowsecurity, obj_description(oid, 'pg_class') FROM pg_class "
+                     "WHERE oid = 'public.revenues'::regclass") == [(True, "money in")]
+    assert one(conn, "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'public.revenues'::regclass "
+                     "AND NOT tgisinternal") == [("revenues_lower_region", "O")]
+    assert one(conn, "SELECT pg_get_serial_sequence('public.revenues', 'id')") == [("public.revenues_id_seq",)]
+    assert one(conn, "SELECT prrelid::regclass::text FROM pg_publication_rel") == [("revenues",)]
+    assert one(conn, "SELECT to_regclass('public.revenues_old')") == [(None,)]
+
+
+def test_rollback_after_switchover_under_load_with_oracle(pg, db):
+    make_verified(pg, db, rows=3000)
+    conn = pg.connect(db)
+    initial = rows_of(conn, "public.revenues")
+    writers = Writers(pg, db, n=3, seed=11).start()
+    writers.wait_ops(20)
+    assert switch(pg, db, lock_timeout_ms=200, swap_retries=20)[0]["changed"]
+    writers.wait_ops(30)          # writes to the partitioned table, mirrored into _old
+    result, _ = roll(pg, db, lock_timeout_ms=200, swap_retries=20)
+    writers.wait_ops(30)          # and on the original again
+    writers.stop()
+    assert writers.errors == []
+    assert result["changed"] and result["from_phase"] == "switched"
+    assert rows_of(conn, "public.revenues") == writers.expected(initial)   # every write kept
+    assert_original_back(conn, db)
+    assert one(conn, "SELECT to_regclass('public.revenues_partitioned')") == [(None,)]   # keep_twin false
+    assert phase(conn) == "rolled_back"
+    top = one(conn, "SELECT max(id) FROM public.revenues")[0][0]
+    assert one(conn, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES "
+                     "('2025-03-03 00:00+00', 'X', 1) RETURNING id, region") == [(top + 1, "x")]
+    again, _ = roll(pg, db)
+    assert not again["changed"]
+    conn.close()
+
+
+def test_rollback_after_switchover_keep_twin_and_check_mode(pg, db):
+    make_verified(pg, db, rows=300, identity=True)
+    switch(pg, db)
+    conn = pg.connect(db)
+    one(conn, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES ('2025-04-04 00:00+00', 'eu', 3)")
+    before = rows_of(conn, "public.revenues")
+    result, queries = roll(pg, db, check_mode=True)
+    assert result["changed"] and any('RENAME TO "revenues"' in q for q in queries)
+    assert phase(conn) == "switched" and is_partitioned(conn, "public.revenues")
+    result, _ = roll(pg, db, keep_twin=True)
+    assert result["changed"]
+    assert rows_of(conn, "public.revenues") == before
+    assert is_partitioned(conn, "public.revenues_partitioned")
+    assert one(conn, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'partitioning_sync%%'") == [(0,)]
+    # identity: ALWAYS, continues above every id the partitioned table handed out
+    assert one(conn, "SELECT attidentity FROM pg_attribute WHERE attrelid = 'public.revenues'::regclass "
+                     "AND attname = 'id'") == [("a",)]
+    top = max(r[0] for r in before)
+    assert one(conn, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES "
+                     "('2025-04-05 00:00+00', 'eu', 4) RETURNING id")[0][0] > top
+    assert_original_back(conn, db)
+    conn.close()
+
+
+def test_rollback_before_switchover_playbook(pg, db):
+    make_verified(pg, db, rows=300)
+    conn = pg.connect(db)
+    before = rows_of(conn, "public.revenues")
+    run = run_playbook("rollback", pg, db, TABLES, check=True)
+    assert not run.failed, run
+    assert phase(conn) == "verified" and is_partitioned(conn, "public.revenues_partitioned")
+    run = run_playbook("rollback", pg, db, TABLES)
+    assert not run.failed and run.changed >= 1, run
+    assert one(conn, "SELECT to_regclass('public.revenues_partitioned')") == [(None,)]
+    assert one(conn, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.revenues'::regclass "
+                     "AND tgname LIKE 'partitioning%%'") == [(0,)]
+    assert one(conn, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'public__revenues__%%'") == [(0,)]
+    assert rows_of(conn, "public.revenues") == before
+    assert phase(conn) == "rolled_back"
+    run = run_playbook("rollback", pg, db, TABLES)
+    assert not run.failed and run.changed == 0, run
+    conn.close()
+
+
+def test_rollback_after_switchover_playbook_idempotent(pg, db):
+    make_verified(pg, db, rows=300)
+    conn = pg.connect(db)
+    assert not run_playbook("phase3_switchover", pg, db, TABLES).failed
+    run = run_playbook("rollback", pg, db, TABLES, check=True)
+    assert not run.failed, run
+    assert phase(conn) == "switched"
+    run = run_playbook("rollback", pg, db, TABLES, extra_vars={"partitioning_forget": True})
+    assert not run.failed and run.changed >= 1, run
+    assert_original_back(conn, db)
+    assert phase(conn) is None
+    run = run_playbook("rollback", pg, db, TABLES)
+    assert not run.failed and run.changed == 0, run
+    conn.close()
