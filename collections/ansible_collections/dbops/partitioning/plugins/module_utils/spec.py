@@ -126,7 +126,7 @@ def _int(value):
     if isinstance(value, bool):
         raise ValueError
     if isinstance(value, int):
-        return value
+        return int(value)
     if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
         return int(value)
     if isinstance(value, float) and value.is_integer():
@@ -169,7 +169,11 @@ def _list_value(value):
         return value.isoformat()
     if value is None or isinstance(value, (dict, list, tuple, set)):
         raise ValueError
-    return value
+    # Plain Python types: Ansible hands over tagged subclasses of str/int.
+    for plain in (bool, int, float, str):
+        if isinstance(value, plain):
+            return plain(value)
+    raise ValueError
 
 
 class _Problems:
