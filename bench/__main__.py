@@ -15,8 +15,9 @@ BENCHMARKS = ["trigger", "backfill", "switchover"]
 
 # (full, quick) defaults; every one can be overridden on the command line.
 PRESETS = {
-    "duration": (10, 3),            # seconds per pgbench run (trigger)
-    "rounds": (3, 2),               # alternation rounds
+    "duration": (5, 3),             # seconds per pgbench run (trigger): short runs, many rounds
+    "rounds": (6, 2),               # alternation rounds
+    "backfill_rounds": (2, 2),      # alternation rounds of the backfill (each copies backfill_rows)
     "clients": (4, 4),
     "trigger_rows": (100000, 20000),
     "backfill_rows": (1000000, 100000),

@@ -169,12 +169,12 @@ def throughput(srv, opts):
             variants.append("partman")
         else:
             log("backfill: pg_partman cannot be installed here: its comparison is skipped")
-    facts = common.setup_facts(srv, conn, rows=opts.backfill_rows, rounds=opts.rounds, twin_built_by=how,
+    facts = common.setup_facts(srv, conn, rows=opts.backfill_rows, rounds=opts.backfill_rounds, twin_built_by=how,
                                pg_partman=partman or "not installed",
                                our_options="CopyOptions() defaults: batch_size 10000, batch_target_ms 500, "
                                            "1 worker, no sleep, no throttle limits")
     runs = []
-    for rnd, order in enumerate(common.rotations(variants, opts.rounds)):
+    for rnd, order in enumerate(common.rotations(variants, opts.backfill_rounds)):
         for v in order:
             if v == "partman":
                 seconds, rows = run_partman(conn)
@@ -206,9 +206,9 @@ def latency(srv, opts, backfill_seconds):
     rate = opts.latency_rate
     facts = dict(load="pgbench -R %d (fixed rate), %d clients, single-row insert + update of a random id "
                       "(weights 1:1), on the original with the sync trigger" % (rate, min(opts.clients, 2)),
-                 duration_s=round(window, 1), rows=opts.backfill_rows, rounds=opts.rounds)
+                 duration_s=round(window, 1), rows=opts.backfill_rows, rounds=opts.backfill_rounds)
     runs = []
-    for rnd, order in enumerate(common.rotations(["alone", "with_backfill"], opts.rounds)):
+    for rnd, order in enumerate(common.rotations(["alone", "with_backfill"], opts.backfill_rounds)):
         for v in order:
             reset_twin(conn)
             pb = PgbenchRun(srv, dbname, LATENCY_SCRIPTS, clients=min(opts.clients, 2), duration=window, rate=rate,

@@ -129,12 +129,16 @@ def run_on(srv, opts):
     switch.set("ours")
     conn.close()
     med = {k: median(v) for k, v in samples.items()}
-    ratios = {}
+    ratios, of_medians = {}, {}
+    pairs = (("ours_none", "ours", "none"), ("hand_none", "hand", "none"), ("ours_hand", "ours", "hand"))
     for w in WORKLOADS:
-        ratios[w] = dict(ours_none=ratio(med[("ours", w)], med[("none", w)]),
-                         hand_none=ratio(med[("hand", w)], med[("none", w)]),
-                         ours_hand=ratio(med[("ours", w)], med[("hand", w)]))
-    return dict(facts=facts, median_tps={"%s/%s" % k: v for k, v in med.items()}, ratios=ratios, runs=runs)
+        # Headline: the median over rounds of the ratio within each round (paired: the two
+        # runs of a round are minutes apart, so slow drift of the machine cancels out).
+        ratios[w] = dict((name, median([ratio(samples[(a, w)][i], samples[(b, w)][i]) for i in range(opts.rounds)]))
+                         for name, a, b in pairs)
+        of_medians[w] = dict((name, ratio(med[(a, w)], med[(b, w)])) for name, a, b in pairs)
+    return dict(facts=facts, median_tps={"%s/%s" % k: v for k, v in med.items()}, ratios=ratios,
+                ratios_of_medians=of_medians, runs=runs)
 
 
 def report(results, opts):
@@ -147,7 +151,12 @@ def report(results, opts):
                                  "yes" if rt["ours_hand"] and rt["ours_hand"] >= 0.90 else "NO"])
     sections.append(("Result", md_table(
         ["server", "workload", "tps none", "tps ours", "tps hand", "ours/none", "hand/none", "ours/hand",
-         "ours within 10% of hand"], summary_rows)))
+         "ours within 10% of hand"], summary_rows) +
+        "\n\ntps: medians over rounds. Ratios: median over rounds of the ratio within each round (paired). "
+        "Ratios of the medians, for comparison: " + "; ".join(
+            "PG%d %s ours/none %s hand/none %s ours/hand %s" % (
+                major, w, fmt(rm["ours_none"]), fmt(rm["hand_none"]), fmt(rm["ours_hand"]))
+            for major, r in sorted(results.items(), reverse=True) for w, rm in r["ratios_of_medians"].items()) + "."))
     for major, r in sorted(results.items(), reverse=True):
         f = r["facts"]
         sections.append(("Setup (PostgreSQL %d)" % major, "\n".join("- %s: %s" % (k, v) for k, v in sorted(f.items()))))
