@@ -1,0 +1,87 @@
+"""Cleanup (partition_cleanup, playbooks/cleanup.yml) on real servers.
+
+Refused before the switchover, before the soak time, and when the verification after the
+switch finds the new table and _old different; check mode changes nothing; with dump_dir a
+pg_dump of _old is written first (and restores); a second run reports no change.
+"""
+import os
+import subprocess
+import tempfile
+
+import pytest
+
+from .phase3_setup import make_verified, phase, rows_of
+from .test_swap import TABLES, one, switch
+from ..playbook_runner import run_playbook
+
+from ansible_collections.dbops.partitioning.plugins.module_utils import cleanup
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
+
+
+def clean(pg, db, **kw):
+    s = Session(pg.connect(db), check_mode=kw.pop("check_mode", False))
+    try:
+        return cleanup.cleanup(s, "public.revenues", params=pg.module_params(db), **kw)
+    finally:
+        s.close()
+
+
+def test_cleanup_refusals(pg, db):
+    make_verified(pg, db, rows=200, extras=False)
+    conn = pg.connect(db)
+    with pytest.raises(PartitioningError) as err:
+        clean(pg, db)
+    assert "phase 'verified'" in err.value.msg
+    switch(pg, db)
+    with pytest.raises(PartitioningError) as err:
+        clean(pg, db, min_soak_s=3600)
+    assert "soak time" in err.value.msg
+    # a difference between the new table and _old (a write that bypassed the reverse sync)
+    one(conn, "ALTER TABLE public.revenues DISABLE TRIGGER partitioning_sync")
+    one(conn, "UPDATE public.revenues SET amount = amount + 1 WHERE id = 5")
+    one(conn, "ALTER TABLE public.revenues ENABLE ALWAYS TRIGGER partitioning_sync")
+    with pytest.raises(PartitioningError) as err:
+        clean(pg, db)
+    assert "different" in err.value.msg
+    assert phase(conn) == "switched"
+    assert one(conn, "SELECT to_regclass('public.revenues_old') IS NOT NULL") == [(True,)]
+    conn.close()
+
+
+def test_cleanup_playbook_with_dump_check_mode_idempotent(pg, db):
+    make_verified(pg, db, rows=300)
+    switch(pg, db)
+    conn = pg.connect(db)
+    one(conn, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES ('2025-06-06 00:00+00', 'eu', 9)")
+    old_rows = rows_of(conn, "public.revenues_old")
+    run = run_playbook("cleanup", pg, db, TABLES)          # default soak: 24 hours
+    assert run.failed and "soak time" in run.output, run
+    run = run_playbook("cleanup", pg, db, TABLES, check=True, extra_vars={"cleanup_min_soak_s": 0})
+    assert not run.failed, run
+    assert phase(conn) == "switched" and one(conn, "SELECT to_regclass('public.revenues_old') IS NOT NULL") == [(True,)]
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o777)
+        run = run_playbook("cleanup", pg, db, TABLES, extra_vars={"cleanup_min_soak_s": 0, "partitioning_dump_dir": d})
+        assert not run.failed and run.changed >= 1, run
+        dumps = os.listdir(d)
+        assert len(dumps) == 1 and dumps[0].startswith("public.revenues_old.")
+        # the dump restores the dropped table
+        restore = os.path.join(os.path.dirname(cleanup.find_pg_dump(Session(pg.connect(db)))), "pg_restore")
+        if os.access(restore, os.X_OK):
+            p = subprocess.run([restore, "-h", pg.host, "-p", str(pg.port), "-U", "postgres", "-d", db,
+                                os.path.join(d, dumps[0])], capture_output=True, text=True)
+            assert p.returncode == 0, p.stderr
+            assert rows_of(conn, "public.revenues_old") == old_rows
+            one(conn, "DROP TABLE public.revenues_old")
+    assert phase(conn) == "cleaned"
+    assert one(conn, "SELECT to_regclass('public.revenues_old')") == [(None,)]
+    assert one(conn, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'partitioning_sync%%'") == [(0,)]
+    assert one(conn, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'public__revenues__%%'") == [(0,)]
+    assert one(conn, "SELECT count(*) FROM public.revenue_eu") == one(
+        conn, "SELECT count(*) FROM public.revenues WHERE region = 'eu'")
+    run = run_playbook("cleanup", pg, db, TABLES, extra_vars={"cleanup_min_soak_s": 0})
+    assert not run.failed and run.changed == 0, run
+    # rollback is impossible now, and says so
+    run = run_playbook("rollback", pg, db, TABLES)
+    assert run.failed and "cleaned up" in run.output, run
+    conn.close()
