@@ -189,9 +189,24 @@ def split_points(session, ctx, upper, workers, estimated):
     return points
 
 
+def normalize_key(ctx, value):
+    """A key as the backfill stores it: ``{pk column: value}`` (also accepts a list in key
+    order, or a bare value for a one-column key)."""
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(ctx.pk_cols):
+            raise PartitioningError("backfill_upper %r does not match the primary key (%s)."
+                                    % (value, ", ".join(ctx.pk_cols)))
+        return dict(zip(ctx.pk_cols, value))
+    if len(ctx.pk_cols) == 1:
+        return {ctx.pk_cols[0]: value}
+    raise PartitioningError("backfill_upper %r does not match the primary key (%s)." % (value, ", ".join(ctx.pk_cols)))
+
+
 def plan_ranges(session, ctx, row, workers):
     """What the backfill would walk: ``(upper, estimated, [(lower, upper)])`` (no change)."""
-    upper = row.get("backfill_upper")
+    upper = normalize_key(ctx, row.get("backfill_upper"))
     if upper is None:
         # Phase 1 records the largest key right after the triggers exist. When it did not,
         # the largest key now is as good: the triggers already exist (phase 'prepared'), so

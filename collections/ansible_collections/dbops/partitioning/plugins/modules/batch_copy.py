@@ -199,6 +199,19 @@ def progress(session, ctx_name, state_schema, call, ranges, pending):
     return out
 
 
+def _lock(session, table_name, wait_s):
+    """The per-table advisory lock, waiting up to ``wait_s`` for it: the call of a run whose
+    ansible-playbook was killed may still be finishing (it ends within its max_call_s)."""
+    end = time.time() + wait_s
+    while True:
+        try:
+            return state_store.lock_table_work(session, table_name)
+        except PartitioningError:
+            if time.time() >= end:
+                raise
+            time.sleep(0.5)
+
+
 def work(module, state):
     p = module.params
     _validate(p)
@@ -216,7 +229,7 @@ def work(module, state):
 
     if not module.check_mode:
         state_store.ensure_state_schema(session, templates, state_schema)
-        state_store.lock_table_work(session, table_name)
+        _lock(session, table_name, min(p["max_call_s"], 120))
     ctx = backfill.load_context(session, state_schema, row)
     sample = backfill.render_batch(templates, session, ctx, True)
 
