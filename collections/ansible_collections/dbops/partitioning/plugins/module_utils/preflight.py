@@ -189,6 +189,10 @@ def preflight(session, spec, info, state_row, state_schema):
     _check_unique(spec, info, problems, warnings, version)
     _check_inbound(spec, info, problems, warnings)
 
+    if not spec.default_partition and spec.strategy in ("range", "list"):
+        warnings.append("%s: default_partition is false: during the migration a write whose %s falls outside "
+                        "every partition fails, because the sync trigger cannot route it into the twin (HP4); "
+                        "keep it true unless the keys can never fall outside." % (label, spec.partition_key))
     # What the twin cannot carry over exactly (extended unique keys, HP6; invalid indexes;
     # self-references...): twin.py's own list, so preflight and phase 1 say the same thing.
     warnings[:0] = plan_warnings(info, spec, version)
@@ -312,7 +316,8 @@ def _check_key(session, spec, info, problems):
             problems.append("%s: %s is %s, which has no default %s operator class: %s partitioning needs one."
                             % (label, key, col.type, method, spec.strategy))
         elif spec.strategy == "list":
-            _check_list_values(session, spec, col, problems)
+            if _check_list_values(session, spec, col, problems) and not spec.default_partition:
+                _check_list_coverage(session, spec, problems)
     if not col.not_null:
         has_nulls = session.scalar(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {} IS NULL)").format(
             sql.Identifier(spec.schema, spec.name), sql.Identifier(key)))
@@ -331,12 +336,29 @@ def _check_list_values(session, spec, col, problems):
     in a query that reads no row: PostgreSQL parses it with the column's type, or says why not."""
     stmt = sql.SQL("SELECT 1 FROM (SELECT {} AS k FROM {} LIMIT 0) s WHERE s.k = %s").format(
         sql.Identifier(spec.partition_key), sql.Identifier(spec.schema, spec.name))
+    ok = True
     for name, values in spec.values.items():
         for value in values:
             error = _try_query(session, stmt, (str(value),))
             if error:
+                ok = False
                 problems.append("%s: values.%s: %r is not a valid %s (%s)."
                                 % (spec.table_name, name, value, col.type, error))
+    return ok
+
+
+def _check_list_coverage(session, spec, problems):
+    """Without a default partition every key already in the table must be in some list."""
+    values = [v for vs in spec.values.values() for v in vs]
+    rows = session.query(sql.SQL("SELECT DISTINCT {key}::text AS v FROM {tbl} WHERE {key} NOT IN ({vals}) "
+                                 "ORDER BY 1 LIMIT 6").format(
+        key=sql.Identifier(spec.partition_key), tbl=sql.Identifier(spec.schema, spec.name),
+        vals=sql.SQL(", ").join(sql.Literal(str(v)) for v in values)))
+    if rows:
+        shown = ", ".join(repr(r["v"]) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+        problems.append("%s: rows with %s %s are in no list partition and there is no default partition: add "
+                        "them to values or set default_partition: true." % (spec.table_name, spec.partition_key,
+                                                                            shown))
 
 
 def _try_query(session, stmt, params):

@@ -172,6 +172,20 @@ def test_list_values_must_fit_the_key_type(conn):
     run(conn, dict(table="t", partition_key="d", strategy="list", values={"a": ["2025-01-01"]}))
 
 
+def test_list_without_default_must_cover_the_data(conn):
+    sql(conn, "CREATE TABLE t (id int PRIMARY KEY, n integer NOT NULL); "
+              "INSERT INTO t SELECT g, g % 9 FROM generate_series(1, 100) g")
+    raw = dict(table="t", partition_key="n", strategy="list", values={"low": [0, 1, 2], "mid": ["3"]},
+               default_partition=False)
+    assert refused(conn, raw).details["problems"] == [
+        "public.t: rows with n '4', '5', '6', '7', '8' are in no list partition and there is no default "
+        "partition: add them to values or set default_partition: true."]
+    warnings = run(conn, dict(raw, values={"low": [0, 1, 2, 3, 4], "high": [5, 6, 7, 8]}))
+    assert any("default_partition is false: during the migration a write whose n falls outside" in w
+               for w in warnings)
+    assert not any("default_partition" in w for w in run(conn, dict(raw, default_partition=True)))
+
+
 def test_list_values_checked_inside_a_transaction_leave_it_usable(conn):
     sql(conn, "CREATE TABLE t (id int PRIMARY KEY, n integer NOT NULL)")
     conn.autocommit = False
