@@ -536,6 +536,31 @@ def missing_partitions(planned, existing):
     return to_create, conflicts
 
 
+def blocked_by_default(session, schema, default_name, key, partitions, key_type):
+    """The range partitions of ``partitions`` whose range already has rows in the default
+    partition ``schema.default_name`` (read-only).
+
+    PostgreSQL refuses to create such a partition (HARD-PROBLEMS 14): the rows must first
+    move out of the default partition. One indexed ``EXISTS`` per partition: call it with the
+    partitions still to be created, not with the whole plan.
+    """
+    out = []
+    for p in partitions:
+        if p.kind != "range":
+            continue
+        conds = []
+        if p.lower is not None:
+            conds.append(sql.SQL("{} >= {}").format(sql.Identifier(key), literal(p.lower, key_type)))
+        if p.upper is not None:
+            conds.append(sql.SQL("{} < {}").format(sql.Identifier(key), literal(p.upper, key_type)))
+        where = sql.SQL(" AND ").join(conds) if conds else sql.SQL("true")
+        stmt = sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {})").format(sql.Identifier(schema, default_name),
+                                                                            where)
+        if session.scalar(stmt):
+            out.append(p)
+    return out
+
+
 def _show(value):
     return "-inf/+inf" if value is None else _iso(value)
 

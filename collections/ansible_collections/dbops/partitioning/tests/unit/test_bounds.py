@@ -7,7 +7,7 @@ import pytest
 from psycopg2 import sql
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import (
-    MAX_PARTITIONS, Partition, bound_clause, expired_partitions, floor_boundary, key_kind, missing_partitions,
+    MAX_PARTITIONS, Partition, blocked_by_default, bound_clause, expired_partitions, floor_boundary, key_kind, missing_partitions,
     next_boundary, parse_bound, partition_for, plan_partitions, range_key_kind, read_partitions,
     retention_cutoff, suffix_for)
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
@@ -408,3 +408,16 @@ def test_partition_for():
     ls = normalize_spec(dict(table="o", partition_key="r", strategy="list", values={"eu": ["de"], "n": [1]}))
     assert (partition_for(ls, "de"), partition_for(ls, "1"), partition_for(ls, "xx")) == ("o_eu", "o_n", "o_default")
     assert partition_for(normalize_spec(dict(table="h", partition_key="k", strategy="hash", partitions=2)), 1) is None
+
+
+
+def test_blocked_by_default_finds_rows_a_new_partition_would_need(conn):
+    s = spec(table="b", premake=0)
+    planned = plan_partitions(s, "timestamp with time zone", None, None, NOW)    # b_2025_05, b_default
+    _create(conn, "b", "timestamptz", planned)
+    conn.cursor().execute("INSERT INTO b VALUES (1, '2025-07-31 23:59:59+00'), (2, '2025-09-01 00:00:00+00')")
+    later = plan_partitions(s, "timestamp with time zone", D(2025, 5, 1), None, DT(2025, 10, 2, tzinfo=UTC))
+    new, _ = missing_partitions(later, read_partitions(Session(conn), "public", "b", "timestamp with time zone"))
+    blocked = blocked_by_default(Session(conn), "public", "b_default", "k", new, "timestamp with time zone")
+    assert [p.suffix for p in new] == ["2025_06", "2025_07", "2025_08", "2025_09", "2025_10"]
+    assert [p.suffix for p in blocked] == ["2025_07", "2025_09"]
