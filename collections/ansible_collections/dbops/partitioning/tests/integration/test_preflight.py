@@ -265,6 +265,16 @@ def test_inbound_foreign_keys_dropped_on_request(conn):
     assert "revenues_parent_id_fkey on public.revenues (parent_id)" in dropped[0]  # self-reference too
 
 
+def test_switchover_blockers_are_announced_early(conn):
+    sql(conn, GOOD + "CREATE FUNCTION total() RETURNS numeric LANGUAGE sql BEGIN ATOMIC "
+                     "SELECT sum(amount_cents) FROM revenues; END; "
+                     "CREATE PUBLICATION pub_rev FOR TABLE revenues;")
+    warnings = run(conn, RANGE)
+    assert any("functions with SQL-standard bodies (BEGIN ATOMIC) are bound to the table" in w and "total()" in w
+               for w in warnings), warnings
+    assert any("publication pub_rev has publish_via_partition_root = false" in w for w in warnings)
+
+
 # ---------------------------------------------------------------- the twin and the state
 
 def test_unmanaged_twin_and_old_names_are_refused(conn):
