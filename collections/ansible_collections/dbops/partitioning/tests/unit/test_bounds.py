@@ -421,3 +421,25 @@ def test_blocked_by_default_finds_rows_a_new_partition_would_need(conn):
     blocked = blocked_by_default(Session(conn), "public", "b_default", "k", new, "timestamp with time zone")
     assert [p.suffix for p in new] == ["2025_06", "2025_07", "2025_08", "2025_09", "2025_10"]
     assert [p.suffix for p in blocked] == ["2025_07", "2025_09"]
+
+
+# ---------------------------------------------------------------- properties over many random values
+
+@pytest.mark.parametrize("interval", ["daily", "weekly", "monthly", "quarterly", "yearly", 7, 1000])
+def test_every_value_lies_in_its_own_period(interval):
+    import random
+    rnd = random.Random(42)
+    seen = {}
+    for _ in range(3000):
+        if isinstance(interval, int):
+            v = rnd.randint(-10 ** 6, 10 ** 6)
+            lo = floor_boundary(v, interval)
+            assert lo <= v < next_boundary(lo, interval)
+        else:
+            v = DT(1990, 1, 1) + datetime.timedelta(seconds=rnd.randint(0, 60 * 365 * 86400))
+            lo = floor_boundary(v, interval)
+            assert DT(lo.year, lo.month, lo.day) <= v < DT(*next_boundary(lo, interval).timetuple()[:3])
+            assert floor_boundary(lo, interval) == lo                     # a boundary is its own floor
+            assert floor_boundary(next_boundary(lo, interval) - datetime.timedelta(days=1), interval) == lo
+        suffix = suffix_for(lo, interval)
+        assert seen.setdefault(suffix, lo) == lo                          # one suffix per period
