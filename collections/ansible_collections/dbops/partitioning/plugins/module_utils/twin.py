@@ -196,15 +196,20 @@ def _key_constraint_sql(twin, name, con, index, key):
     return sql.SQL(" ").join(parts)
 
 
-def _index_sql(twin, name, ix, key):
-    """CREATE INDEX on the twin's parent, built from the index's parts (never a rewritten definition)."""
+def _index_sql(twin, name, ix, key, only=False, concurrently=False):
+    """CREATE INDEX on the twin's parent (or, ``concurrently``, on one partition), built from the
+    index's parts (never a rewritten definition)."""
     elements = [sql.SQL(s) for s in ix.key_specs]                 # catalog-built, trusted text
     include = list(ix.include_columns)
     if ix.is_unique and key not in ix.key_columns:
         elements.append(sql.Identifier(key))
         include = [c for c in include if c != key]
-    parts = [sql.SQL("CREATE UNIQUE INDEX" if ix.is_unique else "CREATE INDEX"), sql.Identifier(name),
-             sql.SQL("ON {} USING {} ({})").format(sql.Identifier(*twin), sql.Identifier(ix.method),
+    head = "CREATE UNIQUE INDEX" if ix.is_unique else "CREATE INDEX"
+    if concurrently:
+        head += " CONCURRENTLY"
+    parts = [sql.SQL(head), sql.Identifier(name),
+             sql.SQL("ON ONLY {} USING {} ({})" if only else "ON {} USING {} ({})").format(
+                 sql.Identifier(*twin), sql.Identifier(ix.method),
                                                   sql.SQL(", ").join(elements))]
     if include:
         parts.append(sql.SQL("INCLUDE ({})").format(_idents(include)))
@@ -248,6 +253,8 @@ class _Existing:
         self.constraints = set()
         self.constraint_comments = {}
         self.indexes = set()
+        self.index_valid = {}
+        self.has_rows = False
         self.policies = set()
         self.column_comments = {}
         self.columns = {}
@@ -258,9 +265,12 @@ class _Existing:
             "SELECT conname, pg_catalog.obj_description(oid, 'pg_constraint') AS comment "
             "FROM pg_catalog.pg_constraint WHERE conrelid = %(oid)s", arg))
         self.constraints = set(self.constraint_comments)
-        self.indexes = set(r["relname"] for r in session.query(
-            "SELECT c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
-            "WHERE i.indrelid = %(oid)s", arg))
+        self.index_valid = dict((r["relname"], r["indisvalid"]) for r in session.query(
+            "SELECT c.relname, i.indisvalid FROM pg_catalog.pg_index i "
+            "JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %(oid)s", arg))
+        self.indexes = set(self.index_valid)
+        self.has_rows = bool(session.scalar(
+            sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(*twin))))
         self.policies = set(r["polname"] for r in session.query(
             "SELECT polname FROM pg_catalog.pg_policy WHERE polrelid = %(oid)s", arg))
         self.columns = dict((r["attname"], r) for r in session.query(
@@ -305,8 +315,10 @@ class _Existing:
 def ensure_twin(session, info, spec, partitions, warnings=None):
     """Create what is missing of the twin of ``info`` for ``spec``; return what was created.
 
-    Each entry is ``"<kind> <qualified name>"`` (kinds: table, constraint, index, foreign key,
-    partition, comment, owner, grant, policy). ``warnings`` (a list), when given, receives
+    Each entry says what was made and names it, e.g. ``"table public.revenues_partitioned"``,
+    ``"index public.revenues_org_idx_p"``, ``"partition public.revenues_2025_q1"``, ``"grant SELECT on
+    ... to app_ro"`` (also: column, constraint, foreign key, statistics, replica identity, comment,
+    owner, policy). ``warnings`` (a list), when given, receives
     ``plan_warnings`` — what could not be carried over exactly."""
     key = spec.partition_key
     key_col = info.column(key)
@@ -381,12 +393,18 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
                     sql.Identifier(*twin), sql.Identifier(name), sql.SQL(con.definition)),
                     "constraint %s on %s" % (name, twin_label))
 
-    # 3. Every other valid index, on the parent (the twin is empty: no CONCURRENTLY needed).
+    # 3. Every other valid index, on the parent. While the twin is empty a plain CREATE INDEX
+    #    costs nothing. An index the original gained after the twin was filled (a deploy during
+    #    the migration) is built without blocking the sync's writes (HP16): ON ONLY the parent,
+    #    CONCURRENTLY on each partition, then attached (possible outside a transaction block only).
+    online = have.has_rows and session.conn.autocommit
     for ix in info.indexes:
         if ix.constraint_type is not None or not ix.is_valid:
             continue
         name = twin_index_name(ix.name)
-        if name not in have.indexes:
+        if online and have.index_valid.get(name) is not True:
+            _build_index_online(session, have, twin, name, ix, key, run)
+        elif name not in have.indexes:
             run(_index_sql(twin, name, ix, key), "index " + qualified(schema, name))
 
     # 4. Outbound foreign keys.
@@ -541,6 +559,44 @@ def _child_index(session, schema, parent_index, partition):
         "JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace "
         "WHERE pn.nspname = %s AND pi.relname = %s AND tn.nspname = %s AND t.relname = %s",
         (schema, parent_index, partition[0], partition[1]))
+
+
+def _build_index_online(session, have, twin, name, ix, key, run):
+    """``name`` on the twin without a long lock: ON ONLY, then each partition CONCURRENTLY + ATTACH.
+
+    Resumable: an attached partition is skipped, an invalid leftover of an interrupted
+    CONCURRENTLY build is dropped and built again. The parent index becomes valid by itself
+    once every partition's index is attached."""
+    schema = twin[0]
+    if name not in have.indexes:
+        run(_index_sql(twin, name, ix, key, only=True), "index " + qualified(schema, name))
+    rows = session.query(
+        "SELECT c.relname AS partition, "
+        "       (SELECT ci.relname FROM pg_catalog.pg_inherits h "
+        "          JOIN pg_catalog.pg_class ci ON ci.oid = h.inhrelid "
+        "          JOIN pg_catalog.pg_index x ON x.indexrelid = ci.oid "
+        "          JOIN pg_catalog.pg_class pi ON pi.oid = h.inhparent "
+        "         WHERE pi.relname = %(index)s AND pi.relnamespace = c.relnamespace AND x.indrelid = c.oid) "
+        "       AS attached "
+        "  FROM pg_catalog.pg_inherits p JOIN pg_catalog.pg_class c ON c.oid = p.inhrelid "
+        " WHERE p.inhparent = %(twin)s ORDER BY c.relname", dict(index=name, twin=have.oid))
+    for r in rows:
+        if r["attached"]:
+            continue
+        part = (schema, r["partition"])
+        child = derived_name("%s_%s" % (r["partition"], ix.name), "")
+        valid = session.scalar(
+            "SELECT i.indisvalid FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+            (schema, child))
+        if valid is False:
+            run(sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(schema, child)),
+                "dropped invalid index " + qualified(schema, child))
+        if valid is not True:
+            run(_index_sql(part, child, ix, key, concurrently=True), "index " + qualified(schema, child))
+        run(sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
+            sql.Identifier(schema, name), sql.Identifier(schema, child)),
+            "attached %s to %s" % (qualified(schema, child), qualified(schema, name)))
 
 
 _STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}

@@ -399,3 +399,32 @@ def test_integer_range_twin(conn):
     [ix] = [i for i in describe_table(Session(conn), *spec.twin).indexes if i.method == "gin"]
     assert ix.key_specs == ['"payload" pg_catalog.jsonb_path_ops']
     assert ensure_twin(Session(conn), info, spec, partitions) == []
+
+
+def test_an_index_added_to_a_filled_twin_is_built_online(conn):
+    conn.cursor().execute(LAB_SQL)
+    raw = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="yearly", premake=0)
+    _, spec, info, partitions, _, _ = build(conn, raw)
+    copy_rows(conn, info, spec.twin)
+    conn.cursor().execute("CREATE INDEX revenues_category_idx ON public.revenues (category) WHERE category IS NOT NULL")
+    # an interrupted earlier attempt: the parent index exists, one partition's index is attached
+    conn.cursor().execute(
+        "CREATE INDEX revenues_category_idx_p ON ONLY public.revenues_partitioned (category) WHERE category IS NOT NULL;"
+        "CREATE INDEX revenues_2024_x ON public.revenues_2024 (category) WHERE category IS NOT NULL;"
+        "ALTER INDEX revenues_category_idx_p ATTACH PARTITION revenues_2024_x")
+    info = describe_table(Session(conn), "public", "revenues")
+    session = Session(conn)
+    created = ensure_twin(session, info, spec, partitions)
+    assert created == [
+        "index public.revenues_2025_revenues_category_idx",
+        "attached public.revenues_2025_revenues_category_idx to public.revenues_category_idx_p",
+        "index public.revenues_2026_revenues_category_idx",
+        "attached public.revenues_2026_revenues_category_idx to public.revenues_category_idx_p",
+        "index public.revenues_default_revenues_category_idx",
+        "attached public.revenues_default_revenues_category_idx to public.revenues_category_idx_p"]
+    assert session.queries[0].startswith('CREATE INDEX CONCURRENTLY "revenues_2025_revenues_category_idx" ON '
+                                         '"public"."revenues_2025"')
+    twin = describe_table(Session(conn), *spec.twin)
+    ix = [i for i in twin.indexes if i.name == "revenues_category_idx_p"][0]
+    assert ix.is_valid and ix.predicate == "category IS NOT NULL"
+    assert ensure_twin(Session(conn), info, spec, partitions) == []
