@@ -267,3 +267,50 @@ class Writers:
             if all(self.ops[k] - start[k] >= more for k in range(self.n)):
                 return
             time.sleep(0.05)
+
+
+# --- the real phase-1 path: twin by twin.ensure_twin (or prepare.prepare_table), state 'prepared' ---
+SPEC = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="monthly", premake=0,
+            default_partition=True)
+
+
+def make_prepared_real(pg, db, rows=2000):
+    """public.revenues (with views, trigger, RLS, publication ...) brought to 'prepared' by phase 1's code;
+    phase 2 then runs through its playbook (the test does that)."""
+    import json as _json
+    from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
+    conn = pg.connect(db)
+    conn.autocommit = True
+    create_original(conn, db, rows=rows)
+    session = Session(pg.connect(db))
+    templates = _templates()
+    spec = normalize_spec(dict(SPEC))
+    now = datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc)
+    try:
+        from ansible_collections.dbops.partitioning.plugins.module_utils import prepare
+    except ImportError:
+        prepare = None
+    if prepare is not None:
+        prepare.prepare_table(session, templates, spec, STATE, now=now)
+    else:
+        from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import plan_partitions
+        from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
+        from ansible_collections.dbops.partitioning.plugins.module_utils.twin import ensure_twin
+        st.ensure_state_schema(session, templates, STATE)
+        info = describe_table(session, "public", "revenues")
+        cur = conn.cursor()
+        cur.execute("SELECT min(occurred_at), max(occurred_at) FROM public.revenues")
+        lo, hi = cur.fetchone()
+        with session.transaction():
+            ensure_twin(session, info, spec, plan_partitions(spec, info.column("occurred_at").type, lo, hi, now))
+        sync.install_sync(session, templates, STATE, spec, ("public", "revenues"), spec.twin, info=info,
+                          direction="forward")
+        cur.execute("SELECT max(id) FROM public.revenues")
+        upper = {"id": cur.fetchone()[0]}
+        with session.transaction():
+            st.insert_table(session, STATE, "public.revenues", table_schema="public", table_relname="revenues",
+                            twin_relname=spec.twin[1], old_relname=spec.old[1], phase="prepared",
+                            spec=_json.loads(_json.dumps(spec.to_json(), default=str)), pk_columns=["id"],
+                            partition_key="occurred_at", backfill_upper=upper)
+    session.close()
+    conn.close()
