@@ -616,8 +616,10 @@ def swap_tables(session, cap, active_new, active_index_suffix, standby_index_suf
                         tops = dict((c["name"], _identity_top(session, (cap["schema"], cap["active"]), c["name"]))
                                     for c in cap["columns"] if c["identity"])
                     elif isinstance(step, tuple) and step[0] == "reconcile":
+                        # keys are logged by the original's primary key: the shorter of the two
+                        # (the partitioned table's adds the partition key)
                         reconciled = _reconcile(session, state_schema, table_name, step[1], step[2],
-                                                cap["pk"], cols)
+                                                min(cap["pk"], cap["standby_pk"], key=len), cols)
                     elif isinstance(step, tuple) and step[0] == "identity":
                         # setval is not transactional, but the swap never fails after this point
                         # except by an error that the whole transaction reports (rerun: same value)

@@ -128,3 +128,30 @@ def test_rollback_after_switchover_playbook_idempotent(pg, db):
     run = run_playbook("rollback", pg, db, TABLES)
     assert not run.failed and run.changed == 0, run
     conn.close()
+
+
+def test_pending_keys_reconciled_under_the_lock_both_ways(pg, db):
+    """A key logged for reconciliation (a REPEATABLE READ writer's path) is made equal inside the swap."""
+    make_verified(pg, db, rows=100, extras=False)
+    conn = pg.connect(db)
+    # forward: the twin misses a change of row 5; the key is pending
+    one(conn, "ALTER TABLE public.revenues DISABLE TRIGGER partitioning_sync")
+    one(conn, "UPDATE public.revenues SET amount = 777 WHERE id = 5")
+    one(conn, "ALTER TABLE public.revenues ENABLE ALWAYS TRIGGER partitioning_sync")
+    one(conn, "INSERT INTO partitioning.pending_keys (table_name, pk, reason) "
+              "VALUES ('public.revenues', '{\"id\": 5}', 'test')")
+    result, _ = switch(pg, db)
+    assert result["reconciled"] == 1
+    assert rows_of(conn, "public.revenues") == rows_of(conn, "public.revenues_old")
+    assert one(conn, "SELECT amount FROM public.revenues WHERE id = 5")[0][0] == 777
+    # reverse: _old misses a change of row 7; the key is pending
+    one(conn, "ALTER TABLE public.revenues DISABLE TRIGGER partitioning_sync")
+    one(conn, "UPDATE public.revenues SET amount = 888 WHERE id = 7")
+    one(conn, "ALTER TABLE public.revenues ENABLE ALWAYS TRIGGER partitioning_sync")
+    one(conn, "INSERT INTO partitioning.pending_keys (table_name, pk, reason) "
+              "VALUES ('public.revenues', '{\"id\": 7}', 'test')")
+    result, _ = roll(pg, db)
+    assert result["changed"]
+    assert one(conn, "SELECT amount FROM public.revenues WHERE id = 7")[0][0] == 888
+    assert one(conn, "SELECT count(*) FROM partitioning.pending_keys") == [(0,)]
+    conn.close()
