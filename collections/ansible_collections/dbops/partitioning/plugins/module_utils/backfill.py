@@ -165,28 +165,67 @@ def estimate_rows(session, ctx):
     return int(est)
 
 
-def split_points(session, ctx, upper, workers, estimated):
-    """``workers - 1`` keys that cut ``(nothing, upper]`` into ranges of similar size.
+def split_points(session, ctx, upper, workers, estimated, lower=None):
+    """``workers - 1`` keys that cut ``(lower, upper]`` into ranges of similar size.
 
-    Sampled (TABLESAMPLE SYSTEM, about 10000 keys) so that a big table is not scanned."""
+    Sampled (TABLESAMPLE SYSTEM, about 10000 keys of the whole table) so that a big table is
+    not scanned; a range too small for the sample to cut is read whole (it is small)."""
     if workers <= 1:
         return []
-    pct = min(100.0, 100.0 * 10000 / max(estimated, 1))
+    params = dict(hi=Json(upper), lo=Json(lower) if lower is not None else None,
+                  pct=min(100.0, 100.0 * 10000 / max(estimated, 1)))
+    cond = range_condition(ctx, "o", lower is not None)
     keys = [r["k"] for r in session.query(
-        sql.SQL("SELECT {} AS k FROM {} AS o TABLESAMPLE SYSTEM (%(pct)s) WHERE {} <= {} ORDER BY {}").format(
-            pk_json(ctx, "o"), sql.Identifier(*ctx.src), key_row(ctx, "o"), bound_row(ctx, "hi"),
-            order_by(ctx, "o")), dict(pct=pct, hi=Json(upper)))]
+        sql.SQL("SELECT {} AS k FROM {} AS o TABLESAMPLE SYSTEM (%(pct)s) WHERE {} ORDER BY {}").format(
+            pk_json(ctx, "o"), sql.Identifier(*ctx.src), cond, order_by(ctx, "o")), params)]
     if len(keys) < workers:
         keys = [r["k"] for r in session.query(
-            sql.SQL("SELECT {} AS k FROM {} AS o WHERE {} <= {} ORDER BY {}").format(
-                pk_json(ctx, "o"), sql.Identifier(*ctx.src), key_row(ctx, "o"), bound_row(ctx, "hi"),
-                order_by(ctx, "o")), dict(hi=Json(upper)))]
+            sql.SQL("SELECT {} AS k FROM {} AS o WHERE {} ORDER BY {}").format(
+                pk_json(ctx, "o"), sql.Identifier(*ctx.src), cond, order_by(ctx, "o")), params)]
     points = []
     for i in range(1, workers):
         k = keys[(i * len(keys)) // workers] if keys else None
         if k is not None and k != upper and (not points or points[-1] != k):
             points.append(k)
     return points
+
+
+def split_for_workers(session, ctx, workers):
+    """More workers than unfinished ranges (``copy_workers`` raised on a resumed backfill):
+    cut the unfinished ranges' rest ``(checkpoint, upper]`` into more ranges, each range in
+    one transaction with its row locked, so a checkpoint never moves back and no key is in two
+    ranges. Returns the number of ranges added."""
+    todo = [r for r in get_ranges(session, ctx) if not r["done"]]
+    if not todo or len(todo) >= workers:
+        return 0
+    estimated = estimate_rows(session, ctx)
+    per_range = max(1, workers // len(todo))
+    added = 0
+    for r in todo:
+        if per_range <= 1:
+            break
+        with session.transaction():
+            rows = session.query(sql.SQL("SELECT * FROM {} WHERE table_name = %s AND range_no = %s FOR UPDATE")
+                                 .format(ranges_table(ctx)), (ctx.table_name, r["range_no"]))
+            if not rows or rows[0]["done"]:
+                continue
+            rng = rows[0]
+            points = split_points(session, ctx, rng["upper_key"], per_range, estimated, lower=rng["checkpoint"])
+            if not points:
+                continue
+            next_no = session.scalar(sql.SQL("SELECT max(range_no) + 1 FROM {} WHERE table_name = %s").format(
+                ranges_table(ctx)), (ctx.table_name,))
+            bounds = points + [rng["upper_key"]]
+            session.execute(sql.SQL("UPDATE {} SET upper_key = %s, updated_at = now() "
+                                    "WHERE table_name = %s AND range_no = %s").format(ranges_table(ctx)),
+                            (Json(points[0]), ctx.table_name, rng["range_no"]), record=False)
+            for i in range(len(points)):
+                session.execute(sql.SQL("INSERT INTO {} (table_name, range_no, lower_key, upper_key, checkpoint) "
+                                        "VALUES (%s, %s, %s, %s, %s)").format(ranges_table(ctx)),
+                                (ctx.table_name, next_no + i, Json(bounds[i]), Json(bounds[i + 1]), Json(bounds[i])),
+                                record=False)
+            added += len(points)
+    return added
 
 
 def normalize_key(ctx, value):
@@ -384,6 +423,8 @@ def copy_for(session, open_session, templates, ctx, opts, deadline, hooks=None):
     import threading
 
     hooks = hooks or {}
+    if opts.copy_workers > 1 and not session.check_mode:
+        split_for_workers(session, ctx, opts.copy_workers)
     todo = [r["range_no"] for r in get_ranges(session, ctx) if not r["done"]]
     row = state_store.get_table(session, ctx.state_schema, ctx.table_name)
     shared = dict(start_size=min(int(row.get("batch_size") or opts.batch_size), opts.batch_size),

@@ -50,3 +50,28 @@ def test_resume_continues_from_the_checkpoint(pg, db, conn):
     assert_equal_tables(conn)
     # never started over: 2 batches, then 5 more (300 * 4 + 200)
     assert scalar(conn, "SELECT batches FROM partitioning.backfill_ranges") == 7
+
+
+def test_more_workers_on_resume_split_the_rest_of_the_range(pg, db, conn):
+    make_prepared(pg, db, rows=3000)
+    drv.copy(pg, db, batch_size=400, seconds=0.0001, finish=False)  # started, at most one batch
+    n = []
+
+    def stop_after_two(res):
+        n.append(res)
+        if len(n) == 2:
+            raise KeyboardInterrupt
+
+    try:
+        drv.copy(pg, db, batch_size=400, hooks=dict(after_batch=stop_after_two))
+    except KeyboardInterrupt:
+        pass
+    checkpoint = int(scalar(conn, "SELECT checkpoint->>'id' FROM partitioning.backfill_ranges"))
+    totals = drv.copy(pg, db, batch_size=400, workers=3)
+    assert totals["done"]
+    assert scalar(conn, "SELECT count(*) FROM partitioning.backfill_ranges") == 3
+    # the new ranges cut the rest (checkpoint, upper]: nothing before the checkpoint again
+    assert scalar(conn, "SELECT min((lower_key->>'id')::int) FROM partitioning.backfill_ranges "
+                        "WHERE range_no > 0") > checkpoint
+    assert scalar(conn, "SELECT sum(rows_copied) FROM partitioning.backfill_ranges") == 3000
+    assert_equal_tables(conn)
