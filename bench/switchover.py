@@ -15,6 +15,8 @@ Measured:
   longest before the swap began (same run) and the number of failed transactions.
 Goals: lock < 100 ms, stall < 500 ms, no failed transaction.
 """
+import os
+import re
 import threading
 import time
 
@@ -77,6 +79,42 @@ class LockPoller(threading.Thread):
         return 1000.0 * median(self.intervals) if self.intervals else None
 
 
+def _log_size(srv):
+    try:
+        return os.path.getsize(srv.logfile)
+    except OSError:
+        return 0
+
+
+_ENTRY = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", re.M)
+_DURATION = re.compile(r"dbops\.partitioning/bench LOG:  duration: ([0-9.]+) ms  statement: (.*)", re.S)
+
+
+def _slowest_statements(srv, offset, top=10):
+    """The switchover session's statements from the server log: the slowest ones, and the
+    count and summed duration of those between its LOCK TABLE and its COMMIT (the rest of the
+    lock time is round trips and waiting for a CPU)."""
+    try:
+        with open(srv.logfile, errors="replace") as f:
+            f.seek(offset)
+            text = f.read()
+    except OSError:
+        return dict(slowest=[], in_lock=None)
+    starts = [m.start() for m in _ENTRY.finditer(text)] + [len(text)]
+    found = []
+    for a, b in zip(starts, starts[1:]):
+        m = _DURATION.search(text[a:b])
+        if m:
+            found.append((float(m.group(1)), " ".join(m.group(2).split())[:160]))
+    in_lock = None
+    for i, (_ms, st) in enumerate(found):
+        if st.startswith("LOCK TABLE"):
+            j = next((k for k in range(i, len(found)) if found[k][1].upper().startswith("COMMIT")), len(found) - 1)
+            span = found[i:j + 1]
+            in_lock = dict(statements=len(span), sum_ms=sum(ms for ms, _s in span))
+    return dict(slowest=sorted(found, reverse=True)[:top], in_lock=in_lock)
+
+
 def prepare(srv, opts, dbname):
     switchover, verify_table = api()
     from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
@@ -115,6 +153,10 @@ def run_once(srv, opts, rnd):
     time.sleep(lead)
     poller.start()
     sess = bf.module_session(srv, dbname)
+    # Every statement of the switchover's own session goes to the server log with its duration:
+    # the report lists the slowest ones (where the lock time goes).
+    sess.conn.cursor().execute("SET log_min_duration_statement = 0")
+    log_offset = _log_size(srv)
     t_call = time.time()
     result = switchover(sess, product.templates(), "public.revenues", product.STATE_SCHEMA)
     t_done = time.time()
@@ -125,6 +167,7 @@ def run_once(srv, opts, rnd):
     if t_done > pb.started_at + duration:
         log("switchover: WARNING the swap ended after the load; the stall may be under-measured")
     res = pb.wait()
+    slowest = _slowest_statements(srv, log_offset)
     lats = res["latencies"]
     lock_from = poller.first or t_call
     before = [lat for start, lat in lats if start < t_call]
@@ -146,6 +189,7 @@ def run_once(srv, opts, rnd):
                before_max_ms=max(before) if before else None, before_p99_ms=percentile(before, 99),
                transactions=len(lats), failed=res["failed"], aborted_clients=res["aborted_clients"],
                pgbench_stderr=res["stderr"].strip()[-500:], relkind_after=kind, rows_after=rows_after,
+               slowest_statements=slowest,
                load="pgbench -R %d, %d clients, %.0f s: insert + update + read via view (1:1:1)" % (
                    opts.latency_rate, opts.clients, duration))
     log("switchover pg%d: lock %s ms (switchover) / %s ms (polled, resolution %s ms); worst stall %s ms "
@@ -202,6 +246,18 @@ def report(results, opts):
                          + "\n\nLoad: " + r["runs"][0]["load"]
                          + "".join("\n\npgbench stderr (round %d): `%s`" % (x["round"], x["pgbench_stderr"])
                                    for x in r["runs"] if x["pgbench_stderr"])))
+    for major, r in sorted(results.items(), reverse=True):
+        for x in r["runs"]:
+            st = x.get("slowest_statements") or {}
+            if st.get("slowest"):
+                lk = st.get("in_lock") or {}
+                sections.append(("Statements of the switchover session (PostgreSQL %d, round %d; "
+                                 "from the server log, log_min_duration_statement = 0)" % (major, x["round"]),
+                                 "From its LOCK TABLE to its COMMIT: %s statements taking %s ms in the server "
+                                 "(the rest of the lock time is round trips and waiting for a CPU).\n\n"
+                                 % (lk.get("statements", "n/a"), fmt(lk.get("sum_ms"))) +
+                                 md_table(["ms", "statement (slowest first)"],
+                                          [[ms, "`%s`" % q.replace("|", "\\|")] for ms, q in st["slowest"]])))
     sections.append(("Method", __doc__.strip()))
     common.write_result(opts.outdir, "switchover", "Switchover under load (make bench, issue 4)", sections,
                         {str(k): v for k, v in results.items()})
