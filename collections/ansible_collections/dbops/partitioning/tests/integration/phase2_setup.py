@@ -1,9 +1,8 @@
 """Test setup for phase 2: a table that phase 1 has brought to 'prepared'.
 
-Uses the real phase-1 path (prepare.prepare_table) when it is importable, else a hand-made
-twin as design.md names it (``<table>_partitioned``, monthly partitions plus ``_default``,
-primary key = original key + partition key) with the real forward sync trigger
-(sync.install_sync) and a state row in phase 'prepared' whose ``backfill_upper`` is the
+Uses the real phase-1 path (prepare.prepare_table) when it is importable, else phase 1's
+parts (ensure_twin for the twin, monthly partitions plus ``_default``; install_sync for the
+forward trigger) and a state row in phase 'prepared' whose ``backfill_upper`` is the
 largest key once the triggers exist.
 
 Two shapes: ``revenues`` (``id bigint`` key) and ``composite=True`` (key ``(org_id, id)``,
@@ -79,42 +78,46 @@ def _prepare_with_phase1(pg, db):
 
 
 def _prepare_by_hand(pg, db, composite):
+    """Phase 1 by its parts until prepare.prepare_table lands: the twin from phase 1's code
+    (describe_table, plan_partitions, ensure_twin), the real sync trigger (install_sync), then
+    the state row in phase 'prepared' with backfill_upper read once the triggers exist."""
     from ansible_collections.dbops.partitioning.plugins.module_utils import sync
+    from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import plan_partitions
+    from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
+    from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
+    from ansible_collections.dbops.partitioning.plugins.module_utils.twin import ensure_twin
     conn = pg.connect(db)
+    session = Session(pg.connect(db))
     try:
-        key = "org_id, id, occurred_at" if composite else "id, occurred_at"
-        first = "org_id int NOT NULL, id bigint NOT NULL" if composite else "id bigint NOT NULL"
-        stmts = ["CREATE TABLE public.revenues_partitioned (%s, occurred_at timestamptz NOT NULL, "
-                 "region text NOT NULL, amount numeric(12,2) NOT NULL, note text, "
-                 "CONSTRAINT revenues_pkey_p PRIMARY KEY (%s)) PARTITION BY RANGE (occurred_at)" % (first, key)]
-        for y, m in MONTHS:
-            lo = datetime.date(y, m, 1)
-            hi = datetime.date(y + (m == 12), m % 12 + 1, 1)
-            stmts.append("CREATE TABLE public.revenues_%d_%02d PARTITION OF public.revenues_partitioned "
-                         "FOR VALUES FROM ('%s 00:00+00') TO ('%s 00:00+00')" % (y, m, lo, hi))
-        stmts.append("CREATE TABLE public.revenues_default PARTITION OF public.revenues_partitioned DEFAULT")
-        run(conn, *stmts)
-        session = Session(pg.connect(db))
         tpl = templates()
         st.ensure_state_schema(session, tpl, STATE)
-
-        class Spec:
-            schema, name, table_name, partition_key, tuning = "public", "revenues", TABLE, "occurred_at", {}
-        sync.install_sync(session, tpl, STATE, Spec, ("public", "revenues"), ("public", "revenues_partitioned"),
+        spec = normalize_spec(_spec_dict())
+        info = describe_table(session, "public", "revenues")
+        lo, hi = scalar_row(conn, "SELECT min(occurred_at), max(occurred_at) FROM public.revenues")
+        now = datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc)
+        with session.transaction():
+            ensure_twin(session, info, spec, plan_partitions(spec, info.column("occurred_at").type, lo, hi, now))
+        sync.install_sync(session, tpl, STATE, spec, ("public", "revenues"), spec.twin, info=info,
                           direction="forward")
-        pk = ["org_id", "id"] if composite else ["id"]
-        cur = conn.cursor()
-        cur.execute("SELECT jsonb_build_object(%s) FROM public.revenues ORDER BY %s LIMIT 1" % (
+        pk = info.pk_columns
+        upper = scalar_row(conn, "SELECT jsonb_build_object(%s) FROM public.revenues ORDER BY %s LIMIT 1" % (
             ", ".join("'%s', %s" % (c, c) for c in pk), ", ".join("%s DESC" % c for c in pk)))
-        r = cur.fetchone()
-        upper = r[0] if r else None
         with session.transaction():
             st.insert_table(session, STATE, TABLE, table_schema="public", table_relname="revenues",
-                            twin_relname="revenues_partitioned", old_relname="revenues_old", phase="prepared",
-                            spec=_spec_dict(), pk_columns=pk, partition_key="occurred_at", backfill_upper=upper)
-        session.close()
+                            twin_relname=spec.twin[1], old_relname=spec.old[1], phase="prepared",
+                            spec=json.loads(json.dumps(spec.to_json(), default=str)), pk_columns=pk,
+                            partition_key="occurred_at", backfill_upper=upper[0] if upper else None)
     finally:
+        session.close()
         conn.close()
+
+
+def scalar_row(conn, stmt, args=None):
+    cur = conn.cursor()
+    cur.execute(stmt, args)
+    r = cur.fetchone()
+    cur.close()
+    return r
 
 
 def make_prepared(pg, db, rows=2000, composite=False, by_hand=None):
@@ -125,7 +128,7 @@ def make_prepared(pg, db, rows=2000, composite=False, by_hand=None):
     finally:
         conn.close()
     if by_hand is None:
-        by_hand = composite or os.environ.get("DBOPS_PHASE2_BY_HAND") == "1"
+        by_hand = os.environ.get("DBOPS_PHASE2_BY_HAND") == "1"
     if by_hand or not _prepare_with_phase1(pg, db):
         _prepare_by_hand(pg, db, composite)
 

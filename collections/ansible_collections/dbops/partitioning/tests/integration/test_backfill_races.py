@@ -115,10 +115,10 @@ def test_delete_after_the_batch_read_the_row_is_not_resurrected(pg, db, prepared
 
 def test_partition_key_update_after_read_moves_the_row_without_ghost(pg, db, prepared):
     conn = prepared
-    _after_lock(pg, db, conn, "UPDATE public.revenues SET occurred_at = '2025-11-30 12:00+00' WHERE id = 60")
+    _after_lock(pg, db, conn, "UPDATE public.revenues SET occurred_at = '2025-02-02 12:00+00' WHERE id = 60")
     assert scalar(conn, "SELECT count(*) FROM public.revenues_partitioned WHERE id = 60") == 1
     assert scalar(conn, "SELECT tableoid::regclass::text FROM public.revenues_partitioned WHERE id = 60") \
-        == "revenues_2025_11"
+        == "revenues_2025_02"
     assert_equal_tables(conn)
 
 
