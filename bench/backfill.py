@@ -73,7 +73,7 @@ def reset_twin(conn):
 BIG_BATCH = 50000
 
 
-def run_ours(srv, dbname, batches=None, batch_size=None):
+def run_ours(srv, dbname, batches=None, batch_size=None, hook=None):
     """Our backfill from the start to 'copied'; returns (seconds, rows copied).
 
     ``batch_size``: the module's default (10000) unless given (the 'ours_big' variant shows
@@ -90,6 +90,8 @@ def run_ours(srv, dbname, batches=None, batch_size=None):
         hooks = {}
         if batches is not None:
             hooks["after_batch"] = lambda res: batches.append((res["seconds"], res["locked"]))
+        if hook is not None:
+            hooks["after_batch"] = hook
         from ansible_collections.dbops.partitioning.plugins.module_utils.throttle import Limits
         opts = a["CopyOptions"](limits=Limits())
         if batch_size:
@@ -246,22 +248,78 @@ def latency(srv, opts, backfill_seconds):
 
 # --- c. flatness ------------------------------------------------------------------------------
 
+REFERENCE_EVERY = 10
+REFERENCE_ROWS = 5000
+
+
+class Reference:
+    """A fixed piece of work timed between batches: the machine's speed at that moment.
+
+    Copying 5000 rows of the original into an emptied scratch table with the twin's indexes
+    costs the same at the start and at the end of the copy, unless the *machine* got slower
+    (a neighbour's load): dividing each batch's time by the nearest reference separates a
+    backfill that slows down from a machine that does."""
+
+    def __init__(self, srv, dbname):
+        self.conn = srv.connect(dbname)
+        cur = self.conn.cursor()
+        cur.execute("CREATE TABLE public.bench_reference (LIKE public.revenues INCLUDING DEFAULTS)")
+        cur.execute("ALTER TABLE public.bench_reference ADD PRIMARY KEY (id, occurred_at)")
+        cur.execute("CREATE INDEX ON public.bench_reference (org_id, occurred_at)")
+        cur.execute("CREATE INDEX ON public.bench_reference (occurred_at)")
+        self.times = []          # (batch number, ms per 1000 rows)
+
+    def measure(self, batch_no, after_key):
+        cur = self.conn.cursor()
+        cur.execute("TRUNCATE public.bench_reference")
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in schema.COLUMN_NAMES)
+        t0 = time.monotonic()
+        cur.execute(sql.SQL("INSERT INTO public.bench_reference ({c}) SELECT {c} FROM public.revenues "
+                            "WHERE id > %s ORDER BY id LIMIT %s").format(c=cols), (after_key, REFERENCE_ROWS))
+        self.times.append((batch_no, (time.monotonic() - t0) * 1000.0 * 1000.0 / REFERENCE_ROWS))
+
+    def close(self):
+        self.conn.close()
+
+    def at(self, batch_no):
+        """The reference measured nearest to ``batch_no``."""
+        if not self.times:
+            return None
+        return min(self.times, key=lambda t: abs(t[0] - batch_no))[1]
+
+
 def flatness(srv, opts):
     dbname = "bench_flat"
     conn, how = build(srv, dbname, opts.flat_rows)
+    ref = Reference(srv, dbname)
     batches = []
-    seconds, rows = run_ours(srv, dbname, batches)
+
+    def after_batch(res):
+        batches.append((res["seconds"], res["locked"]))
+        if len(batches) % REFERENCE_EVERY == 1:
+            last = (res.get("last_key") or {}).get("id") or 0
+            ref.measure(len(batches), last)
+
+    seconds, rows = run_ours(srv, dbname, hook=after_batch)
+    ref.close()
     conn.close()
     c = srv.connect()
     c.cursor().execute("DROP DATABASE IF EXISTS bench_flat WITH (FORCE)")
     c.close()
-    full = [(s, n) for s, n in batches if n > 0]
-    per_k = [1000.0 * s * 1000.0 / n for s, n in full]          # ms per 1000 rows
-    dec = max(1, len(per_k) // 10)
-    first, last = median(per_k[:dec]), median(per_k[-dec:])
+    per_k = [1000.0 * s * 1000.0 / n if n else None for s, n in batches]      # ms per 1000 rows
+    full = [(i, x) for i, x in enumerate(per_k, 1) if x is not None and batches[i - 1][1] >= 1000]
+    dec = max(1, len(full) // 10)
+    first, last = median([x for _i, x in full[:dec]]), median([x for _i, x in full[-dec:]])
+    norm = [(i, x / ref.at(i)) for i, x in full if ref.at(i)]
+    nfirst, nlast = median([x for _i, x in norm[:dec]]), median([x for _i, x in norm[-dec:]])
+    rfirst = median([t for _b, t in ref.times[:max(1, len(ref.times) // 10)]])
+    rlast = median([t for _b, t in ref.times[-max(1, len(ref.times) // 10):]])
     return dict(rows=rows, seconds=seconds, batches=len(batches), twin_built_by=how,
                 batch_ms=[1000.0 * s for s, _n in batches], batch_rows=[n for _s, n in batches],
-                first_decile_ms_per_1k=first, last_decile_ms_per_1k=last, last_first_ratio=ratio(last, first))
+                reference=ref.times,
+                first_decile_ms_per_1k=first, last_decile_ms_per_1k=last, last_first_ratio=ratio(last, first),
+                reference_last_first_ratio=ratio(rlast, rfirst),
+                normalized_last_first_ratio=ratio(nlast, nfirst))
 
 
 # --- driver -----------------------------------------------------------------------------------
@@ -282,8 +340,9 @@ def run(servers, opts):
             log("backfill: flatness over %d rows" % opts.flat_rows)
             results["flatness"][major] = flatness(srv, opts)
             f = results["flatness"][major]
-            log("backfill flatness pg%d: %d batches, last/first decile %s" % (
-                major, f["batches"], fmt(f["last_first_ratio"])))
+            log("backfill flatness pg%d: %d batches, last/first decile %s, reference %s, normalized %s" % (
+                major, f["batches"], fmt(f["last_first_ratio"]), fmt(f["reference_last_first_ratio"]),
+                fmt(f["normalized_last_first_ratio"])))
     report(results, opts)
     return results
 
@@ -310,11 +369,16 @@ def report(results, opts):
     frows = []
     for major, f in sorted(results["flatness"].items(), reverse=True):
         frows.append(["PostgreSQL %d" % major, f["rows"], f["batches"], f["seconds"], f["first_decile_ms_per_1k"],
-                      f["last_decile_ms_per_1k"], f["last_first_ratio"]])
+                      f["last_decile_ms_per_1k"], f["last_first_ratio"], f["reference_last_first_ratio"],
+                      f["normalized_last_first_ratio"]])
     if frows:
         sections.append(("c. Time per batch over a long copy (flatness)", md_table(
             ["server", "rows", "batches", "seconds", "first decile ms/1k rows", "last decile ms/1k rows",
-             "last/first"], frows) + "\n\n![batch duration](backfill_batches.png)"))
+             "last/first", "reference last/first", "normalized last/first"], frows) +
+            "\n\nReference: every %d batches, %d rows of the original copied into an emptied scratch table with "
+            "the twin's indexes (the machine's speed at that moment); normalized = each batch's ms per 1000 rows "
+            "divided by the nearest reference. Deciles over batches of at least 1000 rows."
+            % (REFERENCE_EVERY, REFERENCE_ROWS) + "\n\n![batch duration](backfill_batches.png)"))
     for major, tp in sorted(results["throughput"].items(), reverse=True):
         sections.append(("Setup (PostgreSQL %d)" % major, "\n".join(
             "- %s: %s" % (k, v) for k, v in sorted(tp["facts"].items()))))
@@ -345,8 +409,12 @@ def plot(results, opts):
         ax.plot(xs, f["batch_ms"], lw=0.6, label="PG%d batch duration (ms)" % major)
         per_k = [ms * 1000.0 / n if n else None for ms, n in zip(f["batch_ms"], f["batch_rows"])]
         ax.plot(xs, per_k, lw=0.6, label="PG%d ms per 1000 rows" % major)
-        ax.set_title("Backfill of %d rows: %d batches, last/first decile %s" % (
-            f["rows"], f["batches"], fmt(f["last_first_ratio"], 2)), fontsize=9)
+        if f.get("reference"):
+            ax.plot([b for b, _t in f["reference"]], [t for _b, t in f["reference"]], lw=0.8,
+                    label="reference: ms per 1000 rows of a plain copy")
+        ax.set_title("Backfill of %d rows: %d batches, last/first decile %s (normalized by the reference: %s)" % (
+            f["rows"], f["batches"], fmt(f["last_first_ratio"], 2), fmt(f["normalized_last_first_ratio"], 2)),
+            fontsize=9)
     ax.set_xlabel("batch number")
     ax.set_ylabel("ms")
     ax.legend(fontsize=8)
