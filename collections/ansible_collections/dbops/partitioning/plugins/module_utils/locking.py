@@ -1,0 +1,126 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""DDL on a hot table without stalling the application (HARD-PROBLEMS 8).
+
+A statement that needs a table lock (CREATE TRIGGER: SHARE ROW EXCLUSIVE; the swap: ACCESS
+EXCLUSIVE) queues behind every transaction that holds a conflicting lock, and every later
+query on the table queues behind *it*. So such DDL runs with a short ``SET LOCAL
+lock_timeout``: when the lock is not granted quickly the transaction gives up (nobody
+waited long behind it), sleeps with exponential backoff and jitter, and tries again. When
+every attempt failed, the error names the sessions that held the lock, with their queries,
+so the operator knows whom to talk to.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import random
+import time
+
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+
+try:
+    import psycopg2
+    import psycopg2.errors
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover
+    psycopg2 = None
+    sql = None
+
+LOCK_NOT_AVAILABLE = "55P03"
+MAX_SLEEP_MS = 10000
+
+# Who holds a lock on the relations: granted locks of other backends, oldest transaction first.
+HOLDERS_SQL = """
+SELECT l.pid, l.mode, c.oid::regclass::text AS relation, a.usename AS user, a.application_name,
+       a.state, a.xact_start, round(extract(epoch FROM now() - a.xact_start)::numeric, 1)::float8 AS xact_seconds,
+       left(a.query, 300) AS query
+FROM pg_locks l
+JOIN pg_class c ON c.oid = l.relation
+LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.granted AND l.locktype = 'relation' AND l.pid <> pg_backend_pid()
+  AND l.relation = ANY (%s::regclass[])
+ORDER BY a.xact_start NULLS LAST, l.pid
+"""
+
+# Without named relations: the sessions that have been in a transaction longest.
+LONGEST_SQL = """
+SELECT a.pid, NULL AS mode, NULL AS relation, a.usename AS user, a.application_name, a.state, a.xact_start,
+       round(extract(epoch FROM now() - a.xact_start)::numeric, 1)::float8 AS xact_seconds, left(a.query, 300) AS query
+FROM pg_stat_activity a
+WHERE a.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL AND a.datname = current_database()
+ORDER BY a.xact_start LIMIT 5
+"""
+
+
+def _is_lock_timeout(exc):
+    return getattr(exc, "pgcode", None) == LOCK_NOT_AVAILABLE
+
+
+def blocking_sessions(session, relations=None):
+    """The other sessions holding locks on ``relations`` ((schema, name) tuples), as dicts."""
+    if relations:
+        names = [sql.Identifier(*r).as_string(session.conn) for r in relations]
+        existing = [n for n in names if session.scalar("SELECT to_regclass(%s) IS NOT NULL", (n,))]
+        if not existing:
+            return []
+        rows = session.query(HOLDERS_SQL, (existing,))
+    else:
+        rows = session.query(LONGEST_SQL)
+    return [dict((k, (str(v) if v is not None and k == "xact_start" else v)) for k, v in r.items())
+            for r in rows]
+
+
+def describe_blockers(blockers):
+    if not blockers:
+        return "no session holds a conflicting lock any more"
+    parts = []
+    seen = set()
+    for b in blockers:
+        if b["pid"] in seen:
+            continue
+        seen.add(b["pid"])
+        parts.append("pid %s (%s%s, %s, in transaction for %ss): %s"
+                     % (b["pid"], b.get("user") or "?",
+                        ("/" + b["application_name"]) if b.get("application_name") else "",
+                        b.get("state") or "?", b.get("xact_seconds"), (b.get("query") or "").strip()))
+    return "; ".join(parts)
+
+
+def backoff_ms(attempt, base_ms):
+    """Exponential backoff with full jitter: ``base * 2^attempt * [0.5, 1.5)``, capped."""
+    delay = min(MAX_SLEEP_MS, base_ms * (2 ** attempt))
+    return delay * (0.5 + random.random())
+
+
+def run_with_lock_retry(session, fn, lock_timeout_ms=50, retries=30, backoff=100, relations=None, what=None):
+    """Run ``fn(session)`` in one transaction whose lock waits last at most ``lock_timeout_ms``.
+
+    On a lock timeout the transaction is rolled back (nothing it did stays) and retried after
+    ``backoff`` ms doubled per attempt, with jitter, up to ``retries`` more times. The final error
+    names the sessions holding locks on ``relations`` (or the longest transactions).
+    Returns what ``fn`` returned. Any other error propagates at once.
+    """
+    attempts = max(0, int(retries)) + 1
+    for attempt in range(attempts):
+        try:
+            with session.transaction():
+                # SET LOCAL: the timeout ends with this transaction and never leaks into the
+                # rest of the session (reads after it may legitimately wait).
+                session.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
+                    sql.Literal("%dms" % int(lock_timeout_ms))), record=False)
+                return fn(session)
+        except psycopg2.Error as e:
+            if not _is_lock_timeout(e):
+                raise
+            if attempt + 1 < attempts:
+                time.sleep(backoff_ms(attempt, backoff) / 1000.0)
+                continue
+            blockers = blocking_sessions(session, relations)
+            raise PartitioningError(
+                "Could not get the lock for %s within %d ms after %d attempts: other sessions hold locks on "
+                "the table. Blocking: %s. Let those transactions finish (or end them), then run again; "
+                "a longer partitioning_lock_timeout_ms makes the application wait longer behind us."
+                % (what or "the DDL", int(lock_timeout_ms), attempts, describe_blockers(blockers)),
+                blockers=blockers)
+    return None  # pragma: no cover

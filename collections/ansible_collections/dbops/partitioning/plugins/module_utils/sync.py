@@ -1,0 +1,230 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The sync triggers: every write to ``src`` is mirrored into ``dst`` in the same transaction.
+
+Forward (phases 1-2): original -> partitioned twin. Reverse (after switchover, used by the
+switchover and rollback): new partitioned table -> ``<table>_old``. The function body is
+``templates/sql/sync/trigger_function.sql.j2`` (docs/design.md, "The sync triggers", explains
+every branch); this module computes its context from the catalog and installs it idempotently:
+the function is replaced only when its generated body differs, a trigger is created only when
+it is absent, and both happen under a short lock timeout with retries (locking.py, HP8):
+CREATE TRIGGER takes SHARE ROW EXCLUSIVE on the source table, which would otherwise queue
+behind a long transaction and stall every writer behind it.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import derived_name, qualified
+from ansible_collections.dbops.partitioning.plugins.module_utils.locking import run_with_lock_retry
+
+try:
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover
+    sql = None
+
+ROW_TRIGGER = "partitioning_sync"
+TRUNCATE_TRIGGER = "partitioning_sync_truncate"
+DIRECTIONS = {"forward": "__fwd", "reverse": "__rev"}
+_BODY = re.compile(r"\$dbops_sync\$(.*)\$dbops_sync\$", re.S)
+
+COLUMNS_SQL = """
+SELECT a.attname AS name, a.attgenerated AS generated, a.attidentity AS identity
+FROM pg_attribute a
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+PK_SQL = """
+SELECT a.attname AS name
+FROM pg_constraint c
+CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+WHERE c.conrelid = %s::regclass AND c.contype = 'p'
+ORDER BY k.ord
+"""
+
+FUNCTION_SQL = """
+SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = %s AND p.proname = %s AND p.pronargs = 0
+"""
+
+TRIGGERS_SQL = """
+SELECT t.tgname AS name, t.tgenabled AS enabled, n.nspname AS fn_schema, p.proname AS fn_name
+FROM pg_trigger t
+JOIN pg_proc p ON p.oid = t.tgfoid
+JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE t.tgrelid = %s::regclass AND NOT t.tgisinternal AND t.tgname IN (%s, %s)
+"""
+
+
+def function_name(state_schema, spec, direction="forward"):
+    """``(state_schema, '<schema>__<table>__fwd')`` (``__rev`` for the reverse direction)."""
+    if direction not in DIRECTIONS:
+        raise PartitioningError("Unknown sync direction %r (forward or reverse)." % direction)
+    return (state_schema, derived_name("%s__%s" % (spec.schema, spec.name), DIRECTIONS[direction]))
+
+
+def _regclass(session, rel):
+    text = sql.Identifier(*rel).as_string(session.conn)
+    return text if session.scalar("SELECT to_regclass(%s) IS NOT NULL", (text,)) else None
+
+
+def _columns(session, rel):
+    return session.query(COLUMNS_SQL, (sql.Identifier(*rel).as_string(session.conn),))
+
+
+def _pk(session, rel):
+    return [r["name"] for r in session.query(PK_SQL, (sql.Identifier(*rel).as_string(session.conn),))]
+
+
+def _tuning(spec, key, default):
+    tuning = getattr(spec, "tuning", None) or {}
+    value = tuning.get(key)
+    return default if value is None else value
+
+
+def sync_context(session, state_schema, spec, src, dst, info=None, direction="forward"):
+    """The template context of the sync function (see the top of trigger_function.sql.j2).
+
+    ``cols``: the source's columns that are stored (generated columns are computed by the
+    destination itself); ``key_cols``: the destination's primary key, how a row is found there
+    (forward: the original's primary key plus the partition key); ``pk_cols``: the original's
+    primary key, how a key is logged for reconciliation.
+    """
+    if info is not None and (info.schema, info.name) == tuple(src):
+        src_cols = [dict(name=c.name, generated=c.generated, identity=c.identity) for c in info.columns]
+        src_pk = list(info.pk_columns)
+    else:
+        if not _regclass(session, src):
+            raise PartitioningError("Table %s does not exist: cannot install the sync trigger." % qualified(*src))
+        src_cols = _columns(session, src)
+        src_pk = _pk(session, src)
+    cols = [c["name"] for c in src_cols if not c["generated"]]
+    if _regclass(session, dst):
+        dst_cols = _columns(session, dst)
+        key_cols = _pk(session, dst)
+    elif session.check_mode:
+        # Check mode: the twin was not created, so describe it as phase 1 would create it.
+        dst_cols = src_cols
+        key_cols = src_pk + ([spec.partition_key] if getattr(spec, "partition_key", None) not in src_pk else [])
+    else:
+        raise PartitioningError("Table %s does not exist: cannot install the sync trigger." % qualified(*dst))
+    if not key_cols:
+        raise PartitioningError("%s has no primary key: the sync trigger cannot find its rows." % qualified(*dst))
+    missing = [c for c in key_cols if c not in cols]
+    if missing:
+        raise PartitioningError("The primary key of %s uses %s, which %s does not store; cannot sync."
+                                % (qualified(*dst), ", ".join(missing), qualified(*src)))
+    dst_generated = set(c["name"] for c in dst_cols if c["generated"])
+    cols = [c for c in cols if c not in dst_generated]
+    always = set(c["name"] for c in dst_cols if c["identity"] == "a")
+    set_cols = [c for c in cols if c not in key_cols and c not in always]
+    # The original's primary key: the shorter key of the pair (the twin's adds the partition key).
+    pk_cols = src_pk if direction == "forward" else key_cols
+    return dict(
+        fn=function_name(state_schema, spec, direction), dst=tuple(dst), state_schema=state_schema,
+        table_name=spec.table_name, cols=cols, set_cols=set_cols, key_cols=key_cols, pk_cols=pk_cols,
+        overriding=bool(always & set(cols)), new=sql.SQL("NEW"), old=sql.SQL("OLD"), excluded=sql.SQL("EXCLUDED"))
+
+
+def _function_up_to_date(session, fn, text):
+    rows = session.query(FUNCTION_SQL, fn)
+    if not rows:
+        return False
+    m = _BODY.search(text)
+    return bool(m) and rows[0]["prosrc"] == m.group(1)
+
+
+def _trigger_plan(session, src, fn):
+    """Which of the two triggers must be created, replaced (calls another function) or enabled."""
+    plan = dict(create_row=True, create_truncate=True, replace_row=False, replace_truncate=False,
+                enable_row=True, enable_truncate=True)
+    if not _regclass(session, src):
+        return plan
+    for t in session.query(TRIGGERS_SQL, (sql.Identifier(*src).as_string(session.conn), ROW_TRIGGER,
+                                          TRUNCATE_TRIGGER)):
+        which = "row" if t["name"] == ROW_TRIGGER else "truncate"
+        plan["create_" + which] = False
+        plan["replace_" + which] = (t["fn_schema"], t["fn_name"]) != tuple(fn)
+        plan["enable_" + which] = plan["replace_" + which] or t["enabled"] != "A"
+    return plan
+
+
+def install_sync(session, templates, state_schema, spec, src, dst, info=None, direction="forward",
+                 lock_timeout_ms=None, retries=None, then=None):
+    """Create (or bring up to date) the sync function and the triggers on ``src``.
+
+    Returns the names of what was created or changed (empty: everything was in place).
+    ``then(session)``, when given, runs in the same transaction right after the triggers exist
+    (prepare.py records the backfill's upper key there); it runs also when nothing changed.
+    """
+    ctx = sync_context(session, state_schema, spec, src, dst, info, direction)
+    fn = ctx["fn"]
+    function_sql = templates.render("sync/trigger_function", session.conn, **ctx)
+    function_ok = _function_up_to_date(session, fn, function_sql)
+    plan = _trigger_plan(session, src, fn)
+    created = []
+    if not function_ok:
+        created.append("function %s" % qualified(*fn))
+    for which, name in (("row", ROW_TRIGGER), ("truncate", TRUNCATE_TRIGGER)):
+        if plan["create_" + which] or plan["replace_" + which]:
+            created.append("trigger %s on %s" % (name, qualified(*src)))
+        elif plan["enable_" + which]:
+            created.append("trigger %s on %s enabled always" % (name, qualified(*src)))
+    triggers_needed = any(plan.values())
+
+    def work(s):
+        if not function_ok:
+            s.execute(function_sql)
+        if triggers_needed:
+            s.execute(templates.render("sync/triggers", s.conn, src=tuple(src), fn=fn, **plan))
+        if then is not None:
+            return then(s)
+        return None
+
+    if created:
+        run_with_lock_retry(session, work, _tuning(spec, "lock_timeout_ms", 50) if lock_timeout_ms is None
+                            else lock_timeout_ms, _tuning(spec, "swap_retries", 30) if retries is None else retries,
+                            relations=[tuple(src)], what="the sync triggers on %s" % qualified(*src))
+    elif then is not None:
+        with session.transaction():
+            then(session)
+    return created
+
+
+def drop_sync(session, state_schema, spec, src, direction="forward", lock_timeout_ms=None, retries=None):
+    """Drop the triggers on ``src`` and the function of ``direction``; returns what was dropped.
+
+    DROP TRIGGER takes ACCESS EXCLUSIVE on the table: short lock timeout and retries (HP8).
+    """
+    fn = function_name(state_schema, spec, direction)
+    dropped = []
+    stmts = []
+    if _regclass(session, src):
+        rows = session.query(TRIGGERS_SQL, (sql.Identifier(*src).as_string(session.conn), ROW_TRIGGER,
+                                            TRUNCATE_TRIGGER))
+        for t in rows:
+            if (t["fn_schema"], t["fn_name"]) == tuple(fn):
+                stmts.append(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+                    sql.Identifier(t["name"]), sql.Identifier(*src)))
+                dropped.append("trigger %s on %s" % (t["name"], qualified(*src)))
+    if session.query(FUNCTION_SQL, fn):
+        # CASCADE would silently drop triggers we did not name; a function still used by a
+        # trigger elsewhere makes the DROP fail, which is the honest outcome.
+        stmts.append(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(*fn)))
+        dropped.append("function %s" % qualified(*fn))
+    if not stmts:
+        return []
+
+    def work(s):
+        for stmt in stmts:
+            s.execute(stmt)
+
+    run_with_lock_retry(session, work, _tuning(spec, "lock_timeout_ms", 50) if lock_timeout_ms is None
+                        else lock_timeout_ms, _tuning(spec, "swap_retries", 30) if retries is None else retries,
+                        relations=[tuple(src)], what="dropping the sync triggers on %s" % qualified(*src))
+    return dropped
