@@ -43,15 +43,7 @@ def build(srv, dbname, rows, view=False):
     t0 = time.time()
     schema.create_original(cur, rows, view=view)
     log("backfill: loaded %d rows in %.0f s" % (rows, time.time() - t0))
-    how = product.prepare_with_phase1(conn)
-    if how is None:
-        schema.create_twin_by_hand(cur)
-        how = "twin by bench/schema.py; trigger by " + product.install_sync(conn)
-        from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
-        sess = product.session(conn)
-        state_store.insert_table(sess, STATE, "public.revenues", table_schema="public", table_relname="revenues",
-                                 twin_relname=schema.TWIN, old_relname="revenues_old", spec=product.SPEC,
-                                 pk_columns=["id"], partition_key="occurred_at", phase="prepared")
+    how = product.phase1(conn)
     cur.execute("VACUUM ANALYZE public.revenues_partitioned")
     return conn, how
 

@@ -61,10 +61,62 @@ def prepare_with_phase1(conn, **spec_overrides):
     sess = session(conn)
     kwargs = {}
     if "now" in inspect.signature(prepare_table).parameters:
-        import datetime
-        kwargs["now"] = datetime.datetime(2025, 12, 15, tzinfo=datetime.timezone.utc)
+        kwargs["now"] = _now()
     prepare_table(sess, templates(), spec, STATE_SCHEMA, **kwargs)
     return "module_utils/prepare.py prepare_table (phase 1)"
+
+
+def _now():
+    import datetime
+    return datetime.datetime(2025, 12, 15, tzinfo=datetime.timezone.utc)
+
+
+def prepare_by_parts(conn):
+    """Phase 1 by its parts (describe_table, plan_partitions, ensure_twin, install_sync, state row),
+    while prepare_table is not there. Returns a description, or None when a part is missing."""
+    describe_table = optional("catalog", "describe_table")
+    plan_partitions = optional("bounds", "plan_partitions")
+    ensure_twin = optional("twin", "ensure_twin")
+    install = optional("sync", "install_sync")
+    spec = table_spec()
+    if None in (describe_table, plan_partitions, ensure_twin, install, spec):
+        return None
+    import json
+    from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
+    sess = session(conn)
+    tpl = templates()
+    state_store.ensure_state_schema(sess, tpl, STATE_SCHEMA)
+    info = describe_table(sess, "public", schema.TABLE)
+    cur = conn.cursor()
+    cur.execute("SELECT min(occurred_at), max(occurred_at) FROM public.revenues")
+    lo, hi = cur.fetchone()
+    with sess.transaction():
+        ensure_twin(sess, info, spec, plan_partitions(spec, info.column("occurred_at").type, lo, hi, _now()))
+    install(sess, tpl, STATE_SCHEMA, spec, ("public", schema.TABLE), spec.twin, info=info, direction="forward")
+    cur.execute("SELECT jsonb_build_object('id', max(id)) FROM public.revenues")
+    upper = cur.fetchone()[0]
+    with sess.transaction():
+        state_store.insert_table(sess, STATE_SCHEMA, "public.revenues", table_schema="public",
+                                 table_relname=schema.TABLE, twin_relname=spec.twin[1], old_relname=spec.old[1],
+                                 phase="prepared", spec=json.loads(json.dumps(spec.to_json(), default=str)),
+                                 pk_columns=list(info.pk_columns), partition_key="occurred_at",
+                                 backfill_upper=upper)
+    return "phase 1 by its parts: catalog.describe_table, bounds.plan_partitions, twin.ensure_twin, sync.install_sync"
+
+
+def phase1(conn):
+    """Twin + sync triggers + state row 'prepared', by the most complete product code present."""
+    how = prepare_with_phase1(conn) or prepare_by_parts(conn)
+    if how is not None:
+        return how
+    from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
+    cur = conn.cursor()
+    schema.create_twin_by_hand(cur)
+    how = "twin by bench/schema.py; trigger by " + install_sync(conn)
+    state_store.insert_table(session(conn), STATE_SCHEMA, "public.revenues", table_schema="public",
+                             table_relname=schema.TABLE, twin_relname=schema.TWIN, old_relname="revenues_old",
+                             spec=SPEC, pk_columns=["id"], partition_key="occurred_at", phase="prepared")
+    return how
 
 
 # --- the sync trigger, rendered from the templates ---------------------------------------

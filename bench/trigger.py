@@ -81,10 +81,7 @@ def build(srv, dbname, rows):
     conn = srv.connect(dbname)
     cur = conn.cursor()
     schema.create_original(cur, rows)
-    how = product.prepare_with_phase1(conn)
-    if how is None:
-        schema.create_twin_by_hand(cur)
-        how = "twin by bench/schema.py; trigger by " + product.install_sync(conn)
+    how = product.phase1(conn)
     schema.copy_all_to_twin(cur)
     return conn, how
 
