@@ -99,9 +99,16 @@ def rollback_before_switch(session, row, schema, name, state_schema, table_name,
         run_with_lock_retry(session, lambda s: [s.execute(x) for x in drops], lock_timeout_ms, retries,
                             relations=[(schema, name)], what="dropping the sync triggers on %s" % table_name)
         done.append("sync triggers and function on %s dropped" % table_name)
-    if swap.relation(session, schema, twin) is not None:
+    twin_rel = swap.relation(session, schema, twin)
+    if twin_rel is not None:
+        # materialized views pre-built on the twin for a postponed switchover go with it; anything
+        # else depending on the twin makes the DROP fail (no CASCADE: we drop only what we made)
+        stmts = [sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(sql.Identifier(r["schema"], r["name"]))
+                 for r in session.query(swap.VIEWS_SQL, (twin_rel["oid"], twin_rel["oid"]))
+                 if r["kind"] == "m" and r["name"].endswith(swap.PREBUILT_SUFFIX)]
+        stmts.append(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, twin)))
         # the twin is not used by the application: its lock queue is ours alone (the sync trigger is gone)
-        run_with_lock_retry(session, lambda s: s.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, twin))),
+        run_with_lock_retry(session, lambda s: [s.execute(x) for x in stmts],
                             lock_timeout_ms, retries, relations=[(schema, twin)], what="dropping %s" % twin)
         done.append("%s and its partitions dropped" % qualified(schema, twin))
     for fk in row.get("dropped_foreign_keys") or []:

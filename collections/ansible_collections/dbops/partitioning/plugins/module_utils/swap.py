@@ -321,7 +321,7 @@ def _index_sql(session, definition, schema, old_index, old_rel, new_index, new_r
         sql.Identifier(schema, new_rel) + sql.SQL(" " + definition[head.end():])
 
 
-def prebuild_matviews(session, cap):
+def prebuild_matviews(session, cap, reuse=False):
     """Build every materialized view that reads the active table directly beside the old one,
     on the standby, with its indexes. Returns {matview name: prebuilt name} of those ready;
     the others are built inside the swap (their query runs under the lock: reported).
@@ -345,6 +345,9 @@ def prebuild_matviews(session, cap):
                 break
             index_sqls.append(stmt)
         if index_sqls is None:
+            continue
+        if reuse and relation(session, v["schema"], name) is not None:
+            ready[v["name"]] = name      # waiting for approval: built by an earlier run
             continue
         try:
             with session.transaction():
@@ -801,12 +804,17 @@ def switchover(session, templates, table, state_schema="partitioning", lock_time
         raise PartitioningError("Switchover of %s refused: the twin lacks the RLS policies %s (phase 1 creates them)."
                                 % (table_name, ", ".join(missing_policies)))
 
-    prebuilt = prebuild_matviews(session, cap)
+    waiting = require_approval and not row["switchover_approved"]
+    before = len(session.queries)
+    # while waiting, a pre-built view is built once (a second run changes nothing); the run that
+    # swaps builds them fresh
+    prebuilt = prebuild_matviews(session, cap, reuse=waiting)
+    built = len(session.queries) > before
     late = [v["name"] for v in cap["views"] if v["kind"] == "m" and v["name"] not in prebuilt]
     if late:
         warnings.append("materialized views built under the lock (could not be pre-built): %s" % ", ".join(late))
-    if require_approval and not row["switchover_approved"]:
-        return dict(changed=bool(prebuilt) and not session.check_mode, table=table_name, phase=row["phase"],
+    if waiting:
+        return dict(changed=built, table=table_name, phase=row["phase"],
                     waiting_for_approval=True, warnings=warnings, final_check=check,
                     msg="%s is ready to switch over, waiting for approval: SELECT %s.approve_switchover(%s); "
                         "then run again." % (table_name, state_schema, "'%s'" % table_name))

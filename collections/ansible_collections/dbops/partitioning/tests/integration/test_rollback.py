@@ -155,3 +155,17 @@ def test_pending_keys_reconciled_under_the_lock_both_ways(pg, db):
     assert one(conn, "SELECT amount FROM public.revenues WHERE id = 7")[0][0] == 888
     assert one(conn, "SELECT count(*) FROM partitioning.pending_keys") == [(0,)]
     conn.close()
+
+
+def test_rollback_while_waiting_for_approval_drops_prebuilt_views(pg, db):
+    make_verified(pg, db, rows=100)
+    conn = pg.connect(db)
+    result, _ = switch(pg, db, require_approval=True)
+    assert result["waiting_for_approval"] and result["changed"]
+    assert one(conn, "SELECT to_regclass('public.revenue_by_region_swap') IS NOT NULL") == [(True,)]
+    result, _ = roll(pg, db)
+    assert result["changed"]
+    assert one(conn, "SELECT to_regclass('public.revenue_by_region_swap'), "
+                     "to_regclass('public.revenues_partitioned')") == [(None, None)]
+    assert one(conn, "SELECT count(*) FROM public.revenue_by_region") == [(3,)]
+    conn.close()

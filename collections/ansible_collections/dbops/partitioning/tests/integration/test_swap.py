@@ -209,6 +209,8 @@ def test_playbook_postponed_check_idempotent(pg, db):
     assert "waiting for approval" in run.output
     assert phase(conn) == "verified" and not is_partitioned(conn, "public.revenues")
     assert one(conn, "SELECT to_regclass('public.revenue_by_region_swap') IS NOT NULL") == [(True,)]
+    run = run_playbook("phase3_switchover", pg, db, TABLES, extra_vars={"partitioning_switchover_requires_approval": True})
+    assert not run.failed and run.changed == 0 and "waiting for approval" in run.output, run
     one(conn, "SELECT partitioning.approve_switchover('public.revenues')")
     run = run_playbook("phase3_switchover", pg, db, TABLES, extra_vars={"partitioning_switchover_requires_approval": True})
     assert not run.failed, run
