@@ -71,6 +71,7 @@ def test_lab_revenues_twin(conn):
     assert same_rows(conn, info, spec.twin)
     twin = describe_table(Session(conn), *spec.twin)
     assert twin.kind == "p" and twin.pk_columns == ["id", "occurred_at"]
+    assert twin.partition_key == "RANGE (occurred_at)" and info.partition_key is None
     assert twin.primary_key.name == "revenues_pkey_p"
     assert twin.column("id").default == info.column("id").default     # the same sequence
     assert [c.name for c in twin.columns] == [c.name for c in info.columns]
