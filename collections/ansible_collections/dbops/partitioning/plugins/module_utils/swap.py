@@ -141,6 +141,18 @@ SELECT ic.relname AS name, pg_get_indexdef(i.indexrelid) AS definition
 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid WHERE i.indrelid = %s ORDER BY ic.relname
 """
 
+VIEW_COLUMN_COMMENTS_SQL = """
+SELECT a.attname AS column, d.description AS comment
+FROM pg_description d JOIN pg_attribute a ON a.attrelid = d.objoid AND a.attnum = d.objsubid
+WHERE d.objoid = %s AND d.classoid = 'pg_class'::regclass AND d.objsubid > 0 ORDER BY a.attnum
+"""
+
+# INSTEAD OF triggers of updatable views go with the view: re-created after it
+VIEW_TRIGGERS_SQL = """
+SELECT t.tgname AS name, pg_get_triggerdef(t.oid) AS definition, t.tgenabled AS enabled
+FROM pg_trigger t WHERE t.tgrelid = %s AND NOT t.tgisinternal ORDER BY t.tgname
+"""
+
 # Objects other than views bound to the table or its views by OID: SQL-standard function bodies
 # (BEGIN ATOMIC, HP9) and inbound foreign keys (HP11) cannot follow a rename.
 BOUND_FUNCTIONS_SQL = """
@@ -166,9 +178,13 @@ ORDER BY a.attname
 """
 
 PUBLICATIONS_SQL = """
-SELECT p.pubname AS name, p.pubviaroot AS via_root
+SELECT p.pubname AS name, p.pubviaroot AS via_root, {extra}
 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid WHERE r.prrelid = %s ORDER BY 1
 """
+# PostgreSQL 15+: a row filter and a column list per table, carried with the membership
+PUBLICATIONS_EXTRA_15 = ("pg_get_expr(r.prqual, r.prrelid) AS qual, (SELECT array_agg(a.attname ORDER BY a.attnum) "
+                         "FROM pg_attribute a WHERE a.attrelid = r.prrelid AND a.attnum = ANY (r.prattrs)) AS columns")
+PUBLICATIONS_EXTRA_14 = "NULL::text AS qual, NULL::name[] AS columns"
 
 FKS_SQL = "SELECT conname AS name FROM pg_constraint WHERE conrelid = %s AND contype = 'f' AND conparentid = 0 ORDER BY 1"
 
@@ -209,6 +225,8 @@ def capture(session, schema, active, standby):
             v["indexes"] = [dict(r) for r in session.query(MATVIEW_INDEXES_SQL, (v["oid"],))] \
                 if v["kind"] == "m" else []
             v["reloptions"] = list(v["reloptions"])
+            v["column_comments"] = [dict(r) for r in session.query(VIEW_COLUMN_COMMENTS_SQL, (v["oid"],))]
+            v["triggers"] = [dict(r) for r in session.query(VIEW_TRIGGERS_SQL, (v["oid"],))]
             views.append(v)
         cap = dict(
             schema=schema, active=active, standby=standby,
@@ -233,7 +251,9 @@ def capture(session, schema, active, standby):
             inbound_fks=[dict(r) for r in session.query(INBOUND_FK_SQL, (a["oid"],))],
             sequences=[dict(r) for r in session.query(SEQUENCES_SQL, (a["oid"],))],
             standby_sequences=[dict(r) for r in session.query(SEQUENCES_SQL, (s["oid"],))],
-            publications=[dict(r) for r in session.query(PUBLICATIONS_SQL, (a["oid"],))],
+            publications=[dict(r, columns=list(r["columns"]) if r["columns"] else None) for r in session.query(
+                PUBLICATIONS_SQL.format(extra=PUBLICATIONS_EXTRA_15 if session.server_version >= 150000
+                                        else PUBLICATIONS_EXTRA_14), (a["oid"],))],
             fks=[r["name"] for r in session.query(FKS_SQL, (a["oid"],))],
             standby_fks=[r["name"] for r in session.query(FKS_SQL, (s["oid"],))],
             policies=[r["name"] for r in session.query(POLICIES_SQL, (a["oid"],))],
@@ -534,11 +554,25 @@ def swap_statements(session, cap, active_new, active_index_suffix, standby_index
             add(_grant_sql("TABLE", v["schema"], v["name"], g))
         if v["comment"] is not None:
             add(sql.SQL("COMMENT ON {} {} IS {}").format(sql.SQL(kind), target, sql.Literal(v["comment"])))
+        for c in v.get("column_comments") or []:
+            add(sql.SQL("COMMENT ON COLUMN {} IS {}").format(sql.Identifier(v["schema"], v["name"], c["column"]),
+                                                             sql.Literal(c["comment"])))
+        if v["name"] not in prebuilt:
+            for t in v.get("triggers") or []:
+                add(sql.SQL(t["definition"]))
+                if t["enabled"] != "O":
+                    add(sql.SQL("ALTER TABLE {} {} TRIGGER {}").format(
+                        target, sql.SQL(_ENABLE.get(t["enabled"], "ENABLE")), sql.Identifier(t["name"])))
 
     # 9. publications
     for p in cap["publications"]:
         add(sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(sql.Identifier(p["name"]), sql.Identifier(*A_end)))
-        add(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(sql.Identifier(p["name"]), sql.Identifier(*S_end)))
+        stmt = sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(sql.Identifier(p["name"]), sql.Identifier(*S_end))
+        if p.get("columns"):
+            stmt += sql.SQL(" ({})").format(sql.SQL(", ").join(sql.Identifier(c) for c in p["columns"]))
+        if p.get("qual"):
+            stmt += sql.SQL(" WHERE ({})").format(sql.SQL(p["qual"]))   # pg_get_expr: PostgreSQL's deparse
+        add(stmt)
     return steps
 
 

@@ -240,3 +240,38 @@ def test_refused_before_verification(pg, db):
     assert "different" in err.value.msg
     assert phase(conn) == "verified" and not is_partitioned(conn, "public.revenues")
     conn.close()
+
+
+def test_view_trigger_column_comment_publication_filter_and_quoted_matview(pg, db):
+    """INSTEAD OF triggers and column comments of views, a publication's row filter and column
+    list, materialized views with an alias and a quoted name: all survive switchover and rollback."""
+    from .test_rollback import roll
+    make_verified(pg, db, rows=100, extras=False)
+    conn = pg.connect(db)
+    for q in ("CREATE VIEW public.rv AS SELECT id, occurred_at, region, amount FROM public.revenues",
+              "COMMENT ON COLUMN public.rv.amount IS 'the amount'",
+              "CREATE FUNCTION public.rv_ins() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN INSERT INTO public.revenues "
+              "(occurred_at, region, amount) VALUES (NEW.occurred_at, NEW.region, NEW.amount); RETURN NEW; END$$",
+              "CREATE TRIGGER rv_ins INSTEAD OF INSERT ON public.rv FOR EACH ROW EXECUTE FUNCTION public.rv_ins()",
+              "CREATE PUBLICATION p2 WITH (publish_via_partition_root = true)",
+              "ALTER PUBLICATION p2 ADD TABLE public.revenues (id, occurred_at, region) WHERE (region <> 'x')",
+              "CREATE MATERIALIZED VIEW public.mv2 AS SELECT r.region, count(*) FROM public.revenues r GROUP BY r.region",
+              'CREATE MATERIALIZED VIEW public."Mv 3" AS SELECT region FROM public.revenues WHERE amount > 5'):
+        one(conn, q)
+    for step in ("switch", "rollback"):
+        result = switch(pg, db)[0] if step == "switch" else roll(pg, db)[0]
+        assert result["changed"]
+        assert not [w for w in result.get("warnings") or [] if "under the lock" in w]   # all pre-built
+        kind = "p" if step == "switch" else "r"
+        assert one(conn, "SELECT relkind FROM pg_class WHERE oid = 'public.revenues'::regclass") == [(kind,)]
+        n = one(conn, "SELECT count(*) FROM public.revenues")[0][0]
+        one(conn, "INSERT INTO public.rv (occurred_at, region, amount) VALUES ('2025-02-02 00:00+00', 'eu', 3)")
+        assert one(conn, "SELECT count(*) FROM public.revenues")[0][0] == n + 1
+        assert one(conn, "SELECT col_description('public.rv'::regclass, 4)") == [("the amount",)]
+        assert one(conn, "SELECT prrelid::regclass::text, pg_get_expr(prqual, prrelid), prattrs::text "
+                         "FROM pg_publication_rel") == [("revenues", "(region <> 'x'::text)", "1 2 3")]
+        deps = one(conn, "SELECT c.relname FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class c "
+                         "ON c.oid = r.ev_class WHERE d.refobjid = 'public.revenues'::regclass AND c.oid <> d.refobjid "
+                         "GROUP BY 1 ORDER BY 1")
+        assert deps == [("Mv 3",), ("mv2",), ("rv",)]
+    conn.close()
