@@ -314,3 +314,43 @@ def make_prepared_real(pg, db, rows=2000):
                             partition_key="occurred_at", backfill_upper=upper)
     session.close()
     conn.close()
+
+
+def make_verified_generic(pg, db, schema, name, create_sql, key, interval="monthly", pk=("id",)):
+    """Any table (``create_sql`` creates and fills it) brought to 'verified' with phase 1's twin code."""
+    import json as _json
+    from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import plan_partitions
+    from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
+    from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display, qualified
+    from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
+    from ansible_collections.dbops.partitioning.plugins.module_utils.twin import ensure_twin
+    from psycopg2 import sql as _sql
+    conn = pg.connect(db)
+    conn.autocommit = True
+    run(conn, *create_sql)
+    table_name = qualified(schema, name)
+    spec = normalize_spec(dict(table=table_name, partition_key=display(key), strategy="range", interval=interval,
+                               premake=0, default_partition=True))
+    session = Session(pg.connect(db))
+    templates = _templates()
+    st.ensure_state_schema(session, templates, STATE)
+    info = describe_table(session, schema, name)
+    cur = conn.cursor()
+    cur.execute(_sql.SQL("SELECT min({k}), max({k}) FROM {t}").format(k=_sql.Identifier(key),
+                                                                       t=_sql.Identifier(schema, name)))
+    lo, hi = cur.fetchone()
+    now = datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc)
+    with session.transaction():
+        ensure_twin(session, info, spec, plan_partitions(spec, info.column(key).type, lo, hi, now))
+    sync.install_sync(session, templates, STATE, spec, (schema, name), spec.twin, info=info, direction="forward")
+    cols = _sql.SQL(", ").join(_sql.Identifier(c.name) for c in info.columns if not c.generated)
+    cur.execute(_sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
+        _sql.Identifier(*spec.twin), cols, cols, _sql.Identifier(schema, name)))
+    with session.transaction():
+        st.insert_table(session, STATE, table_name, table_schema=schema, table_relname=name,
+                        twin_relname=spec.twin[1], old_relname=spec.old[1], phase="verified",
+                        spec=_json.loads(_json.dumps(spec.to_json(), default=str)), pk_columns=list(pk),
+                        partition_key=key, verification=dict(status="ok"))
+    session.close()
+    conn.close()
+    return table_name
