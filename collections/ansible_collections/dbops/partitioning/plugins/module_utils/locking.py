@@ -107,8 +107,10 @@ def run_with_lock_retry(session, fn, lock_timeout_ms=50, retries=30, backoff=100
             with session.transaction():
                 # SET LOCAL: the timeout ends with this transaction and never leaks into the
                 # rest of the session (reads after it may legitimately wait).
-                session.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
-                    sql.Literal("%dms" % int(lock_timeout_ms))), record=False)
+                # (query, not execute: a setting changes nothing, also in check mode, and must not
+                # count as a change.)
+                session.query(sql.SQL("SET LOCAL lock_timeout = {}").format(
+                    sql.Literal("%dms" % int(lock_timeout_ms))))
                 return fn(session)
         except psycopg2.Error as e:
             if not _is_lock_timeout(e):
@@ -123,4 +125,38 @@ def run_with_lock_retry(session, fn, lock_timeout_ms=50, retries=30, backoff=100
                 "a longer partitioning_lock_timeout_ms makes the application wait longer behind us."
                 % (what or "the DDL", int(lock_timeout_ms), attempts, describe_blockers(blockers)),
                 blockers=blockers)
+    return None  # pragma: no cover
+
+
+def run_statements_with_lock_retry(session, fn, lock_timeout_ms=50, retries=30, backoff=100, relations=None,
+                                   what=None):
+    """Like ``run_with_lock_retry`` for work that must run outside a transaction block (CREATE INDEX
+    CONCURRENTLY): each statement commits on its own, under a session-level ``lock_timeout``.
+
+    ``fn`` must be idempotent (it is run again from the start after a lock timeout, and finds
+    done what the earlier attempt committed). The previous ``lock_timeout`` is restored.
+    """
+    attempts = max(0, int(retries)) + 1
+    previous = session.scalar("SELECT current_setting('lock_timeout')")
+    try:
+        for attempt in range(attempts):
+            session.query(sql.SQL("SET lock_timeout = {}").format(sql.Literal("%dms" % int(lock_timeout_ms))))
+            try:
+                return fn(session)
+            except psycopg2.Error as e:
+                if not session.conn.autocommit:
+                    session.conn.rollback()
+                if not _is_lock_timeout(e):
+                    raise
+                if attempt + 1 < attempts:
+                    time.sleep(backoff_ms(attempt, backoff) / 1000.0)
+                    continue
+                blockers = blocking_sessions(session, relations)
+                raise PartitioningError(
+                    "Could not get the lock for %s within %d ms after %d attempts. Blocking: %s. Let those "
+                    "transactions finish (or end them), then run again (what was done is kept)."
+                    % (what or "the DDL", int(lock_timeout_ms), attempts, describe_blockers(blockers)),
+                    blockers=blockers)
+    finally:
+        session.query(sql.SQL("SET lock_timeout = {}").format(sql.Literal(previous)))
     return None  # pragma: no cover

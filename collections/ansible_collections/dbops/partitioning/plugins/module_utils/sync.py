@@ -159,8 +159,8 @@ def install_sync(session, templates, state_schema, spec, src, dst, info=None, di
     """Create (or bring up to date) the sync function and the triggers on ``src``.
 
     Returns the names of what was created or changed (empty: everything was in place).
-    ``then(session)``, when given, runs in the same transaction right after the triggers exist
-    (prepare.py records the backfill's upper key there); it runs also when nothing changed.
+    ``then(session, created)``, when given, runs in the same transaction right after the triggers
+    exist (prepare.py records the backfill's upper key there); it runs also when nothing changed.
     """
     ctx = sync_context(session, state_schema, spec, src, dst, info, direction)
     fn = ctx["fn"]
@@ -183,7 +183,7 @@ def install_sync(session, templates, state_schema, spec, src, dst, info=None, di
         if triggers_needed:
             s.execute(templates.render("sync/triggers", s.conn, src=tuple(src), fn=fn, **plan))
         if then is not None:
-            return then(s)
+            return then(s, created)
         return None
 
     if created:
@@ -192,7 +192,7 @@ def install_sync(session, templates, state_schema, spec, src, dst, info=None, di
                             relations=[tuple(src)], what="the sync triggers on %s" % qualified(*src))
     elif then is not None:
         with session.transaction():
-            then(session)
+            then(session, created)
     return created
 
 

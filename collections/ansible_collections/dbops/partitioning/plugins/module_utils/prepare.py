@@ -1,0 +1,218 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Phase 1 for one table: preflight, state, partitioned twin, sync triggers, state row.
+
+``prepare_table(session, templates, spec, state_schema, now=None)`` is idempotent and
+resumable: every step creates only what is missing, so a second run changes nothing and a
+run interrupted anywhere continues where it stopped. The steps, in order:
+
+1. the per-table advisory lock (two runs never work on one table at once);
+2. ``describe_table`` + ``preflight``: every problem is reported together **before anything
+   changes** (no state schema, no twin is created for a bad spec);
+3. the state schema (created or migrated);
+4. the twin and its partitions (``twin.ensure_twin``) and, on the first run, the state row in
+   phase ``prepared`` — one transaction, so a twin never exists without the state row that
+   makes it ours (preflight refuses a twin nobody recorded);
+5. inbound foreign keys dropped and recorded when ``inbound_foreign_keys: drop`` (HP11);
+6. the sync triggers and, in the same transaction, ``backfill_upper`` (see ``_record_upper``).
+
+Locks on the application's tables are taken with a short ``lock_timeout`` and retried with
+backoff (``locking.py``, HP8).
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import json
+
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
+from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import plan_partitions
+from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
+from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display, qualified
+from ansible_collections.dbops.partitioning.plugins.module_utils.locking import (
+    run_statements_with_lock_retry, run_with_lock_retry)
+from ansible_collections.dbops.partitioning.plugins.module_utils.preflight import preflight
+from ansible_collections.dbops.partitioning.plugins.module_utils.sync import ROW_TRIGGER, install_sync
+from ansible_collections.dbops.partitioning.plugins.module_utils.twin import ensure_twin
+
+try:
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover
+    sql = None
+
+DONE_PHASES = ("switched", "cleaned")
+
+
+def _exists(session, rel):
+    return bool(session.scalar("SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(*rel).as_string(session.conn),)))
+
+
+def key_extent(session, spec):
+    """``(min, max)`` of the partition key. With a btree index leading with the key the planner
+    reads both ends of the index (two index probes); without one it is a scan of the table,
+    which the original's size makes the price of phase 1 (preflight already scans for NULLs
+    only when the column is nullable)."""
+    if spec.strategy != "range":
+        return None, None
+    row = session.query(sql.SQL("SELECT min({k}) AS lo, max({k}) AS hi FROM {t}").format(
+        k=sql.Identifier(spec.partition_key), t=sql.Identifier(spec.schema, spec.name)))[0]
+    return row["lo"], row["hi"]
+
+
+def max_key(session, spec, pk_columns):
+    """The largest primary key of the original as ``{column: value}`` (None for an empty table)."""
+    if not pk_columns:
+        return None
+    stmt = sql.SQL("SELECT pg_catalog.jsonb_build_object({pairs}) AS k FROM {t} ORDER BY {order} LIMIT 1").format(
+        pairs=sql.SQL(", ").join(sql.SQL("{}, {}").format(sql.Literal(c), sql.Identifier(c)) for c in pk_columns),
+        t=sql.Identifier(spec.schema, spec.name),
+        order=sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(c)) for c in pk_columns))
+    rows = session.query(stmt)
+    return rows[0]["k"] if rows else None
+
+
+def spec_json(spec):
+    return json.loads(json.dumps(spec.to_json(), default=str))
+
+
+def _state_fields(spec, info):
+    return dict(table_schema=spec.schema, table_relname=spec.name, twin_relname=spec.twin[1],
+                old_relname=spec.old[1], phase="prepared", spec=spec_json(spec), pk_columns=info.pk_columns,
+                partition_key=spec.partition_key, rows_estimated=max(0, int(info.estimated_rows or 0)))
+
+
+def _record_state_row(session, state_schema, spec, info, row):
+    """Insert the state row (first run) or reset a rolled-back one for a new migration."""
+    fields = _state_fields(spec, info)
+    if row is None:
+        state_store.insert_table(session, state_schema, spec.table_name, **fields)
+    else:
+        state_store.update_table(
+            session, state_schema, spec.table_name, backfill_upper=None, checkpoint=None, rows_copied=0, batches=0,
+            backfill_started_at=None, backfill_finished_at=None, backfill_seconds=0, paused=False, pause_reason=None,
+            throttle_reason=None, verified_at=None, verification=None, switchover_approved=False, switched_at=None,
+            swap_lock_ms=None, dropped_foreign_keys=[], captured={}, **fields)
+
+
+def _tuning(spec):
+    t = spec.tuning or {}
+    return int(t.get("lock_timeout_ms") or 50), int(t.get("swap_retries") or 30)
+
+
+def _fk_record(fk):
+    return dict(name=fk.name, table=list(fk.table), definition=fk.definition, columns=list(fk.columns),
+                ref_table=list(fk.ref_table), ref_columns=list(fk.ref_columns))
+
+
+def prepare_table(session, templates, spec, state_schema=None, now=None):
+    """Phase 1 of ``spec`` (a spec.TableSpec). Returns ``dict(changed, created, warnings, ...)``."""
+    state_schema = state_schema or spec.tuning.get("state_schema") or "partitioning"
+    if now is None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+    lock_timeout_ms, retries = _tuning(spec)
+    state_store.lock_table_work(session, spec.table_name)
+    try:
+        return _prepare(session, templates, spec, state_schema, now, lock_timeout_ms, retries)
+    finally:
+        state_store.unlock_table_work(session, spec.table_name)
+
+
+def _prepare(session, templates, spec, state_schema, now, lock_timeout_ms, retries):
+    table = (spec.schema, spec.name)
+    info = describe_table(session, spec.schema, spec.name)
+    row = state_store.get_table(session, state_schema, spec.table_name)
+    # Everything that could stop phase 1 is found here, before the first change.
+    warnings = list(preflight(session, spec, info, row, state_schema))
+    result = dict(changed=False, created=[], warnings=warnings, table=spec.table_name,
+                  twin=qualified(*spec.twin), partitions=[], phase=row["phase"] if row else None)
+    if row is not None and row["phase"] in DONE_PHASES:
+        return result
+    created = result["created"]
+    fresh = row is None or row["phase"] == "rolled_back"
+
+    if state_store.ensure_state_schema(session, templates, state_schema):
+        created.append("state schema %s" % display(state_schema))
+
+    key_col = info.column(spec.partition_key)
+    lo, hi = key_extent(session, spec)
+    partitions = plan_partitions(spec, key_col.type, lo, hi, now)
+    result["partitions"] = [p.name for p in partitions]
+
+    twin_warnings = []
+    if not _exists(session, spec.twin):
+        # A new, empty twin: one transaction, with the state row (see the module docstring).
+        # Its foreign keys lock the referenced tables (SHARE ROW EXCLUSIVE): short lock timeout.
+        def build(s):
+            made = ensure_twin(s, info, spec, partitions, twin_warnings)
+            if fresh:
+                _record_state_row(s, state_schema, spec, info, row)
+                made.append("state row %s (phase prepared)" % spec.table_name)
+            return made
+        created.extend(run_with_lock_retry(session, build, lock_timeout_ms, retries, relations=[table],
+                                           what="creating the twin %s" % qualified(*spec.twin)))
+    else:
+        if fresh:  # preflight refuses a twin without state row; defensive
+            with session.transaction():
+                _record_state_row(session, state_schema, spec, info, row)
+            created.append("state row %s (phase prepared)" % spec.table_name)
+        # The twin exists (a resumed or repeated run): missing partitions (premake) and indexes the
+        # original gained meanwhile. Statement by statement outside a transaction, so that an index
+        # on a twin that holds rows is built CONCURRENTLY (HP16); each lock wait is short and the
+        # whole step is retried (ensure_twin is idempotent).
+        created.extend(run_statements_with_lock_retry(
+            session, lambda s: ensure_twin(s, info, spec, partitions, twin_warnings), lock_timeout_ms, retries,
+            relations=[spec.twin], what="completing the twin %s" % qualified(*spec.twin)))
+    warnings.extend(w for w in twin_warnings if w not in warnings)
+
+    # Inbound foreign keys cannot follow the table to a partitioned one (HP11): dropped and
+    # recorded (rollback re-creates them) only when the operator asked for it; preflight
+    # refused otherwise.
+    inbound = list(info.referenced_by) if spec.inbound_foreign_keys == "drop" else []
+    if inbound:
+        def drop_fks(s):
+            for fk in inbound:
+                s.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                    sql.Identifier(*fk.table), sql.Identifier(fk.name)))
+            current = state_store.get_table(s, state_schema, spec.table_name) if not s.check_mode else None
+            recorded = list((current or {}).get("dropped_foreign_keys") or [])
+            names = set((tuple(r["table"]), r["name"]) for r in recorded if isinstance(r, dict))
+            recorded += [_fk_record(fk) for fk in inbound if (tuple(fk.table), fk.name) not in names]
+            state_store.update_table(s, state_schema, spec.table_name, dropped_foreign_keys=recorded)
+        run_with_lock_retry(session, drop_fks, lock_timeout_ms, retries,
+                            relations=[tuple(fk.table) for fk in inbound] + [table],
+                            what="dropping the foreign keys that reference %s" % spec.table_name)
+        for fk in inbound:
+            created.append("dropped foreign key %s on %s" % (fk.name, qualified(*fk.table)))
+        result["dropped_foreign_keys"] = [_fk_record(fk) for fk in inbound]
+
+    # The sync triggers, and backfill_upper in the SAME transaction, read right after CREATE
+    # TRIGGER. Why this order is exact: CREATE TRIGGER holds SHARE ROW EXCLUSIVE on the original
+    # until we commit, which conflicts with every writer's ROW EXCLUSIVE. So when our SELECT runs
+    # (READ COMMITTED: a snapshot taken after the lock was granted) every earlier write has
+    # committed and is visible, and no write can happen until the trigger is committed with it.
+    # Every row whose key is above the recorded maximum is therefore written by a transaction
+    # that runs the trigger, which copies it; the backfill only has to walk keys up to it.
+    # Read before the trigger (or in another transaction) a row committed in between would be
+    # copied by nobody.
+    def record_upper(s, sync_created):
+        if not any(c.startswith("trigger %s " % ROW_TRIGGER) for c in sync_created):
+            return
+        current_phase = row["phase"] if row and not fresh else "prepared"
+        if current_phase != "prepared":
+            return
+        state_store.update_table(s, state_schema, spec.table_name,
+                                 backfill_upper=max_key(s, spec, info.pk_columns),
+                                 rows_estimated=max(0, int(info.estimated_rows or 0)))
+
+    created.extend(install_sync(session, templates, state_schema, spec, table, spec.twin, info=info,
+                                direction="forward", lock_timeout_ms=lock_timeout_ms, retries=retries,
+                                then=record_upper))
+
+    result["changed"] = bool(created)
+    if created and not session.check_mode:
+        with session.transaction():
+            state_store.record_run(session, state_schema, spec.table_name, "prepare",
+                                   details=dict(created=created, warnings=warnings))
+    result["phase"] = "prepared" if fresh else row["phase"]
+    return result

@@ -1,0 +1,249 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: partition_create
+short_description: Phase 1 - create the partitioned twin of a table, its partitions and sync triggers
+description:
+  - Runs the preflight checks (table, primary key, partition key and its type, NULLs, server version,
+    inbound foreign keys, names, the state of an earlier run) and stops with one message listing every
+    problem before anything changes.
+  - Creates (or migrates) the state schema, the partitioned twin C(<table>_partitioned) with its
+    partitions (range C(<table>_<suffix>) from the oldest key to now plus I(premake), hash, list, and the
+    default partition), indexes, constraints, foreign keys, grants, owner, comments and storage
+    parameters, and the sync triggers that mirror every write of the original into the twin in the
+    writer's own transaction (TRUNCATE included).
+  - Records the table in the state schema in phase C(prepared), with the largest primary key present
+    when the triggers appeared (C(backfill_upper), read in the transaction that created them).
+  - Idempotent and resumable; a later run only adds what is missing, such as partitions that
+    I(premake) asks for as time passes. Locks on the application's tables are taken with a short
+    lock timeout and retried with backoff.
+version_added: 0.1.0
+extends_documentation_fragment:
+  - dbops.partitioning.connection
+options:
+  spec:
+    description:
+      - A whole table spec as in I(partitioning_tables) (C(table), C(partition_key), C(strategy), ...,
+        and per-table tuning such as C(lock_timeout_ms)). The options below override its keys.
+      - Unknown keys are refused, so a typo never goes unnoticed.
+    type: dict
+    default: {}
+  defaults:
+    description:
+      - Playbook-level defaults for every table (tuning names with or without the C(partitioning_) prefix,
+        C(premake), C(retention_action), C(inbound_foreign_keys)). Keys that are not spec keys are ignored.
+    type: dict
+    default: {}
+  table:
+    description: The table, C(schema.table); unqualified means C(public).
+    type: str
+  partition_key:
+    description: The column to partition by. It must be C(NOT NULL); it joins the primary key on the twin.
+    type: str
+  strategy:
+    description: C(range), C(list) or C(hash).
+    type: str
+  interval:
+    description:
+      - Range only. C(daily), C(weekly), C(monthly), C(quarterly), C(yearly), or a positive integer width for
+        an integer key.
+    type: raw
+  premake:
+    description: Range only. Future partitions kept ready beyond the current one.
+    type: int
+  start:
+    description: Range only. The first partition starts no later than this (date, or integer for widths).
+    type: raw
+  partitions:
+    description: Hash only. Number of partitions (2..1024).
+    type: int
+  values:
+    description: List only. Partition name suffix -> list of values.
+    type: dict
+  default_partition:
+    description:
+      - Create a default partition (range and list). It catches keys outside every partition so that the
+        sync trigger never fails an application write; the rows in it are reported.
+    type: bool
+  inbound_foreign_keys:
+    description:
+      - What to do with other tables' foreign keys that reference this table (they cannot reference a
+        partitioned table by its old key). C(refuse) stops in preflight and names them; C(drop) drops them,
+        reports them and records them so that rollback re-creates them.
+    type: str
+    choices: [refuse, drop]
+  retention:
+    description: Range only. Months of data kept attached (used by maintenance); null keeps everything.
+    type: int
+  retention_action:
+    description: C(detach), C(archive) or C(drop) (used by maintenance).
+    type: str
+  lock_timeout_ms:
+    description: Longest wait for a lock on an application table before the attempt is retried.
+    type: int
+  swap_retries:
+    description: Attempts after a lock timeout (exponential backoff with jitter between them).
+    type: int
+  state_schema:
+    description: The schema holding the migration state (default C(partitioning), or the spec's C(state_schema)).
+    type: str
+  now:
+    description:
+      - The current time for planning partitions (ISO 8601), for tests and reproducible plans. Default now.
+    type: str
+notes:
+  - Supports check mode; every statement that would run is returned in C(queries).
+  - A primary key or unique constraint of the twin must contain the partition key (PostgreSQL); the
+    twin's are extended with it and each extension is reported in C(warnings).
+author:
+  - dbops.partitioning contributors
+'''
+
+EXAMPLES = r'''
+- name: Prepare public.revenues (quarterly range partitions)
+  dbops.partitioning.partition_create:
+    login_host: db1.example.com
+    login_db: finance
+    table: public.revenues
+    partition_key: occurred_at
+    strategy: range
+    interval: quarterly
+    premake: 4
+
+- name: Prepare a table from its entry in partitioning_tables
+  dbops.partitioning.partition_create:
+    login_db: finance
+    spec:
+      table: public.daily_cash_balances
+      partition_key: org_id
+      strategy: hash
+      partitions: 16
+    defaults:
+      lock_timeout_ms: 50
+'''
+
+RETURN = r'''
+changed:
+  description: Whether anything was created (a second run reports false).
+  returned: always
+  type: bool
+table:
+  description: The table, canonical name.
+  returned: success
+  type: str
+  sample: public.revenues
+twin:
+  description: The partitioned twin.
+  returned: success
+  type: str
+  sample: public.revenues_partitioned
+partitions:
+  description: Names of the twin's partitions as planned (existing and created).
+  returned: success
+  type: list
+  elements: str
+  sample: [revenues_2025_q1, revenues_2025_q2, revenues_default]
+created:
+  description: What this run created, one entry per object (table, partition, index, trigger, ...).
+  returned: success
+  type: list
+  elements: str
+warnings:
+  description: What the operator should know (unique keys extended with the partition key, dropped foreign keys...).
+  returned: always
+  type: list
+  elements: str
+phase:
+  description: The table's phase in the state schema after the run.
+  returned: success
+  type: str
+  sample: prepared
+dropped_foreign_keys:
+  description: Inbound foreign keys dropped by this run (name, table, definition), when inbound_foreign_keys is drop.
+  returned: when some were dropped
+  type: list
+  elements: dict
+queries:
+  description: The statements that ran (or, in check mode, would run).
+  returned: always
+  type: list
+  elements: str
+'''
+
+import datetime
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
+    PartitioningError, connection_argument_spec, open_session, run_module)
+from ansible_collections.dbops.partitioning.plugins.module_utils.prepare import prepare_table
+from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import (
+    TEMPLATES_ARGUMENT_SPEC, SqlTemplates)
+
+SPEC_OPTIONS = ("table", "partition_key", "strategy", "interval", "premake", "start", "partitions", "values",
+                "default_partition", "inbound_foreign_keys", "retention", "retention_action", "lock_timeout_ms",
+                "swap_retries")
+
+
+def _now(text):
+    if not text:
+        return None
+    try:
+        value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise PartitioningError("now must be an ISO 8601 timestamp (2025-06-01T00:00:00+00:00), got %r." % text)
+    return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+
+
+def work(module, state):
+    p = module.params
+    raw = dict(p["spec"] or {})
+    for name in SPEC_OPTIONS:
+        if p.get(name) is not None:
+            raw[name] = p[name]
+    # Validated completely before any connection: a bad spec changes nothing.
+    spec = normalize_spec(raw, p["defaults"] or {})
+    now = _now(p["now"])
+    state_schema = p["state_schema"] or spec.tuning.get("state_schema") or "partitioning"
+    templates = SqlTemplates.from_module(module)
+    session = open_session(module, state, "partition_create")
+    result = prepare_table(session, templates, spec, state_schema, now=now)
+    result["queries"] = session.queries
+    return result
+
+
+def main():
+    argument_spec = connection_argument_spec()
+    argument_spec.update(TEMPLATES_ARGUMENT_SPEC)
+    argument_spec.update(
+        spec=dict(type="dict", default={}),
+        defaults=dict(type="dict", default={}),
+        table=dict(type="str"),
+        partition_key=dict(type="str"),
+        strategy=dict(type="str"),
+        interval=dict(type="raw"),
+        premake=dict(type="int"),
+        start=dict(type="raw"),
+        partitions=dict(type="int"),
+        values=dict(type="dict"),
+        default_partition=dict(type="bool"),
+        inbound_foreign_keys=dict(type="str", choices=["refuse", "drop"]),
+        retention=dict(type="int"),
+        retention_action=dict(type="str"),
+        lock_timeout_ms=dict(type="int"),
+        swap_retries=dict(type="int"),
+        state_schema=dict(type="str"),
+        now=dict(type="str"),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    run_module(module, work)
+
+
+if __name__ == "__main__":
+    main()

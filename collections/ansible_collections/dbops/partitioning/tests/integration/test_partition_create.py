@@ -1,0 +1,198 @@
+"""Phase 1 for one table: prepare.prepare_table and the partition_create module.
+
+On the lab schema (lab/schema.py, a few thousand rows) and on awkward tables: the twin, its
+partitions and the sync triggers are created once (second run: changed false, no statement),
+check mode creates nothing, backfill_upper is the largest key when the triggers appeared,
+inbound foreign keys are refused or dropped and recorded, and the sync works right away.
+"""
+import datetime
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.dbops.partitioning.plugins.module_utils import state
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session, connect
+from ansible_collections.dbops.partitioning.plugins.module_utils.prepare import prepare_table
+from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
+
+from lab.schema import create_demo_schema
+
+from .sync_helpers import assert_equal
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "..", ".."))
+TEMPLATES = SqlTemplates.from_checkout()
+NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.timezone.utc)
+REVENUES = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="quarterly",
+                premake=2)
+
+
+def prepare(params, raw, check=False, now=NOW):
+    s = Session(connect(params), check_mode=check)
+    try:
+        out = prepare_table(s, TEMPLATES, normalize_spec(raw), "partitioning", now=now)
+        out["queries"] = list(s.queries)
+        return out
+    finally:
+        s.close()
+
+
+def q(conn, text, args=None):
+    with conn.cursor() as cur:
+        cur.execute(text, args)
+        return cur.fetchall() if cur.description else cur.rowcount
+
+
+def relations(conn):
+    return q(conn, "SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                   "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') ORDER BY 1, 2")
+
+
+@pytest.fixture
+def lab(conn):
+    create_demo_schema(conn, rows=3000, seed=7)
+    return conn
+
+
+def test_prepare_on_the_lab_schema_is_idempotent(params, lab):
+    out = prepare(params, REVENUES)
+    assert out["changed"]
+    assert "table public.revenues_partitioned" in out["created"]
+    assert "state schema partitioning" in out["created"]
+    assert "revenues_2026_q4" in out["partitions"] and "revenues_default" in out["partitions"]
+    assert any(c.startswith("trigger partitioning_sync on public.revenues") for c in out["created"])
+    row = q(lab, "SELECT phase, backfill_upper, pk_columns, partition_key, twin_relname, old_relname, rows_estimated "
+                 "FROM partitioning.tables WHERE table_name = 'public.revenues'")[0]
+    assert row[0] == "prepared"
+    assert row[1] == {"id": q(lab, "SELECT max(id) FROM public.revenues")[0][0]}
+    assert row[2:6] == (["id"], "occurred_at", "revenues_partitioned", "revenues_old")
+    assert row[6] > 0
+    again = prepare(params, REVENUES)
+    assert not again["changed"], again["created"]
+    assert again["created"] == [] and again["queries"] == []
+    # the sync works at once: a new row is in the twin, an update moves it
+    q(lab, "INSERT INTO public.revenues (org_id, occurred_at, amount_cents, payment_mode, status) "
+           "SELECT org_id, '2026-01-02', 5, payment_mode, status FROM public.revenues LIMIT 1")
+    new_id = q(lab, "SELECT max(id) FROM public.revenues")[0][0]
+    q(lab, "UPDATE public.revenues SET occurred_at = '2026-05-05' WHERE id = %s", (new_id,))
+    assert q(lab, "SELECT tableoid::regclass::text FROM public.revenues_partitioned WHERE id = %s",
+             (new_id,)) == [("revenues_2026_q2",)]
+
+
+def test_check_mode_creates_nothing_and_shows_the_sql(params, lab):
+    before = relations(lab)
+    out = prepare(params, REVENUES, check=True)
+    assert out["changed"]
+    assert relations(lab) == before
+    text = "\n".join(out["queries"])
+    assert "CREATE SCHEMA" in text and "revenues_partitioned" in text and "CREATE TRIGGER partitioning_sync" in text
+    assert q(lab, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.revenues'::regclass "
+                  "AND tgname LIKE 'partitioning%%'") == [(0,)]
+
+
+def test_hash_and_composite_key_table(params, lab):
+    spec = dict(table="daily_cash_balances", partition_key="org_id", strategy="hash", partitions=4)
+    out = prepare(params, spec)
+    assert out["partitions"] == ["daily_cash_balances_p%02d" % i for i in range(4)]
+    upper = q(lab, "SELECT backfill_upper FROM partitioning.tables")[0][0]
+    assert set(upper) == {"org_id", "balance_date"}
+    assert not prepare(params, spec)["changed"]
+    # twin gets every write from now on; copy the rest as the backfill would and compare
+    q(lab, "UPDATE public.daily_cash_balances SET org_id = org_id + 100000 WHERE org_id = 1")
+    q(lab, "INSERT INTO public.daily_cash_balances_partitioned SELECT * FROM public.daily_cash_balances "
+           "ON CONFLICT DO NOTHING")
+    assert_equal(lab, ("public", "daily_cash_balances"), ("public", "daily_cash_balances_partitioned"),
+                 order_by="org_id,balance_date")
+
+
+def test_premake_on_a_later_run_adds_partitions_only(params, lab):
+    first = prepare(params, REVENUES)
+    # the lab dates some rows up to two years ahead: go beyond the last planned partition
+    later = prepare(params, REVENUES, now=NOW + datetime.timedelta(days=5 * 365))
+    assert later["changed"]
+    added = [c for c in later["created"] if c.startswith("partition ")]
+    assert added and all(c.split(".")[-1] not in first["partitions"] for c in added)
+    assert "partition public.revenues_2031_q4" in added
+    assert not [c for c in later["created"] if c.startswith(("table ", "trigger ", "function ", "state "))]
+
+
+def test_inbound_foreign_keys_refused_by_default_then_dropped_and_recorded(params, conn):
+    q(conn, """
+        CREATE TABLE public.invoices (id bigint PRIMARY KEY, issued_on date NOT NULL);
+        CREATE TABLE public.lines (id bigint PRIMARY KEY, invoice_id bigint REFERENCES public.invoices (id));
+        INSERT INTO public.invoices VALUES (1, '2025-01-01'), (2, '2025-03-01');
+        INSERT INTO public.lines VALUES (10, 1);
+    """)
+    raw = dict(table="invoices", partition_key="issued_on", interval="monthly")
+    with pytest.raises(PartitioningError) as e:
+        prepare(params, raw)
+    assert "lines_invoice_id_fkey" in e.value.msg and "inbound_foreign_keys: drop" in e.value.msg
+    assert q(conn, "SELECT to_regnamespace('partitioning'), to_regclass('public.invoices_partitioned')") == [(None, None)]
+    out = prepare(params, dict(raw, inbound_foreign_keys="drop"))
+    assert "dropped foreign key lines_invoice_id_fkey on public.lines" in out["created"]
+    recorded = q(conn, "SELECT dropped_foreign_keys FROM partitioning.tables")[0][0]
+    assert recorded[0]["name"] == "lines_invoice_id_fkey" and recorded[0]["table"] == ["public", "lines"]
+    assert "FOREIGN KEY (invoice_id) REFERENCES invoices(id)" in recorded[0]["definition"]
+    assert q(conn, "SELECT count(*) FROM pg_constraint WHERE conname = 'lines_invoice_id_fkey'") == [(0,)]
+    assert not prepare(params, dict(raw, inbound_foreign_keys="drop"))["changed"]
+
+
+def test_awkward_table_identity_generated_quoted_names(params, conn):
+    q(conn, """
+        CREATE SCHEMA "Ledger";
+        CREATE TABLE "Ledger"."Entries" (
+            "Id" bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            "BookedOn" date NOT NULL,
+            cents bigint NOT NULL CHECK (cents <> 0),
+            euros numeric GENERATED ALWAYS AS (cents / 100.0) STORED);
+        CREATE INDEX entries_cents_partial ON "Ledger"."Entries" (cents) WHERE cents < 0;
+        INSERT INTO "Ledger"."Entries" ("BookedOn", cents) VALUES ('2025-01-01', 1), ('2025-02-01', -2);
+    """)
+    raw = {"table": '"Ledger"."Entries"', "partition_key": '"BookedOn"', "interval": "monthly", "premake": 1}
+    out = prepare(params, raw)
+    assert out["twin"] == '"Ledger"."Entries_partitioned"'
+    q(conn, 'INSERT INTO "Ledger"."Entries" ("BookedOn", cents) VALUES (\'2025-02-03\', 5)')
+    q(conn, 'UPDATE "Ledger"."Entries" SET "BookedOn" = \'2025-01-09\', cents = 7 WHERE "Id" = 3')
+    q(conn, 'INSERT INTO "Ledger"."Entries_partitioned" ("Id", "BookedOn", cents) '
+            'SELECT "Id", "BookedOn", cents FROM "Ledger"."Entries" ON CONFLICT DO NOTHING')
+    assert_equal(conn, ("Ledger", "Entries"), ("Ledger", "Entries_partitioned"), order_by="Id")
+    assert not prepare(params, raw)["changed"]
+
+
+def _run_module(params, args, check=False):
+    """The module through ansible, as a playbook task would run it."""
+    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
+    module_args = dict(login_host=params["login_host"], port=params["port"], login_user=params["login_user"],
+                       login_db=params["login_db"], ssl_mode="disable")
+    module_args.update(args)
+    cmd = [ansible, "localhost", "-m", "dbops.partitioning.partition_create", "-a", json.dumps(module_args),
+           "-e", "ansible_python_interpreter=%s" % sys.executable]
+    if check:
+        cmd.append("--check")
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+                                ANSIBLE_STDOUT_CALLBACK="json"))
+    data = json.loads(p.stdout[p.stdout.index("{"):])
+    return data["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+def test_module_creates_then_reports_no_change(params, lab):
+    args = dict(REVENUES, now="2026-11-25T12:00:00+00:00")
+    checked = _run_module(params, args, check=True)
+    assert checked["changed"] and not checked.get("failed"), checked
+    assert any("CREATE TRIGGER partitioning_sync" in x for x in checked["queries"])
+    assert q(lab, "SELECT to_regclass('public.revenues_partitioned')") == [(None,)]
+    first = _run_module(params, args)
+    assert first["changed"] and not first.get("failed"), first
+    assert first["twin"] == "public.revenues_partitioned" and "revenues_default" in first["partitions"]
+    second = _run_module(params, args)
+    assert not second["changed"] and second["queries"] == [], second
+
+
+def test_module_refuses_a_bad_spec_before_connecting(params):
+    out = _run_module(dict(params, port=1), dict(table="public.revenues", partition_key="occurred_at",
+                                                 strategy="range", interval="fortnightly"))
+    assert out.get("failed") and "interval" in out["msg"] and "Traceback" not in json.dumps(out), out
