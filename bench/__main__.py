@@ -84,6 +84,11 @@ def main(argv=None):
                 status[name] = "FAILED: %s: %s" % (type(e).__name__, e)
     finally:
         servers.close()
+    try:
+        from bench import summary
+        common.log("wrote %s" % summary.write(opts.outdir))
+    except Exception as e:  # noqa: BLE001 - a summary must not hide the results themselves
+        common.log("summary not written: %s" % e)
     common.log("done in %.0f s" % (time.time() - started))
     for name, st in status.items():
         print("%-11s %s" % (name, st))

@@ -123,6 +123,7 @@ def run_on(srv, opts):
                 runs.append(dict(round=rnd, variant=variant, workload=workload, tps=res["tps"],
                                  failed=res["failed"]))
                 log("trigger pg%d round %d %-4s %-6s %8.1f tps" % (srv.major, rnd, variant, workload, res["tps"]))
+    server_side = server_side_costs(conn, switch, opts)
     switch.set("ours")
     conn.close()
     med = {k: median(v) for k, v in samples.items()}
@@ -135,7 +136,49 @@ def run_on(srv, opts):
                          for name, a, b in pairs)
         of_medians[w] = dict((name, ratio(med[(a, w)], med[(b, w)])) for name, a, b in pairs)
     return dict(facts=facts, median_tps={"%s/%s" % k: v for k, v in med.items()}, ratios=ratios,
-                ratios_of_medians=of_medians, runs=runs)
+                ratios_of_medians=of_medians, runs=runs, server_side=server_side)
+
+
+SERVER_SIDE_SQL = {
+    "insert": """DO $$ BEGIN FOR i IN 1..{n} LOOP
+        INSERT INTO public.revenues (org_id, property_id, amount_cents, payment_mode, status, description, category,
+                                     occurred_at)
+        VALUES (i % 1000 + 1, i % 5000 + 1, i, 'card', 'paid', 'bench loop', 'rent',
+                timestamptz '2024-01-01 00:00:00+00' + (i * 3517 % 63000000) * interval '1 second');
+    END LOOP; END $$""",
+    "update": """DO $$ BEGIN FOR i IN 1..{n} LOOP
+        UPDATE public.revenues SET amount_cents = amount_cents + 1, status = 'pending', updated_at = now()
+         WHERE id = (i * 7919) % {rows} + 1;
+    END LOOP; END $$""",
+}
+
+
+def server_side_costs(conn, switch, opts):
+    """The same writes from a PL/pgSQL loop in one session: no client, no network, no
+    pgbench threads competing for the 2 cores, so far less noise. Reports microseconds per row
+    of each variant and what the trigger adds to 'none'."""
+    from psycopg2 import sql as _sql  # noqa: F401 - statements below are fixed text with integers only
+    import time as _time
+    n = max(100, min(2000, opts.trigger_rows // 10))
+    cur = conn.cursor()
+    per_row = {(v, w): [] for v in VARIANTS for w in WORKLOADS}
+    for order in common.rotations(VARIANTS, max(2, opts.rounds)):
+        for v in order:
+            switch.set(v)
+            for w, text in SERVER_SIDE_SQL.items():
+                t0 = _time.monotonic()
+                cur.execute(text.format(n=int(n), rows=int(opts.trigger_rows)))
+                per_row[(v, w)].append((_time.monotonic() - t0) * 1e6 / n)
+    med = {k: median(x) for k, x in per_row.items()}
+    out = dict(rows_per_loop=n, us_per_row={"%s/%s" % k: v for k, v in med.items()}, added_us={}, ours_hand={})
+    for w in WORKLOADS:
+        ours = med[("ours", w)] - med[("none", w)]
+        hand = med[("hand", w)] - med[("none", w)]
+        out["added_us"][w] = dict(ours=ours, hand=hand)
+        out["ours_hand"][w] = ratio(1.0 / med[("ours", w)], 1.0 / med[("hand", w)])
+    log("trigger server-side: " + "; ".join("%s: none %.1f ours %.1f hand %.1f us/row" % (
+        w, med[("none", w)], med[("ours", w)], med[("hand", w)]) for w in WORKLOADS))
+    return out
 
 
 def report(results, opts):
@@ -154,6 +197,20 @@ def report(results, opts):
             "PG%d %s ours/none %s hand/none %s ours/hand %s" % (
                 major, w, fmt(rm["ours_none"]), fmt(rm["hand_none"]), fmt(rm["ours_hand"]))
             for major, r in sorted(results.items(), reverse=True) for w, rm in r["ratios_of_medians"].items()) + "."))
+    srows = []
+    for major, r in sorted(results.items(), reverse=True):
+        ss = r.get("server_side")
+        if not ss:
+            continue
+        for w in WORKLOADS:
+            srows.append(["PostgreSQL %d" % major, w, ss["us_per_row"]["none/" + w], ss["us_per_row"]["ours/" + w],
+                          ss["us_per_row"]["hand/" + w], ss["added_us"][w]["ours"], ss["added_us"][w]["hand"],
+                          ss["ours_hand"][w]])
+    if srows:
+        sections.append(("Server side: the same writes from a PL/pgSQL loop (one session, no client)", md_table(
+            ["server", "workload", "us/row none", "us/row ours", "us/row hand", "added by ours", "added by hand",
+             "ours/hand (rows/s)"], srows) + "\n\nMedians over alternated rounds; each loop writes %s rows." %
+            next(iter(results.values()))["server_side"]["rows_per_loop"]))
     for major, r in sorted(results.items(), reverse=True):
         f = r["facts"]
         sections.append(("Setup (PostgreSQL %d)" % major, "\n".join("- %s: %s" % (k, v) for k, v in sorted(f.items()))))

@@ -1,0 +1,131 @@
+"""``bench/results/summary.md``: the headline figures of the latest results, one block per benchmark.
+
+Written after every run from the ``*.json`` files in the results directory (so a run of one
+benchmark keeps the others' latest figures); docs/benchmarks.md quotes these blocks.
+``python -m bench.summary [DIR]`` rewrites it without running anything.
+"""
+import json
+import os
+import sys
+
+from bench.common import RESULTS_DIR, fmt, md_table
+
+
+def _load(outdir, name):
+    path = os.path.join(outdir, name + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _date(facts):
+    return facts.get("date", "?")
+
+
+def trigger_block(data):
+    rows = []
+    dates = set()
+    for major, r in sorted(data.items(), key=lambda kv: -int(kv[0])):
+        f = r["facts"]
+        dates.add(_date(f))
+        for w, rt in r["ratios"].items():
+            rows.append(["PostgreSQL %s" % major, w, rt["ours_none"], rt["hand_none"], rt["ours_hand"],
+                         "yes" if (rt["ours_hand"] or 0) >= 0.90 else "NO"])
+    any_f = next(iter(data.values()))["facts"]
+    return ("Run of %s; %s rows, %s clients, %s s per run, %s rounds; twin and trigger: %s.\n\n" % (
+        ", ".join(sorted(dates)), any_f["rows"], any_f["clients"], any_f["duration_s"], any_f["rounds"],
+        any_f["twin_built_by"]) + md_table(
+        ["server", "workload", "ours/none", "hand/none", "ours/hand", "goal ours/hand >= 0.90"], rows))
+
+
+def backfill_block(data):
+    out = []
+    rows = []
+    for major, tp in sorted(data.get("throughput", {}).items(), key=lambda kv: -int(kv[0])):
+        m, rt = tp["median_rows_per_s"], tp["ratios"]
+        rows.append(["PostgreSQL %s" % major, tp["facts"]["rows"], m.get("ours"), m.get("insert_select"),
+                     rt["ours_insert"], "yes" if (rt["ours_insert"] or 0) >= 0.85 else "NO",
+                     m.get("partman"), rt.get("ours_partman"), rt.get("ours_big_insert")])
+        date = _date(tp["facts"])
+    if rows:
+        out.append("Run of %s.\n\n" % date + md_table(
+            ["server", "rows", "ours rows/s", "INSERT…SELECT rows/s", "ours/insert", "goal >= 0.85",
+             "pg_partman rows/s", "ours/pg_partman", "ours with batch_size 50000 / insert"], rows))
+    rows = []
+    for major, lt in sorted(data.get("latency", {}).items(), key=lambda kv: -int(kv[0])):
+        rows.append(["PostgreSQL %s" % major, lt["median_p99_ms"]["alone"], lt["median_p99_ms"]["with_backfill"],
+                     lt["p99_ratio"]])
+    if rows:
+        out.append(md_table(["server", "p99 ms, load alone", "p99 ms, during our backfill", "ratio"], rows))
+    rows = []
+    for major, f in sorted(data.get("flatness", {}).items(), key=lambda kv: -int(kv[0])):
+        rows.append(["PostgreSQL %s" % major, f["rows"], f["batches"], f["last_first_ratio"],
+                     f.get("reference_last_first_ratio"), f.get("normalized_last_first_ratio")])
+    if rows:
+        out.append(md_table(["server", "rows copied", "batches", "ms/1k rows last/first decile",
+                             "reference last/first (the machine)", "normalized last/first"], rows)
+                   + "\n\n![time per batch](IMGDIR/backfill_batches.png)")
+    return "\n\n".join(out)
+
+
+def switchover_block(data):
+    rows = []
+    for major, r in sorted(data.items(), key=lambda kv: -int(kv[0])):
+        lk = {}
+        for x in r["runs"]:
+            lk = (x.get("slowest_statements") or {}).get("in_lock") or {}
+        rows.append(["PostgreSQL %s" % major, r["facts"]["rows"], r["lock_ms"], r["polled_lock_ms"],
+                     "yes" if (r["lock_ms"] or 1e9) < 100 else "NO", r["worst_stall_ms"], r["before_max_ms"],
+                     "yes" if r["worst_stall_ms"] < 500 else "NO", r["failed"],
+                     "%s / %s ms" % (lk.get("statements", "n/a"), fmt(lk.get("sum_ms")))])
+        date = _date(r["facts"])
+    return "Run of %s.\n\n" % date + md_table(
+        ["server", "rows", "lock ms (switchover)", "lock ms (pg_locks poll)", "goal < 100 ms", "worst stall ms",
+         "worst before the swap ms", "goal < 500 ms", "failed txns", "statements / server time under the lock"],
+        rows)
+
+
+DOCS = os.path.join(os.path.dirname(RESULTS_DIR), "..", "docs", "benchmarks.md")
+
+
+def update_docs(blocks, path=DOCS):
+    """Replace the text between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` in the docs."""
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        text = f.read()
+    for name, block in blocks.items():
+        start, end = "<!-- results:%s -->" % name, "<!-- /results:%s -->" % name
+        if start in text and end in text:
+            a = text.index(start) + len(start)
+            b = text.index(end)
+            text = text[:a] + "\n" + block.replace("IMGDIR", "../bench/results") + "\n" + text[b:]
+    with open(path, "w") as f:
+        f.write(text)
+    return True
+
+
+def write(outdir=RESULTS_DIR):
+    parts = ["# Latest benchmark results", "",
+             "Generated by `python -m bench` (bench/summary.py) from the JSON files beside it; "
+             "method and caveats: docs/benchmarks.md.", ""]
+    blocks = {}
+    for name, title, fn in (("trigger", "1. Sync trigger overhead", trigger_block),
+                            ("backfill", "2. Backfill", backfill_block),
+                            ("switchover", "3. Switchover", switchover_block)):
+        data = _load(outdir, name)
+        blocks[name] = fn(data) if data else "Not run yet."
+        parts += ["## " + title, "", blocks[name].replace("IMGDIR/", ""), ""]
+    if os.path.abspath(outdir) == os.path.abspath(RESULTS_DIR):
+        # Only a full run's results are quoted by the docs (not --quick, not a scratch --outdir).
+        update_docs(blocks)
+    path = os.path.join(outdir, "summary.md")
+    os.makedirs(outdir, exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(parts))
+    return path
+
+
+if __name__ == "__main__":
+    print(write(sys.argv[1] if len(sys.argv) > 1 else RESULTS_DIR))
