@@ -169,3 +169,30 @@ def test_rollback_while_waiting_for_approval_drops_prebuilt_views(pg, db):
                      "to_regclass('public.revenues_partitioned')") == [(None, None)]
     assert one(conn, "SELECT count(*) FROM public.revenue_by_region") == [(3,)]
     conn.close()
+
+
+def test_rollback_before_switchover_recreates_dropped_inbound_foreign_keys(pg, db):
+    """Phase 1 with inbound_foreign_keys: drop records the FK; rollback re-creates and validates it."""
+    import datetime
+    from ansible_collections.dbops.partitioning.plugins.module_utils import prepare
+    from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
+    from .phase3_setup import SPEC, create_original
+    conn = pg.connect(db)
+    create_original(conn, db, rows=200, extras=False)
+    one(conn, "CREATE TABLE public.refunds (id serial PRIMARY KEY, revenue_id bigint "
+              "CONSTRAINT refunds_revenue_fk REFERENCES public.revenues (id))")
+    one(conn, "INSERT INTO public.refunds (revenue_id) VALUES (1), (2)")
+    s = Session(pg.connect(db))
+    try:
+        prepare.prepare_table(s, SqlTemplates.from_checkout(), normalize_spec(dict(SPEC, inbound_foreign_keys="drop")),
+                              "partitioning", now=datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc))
+    finally:
+        s.close()
+    assert one(conn, "SELECT count(*) FROM pg_constraint WHERE conname = 'refunds_revenue_fk'") == [(0,)]
+    result, _ = roll(pg, db)
+    assert result["changed"] and any("refunds_revenue_fk" in d for d in result["done"])
+    assert one(conn, "SELECT convalidated, confrelid::regclass::text FROM pg_constraint "
+                     "WHERE conname = 'refunds_revenue_fk'") == [(True, "revenues")]
+    assert one(conn, "SELECT to_regclass('public.revenues_partitioned')") == [(None,)]
+    assert roll(pg, db)[0]["changed"] is False
+    conn.close()
