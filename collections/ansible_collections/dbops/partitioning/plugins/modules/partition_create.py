@@ -154,8 +154,10 @@ created:
   type: list
   elements: str
 warnings:
-  description: What the operator should know (unique keys extended with the partition key, dropped foreign keys...).
-  returned: always
+  description:
+    - What the operator should know (unique keys extended with the partition key, foreign keys to be dropped...),
+      through Ansible's warnings (shown as C([WARNING]) lines).
+  returned: when there are some
   type: list
   elements: str
 phase:
@@ -214,6 +216,9 @@ def work(module, state):
     templates = SqlTemplates.from_module(module)
     session = open_session(module, state, "partition_create")
     result = prepare_table(session, templates, spec, state_schema, now=now)
+    # Ansible's own channel for warnings (shown as [WARNING], returned in the result's `warnings`).
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
     result["queries"] = session.queries
     return result
 

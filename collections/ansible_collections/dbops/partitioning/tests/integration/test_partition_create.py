@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -162,21 +163,64 @@ def test_awkward_table_identity_generated_quoted_names(params, conn):
     assert not prepare(params, raw)["changed"]
 
 
+MODULE_PLAY = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - dbops.partitioning.partition_create:
+      args: "{{ module_args }}"
+      register: result
+      ignore_errors: true
+    - ansible.builtin.copy:
+        content: "{{ result | to_json }}"
+        dest: "{{ out }}"
+      check_mode: false
+"""
+
+
+REFUSALS = [
+    ("missing table", dict(table="public.nope", partition_key="at", interval="monthly"), "public.nope does not exist"),
+    ("nullable key with NULLs", dict(table="public.nullable", partition_key="at", interval="monthly"), "NULL"),
+    ("unsupported type", dict(table="public.t", partition_key="flag", interval="monthly"), "flag"),
+    ("missing pk", dict(table="public.no_pk", partition_key="at", interval="monthly"), "has no primary key"),
+]
+
+
+@pytest.mark.parametrize("case,raw,expected", REFUSALS, ids=[r[0] for r in REFUSALS])
+def test_preflight_refusals_change_nothing(params, conn, case, raw, expected):
+    q(conn, """
+        CREATE TABLE public.t (id bigint PRIMARY KEY, at date NOT NULL, flag boolean NOT NULL DEFAULT false);
+        CREATE TABLE public.no_pk (id bigint, at date NOT NULL);
+        CREATE TABLE public.nullable (id bigint PRIMARY KEY, at date);
+        INSERT INTO public.nullable VALUES (1, NULL), (2, '2025-01-01');
+    """)
+    before = relations(conn)
+    with pytest.raises(PartitioningError) as e:
+        prepare(params, raw)
+    assert expected in e.value.msg
+    assert relations(conn) == before
+
+
 def _run_module(params, args, check=False):
-    """The module through ansible, as a playbook task would run it."""
-    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
+    """The module through ansible-playbook (action plugin, templates hand-over), result as JSON."""
+    ansible = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
     module_args = dict(login_host=params["login_host"], port=params["port"], login_user=params["login_user"],
                        login_db=params["login_db"], ssl_mode="disable")
     module_args.update(args)
-    cmd = [ansible, "localhost", "-m", "dbops.partitioning.partition_create", "-a", json.dumps(module_args),
-           "-e", "ansible_python_interpreter=%s" % sys.executable]
-    if check:
-        cmd.append("--check")
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-                                ANSIBLE_STDOUT_CALLBACK="json"))
-    data = json.loads(p.stdout[p.stdout.index("{"):])
-    return data["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    with tempfile.TemporaryDirectory() as d:
+        play, out = os.path.join(d, "play.yml"), os.path.join(d, "out.json")
+        with open(play, "w") as f:
+            f.write(MODULE_PLAY)
+        cmd = [ansible, play, "-i", "localhost,", "-e", json.dumps(dict(
+            module_args=module_args, out=out, ansible_python_interpreter=sys.executable))]
+        if check:
+            cmd.append("--check")
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+        assert os.path.exists(out), p.stdout + p.stderr
+        with open(out) as f:
+            return json.load(f)
 
 
 def test_module_creates_then_reports_no_change(params, lab):
