@@ -157,7 +157,6 @@ def server_side_costs(conn, switch, opts):
     """The same writes from a PL/pgSQL loop in one session: no client, no network, no
     pgbench threads competing for the 2 cores, so far less noise. Reports microseconds per row
     of each variant and what the trigger adds to 'none'."""
-    from psycopg2 import sql as _sql  # noqa: F401 - statements below are fixed text with integers only
     import time as _time
     n = max(100, min(2000, opts.trigger_rows // 10))
     cur = conn.cursor()
