@@ -141,8 +141,8 @@ def rollback_after_switch(session, templates, row, schema, name, state_schema, t
                                 [c["name"] for c in cap["columns"] if not c["generated"]], cap["standby_pk"])
     prebuilt = swap.prebuild_matviews(session, cap)
 
-    def finish(s, lock_clock):
-        st.update_table(s, state_schema, table_name, phase="rolled_back")
+    finish = [sql.SQL("UPDATE {} SET phase = 'rolled_back', updated_at = now() WHERE table_name = {}").format(
+        sql.Identifier(state_schema, "tables"), sql.Literal(table_name))]
     # the original's indexes come back from <name>_old; the partitioned table's get their twin names
     result = swap.swap_tables(session, cap, twin, "_p", "_old", prebuilt, state_schema, table_name,
                               lock_timeout_ms=lock_timeout_ms, retries=retries, finish=finish)

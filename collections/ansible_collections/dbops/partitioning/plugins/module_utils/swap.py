@@ -25,8 +25,11 @@ transaction under ``SET LOCAL lock_timeout`` (HP8), retried with backoff and jit
    comment and options (security_barrier, check_option, security_invoker); pre-built
    materialized views renamed into place (HP9).
 9. Publication membership moved (HP12).
-10. The caller's ``finish(session, lock_started)`` runs (forward: install the reverse sync and
-    record phase 'switched' with the lock time); COMMIT. ANALYZE follows outside the lock.
+10. The caller's ``finish`` statements run (forward: install the reverse sync and record phase
+    'switched' with the lock time); COMMIT. ANALYZE follows outside the lock.
+
+The whole transaction is sent in one round trip (then COMMIT): on a busy machine every client
+round trip under the lock would add a wait for a CPU to the lock time.
 
 Every catalog fact the transaction needs is captured *before* it begins: the statements
 inside are pure DDL and the lock is held for milliseconds (see docs/runbooks/phase3.md for how
@@ -410,7 +413,7 @@ _ENABLE = {"O": "ENABLE", "D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE AL
 
 
 def swap_statements(session, cap, active_new, active_index_suffix, standby_index_suffix,
-                    prebuilt, state_schema, table_name):
+                    prebuilt, state_schema, table_name, lock_timeout_ms=50):
     """The statements of the swap, in order: a list of (label, Composable or callable).
 
     A callable entry runs a read inside the transaction (identity maxima, pending keys) and
@@ -428,12 +431,15 @@ def swap_statements(session, cap, active_new, active_index_suffix, standby_index
     # (LOCK TABLE refuses materialized views: their DROP takes its lock, under the same timeout)
     lockable = [(v["schema"], v["name"]) for v in sorted(cap["views"], key=lambda v: -v["depth"]) if v["kind"] == "v"]
     lockable += [A_now, S_now]
+    add(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal("%dms" % int(lock_timeout_ms))))
     add(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
         sql.SQL(", ").join(sql.Identifier(*r) for r in lockable)))
-    add("lock_acquired")
+    # when the locks were granted: swap_lock_ms is measured from here (server clock)
+    add(sql.SQL("SELECT set_config('dbops.lock_at', clock_timestamp()::text, true)"))
 
     # 2. pending keys, reconciled active -> standby (nobody writes under the lock)
-    add(("reconcile", A_now, S_now))
+    for stmt in reconcile_statements(cap, state_schema, table_name, A_now, S_now):
+        add(stmt)
 
     # 3. the sync triggers on the active, and their functions
     fns = set()
@@ -522,7 +528,7 @@ def swap_statements(session, cap, active_new, active_index_suffix, standby_index
         elif scol["identity"] != col["identity"]:
             add(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET GENERATED {}").format(
                 sql.Identifier(*S_end), sql.Identifier(col["name"]), sql.SQL(kind)))
-        add(("identity", A_end, S_end, col["name"]))
+        add(identity_restart(cap, A_end, S_end, col["name"]))
 
     # 7. the application's triggers: on the standby as they were on the active; off on the active
     standby_trigs = set(t["name"] for t in cap["standby_triggers"])
@@ -576,98 +582,100 @@ def swap_statements(session, cap, active_new, active_index_suffix, standby_index
     return steps
 
 
-def _reconcile(session, state_schema, table_name, src, dst, pk_cols, cols):
-    """Pending keys of ``table_name``: delete ``dst``'s rows of each key, copy ``src``'s (under the lock)."""
-    exists = session.scalar("SELECT to_regclass(%s) IS NOT NULL",
-                            (sql.Identifier(state_schema, "pending_keys").as_string(session.conn),))
-    if not exists:
-        return 0
-    keys = session.execute_returning(sql.SQL("DELETE FROM {} WHERE table_name = %s RETURNING pk").format(
-        sql.Identifier(state_schema, "pending_keys")), (table_name,))
-    if not keys:
-        return 0
-    import json
-    pks = sorted(set(json.dumps(k["pk"], sort_keys=True) for k in keys))
+def reconcile_statements(cap, state_schema, table_name, src, dst):
+    """Pending keys of ``table_name``: delete ``dst``'s rows of each key, copy ``src``'s (under the lock).
+
+    Under ACCESS EXCLUSIVE nobody writes the table, and every pending entry was committed by a
+    transaction that held a lock on it: the three statements see the same set of keys. Keys are
+    logged by the original's primary key, the shorter of the two (the partitioned table's adds
+    the partition key).
+    """
+    pk_cols = min(cap["pk"], cap["standby_pk"], key=len)
+    generated = set(c["name"] for c in cap["standby_columns"] if c["generated"])
+    cols = [c["name"] for c in cap["columns"] if not c["generated"] and c["name"] not in generated]
+    pending = sql.SQL("(SELECT pk FROM {} WHERE table_name = {})").format(
+        sql.Identifier(state_schema, "pending_keys"), sql.Literal(table_name))
 
     def key_of(alias):
         return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
             sql.SQL("{}, {}.{}").format(sql.Literal(c), sql.Identifier(alias), sql.Identifier(c)) for c in pk_cols))
-    session.execute(sql.SQL("DELETE FROM {} AS d WHERE {} = ANY (%s::jsonb[])").format(
-        sql.Identifier(*dst), key_of("d")), (pks,))
-    session.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS s WHERE {} = ANY (%s::jsonb[])")
-                    .format(sql.Identifier(*dst), sql.SQL(", ").join(sql.Identifier(c) for c in cols),
-                            sql.SQL(", ").join(sql.Identifier("s", c) for c in cols), sql.Identifier(*src),
-                            key_of("s")), (pks,))
-    return len(pks)
+    return [
+        sql.SQL("SELECT set_config('dbops.reconciled', (SELECT count(DISTINCT pk) FROM {} WHERE table_name = {})::text, "
+                "true)").format(sql.Identifier(state_schema, "pending_keys"), sql.Literal(table_name)),
+        sql.SQL("DELETE FROM {} AS d WHERE {} IN {}").format(sql.Identifier(*dst), key_of("d"), pending),
+        sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS s WHERE {} IN {}").format(
+            sql.Identifier(*dst), sql.SQL(", ").join(sql.Identifier(c) for c in cols),
+            sql.SQL(", ").join(sql.Identifier("s", c) for c in cols), sql.Identifier(*src), key_of("s"), pending),
+        sql.SQL("DELETE FROM {} WHERE table_name = {}").format(sql.Identifier(state_schema, "pending_keys"),
+                                                               sql.Literal(table_name)),
+    ]
 
 
-def _identity_top(session, src, column):
-    """The highest value the active's identity column has used: max(column) and its sequence."""
-    seq = session.scalar("SELECT pg_get_serial_sequence(%s, %s)", (sql.Identifier(*src).as_string(session.conn), column))
-    top = session.scalar(sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), sql.Identifier(*src)))
-    last = None
+def identity_restart(cap, src, dst, column):
+    """The standby's identity sequence continues above every value the active used: its maximum
+    and its own identity sequence's last value (HP10). Runs under the lock, after the renames."""
+    seq = next((q for q in cap["sequences"] if q["identity"] and q["column"] == column), None)
+    last = sql.SQL("NULL::bigint")
     if seq:
-        last = session.scalar("SELECT last_value FROM pg_sequences "
-                              "WHERE format('%%I.%%I', schemaname, sequencename) = %s", (seq,))
-    return max([int(v) for v in (top, last) if v is not None] or [0])
+        last = sql.SQL("(SELECT last_value FROM pg_sequences WHERE schemaname = {} AND sequencename = {})").format(
+            sql.Literal(seq["schema"]), sql.Literal(seq["name"]))
+    return sql.SQL("SELECT setval(pg_get_serial_sequence({}, {}), greatest((SELECT max({}) FROM {}), {}, 1))").format(
+        sql.Literal(_regclass_text(dst)), sql.Literal(column),
+        sql.Identifier(column), sql.Identifier(*src), last)
 
 
-def _identity_restart(session, dst, column, value):
-    """The standby's identity sequence continues above the active's maximum (HP10)."""
-    return sql.SQL("SELECT setval(pg_get_serial_sequence({}, {}), {})").format(
-        sql.Literal(sql.Identifier(*dst).as_string(session.conn)), sql.Literal(column), sql.Literal(max(value, 1)))
+def _regclass_text(rel):
+    """``schema.name`` quoted the way regclass input expects (double quotes, doubled inside)."""
+    return ".".join('"%s"' % part.replace('"', '""') for part in rel)
 
 
 def _is_retryable(exc):
     return getattr(exc, "pgcode", None) in (LOCK_NOT_AVAILABLE, DEADLOCK)
 
 
+LOCK_TIME_SQL = ("SELECT (extract(epoch FROM clock_timestamp() - current_setting('dbops.lock_at')::timestamptz) * 1000)"
+                 "::float8 AS ms, current_setting('dbops.reconciled')::int AS reconciled")
+
+
 def swap_tables(session, cap, active_new, active_index_suffix, standby_index_suffix, prebuilt,
-                state_schema, table_name, lock_timeout_ms=50, retries=30, backoff=100, finish=None):
+                state_schema, table_name, lock_timeout_ms=50, retries=30, backoff=100, finish=()):
     """Run the swap transaction with retries. Returns dict(lock_ms, attempts, retries=[...], reconciled).
 
-    ``finish(session, lock_started_clock)`` runs last inside the transaction. On the final failure
-    a PartitioningError names the blockers; every attempt was rolled back, nothing changed.
+    Every statement is decided before the transaction, and the whole transaction goes to the server
+    in ONE round trip (then COMMIT): the lock is held for the server's work, not for client round
+    trips. ``finish`` are further statements run last inside it (the reverse sync, the state row).
+    ``lock_ms`` = server time from the granted LOCK to the end of the statements + the COMMIT's
+    round trip as the module measured it. On the final failure a PartitioningError names the
+    blockers; every attempt was rolled back, nothing changed.
     """
-    steps = swap_statements(session, cap, active_new, active_index_suffix, standby_index_suffix,
-                            prebuilt, state_schema, table_name)
+    stmts = swap_statements(session, cap, active_new, active_index_suffix, standby_index_suffix,
+                            prebuilt, state_schema, table_name, lock_timeout_ms) + list(finish)
+    texts = [session.as_text(x).strip().rstrip(";").strip() for x in stmts]
+    texts = [t for t in texts if t]
+    session.queries.extend(texts)
+    session.changed = True
+    if session.check_mode:
+        return dict(lock_ms=None, attempts=0, retries=[], reconciled=0)
+    batch = ";\n".join(texts + [LOCK_TIME_SQL])
     attempts = max(0, int(retries)) + 1
     report = []
-    cols = [c["name"] for c in cap["columns"] if not c["generated"]]
-    standby_generated = set(c["name"] for c in cap["standby_columns"] if c["generated"])
-    cols = [c for c in cols if c not in standby_generated]
-    base_queries = len(session.queries)
+    conn = session.conn
     for attempt in range(attempts):
-        del session.queries[base_queries:]   # report the statements of the last attempt only
-        lock_started = None
-        reconciled = 0
+        conn.autocommit = False
         try:
-            with session.transaction():
-                session.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
-                    sql.Literal("%dms" % int(lock_timeout_ms))))
-                for step in steps:
-                    if step == "lock_acquired":
-                        lock_started = time.monotonic()
-                        clock = session.scalar("SELECT clock_timestamp()")
-                        # read under the lock, before any rename: nothing can insert meanwhile
-                        tops = dict((c["name"], _identity_top(session, (cap["schema"], cap["active"]), c["name"]))
-                                    for c in cap["columns"] if c["identity"])
-                    elif isinstance(step, tuple) and step[0] == "reconcile":
-                        # keys are logged by the original's primary key: the shorter of the two
-                        # (the partitioned table's adds the partition key)
-                        reconciled = _reconcile(session, state_schema, table_name, step[1], step[2],
-                                                min(cap["pk"], cap["standby_pk"], key=len), cols)
-                    elif isinstance(step, tuple) and step[0] == "identity":
-                        # setval is not transactional, but the swap never fails after this point
-                        # except by an error that the whole transaction reports (rerun: same value)
-                        session.execute(_identity_restart(session, step[2], step[3], tops[step[3]]))
-                    else:
-                        session.execute(step)
-                if finish is not None:
-                    finish(session, clock)
-            lock_ms = (time.monotonic() - lock_started) * 1000.0 if lock_started else None
+            cur = conn.cursor()
+            try:
+                cur.execute(batch)
+                server_ms, reconciled = cur.fetchone()
+            finally:
+                cur.close()
+            t0 = time.monotonic()
+            conn.commit()
+            lock_ms = server_ms + (time.monotonic() - t0) * 1000.0
             return dict(lock_ms=lock_ms, attempts=attempt + 1, retries=report, reconciled=reconciled)
         except psycopg2.Error as e:
+            conn.rollback()
+            conn.autocommit = True   # the blockers are read outside any transaction
             if not _is_retryable(e):
                 raise
             blockers = blocking_sessions(session, [(cap["schema"], cap["active"]), (cap["schema"], cap["standby"])])
@@ -681,6 +689,8 @@ def swap_tables(session, cap, active_new, active_index_suffix, standby_index_suf
                 "Blocking: %s. Let those transactions finish (or end them), then run again."
                 % (table_name, int(lock_timeout_ms), attempts, describe_blockers(blockers)),
                 blockers=blockers, retries=report)
+        finally:
+            conn.autocommit = True
     return None  # pragma: no cover
 
 
@@ -755,15 +765,16 @@ def sync_spec(schema, name, table_name, partition_key):
     return s
 
 
-def install_sync_inline(session, templates, state_schema, spec, src, dst, direction):
-    """Create the sync function and triggers on ``src`` inside the caller's transaction (the swap)."""
+def reverse_sync_statements(session, templates, state_schema, spec, src_now, dst_now, src_end, dst_end):
+    """The sync function and triggers for ``src_end`` -> ``dst_end``, rendered before the swap from the
+    relations that will carry those names after it (``src_now``, ``dst_now``)."""
     from ansible_collections.dbops.partitioning.plugins.module_utils import sync as sync_mod
-    ctx = sync_mod.sync_context(session, state_schema, spec, src, dst, None, direction)
-    session.execute(templates.render("sync/trigger_function", session.conn, **ctx))
-    session.execute(templates.render("sync/triggers", session.conn, src=tuple(src), fn=ctx["fn"],
+    ctx = sync_mod.sync_context(session, state_schema, spec, src_now, dst_now, None, "reverse")
+    ctx["dst"] = tuple(dst_end)
+    return [sql.SQL(templates.render("sync/trigger_function", session.conn, **ctx)),
+            sql.SQL(templates.render("sync/triggers", session.conn, src=tuple(src_end), fn=ctx["fn"],
                                      create_row=True, create_truncate=True, replace_row=False,
-                                     replace_truncate=False, enable_row=True, enable_truncate=True))
-    return ctx["fn"]
+                                     replace_truncate=False, enable_row=True, enable_truncate=True))]
 
 
 def drop_prebuilt(session, cap, prebuilt):
@@ -859,14 +870,15 @@ def switchover(session, templates, table, state_schema="partitioning", lock_time
                                                            "rls", "rls_forced", "owner", "comment"))
     captured["switchover"]["views"] = [dict((k, v) for k, v in x.items() if k != "oid") for x in cap["views"]]
 
-    def finish(s, lock_clock):
-        install_sync_inline(s, templates, state_schema, spec, (schema, name), (schema, old), "reverse")
-        st.update_table(s, state_schema, table_name, phase="switched", captured=captured)
-        s.execute(sql.SQL("UPDATE {} SET switched_at = now(), "
-                          "swap_lock_ms = extract(epoch FROM clock_timestamp() - %s) * 1000 "
-                          "WHERE table_name = %s").format(sql.Identifier(state_schema, "tables")),
-                  (lock_clock, table_name))
-
+    # the reverse sync, rendered now from the catalog as it will be after the renames: the new
+    # table is today's twin (same columns), <table>_old is today's original (its primary key)
+    finish = reverse_sync_statements(session, templates, state_schema, spec, (schema, twin), (schema, name),
+                                     (schema, name), (schema, old))
+    finish.append(sql.SQL("UPDATE {} SET phase = 'switched', captured = {}::jsonb, switched_at = now(), "
+                          "swap_lock_ms = extract(epoch FROM clock_timestamp() - "
+                          "current_setting('dbops.lock_at')::timestamptz) * 1000, updated_at = now() "
+                          "WHERE table_name = {}").format(sql.Identifier(state_schema, "tables"),
+                                                          sql.Literal(st.dumps(captured)), sql.Literal(table_name)))
     result = swap_tables(session, cap, old, "_old", "_p", prebuilt, state_schema, table_name,
                          lock_timeout_ms=lock_timeout_ms, retries=swap_retries, backoff=backoff_ms_base,
                          finish=finish)
