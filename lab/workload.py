@@ -82,13 +82,15 @@ class _Profile:
 
 
 def _days(rng):
-    """Days from today: mostly the last month; 1 % back-dated 6-10 years (a late correction),
-    1 % 3-5 years ahead (a scheduled payment). Those land in the default partition (HP4)."""
+    """Days from today: mostly the last month (late bookings); 0.5 % back-dated 5-6 years, just
+    older than the oldest generated row (a correction of the legacy import), 0.5 % 2-3 years
+    ahead, just beyond the newest (a scheduled payment). Written after phase 1 they land in the
+    default partition (HP4); written before it they widen the twin's range a little."""
     r = rng.random()
+    if r < 0.005:
+        return -rng.randint(5 * 365, 6 * 365)
     if r < 0.01:
-        return -rng.randint(6 * 365, 10 * 365)
-    if r < 0.02:
-        return rng.randint(3 * 365, 5 * 365)
+        return rng.randint(2 * 365 + 1, 3 * 365)
     return -rng.randint(0, 30)
 
 
