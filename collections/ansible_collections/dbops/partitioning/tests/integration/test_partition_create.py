@@ -141,6 +141,31 @@ def test_inbound_foreign_keys_refused_by_default_then_dropped_and_recorded(param
     assert not prepare(params, dict(raw, inbound_foreign_keys="drop"))["changed"]
 
 
+def test_prepare_again_after_rollback(params, conn):
+    """rollback.yml's code undoes phase 1 (FKs re-created); phase 1 then starts a fresh migration."""
+    from ansible_collections.dbops.partitioning.plugins.module_utils.rollback import rollback
+    q(conn, """
+        CREATE TABLE public.invoices (id bigint PRIMARY KEY, issued_on date NOT NULL);
+        CREATE TABLE public.lines (id bigint PRIMARY KEY, invoice_id bigint REFERENCES public.invoices (id));
+        INSERT INTO public.invoices VALUES (1, '2025-01-01'), (2, '2025-03-01');
+    """)
+    raw = dict(table="invoices", partition_key="issued_on", interval="monthly", inbound_foreign_keys="drop")
+    prepare(params, raw)
+    s = Session(connect(params))
+    try:
+        rollback(s, TEMPLATES, "public.invoices")
+    finally:
+        s.close()
+    assert q(conn, "SELECT phase FROM partitioning.tables") == [("rolled_back",)]
+    assert q(conn, "SELECT count(*) FROM pg_constraint WHERE conname = 'lines_invoice_id_fkey'") == [(1,)]
+    q(conn, "INSERT INTO public.invoices VALUES (3, '2025-04-01')")
+    again = prepare(params, raw)
+    assert "table public.invoices_partitioned" in again["created"]
+    assert q(conn, "SELECT phase, backfill_upper, dropped_foreign_keys -> 0 ->> 'name' FROM partitioning.tables") == [
+        ("prepared", {"id": 3}, "lines_invoice_id_fkey")]
+    assert not prepare(params, raw)["changed"]
+
+
 def test_awkward_table_identity_generated_quoted_names(params, conn):
     q(conn, """
         CREATE SCHEMA "Ledger";
