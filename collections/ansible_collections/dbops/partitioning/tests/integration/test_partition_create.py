@@ -83,6 +83,25 @@ def test_prepare_on_the_lab_schema_is_idempotent(params, lab):
              (new_id,)) == [("revenues_2026_q2",)]
 
 
+def test_the_application_role_writes_through_the_trigger(params, lab):
+    """The trigger runs as the invoker: the application's role (DML grants only, no privilege on the
+    state schema's tables) writes the twin through the grants phase 1 copied, and a REPEATABLE READ
+    writer logs keys through the SECURITY DEFINER log_pending."""
+    prepare(params, REVENUES)
+    q(lab, "BEGIN; SET LOCAL ROLE app_rw;"
+           "INSERT INTO public.revenues (org_id, occurred_at, amount_cents, payment_mode, status) "
+           "  VALUES (1, '2026-03-03', 9, 'card', 'pending');"
+           "UPDATE public.revenues SET occurred_at = occurred_at + interval '100 days' "
+           "  WHERE id IN (SELECT id FROM public.revenues ORDER BY id LIMIT 5);"
+           "DELETE FROM public.revenues WHERE id IN (SELECT id FROM public.revenues ORDER BY id DESC LIMIT 2);"
+           "COMMIT")
+    q(lab, "BEGIN ISOLATION LEVEL REPEATABLE READ; SET LOCAL ROLE app_rw;"
+           "UPDATE public.revenues SET amount_cents = 1 WHERE id = 6; COMMIT")
+    assert q(lab, "SELECT pk FROM partitioning.pending_keys") == [({"id": 6},)]   # not copied yet: logged
+    q(lab, "INSERT INTO public.revenues_partitioned SELECT * FROM public.revenues ON CONFLICT DO NOTHING")
+    assert_equal(lab)
+
+
 def test_check_mode_creates_nothing_and_shows_the_sql(params, lab):
     before = relations(lab)
     out = prepare(params, REVENUES, check=True)
