@@ -139,6 +139,25 @@ def test_premake_on_a_later_run_adds_partitions_only(params, lab):
     assert not [c for c in later["created"] if c.startswith(("table ", "trigger ", "function ", "state "))]
 
 
+def test_a_later_run_never_queues_behind_a_long_transaction(params, lab, pg, db):
+    """New partitions of a twin lock it; behind a long transaction the run gives up after the lock
+    timeout and retries (HP8), then names the blocker. What it did is kept; the next run finishes."""
+    raw = dict(REVENUES, lock_timeout_ms=20, swap_retries=1)
+    prepare(params, raw)
+    reader = pg.connect(db, autocommit=False)
+    try:
+        blocker = q(reader, "SELECT pg_backend_pid()")[0][0]
+        q(reader, "SELECT count(*) FROM public.revenues_partitioned")     # holds ACCESS SHARE until commit
+        with pytest.raises(PartitioningError) as e:
+            prepare(params, raw, now=NOW + datetime.timedelta(days=5 * 365))
+        assert "pid %d" % blocker in e.value.msg and "revenues_partitioned" in e.value.msg
+    finally:
+        reader.rollback()
+        reader.close()
+    assert "partition public.revenues_2031_q4" in prepare(params, raw, now=NOW + datetime.timedelta(days=5 * 365))[
+        "created"]
+
+
 def test_inbound_foreign_keys_refused_by_default_then_dropped_and_recorded(params, conn):
     q(conn, """
         CREATE TABLE public.invoices (id bigint PRIMARY KEY, issued_on date NOT NULL);

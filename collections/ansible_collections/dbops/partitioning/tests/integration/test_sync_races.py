@@ -230,6 +230,16 @@ def _wait_until_blocked(obs, pid):
     raise AssertionError("pid %s never waited for a lock" % pid)
 
 
+def test_triggers_fire_under_session_replication_role_replica(params, app, obs):
+    """ENABLE ALWAYS: logical replication apply and pg_restore (session_replication_role = replica)
+    would otherwise write the original without the twin."""
+    setup_revenues(params, seed_rows=3)
+    q(app, "SET session_replication_role = replica")
+    step_write_then_commit(app, obs, lambda c: q(
+        c, "INSERT INTO public.revenues (org_id, occurred_at, amount_cents) VALUES (1, '2025-03-03', 1);"
+           "UPDATE public.revenues SET occurred_at = '2025-10-10' WHERE id = 1; DELETE FROM public.revenues WHERE id = 2"))
+
+
 def test_concurrent_writers_on_the_same_row(params, pg, db, app, obs):
     """The second writer blocks on the original's row until the first commits; its trigger then
     runs with a fresh snapshot and writes the newest version into the twin."""
