@@ -158,6 +158,21 @@ def test_a_later_run_never_queues_behind_a_long_transaction(params, lab, pg, db)
         "created"]
 
 
+def test_a_column_added_to_the_original_reaches_the_twin_and_the_trigger(params, conn):
+    """A deploy adds a column during the migration: phase 1 run again adds it to the twin and
+    regenerates the sync function (its body lists the columns)."""
+    q(conn, "CREATE TABLE public.ev (id bigint PRIMARY KEY, at date NOT NULL)")
+    raw = dict(table="ev", partition_key="at", interval="yearly", premake=0)
+    prepare(params, raw)
+    q(conn, "ALTER TABLE public.ev ADD COLUMN extra text")
+    out = prepare(params, raw)
+    assert "column public.ev_partitioned.extra" in out["created"]
+    assert "function partitioning.public__ev__fwd" in out["created"]
+    assert not [c for c in out["created"] if c.startswith("trigger")]
+    q(conn, "INSERT INTO public.ev VALUES (1, '2026-01-01', 'x')")
+    assert_equal(conn, ("public", "ev"), ("public", "ev_partitioned"))
+
+
 def test_inbound_foreign_keys_refused_by_default_then_dropped_and_recorded(params, conn):
     q(conn, """
         CREATE TABLE public.invoices (id bigint PRIMARY KEY, issued_on date NOT NULL);
