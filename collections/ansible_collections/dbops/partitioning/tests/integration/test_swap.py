@@ -310,3 +310,19 @@ def test_quoted_schema_and_table_names_switch_and_roll_back(pg, db):
     one(conn, 'INSERT INTO "Fin Ops"."Rev" ("When", "Amount") VALUES (\'2025-03-02\', 2)')
     assert one(conn, 'SELECT count(*), count(DISTINCT "Id") FROM "Fin Ops"."Rev View"') == [(502, 502)]
     conn.close()
+
+
+def test_refused_for_begin_atomic_functions_and_inbound_foreign_keys(pg, db):
+    """Objects bound to the table's OID cannot follow a rename (HP9, HP11): refused, named, nothing changed."""
+    make_verified(pg, db, rows=50, extras=False)
+    conn = pg.connect(db)
+    one(conn, "CREATE FUNCTION public.revenue_total() RETURNS numeric LANGUAGE sql "
+              "BEGIN ATOMIC SELECT sum(amount) FROM public.revenues; END")
+    one(conn, "CREATE TABLE public.refunds (id int PRIMARY KEY, revenue_id bigint REFERENCES public.revenues (id))")
+    with pytest.raises(PartitioningError) as err:
+        switch(pg, db)
+    msg = err.value.msg
+    assert "revenue_total()" in msg and "BEGIN ATOMIC" in msg
+    assert "refunds_revenue_id_fkey on public.refunds" in msg
+    assert phase(conn) == "verified" and not is_partitioned(conn, "public.revenues")
+    conn.close()
