@@ -146,8 +146,11 @@ def rollback_after_switch(session, templates, row, schema, name, state_schema, t
     # the original's indexes come back from <name>_old; the partitioned table's get their twin names
     result = swap.swap_tables(session, cap, twin, "_p", "_old", prebuilt, state_schema, table_name,
                               lock_timeout_ms=lock_timeout_ms, retries=retries, finish=finish)
-    done.append("%s is the original table again (lock held %.1f ms, %d attempt(s))"
-                % (table_name, result["lock_ms"] or 0, result["attempts"]))
+    if session.check_mode:
+        done.append("%s would be the original table again (the swap's statements are in queries)" % table_name)
+    else:
+        done.append("%s is the original table again (lock held %.1f ms, %d attempt(s))"
+                    % (table_name, result["lock_ms"] or 0, result["attempts"]))
     if analyze:
         session.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, name)))
     if not keep_twin:

@@ -890,6 +890,10 @@ def switchover(session, templates, table, state_schema="partitioning", lock_time
         session.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, name)))
     st.record_run(session, state_schema, table_name, "switchover",
                   details=dict(lock_ms=result["lock_ms"], attempts=result["attempts"], retries=result["retries"]))
+    if session.check_mode:
+        return dict(changed=True, table=table_name, phase=row["phase"], final_check=check, warnings=warnings,
+                    msg="%s would be switched over to the partitioned table: the swap's statements are in queries "
+                        "(nothing changed)" % table_name)
     return dict(changed=True, table=table_name, phase="switched", swap_lock_ms=result["lock_ms"],
                 attempts=result["attempts"], retries=result["retries"], reconciled=result["reconciled"],
                 final_check=check, warnings=warnings,
