@@ -82,7 +82,7 @@ def assert_carried_over(conn, db, old="revenues_old"):
 
 
 def test_switchover_under_load_with_oracle(pg, db):
-    make_verified(pg, db, rows=3000)
+    make_verified(pg, db, rows=1500)
     conn = pg.connect(db)
     initial = rows_of(conn, "public.revenues")
     writers = Writers(pg, db, n=3, seed=7).start()

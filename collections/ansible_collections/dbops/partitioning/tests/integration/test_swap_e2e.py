@@ -14,7 +14,7 @@ TABLES = [dict(SPEC)]
 
 
 def test_phases_1_2_3_and_rollback_under_load(pg, db):
-    make_prepared_real(pg, db, rows=3000)
+    make_prepared_real(pg, db, rows=1500)
     conn = pg.connect(db)
     writers = Writers(pg, db, n=2, seed=3)
     initial = None
@@ -42,7 +42,7 @@ def test_phases_1_2_3_and_rollback_under_load(pg, db):
 
 
 def test_phases_1_2_3_switched_equal_and_cleanup(pg, db):
-    make_prepared_real(pg, db, rows=2000)
+    make_prepared_real(pg, db, rows=1500)
     conn = pg.connect(db)
     assert not run_playbook("phase2_migrate", pg, db, TABLES).failed
     initial = rows_of(conn, "public.revenues")
