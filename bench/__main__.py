@@ -5,6 +5,7 @@ Full mode takes about half an hour on 2 cores; ``--quick`` a few minutes.
 """
 import argparse
 import os
+import signal
 import sys
 import time
 import traceback
@@ -52,8 +53,16 @@ def parse_args(argv):
     return opts
 
 
+def _stop(signum, _frame):
+    # SIGTERM (and SIGINT, which a background job ignores by default) must still run the
+    # ``finally`` below: the throwaway servers are stopped and removed.
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
     opts = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     servers = common.Servers()
     if opts.pg:
         wanted = [int(v) for v in opts.pg.split(",") if v.strip()]

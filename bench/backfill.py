@@ -205,27 +205,35 @@ def throughput(srv, opts):
 LATENCY_SCRIPTS = [("insert", schema.INSERT_SCRIPT, 1), ("update", schema.UPDATE_SCRIPT, 1)]
 
 
+LATENCY_MAX_WINDOW_S = 60
+
+
 def latency(srv, opts, backfill_seconds):
+    """p99 of the fixed-rate load alone and during our backfill, alternated.
+
+    The load runs for the backfill's expected duration, at most LATENCY_MAX_WINDOW_S (on a
+    loaded machine a 1M-row copy takes minutes); only transactions that started inside the
+    window (and, with the backfill, while it ran) count."""
     dbname = "bench_backfill"
     conn = srv.connect(dbname)
-    window = max(5.0, backfill_seconds * 1.5 + 2)
+    window = min(LATENCY_MAX_WINDOW_S, backfill_seconds)
     rate = opts.latency_rate
     facts = dict(load="pgbench -R %d (fixed rate), %d clients, single-row insert + update of a random id "
                       "(weights 1:1), on the original with the sync trigger" % (rate, min(opts.clients, 2)),
-                 duration_s=round(window, 1), rows=opts.backfill_rows, rounds=opts.backfill_rounds)
+                 window_s=round(window, 1), rows=opts.backfill_rows, rounds=opts.backfill_rounds)
     runs = []
     for rnd, order in enumerate(common.rotations(["alone", "with_backfill"], opts.backfill_rounds)):
         for v in order:
             reset_twin(conn)
-            pb = PgbenchRun(srv, dbname, LATENCY_SCRIPTS, clients=min(opts.clients, 2), duration=window, rate=rate,
-                            latency_log=True, defines={"maxid": opts.backfill_rows}).start()
+            pb = PgbenchRun(srv, dbname, LATENCY_SCRIPTS, clients=min(opts.clients, 2), duration=window + 2,
+                            rate=rate, latency_log=True, defines={"maxid": opts.backfill_rows}).start()
             time.sleep(1.0)
             t0 = time.time()
             if v == "with_backfill":
                 seconds, _rows = run_ours(srv, dbname)
-                t1 = t0 + seconds
+                t1 = min(t0 + seconds, t0 + window)
             else:
-                t1 = t0 + backfill_seconds
+                t1 = t0 + window
             res = pb.wait()
             lats = [lat for start, lat in res["latencies"] if t0 <= start <= t1]
             runs.append(dict(round=rnd, variant=v, window_s=t1 - t0, transactions=len(lats),
@@ -326,15 +334,18 @@ def run(servers, opts):
             log("backfill: skip PostgreSQL %d: %s" % (major, e))
             continue
         results["throughput"][major] = tp = throughput(srv, opts)
+        report(results, opts)      # after every step: a run cut short keeps what it measured
         if major == opts.all_versions[0]:
             # Latency and flatness on the newest server only (time budget of make bench).
             results["latency"][major] = latency(srv, opts, tp["ours_seconds"])
+            report(results, opts)
             log("backfill: flatness over %d rows" % opts.flat_rows)
             results["flatness"][major] = flatness(srv, opts)
             f = results["flatness"][major]
             log("backfill flatness pg%d: %d batches, last/first decile %s, reference %s, normalized %s" % (
                 major, f["batches"], fmt(f["last_first_ratio"]), fmt(f["reference_last_first_ratio"]),
                 fmt(f["normalized_last_first_ratio"])))
+            report(results, opts)
     report(results, opts)
     return results
 
