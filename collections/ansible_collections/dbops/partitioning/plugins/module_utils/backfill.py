@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import List, Tuple
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
-from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session, sleep_ms
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, sleep_ms
 
 try:
     from psycopg2 import sql
@@ -75,7 +75,15 @@ def require_row(session, state_schema, table_name, allowed):
     return row
 
 
+def guard_session(session):
+    """Row-level security must never hide rows from the copy or the verification: with
+    ``row_security = off`` a query that a policy would filter fails instead (roles that
+    bypass RLS, the table owner without FORCE, superusers, are unaffected)."""
+    session.query("SET row_security = off")
+
+
 def load_context(session, state_schema, row):
+    guard_session(session)
     src = (row["table_schema"], row["table_relname"])
     dst = (row["table_schema"], row["twin_relname"])
     for rel, what in ((src, "original table"), (dst, "partitioned twin")):
@@ -446,6 +454,7 @@ def copy_for(session, open_session, templates, ctx, opts, deadline, hooks=None):
         s = None
         try:
             s = open_session()
+            guard_session(s)
             while not stop.is_set():
                 with lock:
                     if not queue or shared["stopped_by"]:

@@ -1,9 +1,7 @@
 """Test setup for phase 2: a table that phase 1 has brought to 'prepared'.
 
-Uses the real phase-1 path (prepare.prepare_table) when it is importable, else phase 1's
-parts (ensure_twin for the twin, monthly partitions plus ``_default``; install_sync for the
-forward trigger) and a state row in phase 'prepared' whose ``backfill_upper`` is the
-largest key once the triggers exist.
+Phase 1 is the real one (prepare.prepare_table): twin, monthly partitions plus
+``_default``, forward sync trigger, state row in phase 'prepared' with ``backfill_upper``.
 
 Two shapes: ``revenues`` (``id bigint`` key) and ``composite=True`` (key ``(org_id, id)``,
 to exercise keyset order by row comparison).
@@ -25,7 +23,6 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates i
 
 STATE = "partitioning"
 TABLE = "public.revenues"
-MONTHS = [(2025, m) for m in range(1, 13)]
 COLS = "id, occurred_at, region, amount, note"
 
 
@@ -62,75 +59,26 @@ def _spec_dict():
 
 
 def _prepare_with_phase1(pg, db):
-    try:
-        from ansible_collections.dbops.partitioning.plugins.module_utils import prepare
-        from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
-    except ImportError:
-        return False
+    from ansible_collections.dbops.partitioning.plugins.module_utils import prepare
+    from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
     session = Session(pg.connect(db))
     try:
-        spec = normalize_spec(_spec_dict())
-        prepare.prepare_table(session, templates(), spec, STATE,
+        prepare.prepare_table(session, templates(), normalize_spec(_spec_dict()), STATE,
                               now=datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc))
     finally:
         session.close()
-    return True
 
 
-def _prepare_by_hand(pg, db, composite):
-    """Phase 1 by its parts until prepare.prepare_table lands: the twin from phase 1's code
-    (describe_table, plan_partitions, ensure_twin), the real sync trigger (install_sync), then
-    the state row in phase 'prepared' with backfill_upper read once the triggers exist."""
-    from ansible_collections.dbops.partitioning.plugins.module_utils import sync
-    from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import plan_partitions
-    from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
-    from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
-    from ansible_collections.dbops.partitioning.plugins.module_utils.twin import ensure_twin
-    conn = pg.connect(db)
-    session = Session(pg.connect(db))
-    try:
-        tpl = templates()
-        st.ensure_state_schema(session, tpl, STATE)
-        spec = normalize_spec(_spec_dict())
-        info = describe_table(session, "public", "revenues")
-        lo, hi = scalar_row(conn, "SELECT min(occurred_at), max(occurred_at) FROM public.revenues")
-        now = datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc)
-        with session.transaction():
-            ensure_twin(session, info, spec, plan_partitions(spec, info.column("occurred_at").type, lo, hi, now))
-        sync.install_sync(session, tpl, STATE, spec, ("public", "revenues"), spec.twin, info=info,
-                          direction="forward")
-        pk = info.pk_columns
-        upper = scalar_row(conn, "SELECT jsonb_build_object(%s) FROM public.revenues ORDER BY %s LIMIT 1" % (
-            ", ".join("'%s', %s" % (c, c) for c in pk), ", ".join("%s DESC" % c for c in pk)))
-        with session.transaction():
-            st.insert_table(session, STATE, TABLE, table_schema="public", table_relname="revenues",
-                            twin_relname=spec.twin[1], old_relname=spec.old[1], phase="prepared",
-                            spec=json.loads(json.dumps(spec.to_json(), default=str)), pk_columns=pk,
-                            partition_key="occurred_at", backfill_upper=upper[0] if upper else None)
-    finally:
-        session.close()
-        conn.close()
-
-
-def scalar_row(conn, stmt, args=None):
-    cur = conn.cursor()
-    cur.execute(stmt, args)
-    r = cur.fetchone()
-    cur.close()
-    return r
-
-
-def make_prepared(pg, db, rows=2000, composite=False, by_hand=None):
-    """public.revenues with ``rows`` rows, its twin, sync triggers and a 'prepared' state row."""
+def make_prepared(pg, db, rows=2000, composite=False):
+    """public.revenues with ``rows`` rows, then phase 1 (prepare.prepare_table): its twin,
+    monthly partitions plus a default one, sync triggers and a 'prepared' state row with
+    ``backfill_upper``."""
     conn = pg.connect(db)
     try:
         create_original(conn, rows=rows, composite=composite)
     finally:
         conn.close()
-    if by_hand is None:
-        by_hand = os.environ.get("DBOPS_PHASE2_BY_HAND") == "1"
-    if by_hand or not _prepare_with_phase1(pg, db):
-        _prepare_by_hand(pg, db, composite)
+    _prepare_with_phase1(pg, db)
 
 
 def session(pg, db):
