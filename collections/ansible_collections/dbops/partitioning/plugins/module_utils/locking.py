@@ -21,7 +21,6 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.db import Parti
 
 try:
     import psycopg2
-    import psycopg2.errors
     from psycopg2 import sql
 except ImportError:  # pragma: no cover
     psycopg2 = None

@@ -14,7 +14,6 @@ import tempfile
 
 import pytest
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import state
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session, connect
 from ansible_collections.dbops.partitioning.plugins.module_utils.prepare import prepare_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
