@@ -102,3 +102,23 @@ def test_batch_copy_without_phase1_says_what_to_run(pg, db, conn):
     assert res.get("failed") and "run phase1_prepare first" in res["msg"], res
     res = drv.run_module("partition_verify", pg, db, table=TABLE)
     assert res.get("failed") and "run phase1_prepare first" in res["msg"], res
+
+
+def test_pending_keys_are_reconciled_before_they_count_and_a_held_key_waits(pg, db, copied):
+    """The runbook's repair: log a differing key to pending_keys; verification reconciles it.
+    While a writer still holds the row, verification says so and stays resumable."""
+    _behind_the_triggers_back(copied, "UPDATE public.revenues SET note = 'sneaky' WHERE id = 77")
+    run(copied, "INSERT INTO partitioning.pending_keys (table_name, pk, reason) "
+                "VALUES ('public.revenues', '{\"id\": 77}', 'manual')")
+    holder = pg.connect(db, autocommit=False)
+    holder.cursor().execute("SELECT 1 FROM public.revenues WHERE id = 77 FOR UPDATE")
+    try:
+        res = drv.run_module("partition_verify", pg, db, table=TABLE)
+        assert res.get("failed") and "held by open transactions" in res["msg"], res
+        assert state_row(copied)["verification"]["status"] == "running"
+    finally:
+        holder.rollback()
+        holder.close()
+    res = drv.run_module("partition_verify", pg, db, table=TABLE)
+    assert res["status"] == "ok", res  # the same run, resumed
+    assert scalar(copied, "SELECT note FROM public.revenues_partitioned WHERE id = 77") == "sneaky"
