@@ -24,6 +24,9 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.db import Sessi
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates  # noqa: E402
 
 STATE = "partitioning"
+SPEC = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="monthly", premake=0,
+            default_partition=True)
+COLS = "id, occurred_at, region, amount, note"
 MONTHS = [(2025, m) for m in range(1, 13)]
 
 
@@ -100,8 +103,44 @@ def _make_twin(conn, db, identity=False):
             "CREATE POLICY revenues_app ON public.revenues_partitioned TO %s USING (region <> 'secret')" % role)
 
 
-def make_verified(pg, db, rows=2000, identity=False, extras=True):
-    """Create public.revenues, its twin, sync, copy, and a state row in phase 'verified'."""
+def _verified_by_phase1(pg, db):
+    """Phase 1's own code (prepare.prepare_table), then a plain copy and phase 'verified'."""
+    try:
+        from ansible_collections.dbops.partitioning.plugins.module_utils import prepare
+        from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
+    except ImportError:
+        return False
+    session = Session(pg.connect(db))
+    try:
+        prepare.prepare_table(session, _templates(), normalize_spec(dict(SPEC)), STATE,
+                              now=datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc))
+    finally:
+        session.close()
+    conn = pg.connect(db)
+    conn.autocommit = True
+    run(conn, "INSERT INTO public.revenues_partitioned (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM public.revenues "
+              "ON CONFLICT DO NOTHING" % (COLS, COLS),
+        "UPDATE partitioning.tables SET phase = 'verified', verified_at = now(), verification = '{\"status\": \"ok\"}'")
+    conn.close()
+    return True
+
+
+def make_verified(pg, db, rows=2000, identity=False, extras=True, by_hand=None):
+    """Create public.revenues, its twin, sync, copy, and a state row in phase 'verified'.
+
+    The twin comes from phase 1's code when it is importable (DBOPS_PHASE3_BY_HAND=1: by hand)."""
+    if by_hand is None:
+        by_hand = os.environ.get("DBOPS_PHASE3_BY_HAND") == "1"
+    if not by_hand:
+        conn = pg.connect(db)
+        conn.autocommit = True
+        try:
+            create_original(conn, db, rows=rows, identity=identity, extras=extras)
+        finally:
+            conn.close()
+        if _verified_by_phase1(pg, db):
+            return
+        raise RuntimeError("phase 1 (prepare.prepare_table) is not importable; set DBOPS_PHASE3_BY_HAND=1")
     conn = pg.connect(db)
     conn.autocommit = True
     try:
@@ -159,8 +198,6 @@ __all__ = ["make_verified", "rows_of", "phase", "is_partitioned", "role_name", "
 # --- an application-like write load with an exact oracle ------------------------------------
 import random  # noqa: E402
 import threading  # noqa: E402
-
-COLS = "id, occurred_at, region, amount, note"
 
 
 class Writers:
@@ -270,8 +307,6 @@ class Writers:
 
 
 # --- the real phase-1 path: twin by twin.ensure_twin (or prepare.prepare_table), state 'prepared' ---
-SPEC = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="monthly", premake=0,
-            default_partition=True)
 
 
 def make_prepared_real(pg, db, rows=2000):
