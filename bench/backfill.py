@@ -172,7 +172,8 @@ def throughput(srv, opts):
         else:
             log("backfill: pg_partman cannot be installed here: its comparison is skipped")
     facts = common.setup_facts(srv, conn, rows=opts.backfill_rows, rounds=opts.backfill_rounds, twin_built_by=how,
-                               pg_partman=partman or "not installed",
+                               pg_partman=partman or ("not installed" if srv.major == 15 else
+                                                      "n/a (compared on PostgreSQL 15 only)"),
                                our_options="CopyOptions() defaults: batch_size 10000, batch_target_ms 500, "
                                            "1 worker, no sleep, no throttle limits")
     runs = []
