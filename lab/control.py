@@ -39,6 +39,7 @@ class Config:
     bindir: str
     port: int
     seed: int = 42
+    only: tuple = ()        # demo/load: these demo tables only (LAB_ONLY=revenues,expenses)
 
     @classmethod
     def from_env(cls, env=None):
@@ -51,7 +52,13 @@ class Config:
                              "LAB_BINDIR=/usr/lib/postgresql/NN/bin")
         return cls(lab_dir=os.path.abspath(env.get("LAB_DIR") or os.path.join(ROOT, ".lab")),
                    servers=int(env.get("LAB_SERVERS") or 2), rows=rows, bindir=bindir,
-                   port=int(env.get("LAB_PORT") or DEFAULT_PORT), seed=int(env.get("LAB_SEED") or 42))
+                   port=int(env.get("LAB_PORT") or DEFAULT_PORT), seed=int(env.get("LAB_SEED") or 42),
+                   only=_only(env.get("LAB_ONLY") or ""))
+
+    @property
+    def tables(self):
+        """The demo tables the demo and the load act on."""
+        return tuple(t for t in schema.TABLES if not self.only or t in self.only)
 
     @property
     def password_file(self):
@@ -60,6 +67,14 @@ class Config:
     @property
     def state_file(self):
         return os.path.join(self.lab_dir, "lab.json")
+
+
+def _only(text):
+    names = tuple(n.strip().split(".")[-1] for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in schema.TABLES]
+    if unknown:
+        raise SystemExit("LAB_ONLY names %s; the demo tables are %s" % (", ".join(unknown), ", ".join(schema.TABLES)))
+    return names
 
 
 class LabServer:

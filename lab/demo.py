@@ -43,6 +43,8 @@ def run_playbook(cfg, servers, name, log_dir):
     """Run one playbook against inventories/lab, streaming its output; returns (rc, seconds)."""
     cmd = [_ansible_playbook(), os.path.join("playbooks", name + ".yml"), "-i", os.path.join("inventories", "lab"),
            "--limit", ",".join(s.name for s in servers)]
+    if cfg.only:
+        cmd += ["-e", "partitioning_only=" + ",".join("public." + t for t in cfg.tables)]
     env = dict(os.environ, LAB_DIR=cfg.lab_dir, LAB_PORT=str(servers[0].port), ANSIBLE_FORCE_COLOR="0",
                PYTHONUNBUFFERED="1")
     os.makedirs(log_dir, exist_ok=True)
@@ -58,10 +60,10 @@ def run_playbook(cfg, servers, name, log_dir):
     return rc, time.monotonic() - t0
 
 
-def start_workloads(servers, seconds=None):
+def start_workloads(servers, seconds=None, tables=schema.TABLES):
     workloads = []
     for i, ls in enumerate(servers):
-        for table in schema.TABLES:
+        for table in tables:
             w = Workload(ls.conninfo(), "public." + table, threads=1, seed=i, mix=DEMO_MIX, think_ms=THINK_MS,
                          duration_s=seconds, application_name="lab-app")
             w.host = ls.name
@@ -136,12 +138,12 @@ def oracle(conn, table, phase):
             % (pair[0], pair[1], r["missing"], r["extra"], r["different"])), False
 
 
-def _phases(servers):
+def _phases(servers, tables):
     out = []
     for ls in servers:
         conn = ls.connect()
         try:
-            out += [control.phase_of(conn, t) for t in schema.TABLES]
+            out += [control.phase_of(conn, t) for t in tables]
         finally:
             conn.close()
     return out
@@ -154,8 +156,8 @@ def run(cfg):
     servers = control.up(cfg)
     timings = [("lab up", "ok", time.monotonic() - t0)]
     _say("\n== application load: %d writer(s) on %d table(s) x %d server(s) ==" % (
-        len(servers) * len(schema.TABLES), len(schema.TABLES), len(servers)))
-    workloads = start_workloads(servers)
+        len(servers) * len(cfg.tables), len(cfg.tables), len(servers)))
+    workloads = start_workloads(servers, tables=cfg.tables)
     failed = False
     oracles = {}
     try:
@@ -170,7 +172,7 @@ def run(cfg):
                 _say("\n-- %s: skipped, it needs %s" % (name, missing))
                 timings.append((name, "skipped (needs %s)" % missing, 0.0))
                 continue
-            if name in DONE_AFTER and all(p in DONE_AFTER[name] for p in _phases(servers)):
+            if name in DONE_AFTER and all(p in DONE_AFTER[name] for p in _phases(servers, cfg.tables)):
                 _say("\n-- %s: already done (every table is past it): skipped" % name)
                 timings.append((name, "skipped (already done)", 0.0))
                 continue
@@ -190,17 +192,17 @@ def run(cfg):
         for ls in servers:
             conn = ls.connect()
             try:
-                for table in schema.TABLES:
+                for table in cfg.tables:
                     phase = control.phase_of(conn, table)
                     oracles[(ls.name, table)] = (phase,) + oracle(conn, table, phase)
             finally:
                 conn.close()
     finally:
         stop_workloads(workloads)
-    return summary(servers, workloads, oracles, timings, failed, time.monotonic() - t_start)
+    return summary(servers, workloads, oracles, timings, failed, time.monotonic() - t_start, cfg.tables)
 
 
-def summary(servers, workloads, oracles, timings, failed, total_s):
+def summary(servers, workloads, oracles, timings, failed, total_s, tables=schema.TABLES):
     _say("\n== summary ==")
     for name, result, secs in timings:
         _say("  %-20s %-28s %7.1f s" % (name, result, secs))
@@ -210,7 +212,7 @@ def summary(servers, workloads, oracles, timings, failed, total_s):
     for ls in servers:
         conn = ls.connect()
         try:
-            for table in schema.TABLES:
+            for table in tables:
                 w = by_key[(ls.name, table)]
                 phase, verdict, equal = oracles.get((ls.name, table), (None, "not run", None))
                 rows = schema.table_counts(conn, [table])[table]
@@ -235,7 +237,7 @@ def load(cfg, seconds=60):
     if not servers:
         raise SystemExit("lab: not up; start it with make lab-up")
     _say("application load on %d server(s) for %d s (Ctrl-C stops it) ..." % (len(servers), seconds))
-    workloads = start_workloads(servers, seconds)
+    workloads = start_workloads(servers, seconds, tables=cfg.tables)
     try:
         for w in workloads:
             w.join()
