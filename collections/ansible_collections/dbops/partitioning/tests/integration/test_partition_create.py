@@ -313,7 +313,9 @@ def test_module_creates_then_reports_no_change(params, lab):
     assert not second["changed"] and second["queries"] == [], second
 
 
-def test_module_refuses_a_bad_spec_before_connecting(params):
-    out = _run_module(dict(params, port=1), dict(table="public.revenues", partition_key="occurred_at",
+def test_module_refuses_a_bad_spec_before_connecting():
+    """No server needed (port 1 has none): the spec is refused before any connection."""
+    nowhere = dict(login_host="127.0.0.1", port=1, login_user="postgres", login_db="postgres")
+    out = _run_module(nowhere, dict(table="public.revenues", partition_key="occurred_at",
                                                  strategy="range", interval="fortnightly"))
     assert out.get("failed") and "interval" in out["msg"] and "Traceback" not in json.dumps(out), out
