@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -99,6 +100,32 @@ def test_the_application_role_writes_through_the_trigger(params, lab):
     assert q(lab, "SELECT pk FROM partitioning.pending_keys") == [({"id": 6},)]   # not copied yet: logged
     q(lab, "INSERT INTO public.revenues_partitioned SELECT * FROM public.revenues ON CONFLICT DO NOTHING")
     assert_equal(lab)
+
+
+def test_phase1_under_live_writes_loses_no_row(params, lab, pg, db):
+    """The application writes (lab Workload: inserts, updates, partition-key moves, deletes) while
+    phase 1 installs the triggers. Every row above backfill_upper must already be in the twin
+    (written after the triggers existed); after copying the rows up to it, as the backfill does,
+    the twin equals the original (lab.workload.compare_tables, one snapshot)."""
+    from lab.workload import Workload, compare_tables
+    mix = {"insert": 40, "update": 25, "move": 20, "delete": 15, "pk_update": 0}
+    with Workload(pg.dsn(db), "public.revenues", threads=2, seed=5, mix=mix) as w:
+        deadline = datetime.datetime.now() + datetime.timedelta(seconds=60)
+        while w.total_ops < 20 and datetime.datetime.now() < deadline:
+            time.sleep(0.05)
+        prepare(params, REVENUES)
+        start = w.total_ops
+        while w.total_ops < start + 50 and datetime.datetime.now() < deadline:
+            time.sleep(0.05)
+    assert w.errors == 0, w.error_messages
+    upper = q(lab, "SELECT (backfill_upper ->> 'id')::bigint FROM partitioning.tables")[0][0]
+    assert q(lab, "SELECT count(*) FROM public.revenues o WHERE o.id > %s AND NOT EXISTS "
+                  "(SELECT 1 FROM public.revenues_partitioned p WHERE p.id = o.id)", (upper,)) == [(0,)]
+    assert q(lab, "SELECT count(*) FROM public.revenues WHERE id > %s", (upper,))[0][0] > 0
+    q(lab, "INSERT INTO public.revenues_partitioned SELECT * FROM public.revenues WHERE id <= %s "
+           "ON CONFLICT DO NOTHING", (upper,))
+    diff = compare_tables(lab, "public.revenues", "public.revenues_partitioned", ["id"])
+    assert diff["equal"], diff
 
 
 def test_check_mode_creates_nothing_and_shows_the_sql(params, lab):
