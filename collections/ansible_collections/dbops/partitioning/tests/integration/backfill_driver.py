@@ -42,19 +42,23 @@ def copy(pg, db, batch_size=500, workers=1, seconds=60, verify_batches=False, ho
 
 # --- the real modules in a subprocess (to kill them, and to see what an operator sees) --------
 
+import atexit  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
 from .phase2_setup import ROOT  # noqa: E402
 
+_DIRS = []
+atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _DIRS])
 MODULES = os.path.join(ROOT, "collections", "ansible_collections", "dbops", "partitioning", "plugins", "modules")
 
 
 def module_process(name, pg, db, check_mode=False, **args):
-    """Start ``plugins/modules/<name>.py`` as Ansible would (args file); returns (Popen, tmpdir)."""
+    """Start ``plugins/modules/<name>.py`` as Ansible would (args file); returns the Popen."""
     d = tempfile.mkdtemp(prefix="e5mod-")
     params = dict(pg.module_params(db), **args)
     params["_ansible_check_mode"] = check_mode
@@ -64,6 +68,7 @@ def module_process(name, pg, db, check_mode=False, **args):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "collections"), ROOT]))
     p = subprocess.Popen([sys.executable, os.path.join(MODULES, name + ".py"), path], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=env, cwd=d)
+    _DIRS.append(d)  # removed at exit (the module reads its args file only at start)
     return p
 
 
