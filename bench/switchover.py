@@ -38,17 +38,23 @@ def api():
 
 
 class LockPoller(threading.Thread):
-    """Sees when a granted AccessExclusiveLock on any of ``oids`` appears and disappears."""
+    """Sees when granted AccessExclusiveLocks on any of ``oids`` appear and disappear, per backend.
 
-    QUERY = ("SELECT count(*) FROM pg_locks WHERE locktype = 'relation' AND mode = 'AccessExclusiveLock' "
-             "AND granted AND relation = ANY (%s::oid[]) AND pid <> pg_backend_pid()")
+    The switchover's own backend (``swap_pid``) is what is measured; other holders (an
+    autovacuum truncating a table, say) are reported separately, never added to it."""
 
-    def __init__(self, srv, dbname, oids):
+    QUERY = ("SELECT DISTINCT l.pid, coalesce(a.backend_type, '?') FROM pg_locks l "
+             "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'relation' "
+             "AND l.mode = 'AccessExclusiveLock' AND l.granted AND l.relation = ANY (%s::oid[]) "
+             "AND l.pid <> pg_backend_pid()")
+
+    def __init__(self, srv, dbname, oids, swap_pid):
         super().__init__(daemon=True)
         self.conn = srv.connect(dbname)
         self.oids = list(oids)
+        self.swap_pid = swap_pid
         self.stop = threading.Event()
-        self.first = self.last = None       # time.time() of the first / last sighting
+        self.seen = {}                      # pid -> [first, last, backend_type] (time.time())
         self.polls = 0
         self.intervals = []
 
@@ -58,22 +64,34 @@ class LockPoller(threading.Thread):
         while not self.stop.is_set():
             t = time.time()
             cur.execute(self.QUERY, (self.oids,))
-            held = cur.fetchone()[0] > 0
+            for pid, kind in cur.fetchall():
+                entry = self.seen.setdefault(pid, [t, t, kind])
+                entry[1] = t
             self.polls += 1
             if prev is not None:
                 self.intervals.append(t - prev)
             prev = t
-            if held:
-                if self.first is None:
-                    self.first = t
-                self.last = t
             time.sleep(0.0002)
         self.conn.close()
+
+    @property
+    def first(self):
+        e = self.seen.get(self.swap_pid)
+        return e[0] if e else None
+
+    @property
+    def last(self):
+        e = self.seen.get(self.swap_pid)
+        return e[1] if e else None
 
     def held_ms(self):
         if self.first is None:
             return None
         return (self.last - self.first) * 1000.0
+
+    def others(self):
+        return ["pid %s (%s): %.1f ms" % (pid, e[2], (e[1] - e[0]) * 1000.0)
+                for pid, e in self.seen.items() if pid != self.swap_pid]
 
     def resolution_ms(self):
         return 1000.0 * median(self.intervals) if self.intervals else None
@@ -149,10 +167,10 @@ def run_once(srv, opts, rnd):
     scripts = [("insert", schema.INSERT_SCRIPT, 1), ("update", schema.UPDATE_SCRIPT, 1), ("view", VIEW_SCRIPT, 1)]
     pb = PgbenchRun(srv, dbname, scripts, clients=opts.clients, duration=duration, rate=opts.latency_rate,
                     latency_log=True, defines={"maxid": opts.swap_rows}).start()
-    poller = LockPoller(srv, dbname, oids)
     time.sleep(lead)
-    poller.start()
     sess = bf.module_session(srv, dbname)
+    poller = LockPoller(srv, dbname, oids, sess.conn.get_backend_pid())
+    poller.start()
     # Every statement of the switchover's own session goes to the server log with its duration:
     # the report lists the slowest ones (where the lock time goes).
     sess.conn.cursor().execute("SET log_min_duration_statement = 0")
@@ -183,6 +201,7 @@ def run_once(srv, opts, rnd):
     out = dict(round=rnd, twin_built_by=how, swap_lock_ms=result.get("swap_lock_ms"), state_swap_lock_ms=state_lock_ms,
                attempts=result.get("attempts"), polled_lock_ms=poller.held_ms(),
                poll_resolution_ms=poller.resolution_ms(), polls=poller.polls,
+               other_lock_holders=poller.others(),
                switchover_call_s=t_done - t_call,
                worst_stall_ms=max(lat for _s, lat in lats) if lats else None,
                worst_overlapping_ms=max(overlapping) if overlapping else None,
@@ -244,6 +263,10 @@ def report(results, opts):
                 "transactions", "failed", "aborted_clients", "relkind_after", "rows_after"]
         sections.append(("Runs (PostgreSQL %d)" % major, md_table(keys, [[x[k] for k in keys] for x in r["runs"]])
                          + "\n\nLoad: " + r["runs"][0]["load"]
+                         + "".join("\n\nOther backends seen holding ACCESS EXCLUSIVE on the table, the twin or the "
+                                   "view during round %d (not part of the swap): %s" % (
+                                       x["round"], "; ".join(x["other_lock_holders"]))
+                                   for x in r["runs"] if x.get("other_lock_holders"))
                          + "".join("\n\npgbench stderr (round %d): `%s`" % (x["round"], x["pgbench_stderr"])
                                    for x in r["runs"] if x["pgbench_stderr"])))
     for major, r in sorted(results.items(), reverse=True):
