@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover
     Json = None
 
 COPY_PHASES = ("prepared", "copying")
-DONE_PHASES = ("copied", "verified")
+DONE_PHASES = ("copied", "verified") + state_store.SWITCHED_PHASES
 MIN_BATCH = 10
 
 

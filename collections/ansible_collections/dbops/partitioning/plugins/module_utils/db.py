@@ -217,7 +217,9 @@ def run_module(module, work):
         session = state.get("session")
         out = dict(msg=e.msg, changed=bool(session and session.changed and not session.check_mode),
                    queries=session.queries if session else [])
-        out.update(e.details)
+        details = dict(e.details)
+        _warn(module, details.pop("warnings", None))
+        out.update(details)
         module.fail_json(**out)
     except Exception as e:  # noqa: BLE001 - an operator must never see a traceback
         session = state.get("session")
@@ -233,7 +235,15 @@ def run_module(module, work):
         session = state.get("session")
         if session is not None:
             session.close()
+    _warn(module, result.pop("warnings", None))
     module.exit_json(**result)
+
+
+def _warn(module, warnings):
+    """Warnings go through Ansible's own channel (shown as [WARNING] lines and returned in the
+    result's ``warnings``): a ``warnings`` key of the module's own is deprecated in ansible-core 2.19."""
+    for warning in warnings or []:
+        module.warn(warning)
 
 
 def open_session(module, state, application_suffix=""):

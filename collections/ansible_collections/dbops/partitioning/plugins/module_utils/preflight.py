@@ -39,6 +39,7 @@ __metaclass__ = type
 import difflib
 import re
 
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import is_width, partition_name, range_key_kind
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display, qualified
@@ -53,7 +54,7 @@ except ImportError:  # pragma: no cover
 
 MIN_SERVER_VERSION = 140000
 CONTINUE_PHASES = ("prepared", "copying", "copied", "verified")
-DONE_PHASES = ("switched", "cleaned")
+DONE_PHASES = state_store.SWITCHED_PHASES
 # Spec fields that fix the twin's shape: a change needs a new twin.
 SHAPE_FIELDS = ("partition_key", "strategy", "interval", "partitions", "values")
 

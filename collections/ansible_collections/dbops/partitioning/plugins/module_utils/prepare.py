@@ -41,7 +41,6 @@ try:
 except ImportError:  # pragma: no cover
     sql = None
 
-DONE_PHASES = ("switched", "cleaned")
 
 
 def _exists(session, rel):
@@ -126,7 +125,7 @@ def _prepare(session, templates, spec, state_schema, now, lock_timeout_ms, retri
     warnings = list(preflight(session, spec, info, row, state_schema))
     result = dict(changed=False, created=[], warnings=warnings, table=spec.table_name,
                   twin=qualified(*spec.twin), partitions=[], phase=row["phase"] if row else None)
-    if row is not None and row["phase"] in DONE_PHASES:
+    if row is not None and row["phase"] in state_store.SWITCHED_PHASES:
         return result
     created = result["created"]
     fresh = row is None or row["phase"] == "rolled_back"

@@ -23,6 +23,8 @@ except ImportError:  # pragma: no cover
     Json = None
 
 PHASES = ("prepared", "copying", "copied", "verified", "switched", "cleaned", "rolled_back")
+# After the swap: phases 1 and 2 are over, a rerun of their playbooks changes nothing.
+SWITCHED_PHASES = ("switched", "cleaned")
 _JSON_FIELDS = ("spec", "backfill_upper", "checkpoint", "verification", "dropped_foreign_keys", "captured")
 
 

@@ -152,7 +152,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates i
     TEMPLATES_ARGUMENT_SPEC, SqlTemplates)
 from ansible_collections.dbops.partitioning.plugins.module_utils.throttle import Limits
 
-ALLOWED = ("prepared", "copying", "copied", "verified")
+ALLOWED = backfill.COPY_PHASES + backfill.DONE_PHASES
 
 
 def _validate(p):

@@ -215,17 +215,7 @@ def work(module, state):
     state_schema = p["state_schema"] or spec.tuning.get("state_schema") or "partitioning"
     templates = SqlTemplates.from_module(module)
     session = open_session(module, state, "partition_create")
-    try:
-        result = prepare_table(session, templates, spec, state_schema, now=now)
-    except PartitioningError as e:
-        # Preflight's warnings go through Ansible's channel too (a `warnings` key in fail_json is
-        # deprecated): the operator sees them beside the refusal.
-        for warning in e.details.pop("warnings", None) or []:
-            module.warn(warning)
-        raise
-    # Ansible's own channel for warnings (shown as [WARNING], returned in the result's `warnings`).
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
+    result = prepare_table(session, templates, spec, state_schema, now=now)
     result["queries"] = session.queries
     return result
 

@@ -105,10 +105,13 @@ def work(module, state):
         raise PartitioningError("%s is in phase %r: its rows are not all copied yet; run batch_copy "
                                 "(playbooks/phase2_migrate.yml) before verifying." % (table_name, row["phase"]),
                                 phase=row["phase"])
-    row = backfill.require_row(session, state_schema, table_name, ("copied", "verified"))
+    row = backfill.require_row(session, state_schema, table_name,
+                               ("copied", "verified") + state_store.SWITCHED_PHASES)
     last = row.get("verification") or {}
-    if row["phase"] == "verified" and not p["full"]:
-        return dict(changed=False, status="ok", phase="verified", differences=[], queries=session.queries,
+    # After the switchover the verification that allowed it stands; comparing the new table
+    # with <table>_old is the cleanup's check (partition_cleanup).
+    if row["phase"] in state_store.SWITCHED_PHASES or (row["phase"] == "verified" and not p["full"]):
+        return dict(changed=False, status="ok", phase=row["phase"], differences=[], queries=session.queries,
                     verified_at=str(row["verified_at"]), msg="%s was verified at %s" % (table_name, row["verified_at"]))
     ctx = backfill.load_context(session, state_schema, row)
     if module.check_mode:

@@ -56,3 +56,16 @@ def test_phase2_only_selects_one_table(pg, db, conn):
     run = run_playbook("phase2_migrate", pg, db, tables, extra_vars=dict(partitioning_only=TABLE))
     assert not run.failed, run
     assert state_row(conn)["phase"] == "verified"
+
+
+def test_phase2_after_switchover_changes_nothing(pg, db, conn):
+    """Operators rerun whole sequences: phase 2 on a switched table is over, not an error."""
+    make_prepared(pg, db, rows=300)
+    for playbook in ("phase2_migrate", "phase3_switchover"):
+        run = run_playbook(playbook, pg, db, TABLES)
+        assert not run.failed, run
+    assert state_row(conn)["phase"] == "switched"
+    again = run_playbook("phase2_migrate", pg, db, TABLES)
+    assert not again.failed, again
+    assert again.changed == 0, again
+    assert "public.revenues: verification ok" in again.output, again
