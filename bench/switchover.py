@@ -123,14 +123,15 @@ def _slowest_statements(srv, offset, top=10):
     for a, b in zip(starts, starts[1:]):
         m = _DURATION.search(text[a:b])
         if m:
-            found.append((float(m.group(1)), " ".join(m.group(2).split())[:160]))
+            full = " ".join(m.group(2).split())
+            found.append((float(m.group(1)), full[:160], "LOCK TABLE" in full.upper()))
     in_lock = None
-    for i, (_ms, st) in enumerate(found):
-        if st.startswith("LOCK TABLE"):
+    for i, (_ms, st, locks) in enumerate(found):
+        if locks:
             j = next((k for k in range(i, len(found)) if found[k][1].upper().startswith("COMMIT")), len(found) - 1)
             span = found[i:j + 1]
-            in_lock = dict(statements=len(span), sum_ms=sum(ms for ms, _s in span))
-    return dict(slowest=sorted(found, reverse=True)[:top], in_lock=in_lock)
+            in_lock = dict(statements=len(span), sum_ms=sum(x[0] for x in span))
+    return dict(slowest=[x[:2] for x in sorted(found, reverse=True)[:top]], in_lock=in_lock)
 
 
 def prepare(srv, opts, dbname):
@@ -276,8 +277,9 @@ def report(results, opts):
                 lk = st.get("in_lock") or {}
                 sections.append(("Statements of the switchover session (PostgreSQL %d, round %d; "
                                  "from the server log, log_min_duration_statement = 0)" % (major, x["round"]),
-                                 "From its LOCK TABLE to its COMMIT: %s statements taking %s ms in the server "
-                                 "(the rest of the lock time is round trips and waiting for a CPU).\n\n"
+                                 "From the statement holding its LOCK TABLE to its COMMIT: %s statement(s) "
+                                 "(client round trips) taking %s ms in the server; the rest of the lock time is "
+                                 "round trips and waiting for a CPU.\n\n"
                                  % (lk.get("statements", "n/a"), fmt(lk.get("sum_ms"))) +
                                  md_table(["ms", "statement (slowest first)"],
                                           [[ms, "`%s`" % q.replace("|", "\\|")] for ms, q in st["slowest"]])))
