@@ -190,15 +190,32 @@ def throughput(srv, opts):
             runs.append(dict(round=rnd, variant=v, seconds=seconds, rows=rows, rows_per_s=rows / seconds))
             log("backfill pg%d round %d %-13s %8d rows %7.2f s %9.0f rows/s" % (
                 srv.major, rnd, v, rows, seconds, rows / seconds))
-    med = {v: median([r["rows_per_s"] for r in runs if r["variant"] == v]) for v in variants}
-    out = dict(facts=facts, median_rows_per_s=med, runs=runs,
-               ratios=dict(ours_insert=ratio(med["ours"], med["insert_select"]),
-                           ours_big_insert=ratio(med["ours_big"], med["insert_select"]),
-                           ours_partman=ratio(med["ours"], med.get("partman")),
-                           partman_insert=ratio(med.get("partman"), med["insert_select"])),
+    out = dict(facts=facts, runs=runs,
                ours_seconds=median([r["seconds"] for r in runs if r["variant"] == "ours"]))
+    out.update(throughput_ratios(runs))
     conn.close()
     return out
+
+
+def throughput_ratios(runs):
+    """Medians of rows/s per variant, and the ratios: the median over rounds of the ratio
+    within each round (paired, as for the trigger: a round's runs are minutes apart, so the
+    machine's drift cancels out), beside the ratio of the medians."""
+    variants = sorted(set(r["variant"] for r in runs))
+    med = {v: median([r["rows_per_s"] for r in runs if r["variant"] == v]) for v in variants}
+    by_round = {}
+    for r in runs:
+        by_round.setdefault(r["round"], {})[r["variant"]] = r["rows_per_s"]
+
+    def paired(a, b):
+        return median([ratio(x.get(a), x.get(b)) for x in by_round.values() if x.get(a) and x.get(b)])
+
+    pairs = dict(ours_insert=("ours", "insert_select"), ours_big_insert=("ours_big", "insert_select"),
+                 ours_partman=("ours", "partman"), partman_insert=("partman", "insert_select"))
+    return dict(median_rows_per_s=med, ratios=dict((k, paired(a, b)) for k, (a, b) in pairs.items()),
+                ratios_of_medians=dict((k, ratio(med.get(a), med.get(b))) for k, (a, b) in pairs.items()),
+                per_round=dict((str(rnd), dict((k, ratio(x.get(a), x.get(b))) for k, (a, b) in pairs.items()))
+                               for rnd, x in sorted(by_round.items())))
 
 
 # --- b. latency under backfill ------------------------------------------------------------
@@ -362,7 +379,11 @@ def report(results, opts):
                      m.get("ours_big"), tp["ratios"]["ours_big_insert"]])
     sections.append(("a. Throughput (rows/s, medians)", md_table(
         ["server", "rows", "ours", "INSERT ... SELECT", "pg_partman", "ours/insert", ">= 0.85", "ours/partman",
-         "ours, batch_size %d" % BIG_BATCH, "that/insert"], rows)))
+         "ours, batch_size %d" % BIG_BATCH, "that/insert"], rows) +
+        "\n\nRatios: median over rounds of the ratio within each round. Per round: " + "; ".join(
+            "PG%d round %s ours/insert %s ours/partman %s" % (major, rnd, fmt(x["ours_insert"]), fmt(x["ours_partman"]))
+            for major, tp in sorted(results["throughput"].items(), reverse=True)
+            for rnd, x in tp.get("per_round", {}).items()) + "."))
     lrows = []
     for major, lt in sorted(results["latency"].items(), reverse=True):
         lrows.append(["PostgreSQL %d" % major, lt["median_p99_ms"]["alone"], lt["median_p99_ms"]["with_backfill"],
