@@ -186,6 +186,7 @@ class Server:
 
     def write_settings(self, settings=None):
         conf = dict(DEFAULT_SETTINGS)
+        conf.update(self._replication_settings())
         conf.update(settings or {})
         conf["port"] = str(self.port)
         conf["unix_socket_directories"] = "'%s'" % self.datadir
@@ -203,6 +204,19 @@ class Server:
         hba = os.path.join(self.datadir, "pg_hba.conf")
         with open(hba, "a") as f:
             f.write("\nhost replication all 127.0.0.1/32 trust\n")
+
+    def _replication_settings(self):
+        """What ``pg_basebackup -R`` wrote into postgresql.auto.conf (how a replica reaches its
+        primary): kept when the settings are rewritten."""
+        path = os.path.join(self.datadir, "postgresql.auto.conf")
+        kept = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                for line in f:
+                    key, sep, value = line.partition("=")
+                    if sep and key.strip() in ("primary_conninfo", "primary_slot_name"):
+                        kept[key.strip()] = value.strip()
+        return kept
 
     def start(self, timeout=60):
         if self.is_running():
@@ -290,7 +304,7 @@ class Server:
             os.chown(rep.datadir, u.pw_uid, u.pw_gid)
         os.chmod(rep.datadir, 0o700)
         rep._run(["pg_basebackup", "-D", rep.datadir, "-h", self.host, "-p", str(self.port), "-U", "postgres",
-                  "-R", "-X", "stream", "--no-sync"])
+                  "-R", "-X", "stream", "-c", "fast", "--no-sync"])
         rep.write_settings({"hot_standby": "on"})
         rep.start()
         return rep

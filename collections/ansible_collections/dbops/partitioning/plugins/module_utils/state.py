@@ -113,7 +113,10 @@ def update_table(session, schema, table_name, **fields):
 
 
 def delete_table(session, schema, table_name):
-    for rel in ("pending_keys", "verify_ranges", "tables"):
+    rels = ("pending_keys", "verify_ranges", "tables")
+    if installed_version(session, schema) >= 2:
+        rels = ("backfill_ranges",) + rels
+    for rel in rels:
         session.execute(sql.SQL("DELETE FROM {} WHERE table_name = %s").format(sql.Identifier(schema, rel)),
                         (table_name,))
 

@@ -65,11 +65,6 @@ def test_replica_lag_is_read_from_a_real_streaming_replica(pg, db, prepared, pg_
         assert throttle.replica_lag_s(s) == 0.0  # no replica: no lag
         run(prepared, "CHECKPOINT")  # pg_basebackup's own checkpoint is then quick
         rep = pg.replica(os.path.join(pg_base_dir, "replica-" + uuid.uuid4().hex[:8]))
-        # lab/servers.Server.replica rewrites postgresql.auto.conf after pg_basebackup -R and so
-        # drops its primary_conninfo: put it back (reloadable since PostgreSQL 13).
-        with open(os.path.join(rep.datadir, "postgresql.auto.conf"), "a") as f:
-            f.write("primary_conninfo = 'host=%s port=%d user=postgres'\n" % (pg.host, pg.port))
-        rep.psql("SELECT pg_reload_conf()")
         end = time.time() + 30
         while time.time() < end and s.query(throttle.REPLICA_LAG_SQL)[0]["replicas"] < 1:
             time.sleep(0.1)
