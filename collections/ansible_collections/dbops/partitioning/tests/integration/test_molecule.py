@@ -1,0 +1,32 @@
+"""The molecule scenario (molecule/default): phases 1-3 on a throwaway lab server, then the
+idempotence step (every phase again, changed=0) and the verifier."""
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from lab.servers import free_port
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 6))
+
+
+@pytest.mark.slow
+def test_molecule_scenario_migrates_and_is_idempotent():
+    bindir = os.path.dirname(sys.executable)
+    molecule = os.path.join(bindir, "molecule")
+    if not os.path.exists(molecule):
+        pytest.skip("molecule is not installed in this Python environment")
+    lab_dir = "/tmp/dbops-molecule-" + uuid.uuid4().hex[:8]      # reachable by the server's OS user
+    env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""), MOLECULE_LAB_DIR=lab_dir,
+               LAB_PORT=str(free_port()), LAB_ROWS="3000", ANSIBLE_FORCE_COLOR="0", NO_COLOR="1")
+    try:
+        run = subprocess.run([molecule, "test"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    finally:
+        shutil.rmtree(lab_dir, ignore_errors=True)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-6000:]
+    assert "idempotence: Executed: Successful" in output, output[-3000:]
+    assert "verify: Executed: Successful" in output, output[-3000:]
