@@ -127,12 +127,17 @@ def table_facts(session, state_schema, table_name, premake=None):
                                    % (rows, default[0]["name"]))
     # Range partitions whose lower bound lies in the future. Bounds print in ISO form in our
     # sessions (TimeZone=UTC, DateStyle=ISO), which sorts chronologically as text for date,
-    # timestamp and timestamptz keys alike, so one comparison serves every key type.
-    facts["future_partitions"] = session.scalar(
-        "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = %s::regclass AND pg_get_expr(c.relpartbound, c.oid) LIKE 'FOR VALUES FROM%%' "
-        "AND (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\)'))[1] > now()::text",
-        (parent,))
+    # timestamp and timestamptz keys alike, so one comparison serves every key type. Integer
+    # ranges (a numeric width: bounds print as '0', '1000000') have no future: None, and no
+    # premake check; only bounds that start with a date count.
+    timed = session.query(
+        "SELECT count(*) FILTER (WHERE lower_bound > now()::text) AS future, count(lower_bound) AS timed "
+        "FROM (SELECT (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''(\\d{4}-\\d\\d-\\d\\d[^'']*)''\\)'))[1] "
+        "             AS lower_bound "
+        "        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "       WHERE i.inhparent = %s::regclass) b",
+        (parent,))[0]
+    facts["future_partitions"] = timed["future"] if timed["timed"] else None
     if premake and facts["future_partitions"] is not None and facts["future_partitions"] < premake:
         facts["health"].append("only %d future partitions ready (premake %d): run maintenance"
                                % (facts["future_partitions"], premake))

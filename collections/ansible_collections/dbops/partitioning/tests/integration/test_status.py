@@ -32,3 +32,17 @@ def test_status_of_an_unknown_table_is_a_clear_line(pg, db):
     run = run_playbook("status", pg, db, [{"table": "public.nothing_here"}])
     assert not run.failed, run
     assert "public.nothing_here: not managed" in run.output
+
+
+def test_integer_ranges_have_no_future_to_premake(pg, db, conn):
+    """A numeric width (interval: 1000000) has no 'future': no premake warning, no count."""
+    conn.cursor().execute("""
+        CREATE TABLE public.ledger (id bigint PRIMARY KEY) PARTITION BY RANGE (id);
+        CREATE TABLE public.ledger_0 PARTITION OF public.ledger FOR VALUES FROM (0) TO (1000000);
+    """)
+    from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
+    from ansible_collections.dbops.partitioning.plugins.module_utils.stats import all_facts
+    session = Session(conn)
+    facts = all_facts(session, "partitioning", ["public.ledger"], {"public.ledger": 4})[0]
+    assert facts["future_partitions"] is None
+    assert not [h for h in facts["health"] if "future partitions" in h], facts["health"]
