@@ -25,9 +25,11 @@ from ansible_collections.dbops.partitioning.plugins.module_utils import state as
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, sleep_ms
 
 try:
+    from psycopg2 import errors as psycopg2_errors
     from psycopg2 import sql
     from psycopg2.extras import Json
 except ImportError:  # pragma: no cover
+    psycopg2_errors = None
     sql = None
     Json = None
 
@@ -48,9 +50,13 @@ class CopyContext:
     cols: List[str] = field(default_factory=list)      # insertable (not generated)
     all_cols: List[str] = field(default_factory=list)  # every column, for checksums
     overriding: bool = False
-    # Rendered batch statements by has_lower: rendering builds a Jinja environment and
-    # compiles the template (~90 ms per call on a loaded 2-core box): once per table, not per batch.
+    # Rendered batch statements by (has_lower, on_conflict): rendering builds a Jinja environment
+    # and compiles the template (~90 ms per call on a loaded 2-core box): once per table, not per batch.
     batch_sql: dict = field(default_factory=dict, repr=False, compare=False)
+    # Plain INSERT first (run_batch_statement): None = not checked yet; backoff after a conflict.
+    fast_insert: object = field(default=None, repr=False, compare=False)
+    fast_backoff: int = field(default=0, repr=False, compare=False)
+    fast_fallbacks: int = field(default=0, repr=False, compare=False)
 
 
 def _relation_exists(session, rel):
@@ -294,11 +300,63 @@ def _now(session):
 
 # --- one batch -------------------------------------------------------------------------------
 
-def render_batch(templates, session, ctx, has_lower):
+def render_batch(templates, session, ctx, has_lower, on_conflict=True):
     return templates.render("backfill/batch", session.conn, src=ctx.src, dst=ctx.dst,
                             state_schema=ctx.state_schema, table_name=ctx.table_name, pk_cols=ctx.pk_cols,
                             cols=ctx.cols, overriding=ctx.overriding, has_lower=has_lower,
-                            lo=sql.Placeholder("lo"), hi=sql.Placeholder("hi"))
+                            on_conflict=on_conflict, lo=sql.Placeholder("lo"), hi=sql.Placeholder("hi"))
+
+
+# After a batch whose plain INSERT met a conflict, the next batches of the table go straight
+# to the ON CONFLICT form (the application is writing rows not copied yet); then try again.
+FAST_RETRY_AFTER = 8
+FAST_SAVEPOINT = "dbops_batch_plain"
+
+
+def _deferrable_unique(session, ctx):
+    """True when the twin has a deferrable unique or exclusion index: a plain INSERT would
+    only fail at COMMIT there, so the batch always uses ON CONFLICT DO NOTHING."""
+    return bool(session.scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i "
+        "WHERE i.indrelid IN (SELECT %s::regclass UNION ALL SELECT relid FROM pg_catalog.pg_partition_tree(%s::regclass)) "
+        "AND (i.indisunique OR i.indisexclusion) AND NOT i.indimmediate)",
+        (sql.Identifier(*ctx.dst).as_string(session.conn),) * 2))
+
+
+def _batch_statement(templates, session, ctx, has_lower, on_conflict):
+    key = (has_lower, on_conflict)
+    stmt = ctx.batch_sql.get(key)
+    if stmt is None:
+        stmt = render_batch(templates, session, ctx, has_lower, on_conflict)
+        if not on_conflict:
+            # one round trip: the savepoint the conflict fallback rolls back to, then the batch
+            stmt = "SAVEPOINT %s;\n%s" % (FAST_SAVEPOINT, stmt)
+        ctx.batch_sql[key] = stmt
+    return stmt
+
+
+def run_batch_statement(session, templates, ctx, has_lower, params):
+    """The batch statement, plain INSERT first when that is safe, else ON CONFLICT DO NOTHING.
+
+    Why this stays exact: the twin's unique indexes are the arbiters of ON CONFLICT DO NOTHING
+    *and* the indexes a plain INSERT checks, with the same rule (a committed or in-progress row
+    of the same key is a conflict; an in-progress one is waited for). So a plain INSERT that
+    succeeds met no conflict and did exactly what DO NOTHING would have done; one that meets a
+    conflict raises, everything after the savepoint (its inserts, row locks and logged keys) is
+    rolled back, and the batch runs in the ON CONFLICT form as before, in the same transaction
+    with the range row still locked."""
+    if ctx.fast_insert is None:
+        ctx.fast_insert = not _deferrable_unique(session, ctx)
+    if ctx.fast_insert and ctx.fast_backoff <= 0:
+        try:
+            return session.query(_batch_statement(templates, session, ctx, has_lower, False), params)[0]
+        except (psycopg2_errors.UniqueViolation, psycopg2_errors.ExclusionViolation):
+            session.query("ROLLBACK TO SAVEPOINT %s" % FAST_SAVEPOINT)   # also in check mode
+            ctx.fast_backoff = FAST_RETRY_AFTER
+            ctx.fast_fallbacks += 1
+    elif ctx.fast_backoff > 0:
+        ctx.fast_backoff -= 1
+    return session.query(_batch_statement(templates, session, ctx, has_lower, True), params)[0]
 
 
 def copy_batch(session, templates, ctx, range_no, limit, before_commit=None):
@@ -318,11 +376,8 @@ def copy_batch(session, templates, ctx, range_no, limit, before_commit=None):
             return None
         rng = rows[0]
         lo = rng["checkpoint"]
-        stmt = ctx.batch_sql.get(lo is not None)
-        if stmt is None:
-            stmt = ctx.batch_sql[lo is not None] = render_batch(templates, session, ctx, lo is not None)
         params = dict(lo=Json(lo) if lo is not None else None, hi=Json(rng["upper_key"]), limit=int(limit))
-        res = session.query(stmt, params)[0]
+        res = run_batch_statement(session, templates, ctx, lo is not None, params)
         done = res["seen"] < limit
         checkpoint = res["last_key"] if res["last_key"] is not None else lo
         session.execute(sql.SQL(

@@ -75,3 +75,56 @@ def test_more_workers_on_resume_split_the_rest_of_the_range(pg, db, conn):
                         "WHERE range_no > 0") > checkpoint
     assert scalar(conn, "SELECT sum(rows_copied) FROM partitioning.backfill_ranges") == 3000
     assert_equal_tables(conn)
+
+
+def test_plain_insert_falls_back_to_on_conflict_when_the_twin_has_the_key(pg, db, conn):
+    """The batch tries a plain INSERT first; a key the sync trigger already wrote (an update of a
+    row not copied yet) makes it conflict: rolled back to the savepoint, the batch runs with
+    ON CONFLICT DO NOTHING in the same transaction, and the trigger's newer version stays."""
+    from ansible_collections.dbops.partitioning.plugins.module_utils import backfill
+    from .phase2_setup import context, session, templates
+
+    make_prepared(pg, db, rows=2000)
+    drv.start(pg, db)
+    cur = conn.cursor()
+    cur.execute("UPDATE public.revenues SET amount = amount + 1000, note = 'newer' WHERE id IN (150, 1650)")
+    sess = session(pg, db)
+    try:
+        ctx, _row = context(sess)
+        results = []
+        while True:
+            res = backfill.copy_batch(sess, templates(), ctx, 0, 500)
+            if res is None:
+                break
+            results.append(res)
+            if res["done"]:
+                break
+        assert ctx.fast_insert is True
+        assert ctx.fast_fallbacks == 1        # the first batch met id 150 and fell back
+        assert [r["locked"] for r in results] == [500, 500, 500, 500, 0]
+        # batch 1: fell back (148 + 351 inserted, 150 kept); 2, 3: backoff (ON CONFLICT); 4 too (1650 kept)
+        assert [r["inserted"] for r in results] == [499, 500, 500, 499, 0]
+    finally:
+        sess.close()
+    assert_equal_tables(conn)
+    assert scalar(conn, "SELECT note FROM public.revenues_partitioned WHERE id = 150") == "newer"
+
+
+def test_plain_insert_is_used_when_nothing_conflicts(pg, db, conn):
+    from ansible_collections.dbops.partitioning.plugins.module_utils import backfill
+    from .phase2_setup import context, session, templates
+
+    make_prepared(pg, db, rows=1200)
+    drv.start(pg, db)
+    sess = session(pg, db)
+    try:
+        ctx, _row = context(sess)
+        while True:
+            res = backfill.copy_batch(sess, templates(), ctx, 0, 500)
+            if res is None or res["done"]:
+                break
+        assert ctx.fast_insert is True and ctx.fast_fallbacks == 0
+        assert (True, False) in ctx.batch_sql and (True, True) not in ctx.batch_sql
+    finally:
+        sess.close()
+    assert_equal_tables(conn)
