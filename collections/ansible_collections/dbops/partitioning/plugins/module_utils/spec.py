@@ -40,7 +40,8 @@ MAX_HASH_PARTITIONS = 1024
 DEFAULT_PREMAKE = 4
 
 # Tuning knobs: name -> (default, kind). Kinds: 'pos' integer > 0, 'nonneg' integer >= 0,
-# 'limit' integer > 0 or None/0 meaning "no limit", 'ident' a schema name.
+# 'limit' integer > 0 or None/0 meaning "no limit", 'ident' a schema name, 'bool' a boolean,
+# a tuple: one of its values.
 TUNING = {
     "batch_size": (10000, "pos"),
     "batch_sleep_ms": (0, "nonneg"),
@@ -54,6 +55,12 @@ TUNING = {
     "max_lock_waiters": (None, "limit"),
     "state_schema": ("partitioning", "ident"),
     "archive_schema": ("partitioning_archive", "ident"),
+    # phase 2 and phase 3 options a table may set for itself (playbooks/tasks/phase*_table.yml)
+    "verify_batches": (True, "bool"),
+    "max_xact_age_s": (60, "pos"),
+    "final_check": ("full", ("full", "none")),
+    "switchover_requires_approval": (False, "bool"),
+    "postpone": (False, "bool"),              # the same, as gh-ost calls it
 }
 
 SPEC_KEYS = ("table", "partition_key", "strategy", "interval", "premake", "retention", "retention_action",
@@ -359,7 +366,8 @@ def _collect(raw, defaults, problems):
         try:
             tuning[name] = _tuning_value(value, kind)
         except ValueError:
-            problems.add(name, _TUNING_EXPECT[kind] + ", got %r" % (value,))
+            expect = ("must be one of " + ", ".join(kind)) if isinstance(kind, tuple) else _TUNING_EXPECT[kind]
+            problems.add(name, expect + ", got %r" % (value,))
         except PartitioningError as e:
             problems.add(name, e.msg)
     out["tuning"] = tuning
@@ -367,6 +375,7 @@ def _collect(raw, defaults, problems):
 
 
 _TUNING_EXPECT = {
+    "bool": "must be true or false",
     "pos": "must be an integer > 0",
     "nonneg": "must be an integer >= 0",
     "limit": "must be an integer > 0 (or null/0 for no limit)",
@@ -375,6 +384,12 @@ _TUNING_EXPECT = {
 
 
 def _tuning_value(value, kind):
+    if isinstance(kind, tuple):
+        if not isinstance(value, str) or value.strip().lower() not in kind:
+            raise ValueError
+        return value.strip().lower()
+    if kind == "bool":
+        return _bool(value)
     if kind == "ident":
         if not isinstance(value, str):
             raise ValueError

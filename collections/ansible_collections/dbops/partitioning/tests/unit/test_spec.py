@@ -260,3 +260,20 @@ def test_validated_specs_filter():
     assert out[0]["batch_size"] == 7 and out[1]["partitions"] == 16
     with pytest.raises(AnsibleFilterError, match=r"Invalid partitioning spec \(2 problems\)"):
         validated_specs([dict(RANGE, interval="x"), dict(HASH, partitions=1)])
+
+
+def test_phase2_and_phase3_options_a_table_may_set():
+    spec = normalize_spec(dict(RANGE, verify_batches="no", max_xact_age_s="30", final_check="NONE", postpone=True))
+    assert spec.tuning["verify_batches"] is False and spec.tuning["max_xact_age_s"] == 30
+    assert spec.tuning["final_check"] == "none" and spec.tuning["postpone"] is True
+    assert spec.tuning["switchover_requires_approval"] is False
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("final_check", "partial", "final_check: must be one of full, none, got 'partial'"),
+    ("postpone", "maybe", "postpone: must be true or false, got 'maybe'"),
+    ("switchover_requires_approval", 3, "switchover_requires_approval: must be true or false, got 3"),
+    ("max_xact_age_s", 0, "max_xact_age_s: must be an integer > 0, got 0"),
+])
+def test_phase3_options_are_checked(key, value, expected):
+    assert expected in one_problem(dict(RANGE, **{key: value}))
