@@ -18,7 +18,7 @@ BENCHMARKS = ["trigger", "backfill", "switchover"]
 PRESETS = {
     "duration": (5, 3),             # seconds per pgbench run (trigger): short runs, many rounds
     "rounds": (6, 2),               # alternation rounds
-    "backfill_rounds": (2, 2),      # alternation rounds of the backfill (each copies backfill_rows)
+    "backfill_rounds": (3, 2),      # alternation rounds of the backfill (each copies backfill_rows)
     "clients": (4, 4),
     "trigger_rows": (100000, 20000),
     "backfill_rows": (1000000, 100000),
