@@ -26,15 +26,8 @@ description:
 version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
+  - dbops.partitioning.managed_table
 options:
-  table:
-    description: The original table, C(schema.table) (unqualified means C(public)).
-    type: str
-    required: true
-  state_schema:
-    description: The schema holding the migration state.
-    type: str
-    default: partitioning
   batch_size:
     description: Rows per batch at the start, and the most a batch may take when auto-sized.
     type: int
@@ -293,9 +286,8 @@ def work(module, state):
 def main():
     spec = connection_argument_spec()
     spec.update(TEMPLATES_ARGUMENT_SPEC)
+    spec.update(state_store.TABLE_ARGUMENT_SPEC)
     spec.update(
-        table=dict(type="str", required=True),
-        state_schema=dict(type="str", default="partitioning"),
         batch_size=dict(type="int", default=10000),
         batch_sleep_ms=dict(type="int", default=0),
         batch_target_ms=dict(type="int", default=500),

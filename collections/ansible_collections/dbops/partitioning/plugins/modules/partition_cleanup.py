@@ -20,15 +20,8 @@ description:
 version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
+  - dbops.partitioning.managed_table
 options:
-  table:
-    description: The table, C(schema.table) (unqualified means C(public)).
-    type: str
-    required: true
-  state_schema:
-    description: The schema holding the migration state.
-    type: str
-    default: partitioning
   min_soak_s:
     description: Seconds that must have passed since the switchover.
     type: float
@@ -84,6 +77,7 @@ queries:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import cleanup
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     connection_argument_spec, open_session, run_module)
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table
@@ -108,9 +102,8 @@ def work(module, state):
 def main():
     spec = connection_argument_spec()
     spec.update(TEMPLATES_ARGUMENT_SPEC)
-    spec.update(table=dict(type="str", required=True),
-                state_schema=dict(type="str", default="partitioning"),
-                min_soak_s=dict(type="float", default=86400),
+    spec.update(state_store.TABLE_ARGUMENT_SPEC)
+    spec.update(min_soak_s=dict(type="float", default=86400),
                 dump_dir=dict(type="path"),
                 pg_dump=dict(type="path"),
                 lock_timeout_ms=dict(type="int", default=50),

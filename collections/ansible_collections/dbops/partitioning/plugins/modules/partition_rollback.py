@@ -22,15 +22,8 @@ description:
 version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
+  - dbops.partitioning.managed_table
 options:
-  table:
-    description: The table, C(schema.table) (unqualified means C(public)).
-    type: str
-    required: true
-  state_schema:
-    description: The schema holding the migration state.
-    type: str
-    default: partitioning
   lock_timeout_ms:
     description: How long one attempt waits for its locks.
     type: int
@@ -86,6 +79,7 @@ queries:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import rollback
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     connection_argument_spec, open_session, run_module)
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table
@@ -111,9 +105,8 @@ def work(module, state):
 def main():
     spec = connection_argument_spec()
     spec.update(TEMPLATES_ARGUMENT_SPEC)
-    spec.update(table=dict(type="str", required=True),
-                state_schema=dict(type="str", default="partitioning"),
-                lock_timeout_ms=dict(type="int", default=50),
+    spec.update(state_store.TABLE_ARGUMENT_SPEC)
+    spec.update(lock_timeout_ms=dict(type="int", default=50),
                 swap_retries=dict(type="int", default=30),
                 keep_twin=dict(type="bool", default=False),
                 forget=dict(type="bool", default=False))

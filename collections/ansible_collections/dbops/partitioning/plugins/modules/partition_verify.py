@@ -25,15 +25,8 @@ description:
 version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
+  - dbops.partitioning.managed_table
 options:
-  table:
-    description: The original table, C(schema.table) (unqualified means C(public)).
-    type: str
-    required: true
-  state_schema:
-    description: The schema holding the migration state.
-    type: str
-    default: partitioning
   full:
     description: Verify every range again, also those already verified, and also a table already C(verified).
     type: bool
@@ -139,9 +132,8 @@ def work(module, state):
 def main():
     spec = connection_argument_spec()
     spec.update(TEMPLATES_ARGUMENT_SPEC)
-    spec.update(table=dict(type="str", required=True),
-                state_schema=dict(type="str", default="partitioning"),
-                full=dict(type="bool", default=False))
+    spec.update(state_store.TABLE_ARGUMENT_SPEC)
+    spec.update(full=dict(type="bool", default=False))
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     run_module(module, work)
 

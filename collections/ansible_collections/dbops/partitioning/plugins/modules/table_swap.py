@@ -31,15 +31,8 @@ description:
 version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
+  - dbops.partitioning.managed_table
 options:
-  table:
-    description: The original table, C(schema.table) (unqualified means C(public)).
-    type: str
-    required: true
-  state_schema:
-    description: The schema holding the migration state.
-    type: str
-    default: partitioning
   lock_timeout_ms:
     description: How long one attempt waits for its locks (the application waits at most this long behind it).
     type: int
@@ -128,6 +121,7 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils import swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     connection_argument_spec, open_session, run_module)
@@ -158,9 +152,8 @@ def work(module, state):
 def main():
     spec = connection_argument_spec()
     spec.update(TEMPLATES_ARGUMENT_SPEC)
-    spec.update(table=dict(type="str", required=True),
-                state_schema=dict(type="str", default="partitioning"),
-                lock_timeout_ms=dict(type="int", default=50),
+    spec.update(state_store.TABLE_ARGUMENT_SPEC)
+    spec.update(lock_timeout_ms=dict(type="int", default=50),
                 swap_retries=dict(type="int", default=30),
                 max_xact_age_s=dict(type="float", default=60),
                 max_replica_lag_s=dict(type="float", default=30),
