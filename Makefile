@@ -14,7 +14,7 @@ help:
 	@echo "make demo       lab servers + demo data + the migration under a live write load"
 	@echo "make test       the whole test suite (real PostgreSQL 18 from the wheel, 15 when installed)"
 	@echo "make bench      benchmarks: tables and plots in bench/results/"
-	@echo "make lint       ansible-lint, ansible-doc of every module, python compile"
+	@echo "make lint       ansible-lint (production profile) over the project, ansible-doc of every module"
 	@echo "make lab-up     start the lab servers (LAB_SERVERS=2 LAB_ROWS=1000000 LAB_BINDIR=...)"
 	@echo "make lab-down   stop and remove the lab servers"
 
@@ -48,7 +48,7 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 lint: $(STAMP)
-	$(VENV)/bin/ansible-lint --profile production playbooks
+	$(VENV)/bin/ansible-lint --profile production
 	for m in $$(ls collections/ansible_collections/dbops/partitioning/plugins/modules/*.py | xargs -n1 basename | sed 's/\.py$$//'); do \
 	  $(VENV)/bin/ansible-doc dbops.partitioning.$$m >/dev/null || exit 1; done
 
