@@ -117,14 +117,19 @@ def run_with_lock_retry(session, fn, lock_timeout_ms=50, retries=30, backoff=100
             if attempt + 1 < attempts:
                 time.sleep(backoff_ms(attempt, backoff) / 1000.0)
                 continue
-            blockers = blocking_sessions(session, relations)
-            raise PartitioningError(
-                "Could not get the lock for %s within %d ms after %d attempts: other sessions hold locks on "
-                "the table. Blocking: %s. Let those transactions finish (or end them), then run again; "
-                "a longer partitioning_lock_timeout_ms makes the application wait longer behind us."
-                % (what or "the DDL", int(lock_timeout_ms), attempts, describe_blockers(blockers)),
-                blockers=blockers)
+            raise _not_granted(session, relations, what, lock_timeout_ms, attempts,
+                               "a longer partitioning_lock_timeout_ms makes the application wait longer behind us.")
     return None  # pragma: no cover
+
+
+def _not_granted(session, relations, what, lock_timeout_ms, attempts, advice):
+    """The operator's error after the last attempt, naming who holds the locks now."""
+    blockers = blocking_sessions(session, relations)
+    return PartitioningError(
+        "Could not get the lock for %s within %d ms after %d attempts: other sessions hold locks on the "
+        "table. Blocking: %s. Let those transactions finish (or end them), then run again; %s"
+        % (what or "the DDL", int(lock_timeout_ms), attempts, describe_blockers(blockers), advice),
+        blockers=blockers)
 
 
 def run_statements_with_lock_retry(session, fn, lock_timeout_ms=50, retries=30, backoff=100, relations=None,
@@ -150,12 +155,8 @@ def run_statements_with_lock_retry(session, fn, lock_timeout_ms=50, retries=30, 
                 if attempt + 1 < attempts:
                     time.sleep(backoff_ms(attempt, backoff) / 1000.0)
                     continue
-                blockers = blocking_sessions(session, relations)
-                raise PartitioningError(
-                    "Could not get the lock for %s within %d ms after %d attempts. Blocking: %s. Let those "
-                    "transactions finish (or end them), then run again (what was done is kept)."
-                    % (what or "the DDL", int(lock_timeout_ms), attempts, describe_blockers(blockers)),
-                    blockers=blockers)
+                raise _not_granted(session, relations, what, lock_timeout_ms, attempts,
+                                   "what was done is kept.")
     finally:
         session.query(sql.SQL("SET lock_timeout = {}").format(sql.Literal(previous)))
     return None  # pragma: no cover
