@@ -345,12 +345,7 @@ def flatness(srv, opts):
 def run(servers, opts):
     api()
     results = dict(throughput={}, latency={}, flatness={})
-    for major in opts.all_versions:
-        try:
-            srv = servers.get(major)
-        except common.Skip as e:
-            log("backfill: skip PostgreSQL %d: %s" % (major, e))
-            continue
+    for major, srv in servers.each(opts.all_versions, "backfill"):
         results["throughput"][major] = tp = throughput(srv, opts)
         report(results, opts)      # after every step: a run cut short keeps what it measured
         if major == opts.all_versions[0]:

@@ -64,6 +64,15 @@ class Servers:
             self.started[major] = srv
         return self.started[major]
 
+    def each(self, versions, what):
+        """``(major, server)`` for each of ``versions`` that runs here; the others are logged
+        as skipped for benchmark ``what``."""
+        for major in versions:
+            try:
+                yield major, self.get(major)
+            except Skip as e:
+                log("%s: skip PostgreSQL %d: %s" % (what, major, e))
+
     def close(self):
         for srv in self.started.values():
             try:

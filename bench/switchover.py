@@ -222,12 +222,7 @@ def run_once(srv, opts, rnd):
 def run(servers, opts):
     api()
     results = {}
-    for major in opts.versions:
-        try:
-            srv = servers.get(major)
-        except common.Skip as e:
-            log("switchover: skip PostgreSQL %d: %s" % (major, e))
-            continue
+    for major, srv in servers.each(opts.versions, "switchover"):
         runs = [run_once(srv, opts, r) for r in range(opts.swap_rounds)]
         c = srv.connect()
         facts = common.setup_facts(srv, c, rows=opts.swap_rows, clients=opts.clients, rate=opts.latency_rate,

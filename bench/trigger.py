@@ -88,12 +88,7 @@ def build(srv, dbname, rows):
 
 def run(servers, opts):
     results = {}
-    for major in opts.versions:
-        try:
-            srv = servers.get(major)
-        except common.Skip as e:
-            log("trigger: skip PostgreSQL %d: %s" % (major, e))
-            continue
+    for major, srv in servers.each(opts.versions, "trigger"):
         results[major] = run_on(srv, opts)
     if not results:
         raise common.Skip("no PostgreSQL server available")
