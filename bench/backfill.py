@@ -1,6 +1,6 @@
 """Benchmark 2 (issue 3): the backfill.
 
-a. Throughput, alternated on one server: our backfill (module_utils/backfill.py, unthrottled,
+a. Throughput, alternated on one server: our backfill (module_utils/migrate/backfill.py, unthrottled,
    the module's default batch sizing: 10000 rows at most, auto-sized to 500 ms) against one
    ``INSERT INTO twin SELECT * FROM original`` (goal: ours/insert >= 0.85); on PostgreSQL 15
    also pg_partman 4.7 ``partition_data_proc`` (p_wait 0, its default batch: one partition
@@ -21,11 +21,11 @@ STATE = product.STATE_SCHEMA
 
 
 def api():
-    """The backfill API of module_utils/backfill.py, or Skip."""
+    """The backfill API of module_utils/migrate/backfill.py, or Skip."""
     found = product.optional("backfill", "load_context", "start_backfill", "copy_for", "finish_if_done",
                              "CopyOptions")
     if found is None:
-        raise common.Skip("module_utils/backfill.py (load_context, start_backfill, copy_for, finish_if_done) "
+        raise common.Skip("module_utils/migrate/backfill.py (load_context, start_backfill, copy_for, finish_if_done) "
                           "is not available")
     return dict(zip(("load_context", "start_backfill", "copy_for", "finish_if_done", "CopyOptions"), found))
 
@@ -84,7 +84,7 @@ def run_ours(srv, dbname, batches=None, batch_size=None, hook=None):
             hooks["after_batch"] = lambda res: batches.append((res["seconds"], res["locked"]))
         if hook is not None:
             hooks["after_batch"] = hook
-        from ansible_collections.dbops.partitioning.plugins.module_utils.throttle import Limits
+        from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.throttle import Limits
         opts = a["CopyOptions"](limits=Limits())
         if batch_size:
             opts.batch_size = batch_size

@@ -1,7 +1,7 @@
 """The collection's own code, as the benchmarks drive it.
 
 The benchmarks measure *our* code: the sync trigger rendered by the sync module, the
-backfill of module_utils/backfill.py, the swap of module_utils/swap.py.  Those modules
+backfill of module_utils/migrate/backfill.py, the swap of module_utils/switchover/swap.py.  Those modules
 are written in parallel with the benchmarks; where one is not importable yet, the
 trigger benchmark falls back to rendering the sync templates itself (with the context the
 template documents) and says so in its results; the other benchmarks skip with a reason.
@@ -63,7 +63,7 @@ def prepare_with_phase1(conn, **spec_overrides):
     if "now" in inspect.signature(prepare_table).parameters:
         kwargs["now"] = _now()
     prepare_table(sess, templates(), spec, STATE_SCHEMA, **kwargs)
-    return "module_utils/prepare.py prepare_table (phase 1)"
+    return "module_utils/prepare/prepare_table.py prepare_table (phase 1)"
 
 
 def _now():

@@ -1,7 +1,7 @@
 """Benchmark 3 (issue 4): the switchover under load.
 
 A 1M-row table (--quick 100k) with a dependent view goes through phase 1 (twin, triggers),
-phase 2 (our backfill, then the full verification) and then phase 3 — module_utils/swap.py
+phase 2 (our backfill, then the full verification) and then phase 3 — module_utils/switchover/swap.py
 ``switchover`` with the module's defaults (lock_timeout 50 ms, 30 retries, final_check full) —
 while pgbench writes and reads at a fixed rate (single-row inserts, updates of random ids,
 reads through the view) with a per-transaction latency log (-l).
@@ -33,7 +33,7 @@ def api():
     found = product.optional("swap", "switchover")
     verify = product.optional("verify", "verify_table")
     if found is None or verify is None:
-        raise common.Skip("module_utils/swap.py switchover or module_utils/verify.py verify_table is not available")
+        raise common.Skip("module_utils/switchover/swap.py switchover or module_utils/migrate/verify.py verify_table is not available")
     return found, verify
 
 
@@ -137,7 +137,7 @@ def _slowest_statements(srv, offset, top=10):
 def prepare(srv, opts, dbname):
     switchover, verify_table = api()
     from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
-    from ansible_collections.dbops.partitioning.plugins.module_utils.backfill import load_context
+    from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.backfill import load_context
     conn, how = bf.build(srv, dbname, opts.swap_rows, view=True)
     t0 = time.time()
     bf.run_ours(srv, dbname)
@@ -227,7 +227,7 @@ def run(servers, opts):
         c = srv.connect()
         facts = common.setup_facts(srv, c, rows=opts.swap_rows, clients=opts.clients, rate=opts.latency_rate,
                                    view="public.revenues_by_org (GROUP BY org_id) on the table",
-                                   switchover="module_utils/swap.py switchover(), defaults: lock_timeout_ms 50, "
+                                   switchover="module_utils/switchover/swap.py switchover(), defaults: lock_timeout_ms 50, "
                                               "swap_retries 30, final_check full")
         c.close()
         results[major] = dict(facts=facts, runs=runs,

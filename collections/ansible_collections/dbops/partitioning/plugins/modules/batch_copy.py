@@ -135,15 +135,15 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import backfill
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     PartitioningError, Session, connection_argument_spec, open_session, run_module)
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
-from ansible_collections.dbops.partitioning.plugins.module_utils.reconcile import pending_count
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import pending_count
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import (
     TEMPLATES_ARGUMENT_SPEC, SqlTemplates)
-from ansible_collections.dbops.partitioning.plugins.module_utils.throttle import Limits
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.throttle import Limits
 
 ALLOWED = backfill.COPY_PHASES + backfill.DONE_PHASES
 

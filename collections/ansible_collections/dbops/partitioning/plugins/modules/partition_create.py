@@ -183,7 +183,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     PartitioningError, connection_argument_spec, open_session, run_module)
-from ansible_collections.dbops.partitioning.plugins.module_utils.prepare import prepare_table
+from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import (
     TEMPLATES_ARGUMENT_SPEC, SqlTemplates)

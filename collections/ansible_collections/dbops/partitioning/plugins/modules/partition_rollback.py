@@ -78,7 +78,7 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import rollback
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import rollback
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     connection_argument_spec, open_session, run_module)

@@ -77,9 +77,9 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import backfill
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
-from ansible_collections.dbops.partitioning.plugins.module_utils import verify
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import verify
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     PartitioningError, connection_argument_spec, open_session, run_module)
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified

@@ -122,7 +122,7 @@ queries:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
-from ansible_collections.dbops.partitioning.plugins.module_utils import swap
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     connection_argument_spec, open_session, run_module)
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table

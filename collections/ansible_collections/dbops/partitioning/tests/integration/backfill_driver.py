@@ -1,10 +1,10 @@
 """Drive phase 2 in-process, as batch_copy does, with the test hooks of module_utils."""
 import time
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import backfill
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
-from ansible_collections.dbops.partitioning.plugins.module_utils.throttle import Limits
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.throttle import Limits
 
 from .phase2_setup import STATE, TABLE, templates
 

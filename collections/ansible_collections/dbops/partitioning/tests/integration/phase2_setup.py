@@ -16,7 +16,7 @@ for _p in (ROOT, os.path.join(ROOT, "collections")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import backfill  # noqa: E402
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill  # noqa: E402
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as st  # noqa: E402
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session  # noqa: E402
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates  # noqa: E402
@@ -59,11 +59,11 @@ def _spec_dict():
 
 
 def _prepare_with_phase1(pg, db):
-    from ansible_collections.dbops.partitioning.plugins.module_utils import prepare
+    from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
     from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
     session = Session(pg.connect(db))
     try:
-        prepare.prepare_table(session, templates(), normalize_spec(_spec_dict()), STATE,
+        prepare_table(session, templates(), normalize_spec(_spec_dict()), STATE,
                               now=datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc))
     finally:
         session.close()

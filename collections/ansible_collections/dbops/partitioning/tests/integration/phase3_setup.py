@@ -106,13 +106,13 @@ def _make_twin(conn, db, identity=False):
 def _verified_by_phase1(pg, db):
     """Phase 1's own code (prepare.prepare_table), then a plain copy and phase 'verified'."""
     try:
-        from ansible_collections.dbops.partitioning.plugins.module_utils import prepare
+        from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
         from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
     except ImportError:
         return False
     session = Session(pg.connect(db))
     try:
-        prepare.prepare_table(session, _templates(), normalize_spec(dict(SPEC)), STATE,
+        prepare_table(session, _templates(), normalize_spec(dict(SPEC)), STATE,
                               now=datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc))
     finally:
         session.close()
@@ -312,7 +312,6 @@ class Writers:
 def make_prepared_real(pg, db, rows=2000):
     """public.revenues (with views, trigger, RLS, publication ...) brought to 'prepared' by phase 1's code;
     phase 2 then runs through its playbook (the test does that)."""
-    import json as _json
     from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
     conn = pg.connect(db)
     conn.autocommit = True
@@ -321,32 +320,8 @@ def make_prepared_real(pg, db, rows=2000):
     templates = _templates()
     spec = normalize_spec(dict(SPEC))
     now = datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc)
-    try:
-        from ansible_collections.dbops.partitioning.plugins.module_utils import prepare
-    except ImportError:
-        prepare = None
-    if prepare is not None:
-        prepare.prepare_table(session, templates, spec, STATE, now=now)
-    else:
-        from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import plan_partitions
-        from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
-        from ansible_collections.dbops.partitioning.plugins.module_utils.twin import ensure_twin
-        st.ensure_state_schema(session, templates, STATE)
-        info = describe_table(session, "public", "revenues")
-        cur = conn.cursor()
-        cur.execute("SELECT min(occurred_at), max(occurred_at) FROM public.revenues")
-        lo, hi = cur.fetchone()
-        with session.transaction():
-            ensure_twin(session, info, spec, plan_partitions(spec, info.column("occurred_at").type, lo, hi, now))
-        sync.install_sync(session, templates, STATE, spec, ("public", "revenues"), spec.twin, info=info,
-                          direction="forward")
-        cur.execute("SELECT max(id) FROM public.revenues")
-        upper = {"id": cur.fetchone()[0]}
-        with session.transaction():
-            st.insert_table(session, STATE, "public.revenues", table_schema="public", table_relname="revenues",
-                            twin_relname=spec.twin[1], old_relname=spec.old[1], phase="prepared",
-                            spec=_json.loads(_json.dumps(spec.to_json(), default=str)), pk_columns=["id"],
-                            partition_key="occurred_at", backfill_upper=upper)
+    from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
+    prepare_table(session, templates, spec, STATE, now=now)
     session.close()
     conn.close()
 
@@ -358,7 +333,7 @@ def make_verified_generic(pg, db, schema, name, create_sql, key, interval="month
     from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
     from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display, qualified
     from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
-    from ansible_collections.dbops.partitioning.plugins.module_utils.twin import ensure_twin
+    from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.twin import ensure_twin
     from psycopg2 import sql as _sql
     conn = pg.connect(db)
     conn.autocommit = True

@@ -81,7 +81,7 @@ def test_plain_insert_falls_back_to_on_conflict_when_the_twin_has_the_key(pg, db
     """The batch tries a plain INSERT first; a key the sync trigger already wrote (an update of a
     row not copied yet) makes it conflict: rolled back to the savepoint, the batch runs with
     ON CONFLICT DO NOTHING in the same transaction, and the trigger's newer version stays."""
-    from ansible_collections.dbops.partitioning.plugins.module_utils import backfill
+    from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
     from .phase2_setup import context, session, templates
 
     make_prepared(pg, db, rows=2000)
@@ -111,7 +111,7 @@ def test_plain_insert_falls_back_to_on_conflict_when_the_twin_has_the_key(pg, db
 
 
 def test_plain_insert_is_used_when_nothing_conflicts(pg, db, conn):
-    from ansible_collections.dbops.partitioning.plugins.module_utils import backfill
+    from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
     from .phase2_setup import context, session, templates
 
     make_prepared(pg, db, rows=1200)

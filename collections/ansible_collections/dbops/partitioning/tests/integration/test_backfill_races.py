@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import backfill
-from ansible_collections.dbops.partitioning.plugins.module_utils.reconcile import reconcile
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import reconcile
 
 from . import backfill_driver as drv
 from .phase2_setup import assert_equal_tables, context, make_prepared, pending, scalar, session, templates

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import throttle
-from ansible_collections.dbops.partitioning.plugins.module_utils.throttle import Limits
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import throttle
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.throttle import Limits
 
 from . import backfill_driver as drv
 from .phase2_setup import TABLE, assert_equal_tables, make_prepared, run, scalar, session, state_row

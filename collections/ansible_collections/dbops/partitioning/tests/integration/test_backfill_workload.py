@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
-from ansible_collections.dbops.partitioning.plugins.module_utils import verify
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import verify
 
 from . import backfill_driver as drv
 from .phase2_setup import STATE, TABLE, assert_equal_tables, make_prepared, session, state_row

@@ -7,7 +7,7 @@ import pytest
 from psycopg2 import sql
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
-from ansible_collections.dbops.partitioning.plugins.module_utils.prepare import prepare_table
+from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 

@@ -14,7 +14,7 @@ from .phase3_setup import make_verified, phase, rows_of
 from .test_swap import TABLES, one, switch
 from ..playbook_runner import run_playbook
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import cleanup
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import cleanup
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
 
 

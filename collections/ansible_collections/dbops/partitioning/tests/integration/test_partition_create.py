@@ -16,7 +16,7 @@ import time
 import pytest
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session, connect
-from ansible_collections.dbops.partitioning.plugins.module_utils.prepare import prepare_table
+from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 
@@ -222,7 +222,7 @@ def test_inbound_foreign_keys_refused_by_default_then_dropped_and_recorded(param
 
 def test_prepare_again_after_rollback(params, conn):
     """rollback.yml's code undoes phase 1 (FKs re-created); phase 1 then starts a fresh migration."""
-    from ansible_collections.dbops.partitioning.plugins.module_utils.rollback import rollback
+    from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.rollback import rollback
     q(conn, """
         CREATE TABLE public.invoices (id bigint PRIMARY KEY, issued_on date NOT NULL);
         CREATE TABLE public.lines (id bigint PRIMARY KEY, invoice_id bigint REFERENCES public.invoices (id));

@@ -5,7 +5,7 @@ import pytest
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
-from ansible_collections.dbops.partitioning.plugins.module_utils.preflight import preflight
+from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.preflight import preflight
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 

@@ -10,7 +10,7 @@ from .phase3_setup import Writers, is_partitioned, make_verified, phase, role_na
 from .test_swap import TABLES, one, switch
 from ..playbook_runner import run_playbook
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import rollback
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import rollback
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 
@@ -177,7 +177,7 @@ def test_rollback_while_waiting_for_approval_drops_prebuilt_views(pg, db):
 def test_rollback_before_switchover_recreates_dropped_inbound_foreign_keys(pg, db):
     """Phase 1 with inbound_foreign_keys: drop records the FK; rollback re-creates and validates it."""
     import datetime
-    from ansible_collections.dbops.partitioning.plugins.module_utils import prepare
+    from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
     from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
     from .phase3_setup import SPEC, create_original
     conn = pg.connect(db)
@@ -187,7 +187,7 @@ def test_rollback_before_switchover_recreates_dropped_inbound_foreign_keys(pg, d
     one(conn, "INSERT INTO public.refunds (revenue_id) VALUES (1), (2)")
     s = Session(pg.connect(db))
     try:
-        prepare.prepare_table(s, SqlTemplates.from_checkout(), normalize_spec(dict(SPEC, inbound_foreign_keys="drop")),
+        prepare_table(s, SqlTemplates.from_checkout(), normalize_spec(dict(SPEC, inbound_foreign_keys="drop")),
                               "partitioning", now=datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc))
     finally:
         s.close()

@@ -10,7 +10,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import p
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
-from ansible_collections.dbops.partitioning.plugins.module_utils.twin import ensure_twin, twin_index_name
+from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.twin import ensure_twin, twin_index_name
 
 from .test_catalog import LAB_SQL, awkward  # noqa: F401 - fixture
 

@@ -2,7 +2,7 @@
 behind the triggers' back (the trigger is ENABLE ALWAYS, so the test disables it explicitly)."""
 import pytest
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import verify
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import verify
 
 from . import backfill_driver as drv
 from .phase2_setup import STATE, TABLE, make_prepared, run, scalar, session, state_row

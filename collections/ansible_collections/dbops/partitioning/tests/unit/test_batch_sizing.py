@@ -1,5 +1,5 @@
 """Auto-sizing of backfill batches toward batch_target_ms (pure function, no server)."""
-from ansible_collections.dbops.partitioning.plugins.module_utils.backfill import MIN_BATCH, next_batch_size
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.backfill import MIN_BATCH, next_batch_size
 
 
 def test_a_slow_batch_shrinks_the_next_at_once():

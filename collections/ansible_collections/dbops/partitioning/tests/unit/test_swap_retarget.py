@@ -7,7 +7,7 @@ for _p in (ROOT, os.path.join(ROOT, "collections")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from ansible_collections.dbops.partitioning.plugins.module_utils.swap import retarget_definition  # noqa: E402
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.swap import retarget_definition  # noqa: E402
 
 OLD, NEW = "public.revenues", "public.revenues_partitioned"
 

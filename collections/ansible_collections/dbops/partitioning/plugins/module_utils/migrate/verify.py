@@ -21,9 +21,9 @@ __metaclass__ = type
 import json
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
-from ansible_collections.dbops.partitioning.plugins.module_utils.backfill import pk_json, range_condition
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.backfill import pk_json, range_condition
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
-from ansible_collections.dbops.partitioning.plugins.module_utils.reconcile import reconcile
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import reconcile
 
 try:
     from psycopg2 import sql

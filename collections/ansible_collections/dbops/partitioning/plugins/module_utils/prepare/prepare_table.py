@@ -32,9 +32,9 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import 
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import (
     run_statements_with_lock_retry, run_with_lock_retry)
-from ansible_collections.dbops.partitioning.plugins.module_utils.preflight import preflight
+from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.preflight import preflight
 from ansible_collections.dbops.partitioning.plugins.module_utils.sync import ROW_TRIGGER, install_sync
-from ansible_collections.dbops.partitioning.plugins.module_utils.twin import ensure_twin
+from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.twin import ensure_twin
 
 try:
     from psycopg2 import sql

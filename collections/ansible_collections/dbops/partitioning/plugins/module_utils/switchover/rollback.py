@@ -20,7 +20,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
-from ansible_collections.dbops.partitioning.plugins.module_utils import swap
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import run_with_lock_retry

@@ -43,7 +43,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils import state as
 from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import is_width, partition_name, range_key_kind
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display, qualified
-from ansible_collections.dbops.partitioning.plugins.module_utils.twin import plan_warnings
+from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.twin import plan_warnings
 
 try:
     import psycopg2

@@ -22,7 +22,7 @@ __metaclass__ = type
 
 import json
 
-from ansible_collections.dbops.partitioning.plugins.module_utils.backfill import pk_json
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.backfill import pk_json
 
 try:
     from psycopg2 import sql

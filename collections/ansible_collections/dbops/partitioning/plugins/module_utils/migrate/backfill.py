@@ -437,9 +437,9 @@ class CopyOptions:
 
 def _worker(session, templates, ctx, range_no, opts, deadline, shared, lock, stop, hooks):
     """Walk one range until it is done, the deadline passes or another worker failed."""
-    from ansible_collections.dbops.partitioning.plugins.module_utils import throttle
-    from ansible_collections.dbops.partitioning.plugins.module_utils.reconcile import reconcile
-    from ansible_collections.dbops.partitioning.plugins.module_utils.verify import verify_batch
+    from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import throttle
+    from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import reconcile
+    from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.verify import verify_batch
 
     size = shared["start_size"]
     workers = max(1, shared["workers"])
@@ -541,7 +541,7 @@ def copy_for(session, open_session, templates, ctx, opts, deadline, hooks=None):
 
 def finish_if_done(session, ctx):
     """All ranges done: reconcile once more and move the table to 'copied'. Returns True when done."""
-    from ansible_collections.dbops.partitioning.plugins.module_utils.reconcile import reconcile
+    from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import reconcile
 
     if any(not r["done"] for r in get_ranges(session, ctx)):
         return False

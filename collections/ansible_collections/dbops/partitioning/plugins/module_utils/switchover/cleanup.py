@@ -20,7 +20,7 @@ import shutil
 import subprocess
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
-from ansible_collections.dbops.partitioning.plugins.module_utils import swap
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, connect_kwargs
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import run_with_lock_retry
