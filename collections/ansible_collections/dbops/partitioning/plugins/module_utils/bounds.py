@@ -540,7 +540,7 @@ def blocked_by_default(session, schema, default_name, key, partitions, key_type)
     """The range partitions of ``partitions`` whose range already has rows in the default
     partition ``schema.default_name`` (read-only).
 
-    PostgreSQL refuses to create such a partition (HARD-PROBLEMS 14): the rows must first
+    PostgreSQL refuses to create such a partition (HP14, docs/design.md): the rows must first
     move out of the default partition. One indexed ``EXISTS`` per partition: call it with the
     partitions still to be created, not with the whole plan.
     """

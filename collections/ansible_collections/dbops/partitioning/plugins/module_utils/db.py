@@ -76,7 +76,7 @@ def connect_kwargs(params, application_suffix=""):
         application_name=(APPLICATION_NAME + ("/" + application_suffix if application_suffix else ""))[:63],
         # Bounds of timestamptz partitions are written as instants in UTC; a session
         # time zone of UTC makes every bound and every date arithmetic independent of
-        # the server's or the role's TimeZone setting (HARD-PROBLEMS 13).
+        # the server's or the role's TimeZone setting (HP13, docs/design.md).
         options="-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3",
     )
     kwargs.update(params.get("connect_params") or {})

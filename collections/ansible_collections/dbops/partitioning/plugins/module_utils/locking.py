@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""DDL on a hot table without stalling the application (HARD-PROBLEMS 8).
+"""DDL on a hot table without stalling the application (HP8, docs/design.md).
 
 A statement that needs a table lock (CREATE TRIGGER: SHARE ROW EXCLUSIVE; the swap: ACCESS
 EXCLUSIVE) queues behind every transaction that holds a conflicting lock, and every later

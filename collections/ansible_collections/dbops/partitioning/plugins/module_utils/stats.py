@@ -63,7 +63,7 @@ def _regclass(session, schema, name):
 
 def _default_rows(session, schema, name):
     """Exact row count of the default partition (it should stay small: rows there block
-    new partitions for their range, HARD-PROBLEMS 14)."""
+    new partitions for their range, HP14, docs/design.md)."""
     return session.scalar(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name)))
 
 

@@ -1,4 +1,4 @@
-"""Deterministic interleavings of a backfill batch with application writers (HARD-PROBLEMS 1-3).
+"""Deterministic interleavings of a backfill batch with application writers (HP1-HP3, docs/design.md).
 
 Each test steps two connections by hand: the batch runs its statement and, before it
 commits (the ``before_commit`` hook of copy_batch), a writer acts on a row of the batch.

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The backfill's brakes (docs/design.md, "Load"; HARD-PROBLEMS 17).
+"""The backfill's brakes (docs/design.md, "Load"; HP17, docs/design.md).
 
 Checked before every batch, in this order:
 
