@@ -22,7 +22,7 @@ STATE = product.STATE_SCHEMA
 
 def api():
     """The backfill API of module_utils/migrate/backfill.py, or Skip."""
-    found = product.optional("backfill", "load_context", "start_backfill", "copy_for", "finish_if_done",
+    found = product.optional("migrate.backfill", "load_context", "start_backfill", "copy_for", "finish_if_done",
                              "CopyOptions")
     if found is None:
         raise common.Skip("module_utils/migrate/backfill.py (load_context, start_backfill, copy_for, finish_if_done) "

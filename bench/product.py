@@ -19,7 +19,8 @@ SPEC = dict(table="public.revenues", partition_key="occurred_at", strategy="rang
 
 
 def optional(module, *names):
-    """``module_utils.<module>`` attributes, or None when the module or a name is missing."""
+    """``module_utils.<module>`` attributes (``module`` dotted below module_utils, e.g.
+    ``"switchover.swap"``), or None when the module or a name is missing."""
     try:
         mod = importlib.import_module(MU + module)
     except ImportError:
@@ -54,7 +55,7 @@ def prepare_with_phase1(conn, **spec_overrides):
 
     Returns a description of what built the twin, or None when prepare_table is missing.
     """
-    prepare_table = optional("prepare", "prepare_table")
+    prepare_table = optional("prepare.prepare_table", "prepare_table")
     spec = table_spec(**spec_overrides)
     if prepare_table is None or spec is None:
         return None
@@ -76,7 +77,7 @@ def prepare_by_parts(conn):
     while prepare_table is not there. Returns a description, or None when a part is missing."""
     describe_table = optional("catalog", "describe_table")
     plan_partitions = optional("bounds", "plan_partitions")
-    ensure_twin = optional("twin", "ensure_twin")
+    ensure_twin = optional("prepare.twin", "ensure_twin")
     install = optional("sync", "install_sync")
     spec = table_spec()
     if None in (describe_table, plan_partitions, ensure_twin, install, spec):

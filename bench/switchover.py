@@ -30,8 +30,8 @@ SELECT n, total FROM public.revenues_by_org WHERE org_id = :org;
 
 
 def api():
-    found = product.optional("swap", "switchover")
-    verify = product.optional("verify", "verify_table")
+    found = product.optional("switchover.swap", "switchover")
+    verify = product.optional("migrate.verify", "verify_table")
     if found is None or verify is None:
         raise common.Skip("module_utils/switchover/swap.py switchover or module_utils/migrate/verify.py verify_table is not available")
     return found, verify
