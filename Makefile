@@ -8,7 +8,7 @@ LAB   ?= .lab
 # How many pytest workers: one per core (CI has 2).
 JOBS  ?= auto
 
-.PHONY: help venv demo test test-unit test-integration bench lint lab-up lab-down lab-status clean
+.PHONY: help venv demo test test-unit test-integration bench lint sql-texts lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo       lab servers + demo data + the migration under a live write load"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint       ansible-lint (production profile) over the project, ansible-doc of every module"
 	@echo "make lab-up     start the lab servers (LAB_SERVERS=2 LAB_ROWS=1000000 LAB_BINDIR=...)"
 	@echo "make lab-down   stop and remove the lab servers"
+	@echo "make sql-texts  compile templates/sql into the collection's sql_texts.py (after editing a template)"
 
 $(STAMP): requirements.txt
 	python3 -m venv $(VENV)
@@ -47,7 +48,13 @@ test-unit: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench
 
+# The SQL templates travel with the modules as Python data (docs/design.md, "The collection
+# as an artifact"); the .sql.j2 files are the source.
+sql-texts:
+	python3 tools/sql_texts.py
+
 lint: $(STAMP)
+	$(PY) tools/sql_texts.py --check
 	$(VENV)/bin/ansible-lint --profile production
 	for m in $$(ls collections/ansible_collections/dbops/partitioning/plugins/modules/*.py | xargs -n1 basename | sed 's/\.py$$//'); do \
 	  $(VENV)/bin/ansible-doc dbops.partitioning.$$m >/dev/null || exit 1; done

@@ -33,7 +33,7 @@ def optional(module, *names):
 
 def templates():
     from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
-    return SqlTemplates.from_checkout()
+    return SqlTemplates.bundled()
 
 
 def session(conn):

@@ -62,8 +62,6 @@ options:
     default: 10
 notes:
   - Sessions run with C(TimeZone=UTC) so that partition bounds never depend on the server's time zone.
-  - The SQL templates are read on the controller from C(templates/sql) of the project
-    (or I(partitioning_sql_templates_dir)) and handed to the module by its action plugin.
 requirements:
   - psycopg2 (psycopg2-binary) on the host that runs the module
 '''

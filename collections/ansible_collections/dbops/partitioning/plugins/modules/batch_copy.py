@@ -141,8 +141,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     PartitioningError, Session, connection_argument_spec, open_session, run_module)
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import pending_count
-from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import (
-    TEMPLATES_ARGUMENT_SPEC, SqlTemplates)
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.throttle import Limits
 
 ALLOWED = backfill.COPY_PHASES + backfill.DONE_PHASES
@@ -211,7 +210,7 @@ def work(module, state):
     table_name = qualified(*parse_table(p["table"]))
     state_schema = p["state_schema"]
     session = open_session(module, state, "batch_copy")
-    templates = SqlTemplates.from_module(module)
+    templates = SqlTemplates.bundled()
     row = backfill.require_row(session, state_schema, table_name, ALLOWED)
     if row["phase"] in backfill.DONE_PHASES:
         ranges = []
@@ -285,7 +284,6 @@ def work(module, state):
 
 def main():
     spec = connection_argument_spec()
-    spec.update(TEMPLATES_ARGUMENT_SPEC)
     spec.update(state_store.TABLE_ARGUMENT_SPEC)
     spec.update(
         batch_size=dict(type="int", default=10000),

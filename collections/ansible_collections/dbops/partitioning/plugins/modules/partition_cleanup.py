@@ -81,7 +81,6 @@ from ansible_collections.dbops.partitioning.plugins.module_utils import state as
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     connection_argument_spec, open_session, run_module)
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table
-from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import TEMPLATES_ARGUMENT_SPEC
 
 
 def work(module, state):
@@ -101,7 +100,6 @@ def work(module, state):
 
 def main():
     spec = connection_argument_spec()
-    spec.update(TEMPLATES_ARGUMENT_SPEC)
     spec.update(state_store.TABLE_ARGUMENT_SPEC)
     spec.update(min_soak_s=dict(type="float", default=86400),
                 dump_dir=dict(type="path"),

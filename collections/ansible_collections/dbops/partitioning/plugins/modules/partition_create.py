@@ -185,8 +185,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     PartitioningError, connection_argument_spec, open_session, run_module)
 from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
-from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import (
-    TEMPLATES_ARGUMENT_SPEC, SqlTemplates)
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 
 SPEC_OPTIONS = ("table", "partition_key", "strategy", "interval", "premake", "start", "partitions", "values",
                 "default_partition", "inbound_foreign_keys", "retention", "retention_action", "lock_timeout_ms",
@@ -213,7 +212,7 @@ def work(module, state):
     spec = normalize_spec(raw, p["defaults"] or {})
     now = _now(p["now"])
     state_schema = p["state_schema"] or spec.tuning.get("state_schema") or "partitioning"
-    templates = SqlTemplates.from_module(module)
+    templates = SqlTemplates.bundled()
     session = open_session(module, state, "partition_create")
     result = prepare_table(session, templates, spec, state_schema, now=now)
     result["queries"] = session.queries
@@ -222,7 +221,6 @@ def work(module, state):
 
 def main():
     argument_spec = connection_argument_spec()
-    argument_spec.update(TEMPLATES_ARGUMENT_SPEC)
     argument_spec.update(
         spec=dict(type="dict", default={}),
         defaults=dict(type="dict", default={}),

@@ -83,14 +83,13 @@ from ansible_collections.dbops.partitioning.plugins.module_utils import state as
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     connection_argument_spec, open_session, run_module)
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table
-from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import (
-    TEMPLATES_ARGUMENT_SPEC, SqlTemplates)
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 
 
 def work(module, state):
     p = module.params
     parse_table(p["table"])
-    templates = SqlTemplates.from_module(module)
+    templates = SqlTemplates.bundled()
     session = open_session(module, state, "partition_rollback")
     result = rollback.rollback(session, templates, p["table"], state_schema=p["state_schema"],
                                lock_timeout_ms=p["lock_timeout_ms"], swap_retries=p["swap_retries"],
@@ -104,7 +103,6 @@ def work(module, state):
 
 def main():
     spec = connection_argument_spec()
-    spec.update(TEMPLATES_ARGUMENT_SPEC)
     spec.update(state_store.TABLE_ARGUMENT_SPEC)
     spec.update(lock_timeout_ms=dict(type="int", default=50),
                 swap_retries=dict(type="int", default=30),

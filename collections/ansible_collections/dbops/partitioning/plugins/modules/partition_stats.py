@@ -79,7 +79,6 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     connection_argument_spec, open_session, run_module)
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
-from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import TEMPLATES_ARGUMENT_SPEC
 from ansible_collections.dbops.partitioning.plugins.module_utils.stats import all_facts
 
 
@@ -105,7 +104,6 @@ def work(module, state):
 
 def main():
     spec = connection_argument_spec()
-    spec.update(TEMPLATES_ARGUMENT_SPEC)
     spec.update(tables=dict(type="list", elements="raw", default=[]),
                 state_schema=dict(type="str", default="partitioning"))
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)

@@ -83,8 +83,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import 
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     PartitioningError, connection_argument_spec, open_session, run_module)
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
-from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import (
-    TEMPLATES_ARGUMENT_SPEC, SqlTemplates)
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 
 
 def work(module, state):
@@ -92,7 +91,7 @@ def work(module, state):
     table_name = qualified(*parse_table(p["table"]))
     state_schema = p["state_schema"]
     session = open_session(module, state, "partition_verify")
-    templates = SqlTemplates.from_module(module)
+    templates = SqlTemplates.bundled()
     row = state_store.get_table(session, state_schema, table_name)
     if row is not None and row["phase"] in ("prepared", "copying"):
         raise PartitioningError("%s is in phase %r: its rows are not all copied yet; run batch_copy "
@@ -131,7 +130,6 @@ def work(module, state):
 
 def main():
     spec = connection_argument_spec()
-    spec.update(TEMPLATES_ARGUMENT_SPEC)
     spec.update(state_store.TABLE_ARGUMENT_SPEC)
     spec.update(full=dict(type="bool", default=False))
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)

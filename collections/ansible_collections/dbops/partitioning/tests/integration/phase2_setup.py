@@ -34,7 +34,7 @@ def run(conn, *stmts):
 
 
 def templates():
-    return SqlTemplates.from_checkout()
+    return SqlTemplates.bundled()
 
 
 def create_original(conn, rows=2000, composite=False):

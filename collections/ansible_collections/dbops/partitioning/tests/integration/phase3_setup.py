@@ -78,7 +78,7 @@ def create_original(conn, db, rows=2000, identity=False, extras=True):
 
 
 def _templates():
-    return SqlTemplates.from_checkout()
+    return SqlTemplates.bundled()
 
 
 def _make_twin(conn, db, identity=False):

@@ -11,7 +11,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates i
 from ansible_collections.dbops.partitioning.plugins.module_utils.sync import install_sync
 
 STATE = "partitioning"
-TEMPLATES = SqlTemplates.from_checkout()
+TEMPLATES = SqlTemplates.bundled()
 
 ORIGINAL_DDL = """
 CREATE TABLE public.revenues (

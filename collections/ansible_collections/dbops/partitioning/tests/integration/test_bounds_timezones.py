@@ -32,7 +32,7 @@ def test_phase1_bounds_are_utc_instants_whatever_the_time_zones(pg, db, zone):
 
     spec = normalize_spec(dict(table="ev", partition_key="at", interval="monthly", premake=1))
     tool = pg.connect(db)                                         # also not UTC: bounds carry their offset
-    prepare_table(Session(tool), SqlTemplates.from_checkout(), spec, "partitioning",
+    prepare_table(Session(tool), SqlTemplates.bundled(), spec, "partitioning",
                   now=datetime.datetime(2025, 2, 10, tzinfo=UTC))
     tool.close()
 

@@ -25,7 +25,7 @@ from lab.schema import create_demo_schema
 from .sync_helpers import assert_equal
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "..", ".."))
-TEMPLATES = SqlTemplates.from_checkout()
+TEMPLATES = SqlTemplates.bundled()
 NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.timezone.utc)
 REVENUES = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="quarterly",
                 premake=2)

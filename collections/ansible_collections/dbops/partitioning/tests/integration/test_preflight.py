@@ -304,7 +304,7 @@ def test_a_relation_with_a_partitions_name_is_refused(conn):
 
 def _managed(conn, raw, phase, twin=True, recorded=None):
     session = Session(conn)
-    state_store.ensure_state_schema(session, SqlTemplates.from_checkout(), "partitioning")
+    state_store.ensure_state_schema(session, SqlTemplates.bundled(), "partitioning")
     spec = normalize_spec(raw)
     state_store.insert_table(session, "partitioning", spec.table_name, table_schema=spec.schema,
                              table_relname=spec.name, twin_relname=spec.twin[1], old_relname=spec.old[1],

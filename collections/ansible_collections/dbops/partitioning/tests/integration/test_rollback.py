@@ -18,7 +18,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates i
 def roll(pg, db, **kw):
     s = Session(pg.connect(db), check_mode=kw.pop("check_mode", False))
     try:
-        return rollback.rollback(s, SqlTemplates.from_checkout(), "public.revenues", **kw), s.queries
+        return rollback.rollback(s, SqlTemplates.bundled(), "public.revenues", **kw), s.queries
     finally:
         s.close()
 
@@ -187,7 +187,7 @@ def test_rollback_before_switchover_recreates_dropped_inbound_foreign_keys(pg, d
     one(conn, "INSERT INTO public.refunds (revenue_id) VALUES (1), (2)")
     s = Session(pg.connect(db))
     try:
-        prepare_table(s, SqlTemplates.from_checkout(), normalize_spec(dict(SPEC, inbound_foreign_keys="drop")),
+        prepare_table(s, SqlTemplates.bundled(), normalize_spec(dict(SPEC, inbound_foreign_keys="drop")),
                               "partitioning", now=datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc))
     finally:
         s.close()

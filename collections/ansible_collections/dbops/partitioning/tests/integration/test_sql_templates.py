@@ -42,7 +42,7 @@ def test_undefined_variables_are_errors(conn):
 
 
 def test_every_project_template_parses():
-    templates = SqlTemplates.from_checkout()
+    templates = SqlTemplates.bundled()
     import jinja2
     env = jinja2.Environment()
     for name, text in templates.texts.items():

@@ -35,7 +35,7 @@ def one(conn, q, args=None):
 def switch(pg, db, **kw):
     s = Session(pg.connect(db), check_mode=kw.pop("check_mode", False))
     try:
-        return swap.switchover(s, SqlTemplates.from_checkout(), "public.revenues", **kw), s.queries
+        return swap.switchover(s, SqlTemplates.bundled(), "public.revenues", **kw), s.queries
     finally:
         s.close()
 
@@ -292,7 +292,7 @@ def test_quoted_schema_and_table_names_switch_and_roll_back(pg, db):
     conn = pg.connect(db)
     s = Session(pg.connect(db))
     try:
-        assert swap.switchover(s, SqlTemplates.from_checkout(), table)["changed"]
+        assert swap.switchover(s, SqlTemplates.bundled(), table)["changed"]
     finally:
         s.close()
     assert is_partitioned(conn, '"Fin Ops"."Rev"')
@@ -303,7 +303,7 @@ def test_quoted_schema_and_table_names_switch_and_roll_back(pg, db):
     assert one(conn, 'SELECT count(*) FROM "Fin Ops"."Rev_old"') == [(501,)]
     s = Session(pg.connect(db))
     try:
-        assert rollback.rollback(s, SqlTemplates.from_checkout(), table)["changed"]
+        assert rollback.rollback(s, SqlTemplates.bundled(), table)["changed"]
     finally:
         s.close()
     assert not is_partitioned(conn, '"Fin Ops"."Rev"')
