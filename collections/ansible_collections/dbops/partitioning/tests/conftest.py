@@ -7,18 +7,14 @@ as an unprivileged user when the suite runs as root (CI does).
 """
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 
 import pytest
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", ".."))
-for path in (ROOT, os.path.join(ROOT, "collections")):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+from lab.servers import Server, available_bindirs
 
-from lab.servers import Server, available_bindirs  # noqa: E402
+from .helpers.catalog_tables import create_awkward, drop_roles, role_prefix
 
 WANTED_VERSIONS = [18, 15]
 _BINDIRS = available_bindirs()
@@ -76,3 +72,12 @@ def conn(pg, db):
 def params(pg, db):
     """Connection options as the modules take them, for the test's database."""
     return pg.module_params(db)
+
+
+@pytest.fixture
+def awkward(conn, db):
+    """The awkward table (helpers/catalog_tables.py) in the test's database; yields the prefix
+    of its roles, which are dropped afterwards (roles are cluster-wide)."""
+    create_awkward(conn, db)
+    yield role_prefix(db)
+    drop_roles(conn, db)

@@ -1,6 +1,6 @@
 """Phase 2 backfill: exact copies, keyset order on simple and composite keys, workers, resume."""
-from . import backfill_driver as drv
-from .phase2_setup import assert_equal_tables, make_prepared, scalar, state_row
+from ..helpers import backfill_driver as drv
+from ..helpers.phase2_setup import assert_equal_tables, make_prepared, scalar, state_row
 
 
 def test_backfill_copies_every_row_exactly(pg, db, conn):
@@ -82,7 +82,7 @@ def test_plain_insert_falls_back_to_on_conflict_when_the_twin_has_the_key(pg, db
     row not copied yet) makes it conflict: rolled back to the savepoint, the batch runs with
     ON CONFLICT DO NOTHING in the same transaction, and the trigger's newer version stays."""
     from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
-    from .phase2_setup import context, session, templates
+    from ..helpers.phase2_setup import context, session, templates
 
     make_prepared(pg, db, rows=2000)
     drv.start(pg, db)
@@ -112,7 +112,7 @@ def test_plain_insert_falls_back_to_on_conflict_when_the_twin_has_the_key(pg, db
 
 def test_plain_insert_is_used_when_nothing_conflicts(pg, db, conn):
     from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
-    from .phase2_setup import context, session, templates
+    from ..helpers.phase2_setup import context, session, templates
 
     make_prepared(pg, db, rows=1200)
     drv.start(pg, db)

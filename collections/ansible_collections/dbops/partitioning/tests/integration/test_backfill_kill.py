@@ -17,9 +17,10 @@ import time
 import psycopg2
 import pytest
 
-from ..playbook_runner import ANSIBLE_PLAYBOOK, ROOT, run_playbook, write_inventory
-from . import backfill_driver as drv
-from .phase2_setup import TABLE, assert_equal_tables, make_prepared, scalar, state_row
+from ..helpers.paths import ROOT
+from ..helpers.playbook_runner import ANSIBLE_PLAYBOOK, run_playbook, write_inventory
+from ..helpers import backfill_driver as drv
+from ..helpers.phase2_setup import TABLE, assert_equal_tables, make_prepared, scalar, state_row
 
 ROWS = 2000
 

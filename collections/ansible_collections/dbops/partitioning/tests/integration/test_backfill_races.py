@@ -15,8 +15,8 @@ import pytest
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import reconcile
 
-from . import backfill_driver as drv
-from .phase2_setup import assert_equal_tables, context, make_prepared, pending, scalar, session, templates
+from ..helpers import backfill_driver as drv
+from ..helpers.phase2_setup import assert_equal_tables, context, make_prepared, pending, scalar, session, templates
 
 ROWS = 200
 

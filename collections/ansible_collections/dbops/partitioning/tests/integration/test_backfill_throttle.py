@@ -9,8 +9,8 @@ import pytest
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import throttle
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.throttle import Limits
 
-from . import backfill_driver as drv
-from .phase2_setup import TABLE, assert_equal_tables, make_prepared, run, scalar, session, state_row
+from ..helpers import backfill_driver as drv
+from ..helpers.phase2_setup import TABLE, assert_equal_tables, make_prepared, run, scalar, session, state_row
 
 
 @pytest.fixture

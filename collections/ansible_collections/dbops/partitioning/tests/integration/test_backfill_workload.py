@@ -15,8 +15,8 @@ import pytest
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import verify
 
-from . import backfill_driver as drv
-from .phase2_setup import STATE, TABLE, assert_equal_tables, make_prepared, session, state_row
+from ..helpers import backfill_driver as drv
+from ..helpers.phase2_setup import STATE, TABLE, assert_equal_tables, make_prepared, session, state_row
 
 ROWS = 3000
 

@@ -10,9 +10,9 @@ import tempfile
 
 import pytest
 
-from .phase3_setup import make_verified, phase, rows_of
-from .test_swap import TABLES, one, switch
-from ..playbook_runner import run_playbook
+from ..helpers.phase3_setup import make_verified, phase, rows_of
+from ..helpers.switchover import TABLES, one, switch
+from ..helpers.playbook_runner import run_playbook
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import cleanup
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session

@@ -16,7 +16,8 @@ from lab import schema
 from lab.servers import free_port
 from lab.workload import Workload, compare_tables
 
-from ..playbook_runner import ANSIBLE_PLAYBOOK, ROOT
+from ..helpers.paths import ROOT
+from ..helpers.playbook_runner import ANSIBLE_PLAYBOOK
 
 ROWS = 4000
 

@@ -10,7 +10,7 @@ import pytest
 
 from lab.servers import free_port
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 6))
+from ..helpers.paths import ROOT
 
 
 @pytest.mark.slow

@@ -22,9 +22,9 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates i
 
 from lab.schema import create_demo_schema
 
-from .sync_helpers import assert_equal
+from ..helpers.paths import ROOT
+from ..helpers.sync_helpers import assert_equal
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "..", ".."))
 TEMPLATES = SqlTemplates.bundled()
 NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.timezone.utc)
 REVENUES = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="quarterly",

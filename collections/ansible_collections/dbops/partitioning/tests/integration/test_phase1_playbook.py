@@ -8,7 +8,7 @@ import pytest
 
 from lab.schema import create_demo_schema
 
-from ..playbook_runner import run_playbook
+from ..helpers.playbook_runner import run_playbook
 
 LAB_TABLES = [
     dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="quarterly", premake=2),

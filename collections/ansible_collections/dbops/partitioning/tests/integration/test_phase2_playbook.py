@@ -1,8 +1,8 @@
 """playbooks/phase2_migrate.yml as an operator runs it: progress lines, verify, idempotent, --check."""
 import re
 
-from ..playbook_runner import run_playbook
-from .phase2_setup import TABLE, assert_equal_tables, make_prepared, scalar, state_row
+from ..helpers.playbook_runner import run_playbook
+from ..helpers.phase2_setup import TABLE, assert_equal_tables, make_prepared, scalar, state_row
 
 TABLES = [{"table": TABLE, "partition_key": "occurred_at", "strategy": "range", "interval": "monthly"}]
 

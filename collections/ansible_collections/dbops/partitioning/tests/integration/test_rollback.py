@@ -6,43 +6,12 @@
 * before the switchover: sync triggers, function, twin and state removed, original untouched;
 * check mode changes nothing; a second run reports no change; keep_twin keeps the twin.
 """
-from .phase3_setup import Writers, is_partitioned, make_verified, phase, role_name, rows_of
-from .test_swap import TABLES, one, switch
-from ..playbook_runner import run_playbook
+from ..helpers.phase3_setup import Writers, is_partitioned, make_verified, phase, rows_of
+from ..helpers.playbook_runner import run_playbook
+from ..helpers.switchover import TABLES, assert_original_back, one, roll, switch
 
-from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import rollback
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
-
-
-def roll(pg, db, **kw):
-    s = Session(pg.connect(db), check_mode=kw.pop("check_mode", False))
-    try:
-        return rollback.rollback(s, SqlTemplates.bundled(), "public.revenues", **kw), s.queries
-    finally:
-        s.close()
-
-
-def assert_original_back(conn, db):
-    assert one(conn, "SELECT relkind FROM pg_class WHERE oid = 'public.revenues'::regclass") == [("r",)]
-    idx = sorted(one(conn, "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                           "WHERE i.indrelid = 'public.revenues'::regclass"))
-    assert idx == [("revenues_pkey",), ("revenues_region_idx",)]
-    for view in ("public.revenue_eu", "public.revenue_by_region"):
-        assert one(conn, "SELECT count(*) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
-                         "WHERE d.refobjid = 'public.revenues'::regclass AND r.ev_class = %s::regclass", (view,))[0][0] > 0
-    assert set(one(conn, "SELECT reloptions FROM pg_class WHERE oid = 'public.revenue_eu'::regclass")[0][0]) == \
-        {"security_barrier=true", "check_option=local"}
-    role = role_name(db)
-    assert one(conn, "SELECT has_table_privilege(%s, 'public.revenue_eu', 'SELECT'), "
-                     "has_table_privilege(%s, 'public.revenues', 'UPDATE')", (role, role)) == [(True, True)]
-    assert one(conn, "SELECT relrowsecurity, obj_description(oid, 'pg_class') FROM pg_class "
-                     "WHERE oid = 'public.revenues'::regclass") == [(True, "money in")]
-    assert one(conn, "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'public.revenues'::regclass "
-                     "AND NOT tgisinternal") == [("revenues_lower_region", "O")]
-    assert one(conn, "SELECT pg_get_serial_sequence('public.revenues', 'id')") == [("public.revenues_id_seq",)]
-    assert one(conn, "SELECT prrelid::regclass::text FROM pg_publication_rel") == [("revenues",)]
-    assert one(conn, "SELECT to_regclass('public.revenues_old')") == [(None,)]
 
 
 def test_rollback_after_switchover_under_load_with_oracle(pg, db):
@@ -179,7 +148,7 @@ def test_rollback_before_switchover_recreates_dropped_inbound_foreign_keys(pg, d
     import datetime
     from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
     from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
-    from .phase3_setup import SPEC, create_original
+    from ..helpers.phase3_setup import SPEC, create_original
     conn = pg.connect(db)
     create_original(conn, db, rows=200, extras=False)
     one(conn, "CREATE TABLE public.refunds (id serial PRIMARY KEY, revenue_id bigint "

@@ -1,5 +1,5 @@
 """status.yml / partition_stats on a database: read-only facts, never a change."""
-from ..playbook_runner import run_playbook
+from ..helpers.playbook_runner import run_playbook
 
 
 def _partitioned_table(conn):

@@ -14,71 +14,13 @@ import threading
 
 import pytest
 
-from .phase3_setup import Writers, is_partitioned, make_verified, phase, role_name, rows_of
-from ..playbook_runner import run_playbook
+from ..helpers.phase3_setup import Writers, is_partitioned, make_verified, phase, rows_of
+from ..helpers.playbook_runner import run_playbook
+from ..helpers.switchover import TABLES, assert_carried_over, one, roll, switch
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
-
-TABLES = [{"table": "public.revenues", "partition_key": "occurred_at", "strategy": "range", "interval": "monthly"}]
-
-
-def one(conn, q, args=None):
-    cur = conn.cursor()
-    cur.execute(q, args)
-    r = cur.fetchall() if cur.description else None
-    cur.close()
-    return r
-
-
-def switch(pg, db, **kw):
-    s = Session(pg.connect(db), check_mode=kw.pop("check_mode", False))
-    try:
-        return swap.switchover(s, SqlTemplates.bundled(), "public.revenues", **kw), s.queries
-    finally:
-        s.close()
-
-
-def assert_carried_over(conn, db, old="revenues_old"):
-    """What the application and operators see after the switchover."""
-    assert is_partitioned(conn, "public.revenues")
-    idx = dict(one(conn, "SELECT c.relname, i.indrelid::regclass::text FROM pg_index i JOIN pg_class c "
-                         "ON c.oid = i.indexrelid WHERE c.relname IN ('revenues_pkey', 'revenues_region_idx', "
-                         "'revenues_pkey_old', 'revenues_region_idx_old')"))
-    assert idx == {"revenues_pkey": "revenues", "revenues_region_idx": "revenues",
-                   "revenues_pkey_old": old, "revenues_region_idx_old": old}
-    # views: recreated on the new table with their options, owner, grants, comment
-    assert one(conn, "SELECT count(*) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
-                     "WHERE d.refobjid = 'public.revenues'::regclass AND r.ev_class = 'public.revenue_eu'::regclass")[0][0] > 0
-    opts = one(conn, "SELECT reloptions FROM pg_class WHERE oid = 'public.revenue_eu'::regclass")[0][0]
-    assert set(opts) == {"security_barrier=true", "check_option=local"}
-    assert one(conn, "SELECT obj_description('public.revenue_eu'::regclass, 'pg_class')")[0][0] == "eu only"
-    role = role_name(db)
-    assert one(conn, "SELECT has_table_privilege(%s, 'public.revenue_eu', 'SELECT')", (role,))[0][0]
-    assert one(conn, "SELECT count(*) FROM public.revenue_eu_big")[0][0] >= 0
-    # the materialized view reads the new table, keeps its index and grant
-    assert one(conn, "SELECT count(*) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
-                     "WHERE d.refobjid = 'public.revenues'::regclass "
-                     "AND r.ev_class = 'public.revenue_by_region'::regclass")[0][0] > 0
-    assert one(conn, "SELECT indexrelid::regclass::text FROM pg_index "
-                     "WHERE indrelid = 'public.revenue_by_region'::regclass") == [("revenue_by_region_region",)]
-    assert one(conn, "SELECT has_table_privilege(%s, 'public.revenue_by_region', 'SELECT')", (role,))[0][0]
-    conn.cursor().execute("REFRESH MATERIALIZED VIEW public.revenue_by_region")
-    # table: grants, comment, RLS as the original had; RLS off on _old (the reverse sync sees every row)
-    assert one(conn, "SELECT has_table_privilege(%s, 'public.revenues', 'INSERT')", (role,))[0][0]
-    assert one(conn, "SELECT obj_description('public.revenues'::regclass, 'pg_class')")[0][0] == "money in"
-    assert one(conn, "SELECT relrowsecurity FROM pg_class WHERE oid = 'public.revenues'::regclass")[0][0]
-    assert not one(conn, "SELECT relrowsecurity FROM pg_class WHERE oid = %s::regclass", (old,))[0][0]
-    # the application's trigger: on the new table, disabled on _old; the reverse sync on the new table
-    trig = dict(((t, r), e) for t, r, e in one(conn, "SELECT tgname, tgrelid::regclass::text, tgenabled FROM pg_trigger "
-                                                     "WHERE NOT tgisinternal AND tgparentid = 0"))
-    assert trig[("revenues_lower_region", "revenues")] == "O"
-    assert trig[("revenues_lower_region", old)] == "D"
-    assert trig[("partitioning_sync", "revenues")] == "A"
-    assert ("partitioning_sync", old) not in trig
-    # publication membership moved
-    assert one(conn, "SELECT prrelid::regclass::text FROM pg_publication_rel") == [("revenues",)]
 
 
 def test_switchover_under_load_with_oracle(pg, db):
@@ -245,7 +187,6 @@ def test_refused_before_verification(pg, db):
 def test_view_trigger_column_comment_publication_filter_and_quoted_matview(pg, db):
     """INSTEAD OF triggers and column comments of views, a publication's row filter and column
     list, materialized views with an alias and a quoted name: all survive switchover and rollback."""
-    from .test_rollback import roll
     make_verified(pg, db, rows=100, extras=False)
     conn = pg.connect(db)
     for q in ("CREATE VIEW public.rv AS SELECT id, occurred_at, region, amount FROM public.revenues",
@@ -279,7 +220,7 @@ def test_view_trigger_column_comment_publication_filter_and_quoted_matview(pg, d
 
 def test_quoted_schema_and_table_names_switch_and_roll_back(pg, db):
     """Mixed case and spaces in schema, table, column and index names; the twin from phase 1's code."""
-    from .phase3_setup import make_verified_generic
+    from ..helpers.phase3_setup import make_verified_generic
     from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import rollback
     table = make_verified_generic(pg, db, "Fin Ops", "Rev", [
         'CREATE SCHEMA "Fin Ops"',

@@ -5,10 +5,9 @@ the verification from playbooks/phase2_migrate.yml, then playbooks/phase3_switch
 playbooks/rollback.yml run while writer threads keep writing by the table's name. The oracle:
 the final table equals exactly what the writers committed; zero application errors.
 """
-from .phase3_setup import SPEC, Writers, is_partitioned, make_prepared_real, phase, rows_of
-from .test_rollback import assert_original_back
-from .test_swap import assert_carried_over
-from ..playbook_runner import run_playbook
+from ..helpers.phase3_setup import SPEC, Writers, is_partitioned, make_prepared_real, phase, rows_of
+from ..helpers.playbook_runner import run_playbook
+from ..helpers.switchover import assert_carried_over, assert_original_back
 
 TABLES = [dict(SPEC)]
 

@@ -20,7 +20,7 @@ import pytest
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import connect_kwargs
 
-from .sync_helpers import assert_equal, reconcile_by_hand, setup_revenues
+from ..helpers.sync_helpers import assert_equal, reconcile_by_hand, setup_revenues
 
 THREADS = 4
 TRANSACTIONS_PER_THREAD = 120

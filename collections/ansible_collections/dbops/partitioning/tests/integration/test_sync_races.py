@@ -17,7 +17,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.db import Parti
 from ansible_collections.dbops.partitioning.plugins.module_utils.sync import (
     drop_sync, function_name, install_sync)
 
-from .sync_helpers import (STATE, TEMPLATES, assert_equal, backfill, reconcile_by_hand, rows, session_for,
+from ..helpers.sync_helpers import (STATE, TEMPLATES, assert_equal, backfill, reconcile_by_hand, rows, session_for,
                            setup_revenues, spec)
 
 ORIG = ("public", "revenues")

@@ -12,7 +12,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.db import Parti
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.twin import ensure_twin, twin_index_name
 
-from .test_catalog import LAB_SQL, awkward  # noqa: F401 - fixture
+from ..helpers.catalog_tables import LAB_SQL
 
 NOW = datetime.datetime(2026, 1, 15, 12, 0, tzinfo=datetime.timezone.utc)
 
@@ -316,7 +316,7 @@ def test_the_lab_schema_with_the_lab_inventory(conn):
 
     from lab.schema import create_demo_schema
 
-    from ..conftest import ROOT
+    from ..helpers.paths import ROOT
 
     try:
         create_demo_schema(conn, rows=3000)

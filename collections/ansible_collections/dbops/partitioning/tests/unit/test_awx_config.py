@@ -5,7 +5,8 @@ import re
 import pytest
 import yaml
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 6))
+from ..helpers.paths import ROOT
+
 CONFIG = os.path.join(ROOT, "awx", "controller_config.yml")
 
 

@@ -11,8 +11,8 @@ import sys
 import pytest
 import yaml
 
-COLLECTION = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-ROOT = os.path.abspath(os.path.join(COLLECTION, "..", "..", "..", ".."))
+from ..helpers.paths import COLLECTION, ROOT
+
 MODULES = sorted(f[:-3] for f in os.listdir(os.path.join(COLLECTION, "plugins", "modules"))
                  if f.endswith(".py") and not f.startswith("_"))
 

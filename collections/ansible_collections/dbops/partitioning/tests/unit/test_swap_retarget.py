@@ -1,13 +1,5 @@
 """swap.retarget_definition: a deparsed query pointed at the twin keeps its column references valid."""
-import os
-import sys
-
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "..", ".."))
-for _p in (ROOT, os.path.join(ROOT, "collections")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.swap import retarget_definition  # noqa: E402
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.swap import retarget_definition
 
 OLD, NEW = "public.revenues", "public.revenues_partitioned"
 

@@ -8,18 +8,11 @@ to exercise keyset order by row comparison).
 """
 import datetime
 import json
-import os
-import sys
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "..", ".."))
-for _p in (ROOT, os.path.join(ROOT, "collections")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill  # noqa: E402
-from ansible_collections.dbops.partitioning.plugins.module_utils import state as st  # noqa: E402
-from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session  # noqa: E402
-from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates  # noqa: E402
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 
 STATE = "partitioning"
 TABLE = "public.revenues"

@@ -1,4 +1,11 @@
 """Drive phase 2 in-process, as batch_copy does, with the test hooks of module_utils."""
+import atexit
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
@@ -6,6 +13,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils import state as
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.throttle import Limits
 
+from .paths import MODULES, ROOT
 from .phase2_setup import STATE, TABLE, templates
 
 
@@ -42,19 +50,8 @@ def copy(pg, db, batch_size=500, workers=1, seconds=60, verify_batches=False, ho
 
 # --- the real modules in a subprocess (to kill them, and to see what an operator sees) --------
 
-import atexit  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-
-from .phase2_setup import ROOT  # noqa: E402
-
 _DIRS = []
 atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _DIRS])
-MODULES = os.path.join(ROOT, "collections", "ansible_collections", "dbops", "partitioning", "plugins", "modules")
 
 
 def module_process(name, pg, db, check_mode=False, **args):

@@ -8,21 +8,19 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "..", ".."))
-sys.path.insert(0, ROOT)
+from lab.servers import available_bindirs
 
-from lab.servers import available_bindirs  # noqa: E402
+from ..helpers.paths import ROOT
 
 
 @pytest.mark.skipif(18 not in available_bindirs() and 15 not in available_bindirs(),
                     reason="no PostgreSQL binaries installed")
-def test_bench_trigger_quick_smoke():
+def test_bench_trigger_quick_smoke(tmp_path):
     version = 18 if 18 in available_bindirs() else 15
-    outdir = tempfile.mkdtemp(prefix="bench-smoke-")
+    outdir = str(tmp_path)
     r = subprocess.run([sys.executable, "-m", "bench", "--only", "trigger", "--quick", "--pg", str(version),
                         "--duration", "1", "--rounds", "1", "--trigger-rows", "1000", "--clients", "2",
                         "--outdir", outdir], cwd=ROOT, capture_output=True, text=True, timeout=180)

@@ -9,19 +9,15 @@ runs, then the state row is set to 'verified' as phase 2 would.
 """
 import datetime
 import os
-import sys
+import random
+import threading
 
 import psycopg2
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "..", ".."))
-for _p in (ROOT, os.path.join(ROOT, "collections")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-from ansible_collections.dbops.partitioning.plugins.module_utils import state as st  # noqa: E402
-from ansible_collections.dbops.partitioning.plugins.module_utils import sync  # noqa: E402
-from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session  # noqa: E402
-from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates  # noqa: E402
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
+from ansible_collections.dbops.partitioning.plugins.module_utils import sync
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 
 STATE = "partitioning"
 SPEC = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="monthly", premake=0,
@@ -196,8 +192,6 @@ __all__ = ["make_verified", "rows_of", "phase", "is_partitioned", "role_name", "
 
 
 # --- an application-like write load with an exact oracle ------------------------------------
-import random  # noqa: E402
-import threading  # noqa: E402
 
 
 class Writers:

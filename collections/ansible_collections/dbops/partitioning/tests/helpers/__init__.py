@@ -1,0 +1,10 @@
+"""What several test files share: paths of the checkout, test tables brought to a phase,
+phase 2 driven in-process, and playbooks run as an operator runs them.
+
+- ``paths``: the checkout root and the collection.
+- ``playbook_runner``: ``run_playbook`` against a test server.
+- ``sync_helpers``: an original and a hand-made twin with the sync triggers installed.
+- ``phase2_setup``: a table that phase 1 brought to 'prepared'.
+- ``backfill_driver``: phase 2's copy driven in-process, and modules run as subprocesses.
+- ``phase3_setup``: a table brought to 'verified', and an application-like write load with an oracle.
+"""
