@@ -13,7 +13,7 @@ JOBS  ?= auto
 help:
 	@echo "make demo       lab servers + demo data + the migration under a live write load"
 	@echo "make test       the whole test suite (real PostgreSQL 18 from the wheel, 15 when installed)"
-	@echo "make bench      benchmarks: tables and plots in bench/results/"
+	@echo "make bench      benchmarks: tables and plots in bench/results/ (BENCH=reports runs one of them)"
 	@echo "make lint       ansible-lint (production profile) over the project, ansible-doc of every module"
 	@echo "make lab-up     start the lab servers (LAB_SERVERS=2 LAB_ROWS=1000000 LAB_BINDIR=...)"
 	@echo "make lab-down   stop and remove the lab servers"
@@ -45,8 +45,11 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(PY) -m pytest collections/ansible_collections/dbops/partitioning/tests/unit
 
+# BENCH: benchmark names to run (trigger backfill switchover reports); empty runs them all.
+BENCH ?=
+
 bench: $(STAMP)
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH)
 
 # The SQL templates travel with the modules as Python data (docs/design.md, "The collection
 # as an artifact"); the .sql.j2 files are the source.

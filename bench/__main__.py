@@ -1,7 +1,9 @@
-"""``python -m bench [--only NAME] [--quick]``: run the benchmarks, write bench/results/.
+"""``python -m bench [NAME ...] [--quick]``: run the benchmarks, write bench/results/.
 
-Benchmarks, in order: trigger (issue 2), backfill (issue 3), switchover (issue 4).
-Full mode takes about half an hour on 2 cores; ``--quick`` a few minutes.
+Benchmarks, in order: trigger (issue 2), backfill (issue 3), switchover (issue 4), reports (issue 8:
+the first user's report queries and retention on a 10M-row table, before and after partitioning).
+Names select some of them (``python -m bench reports``; ``--only NAME`` does the same).
+Full mode takes about an hour on 2 cores; ``--quick`` a few minutes.
 """
 import argparse
 import os
@@ -12,7 +14,7 @@ import traceback
 
 from bench import common
 
-BENCHMARKS = ["trigger", "backfill", "switchover"]
+BENCHMARKS = ["trigger", "backfill", "switchover", "reports"]
 
 # (full, quick) defaults; every one can be overridden on the command line.
 PRESETS = {
@@ -26,12 +28,17 @@ PRESETS = {
     "latency_rate": (200, 100),     # tps of the fixed-rate pgbench load during the backfill
     "swap_rows": (1000000, 100000),
     "swap_rounds": (1, 1),          # each round builds, copies, verifies and switches a fresh table
+    "report_rows": (10000000, 200000),  # the seed-shaped revenues of the reports benchmark
+    "report_rounds": (5, 3),        # alternated rounds of the report queries (per stage)
+    "report_reps": (3, 3),          # runs of each query per round at least (the round's median is kept)
+    "report_budget_ms": (300, 100), # ... and as many more as fit in this many ms (at most 200)
 }
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="*", metavar="NAME", help="run only these benchmarks (%s)" % ", ".join(BENCHMARKS))
     p.add_argument("--only", action="append", choices=BENCHMARKS,
                    help="run only this benchmark (repeatable)")
     p.add_argument("--quick", action="store_true", help="small settings: a few minutes in all")
@@ -44,12 +51,15 @@ def parse_args(argv):
         p.add_argument("--" + name.replace("_", "-"), type=type(full), default=None, dest=name,
                        help="default %s (quick: %s)" % (full, _quick))
     opts = p.parse_args(argv)
+    unknown = [n for n in opts.names if n not in BENCHMARKS]
+    if unknown:
+        p.error("unknown benchmark %s (choose from %s)" % (", ".join(unknown), ", ".join(BENCHMARKS)))
     for name, (full, quick) in PRESETS.items():
         if getattr(opts, name) is None:
             setattr(opts, name, quick if opts.quick else full)
     if opts.outdir is None:
         opts.outdir = os.path.join(common.RESULTS_DIR, "quick") if opts.quick else common.RESULTS_DIR
-    opts.only = opts.only or BENCHMARKS
+    opts.only = (opts.only or []) + opts.names or BENCHMARKS
     return opts
 
 

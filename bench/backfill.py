@@ -97,6 +97,25 @@ def run_ours(srv, dbname, batches=None, batch_size=None, hook=None):
         sess.close()
 
 
+def verify_full(srv, dbname):
+    """Phase 2's full verification (module_utils/migrate/verify.py ``verify_table``); returns its seconds.
+    A difference is an error: what follows would measure a wrong table."""
+    from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
+    verify_table = product.optional("migrate.verify", "verify_table")
+    if verify_table is None:
+        raise common.Skip("module_utils/migrate/verify.py verify_table is not available")
+    sess = module_session(srv, dbname)
+    try:
+        t0 = time.monotonic()
+        row = state_store.get_table(sess, STATE, "public.revenues")
+        res = verify_table(sess, api()["load_context"](sess, STATE, row), row, full=True)
+        if res["status"] != "ok":
+            raise RuntimeError("the full verification found differences: %r" % (res,))
+        return time.monotonic() - t0
+    finally:
+        sess.close()
+
+
 def run_insert_select(conn):
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in schema.COLUMN_NAMES)
     cur = conn.cursor()

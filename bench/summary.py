@@ -96,6 +96,11 @@ def switchover_block(data):
         rows)
 
 
+def reports_block(data):
+    from bench.reports_results import summary_block
+    return summary_block(data)
+
+
 DOCS = os.path.join(os.path.dirname(RESULTS_DIR), "..", "docs", "benchmarks.md")
 
 
@@ -123,7 +128,8 @@ def write(outdir=RESULTS_DIR):
     blocks = {}
     for name, title, fn in (("trigger", "1. Sync trigger overhead", trigger_block),
                             ("backfill", "2. Backfill", backfill_block),
-                            ("switchover", "3. Switchover", switchover_block)):
+                            ("switchover", "3. Switchover", switchover_block),
+                            ("reports", "4. The first user's reports and retention", reports_block)):
         data = _load(outdir, name)
         blocks[name] = fn(data) if data else "Not run yet."
         parts += ["## " + title, "", blocks[name].replace("IMGDIR/", ""), ""]

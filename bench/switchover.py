@@ -135,21 +135,12 @@ def _slowest_statements(srv, offset, top=10):
 
 
 def prepare(srv, opts, dbname):
-    switchover, verify_table = api()
-    from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
-    from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.backfill import load_context
+    api()
     conn, how = bf.build(srv, dbname, opts.swap_rows, view=True)
     t0 = time.time()
     bf.run_ours(srv, dbname)
     copy_s = time.time() - t0
-    sess = bf.module_session(srv, dbname)
-    t0 = time.time()
-    row = state_store.get_table(sess, product.STATE_SCHEMA, "public.revenues")
-    res = verify_table(sess, load_context(sess, product.STATE_SCHEMA, row), row, full=True)
-    verify_s = time.time() - t0
-    sess.close()
-    if res["status"] != "ok":
-        raise RuntimeError("verification before the switchover failed: %r" % (res,))
+    verify_s = bf.verify_full(srv, dbname)
     log("switchover: prepared %d rows (%s), copied in %.0f s, verified in %.0f s" % (
         opts.swap_rows, how, copy_s, verify_s))
     return conn, how, verify_s
