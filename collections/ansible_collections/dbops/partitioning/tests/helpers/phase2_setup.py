@@ -7,11 +7,12 @@ Two shapes: ``revenues`` (``id bigint`` key) and ``composite=True`` (key ``(org_
 to exercise keyset order by row comparison).
 """
 import datetime
-import json
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
+from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
+from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 
 STATE = "partitioning"
@@ -52,12 +53,10 @@ def _spec_dict():
 
 
 def _prepare_with_phase1(pg, db):
-    from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
-    from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
     session = Session(pg.connect(db))
     try:
         prepare_table(session, templates(), normalize_spec(_spec_dict()), STATE,
-                              now=datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc))
+                      now=datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc))
     finally:
         session.close()
 
@@ -126,5 +125,3 @@ def scalar(conn, stmt, args=None):
     cur.close()
     return r[0] if r else None
 
-
-__all__ = ["make_prepared", "session", "context", "assert_equal_tables", "state_row", "pending", "json"]

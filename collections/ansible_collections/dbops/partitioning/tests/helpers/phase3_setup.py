@@ -1,29 +1,34 @@
 """Test setup for phase 3: a table that phases 1 and 2 have brought to 'verified'.
 
-Uses the real phase-1 path (prepare.prepare_table) when it is importable and works on the
-table, else a hand-made twin exactly as design.md names it (``<table>_partitioned``, monthly
-partitions ``<table>_YYYY_MM`` plus ``<table>_default``, primary key ``(id, occurred_at)`` named
-``<pkey>_p``, other indexes ``<name>_p``) with the real forward sync trigger (sync.install_sync).
-Rows are copied with a plain ``INSERT … SELECT … ON CONFLICT DO NOTHING`` while no test writer
-runs, then the state row is set to 'verified' as phase 2 would.
+Phase 1 is the real one (prepare.prepare_table: twin, monthly partitions plus ``_default``,
+forward sync trigger); rows are copied with a plain ``INSERT … SELECT … ON CONFLICT DO NOTHING``
+while no test writer runs, then the state row is set to 'verified' as phase 2 would.
 """
 import datetime
-import os
+import json
 import random
 import threading
+import time
 
 import psycopg2
+from psycopg2 import sql
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync
+from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import plan_partitions
+from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
+from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display, qualified
+from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
+from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.twin import ensure_twin
+from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 
 STATE = "partitioning"
 SPEC = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="monthly", premake=0,
             default_partition=True)
 COLS = "id, occurred_at, region, amount, note"
-MONTHS = [(2025, m) for m in range(1, 13)]
+NOW = datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc)
 
 
 def role_name(db):
@@ -77,91 +82,66 @@ def _templates():
     return SqlTemplates.bundled()
 
 
-def _make_twin(conn, db, identity=False):
-    role = role_name(db)
-    stmts = ["CREATE TABLE public.revenues_partitioned (id bigint NOT NULL%s, occurred_at timestamptz NOT NULL, "
-             "region text NOT NULL, amount numeric(12,2) NOT NULL, note text, CHECK (amount >= 0), "
-             "CONSTRAINT revenues_pkey_p PRIMARY KEY (id, occurred_at)) PARTITION BY RANGE (occurred_at)"
-             % ("" if identity else " DEFAULT nextval('public.revenues_id_seq'::regclass)")]
-    for y, m in MONTHS:
-        lo = datetime.date(y, m, 1)
-        hi = datetime.date(y + (m == 12), m % 12 + 1, 1)
-        stmts.append("CREATE TABLE public.revenues_%d_%02d PARTITION OF public.revenues_partitioned "
-                     "FOR VALUES FROM ('%s 00:00+00') TO ('%s 00:00+00')" % (y, m, lo, hi))
-    stmts += ["CREATE TABLE public.revenues_default PARTITION OF public.revenues_partitioned DEFAULT",
-              "CREATE INDEX revenues_region_idx_p ON public.revenues_partitioned (region)"]
-    run(conn, *stmts)
-    cur = conn.cursor()
-    cur.execute("SELECT relrowsecurity FROM pg_class WHERE oid = 'public.revenues'::regclass")
-    if cur.fetchone()[0]:
-        run(conn, "COMMENT ON TABLE public.revenues_partitioned IS 'money in'",
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON public.revenues_partitioned TO %s" % role,
-            "CREATE POLICY revenues_app ON public.revenues_partitioned TO %s USING (region <> 'secret')" % role)
-
-
-def _verified_by_phase1(pg, db):
-    """Phase 1's own code (prepare.prepare_table), then a plain copy and phase 'verified'."""
-    try:
-        from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
-        from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
-    except ImportError:
-        return False
-    session = Session(pg.connect(db))
-    try:
-        prepare_table(session, _templates(), normalize_spec(dict(SPEC)), STATE,
-                              now=datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc))
-    finally:
-        session.close()
-    conn = pg.connect(db)
-    conn.autocommit = True
-    run(conn, "INSERT INTO public.revenues_partitioned (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM public.revenues "
-              "ON CONFLICT DO NOTHING" % (COLS, COLS),
-        "UPDATE partitioning.tables SET phase = 'verified', verified_at = now(), verification = '{\"status\": \"ok\"}'")
-    conn.close()
-    return True
-
-
-def make_verified(pg, db, rows=2000, identity=False, extras=True, by_hand=None):
-    """Create public.revenues, its twin, sync, copy, and a state row in phase 'verified'.
-
-    The twin comes from phase 1's code when it is importable (DBOPS_PHASE3_BY_HAND=1: by hand)."""
-    if by_hand is None:
-        by_hand = os.environ.get("DBOPS_PHASE3_BY_HAND") == "1"
-    if not by_hand:
-        conn = pg.connect(db)
-        conn.autocommit = True
-        try:
-            create_original(conn, db, rows=rows, identity=identity, extras=extras)
-        finally:
-            conn.close()
-        if _verified_by_phase1(pg, db):
-            return
-        raise RuntimeError("phase 1 (prepare.prepare_table) is not importable; set DBOPS_PHASE3_BY_HAND=1")
+def make_prepared_real(pg, db, rows=2000, identity=False, extras=True):
+    """public.revenues (with views, trigger, RLS, publication ...) brought to 'prepared' by phase 1's code
+    (prepare.prepare_table)."""
     conn = pg.connect(db)
     conn.autocommit = True
     try:
         create_original(conn, db, rows=rows, identity=identity, extras=extras)
-        session = Session(pg.connect(db))
-        templates = _templates()
-        st.ensure_state_schema(session, templates, STATE)
-        _make_twin(conn, db, identity=identity)
-
-        class Spec:
-            schema, name, table_name, partition_key, tuning = "public", "revenues", "public.revenues", "occurred_at", {}
-        sync.install_sync(session, templates, STATE, Spec, ("public", "revenues"),
-                          ("public", "revenues_partitioned"), direction="forward")
-        run(conn, "INSERT INTO public.revenues_partitioned SELECT * FROM public.revenues ON CONFLICT DO NOTHING")
-        with session.transaction():
-            st.insert_table(session, STATE, "public.revenues", table_schema="public", table_relname="revenues",
-                            twin_relname="revenues_partitioned", old_relname="revenues_old", phase="verified",
-                            spec=dict(table="public.revenues", partition_key="occurred_at", strategy="range",
-                                      interval="monthly"),
-                            pk_columns=["id"], partition_key="occurred_at",
-                            verification=dict(status="ok"))
-            session.execute("UPDATE partitioning.tables SET verified_at = now()")
-        session.close()
     finally:
         conn.close()
+    session = Session(pg.connect(db))
+    try:
+        prepare_table(session, _templates(), normalize_spec(dict(SPEC)), STATE, now=NOW)
+    finally:
+        session.close()
+
+
+def make_verified(pg, db, rows=2000, identity=False, extras=True):
+    """``make_prepared_real``, then a plain copy into the twin and phase 'verified' (as phase 2 leaves it)."""
+    make_prepared_real(pg, db, rows=rows, identity=identity, extras=extras)
+    conn = pg.connect(db)
+    conn.autocommit = True
+    try:
+        run(conn, "INSERT INTO public.revenues_partitioned (%s) OVERRIDING SYSTEM VALUE SELECT %s "
+                  "FROM public.revenues ON CONFLICT DO NOTHING" % (COLS, COLS),
+            "UPDATE partitioning.tables SET phase = 'verified', verified_at = now(), "
+            "verification = '{\"status\": \"ok\"}'")
+    finally:
+        conn.close()
+
+
+def make_verified_generic(pg, db, schema, name, create_sql, key, interval="monthly", pk=("id",)):
+    """Any table (``create_sql`` creates and fills it) brought to 'verified' with phase 1's twin code."""
+    conn = pg.connect(db)
+    conn.autocommit = True
+    run(conn, *create_sql)
+    table_name = qualified(schema, name)
+    spec = normalize_spec(dict(table=table_name, partition_key=display(key), strategy="range", interval=interval,
+                               premake=0, default_partition=True))
+    session = Session(pg.connect(db))
+    templates = _templates()
+    st.ensure_state_schema(session, templates, STATE)
+    info = describe_table(session, schema, name)
+    cur = conn.cursor()
+    cur.execute(sql.SQL("SELECT min({k}), max({k}) FROM {t}").format(k=sql.Identifier(key),
+                                                                     t=sql.Identifier(schema, name)))
+    lo, hi = cur.fetchone()
+    with session.transaction():
+        ensure_twin(session, info, spec, plan_partitions(spec, info.column(key).type, lo, hi, NOW))
+    sync.install_sync(session, templates, STATE, spec, (schema, name), spec.twin, info=info, direction="forward")
+    cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in info.columns if not c.generated)
+    cur.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
+        sql.Identifier(*spec.twin), cols, cols, sql.Identifier(schema, name)))
+    with session.transaction():
+        st.insert_table(session, STATE, table_name, table_schema=schema, table_relname=name,
+                        twin_relname=spec.twin[1], old_relname=spec.old[1], phase="verified",
+                        spec=json.loads(json.dumps(spec.to_json(), default=str)), pk_columns=list(pk),
+                        partition_key=key, verification=dict(status="ok"))
+    session.close()
+    conn.close()
+    return table_name
 
 
 def rows_of(conn, table):
@@ -186,9 +166,6 @@ def is_partitioned(conn, name):
     r = cur.fetchone()
     cur.close()
     return r and r[0] == "p"
-
-
-__all__ = ["make_verified", "rows_of", "phase", "is_partitioned", "role_name", "psycopg2"]
 
 
 # --- an application-like write load with an exact oracle ------------------------------------
@@ -291,70 +268,9 @@ class Writers:
 
     def wait_ops(self, more, timeout=60):
         """Wait until every writer did ``more`` further operations (the load spans the swap)."""
-        import time
         start = list(self.ops)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.errors:
             if all(self.ops[k] - start[k] >= more for k in range(self.n)):
                 return
             time.sleep(0.05)
-
-
-# --- the real phase-1 path: twin by twin.ensure_twin (or prepare.prepare_table), state 'prepared' ---
-
-
-def make_prepared_real(pg, db, rows=2000):
-    """public.revenues (with views, trigger, RLS, publication ...) brought to 'prepared' by phase 1's code;
-    phase 2 then runs through its playbook (the test does that)."""
-    from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
-    conn = pg.connect(db)
-    conn.autocommit = True
-    create_original(conn, db, rows=rows)
-    session = Session(pg.connect(db))
-    templates = _templates()
-    spec = normalize_spec(dict(SPEC))
-    now = datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc)
-    from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
-    prepare_table(session, templates, spec, STATE, now=now)
-    session.close()
-    conn.close()
-
-
-def make_verified_generic(pg, db, schema, name, create_sql, key, interval="monthly", pk=("id",)):
-    """Any table (``create_sql`` creates and fills it) brought to 'verified' with phase 1's twin code."""
-    import json as _json
-    from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import plan_partitions
-    from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
-    from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display, qualified
-    from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
-    from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.twin import ensure_twin
-    from psycopg2 import sql as _sql
-    conn = pg.connect(db)
-    conn.autocommit = True
-    run(conn, *create_sql)
-    table_name = qualified(schema, name)
-    spec = normalize_spec(dict(table=table_name, partition_key=display(key), strategy="range", interval=interval,
-                               premake=0, default_partition=True))
-    session = Session(pg.connect(db))
-    templates = _templates()
-    st.ensure_state_schema(session, templates, STATE)
-    info = describe_table(session, schema, name)
-    cur = conn.cursor()
-    cur.execute(_sql.SQL("SELECT min({k}), max({k}) FROM {t}").format(k=_sql.Identifier(key),
-                                                                       t=_sql.Identifier(schema, name)))
-    lo, hi = cur.fetchone()
-    now = datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc)
-    with session.transaction():
-        ensure_twin(session, info, spec, plan_partitions(spec, info.column(key).type, lo, hi, now))
-    sync.install_sync(session, templates, STATE, spec, (schema, name), spec.twin, info=info, direction="forward")
-    cols = _sql.SQL(", ").join(_sql.Identifier(c.name) for c in info.columns if not c.generated)
-    cur.execute(_sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
-        _sql.Identifier(*spec.twin), cols, cols, _sql.Identifier(schema, name)))
-    with session.transaction():
-        st.insert_table(session, STATE, table_name, table_schema=schema, table_relname=name,
-                        twin_relname=spec.twin[1], old_relname=spec.old[1], phase="verified",
-                        spec=_json.loads(_json.dumps(spec.to_json(), default=str)), pk_columns=list(pk),
-                        partition_key=key, verification=dict(status="ok"))
-    session.close()
-    conn.close()
-    return table_name

@@ -1,4 +1,4 @@
-"""playbooks/phase1_prepare.yml as an operator runs it (tests/playbook_runner.py).
+"""playbooks/phase1_prepare.yml as an operator runs it (tests/helpers/playbook_runner.py).
 
 On the lab schema: twins for every table, a second run changes nothing, --check creates
 nothing and shows the SQL, -e partitioning_only restricts the run. Each bad spec fails with
