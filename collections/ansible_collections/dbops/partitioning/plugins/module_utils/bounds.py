@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
+from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import partitions_of
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import derived_name
 
@@ -425,13 +426,6 @@ def bound_clause(partition, key_type):
 
 # --------------------------------------------------------------------------- existing partitions
 
-PARTITIONS_SQL = """
-SELECT c.relname AS name, pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound
-  FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
- WHERE i.inhparent = %(parent)s::regclass
- ORDER BY c.relname
-"""
-
 _RANGE_BOUND = re.compile(r"^FOR VALUES FROM \((.*)\) TO \((.*)\)$", re.S)
 _HASH_BOUND = re.compile(r"^FOR VALUES WITH \(modulus (\d+), remainder (\d+)\)$", re.I)
 _LIST_BOUND = re.compile(r"^FOR VALUES IN \((.*)\)$", re.S)
@@ -441,11 +435,7 @@ _TOKEN = re.compile(r"\s*(?:'((?:[^']|'')*)'(?:::[\w\s\"]+)?|([^,]+?))\s*(?:,|$)
 def read_partitions(session, schema, name, key_type):
     """The partitions ``schema.name`` has now, as Partition objects (bounds parsed back into
     Python values of the key's kind; a range bound MINVALUE/MAXVALUE is None). Read-only."""
-    parent = sql.Identifier(schema, name).as_string(session.conn)
-    out = []
-    for row in session.query(PARTITIONS_SQL, dict(parent=parent)):
-        out.append(parse_bound(name, row["name"], row["bound"], key_type))
-    return out
+    return [parse_bound(name, p.name, p.bound, key_type) for p in partitions_of(session, schema, name)]
 
 
 def parse_bound(table_name, partition_name_, bound, key_type):

@@ -1,9 +1,11 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Catalog introspection of one table: everything a migration must carry over.
+"""The catalog model of a table: the one reader of its catalog facts, asked by every phase.
 
-``describe_table(session, schema, name)`` returns a ``TableInfo``. The dataclasses below
-are the contract that phase 1 (twin), phase 3 (switchover) and rollback rely on.
+``describe_table(session, schema, name)`` returns a ``TableInfo`` (None when there is no such
+table); ``describe_relation`` the ``Relation`` part alone, for any relation (a partition, a view).
+The dataclasses below are the contract that phase 1 (preflight, twin, sync), phase 3
+(switchover), rollback and cleanup rely on; the queries are in ``catalog_sql.py``.
 Definitions are read with PostgreSQL's own deparsers (``pg_get_indexdef``,
 ``pg_get_constraintdef``, ``pg_get_triggerdef``, ``pg_get_viewdef``, ``pg_get_expr``),
 never rebuilt by hand. Two things are assembled from catalog parts because no deparser
@@ -11,24 +13,46 @@ gives them in a reusable form: an index's key elements (``Index.key_specs``: the
 per-column ``pg_get_indexdef`` text plus COLLATE, operator class and ordering, which that
 form omits), and a policy's ``CREATE POLICY`` (``policy_statement``, from ``pg_policy``).
 
-One query per aspect; PostgreSQL 14 to 18. Missing table (or not a table): None.
+How names are printed: the table's own definitions (column defaults, constraints, index
+elements, policies) as the session sees them, because phase 1 replays them onto the twin in
+the same session. The definitions of what depends on the table (views and their indexes,
+triggers, BEGIN ATOMIC functions, publication row filters) with every name schema-qualified
+(``search_path = pg_catalog``, as pg_dump reads them): the switchover drops and re-creates
+those objects around its renames, and their text must name the same objects afterwards.
+
+Grants have one representation everywhere: ``Grant`` rows as ``aclexplode`` gives them, the
+grantee ``'PUBLIC'`` for PUBLIC, and ``grant_statement`` turns them back into GRANTs.
 """
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
 import re
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
 from typing import List, Optional, Tuple
 
+from ansible_collections.dbops.partitioning.plugins.module_utils import catalog_sql as q
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 
 try:
+    import psycopg2.extensions
     from psycopg2 import sql
 except ImportError:  # pragma: no cover - reported by run_module
     sql = None
 
 _RELOPTION_NAME = re.compile(r"^[a-z_][a-z0-9_.]*$")
+# Privilege names as aclexplode() spells them; only these are ever printed into a GRANT.
+PRIVILEGES = frozenset(("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN"))
+
+
+@dataclass
+class Grant:
+    grantee: str                   # role name, or 'PUBLIC'
+    privilege: str                 # SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER, MAINTAIN
+    grantable: bool
+    grantor: str
+    column: Optional[str] = None   # per-column grants
 
 
 @dataclass
@@ -44,7 +68,7 @@ class Column:
     generation_expr: Optional[str]
     collation: Optional[str]       # quoted, qualified name when it differs from the type's default
     comment: Optional[str]
-    acl: List["Grant"] = field(default_factory=list)   # per-column grants (attacl)
+    acl: List[Grant] = field(default_factory=list)   # per-column grants (attacl)
     statistics_target: Optional[int] = None   # ALTER COLUMN SET STATISTICS; None = the default
     storage: Optional[str] = None             # 'p' | 'e' | 'm' | 'x' when it differs from the type's
     compression: Optional[str] = None         # 'p' pglz | 'l' lz4 when set on the column
@@ -68,9 +92,9 @@ class Index:
     tablespace: Optional[str]
     is_valid: bool
     comment: Optional[str]
-    # Added for rebuilding the index elsewhere: one full element per key position, with
-    # COLLATE, operator class (and its options) and ordering, which pg_get_indexdef(oid, k)
-    # leaves out.  Expressions are parenthesised, columns quoted.
+    # For rebuilding the index elsewhere: one full element per key position, with COLLATE,
+    # operator class (and its options) and ordering, which pg_get_indexdef(oid, k) leaves
+    # out.  Expressions are parenthesised, columns quoted.
     key_specs: List[str] = field(default_factory=list)
     nulls_not_distinct: bool = False      # PostgreSQL 15+
     deferrable: bool = False              # constraint-backed indexes
@@ -106,7 +130,7 @@ class ForeignKey:
 @dataclass
 class Trigger:
     name: str
-    definition: str                # pg_get_triggerdef(oid)
+    definition: str                # pg_get_triggerdef(oid), names schema-qualified
     enabled: str                   # 'O' origin, 'D' disabled, 'R' replica, 'A' always
     function: Tuple[str, str]
     comment: Optional[str] = None
@@ -124,20 +148,32 @@ class Policy:
 
 
 @dataclass
+class ViewIndex:
+    name: str
+    definition: str                # pg_get_indexdef(oid), names schema-qualified
+
+
+@dataclass
 class DependentView:
     schema: str
     name: str
     kind: str                      # 'v' view, 'm' materialized view
-    definition: str                # pg_get_viewdef(oid, true)
+    definition: str                # pg_get_viewdef(oid): not pretty-printed, names schema-qualified
     owner: str
     acl: List[str]                 # aclitem text
     comment: Optional[str]
     reloptions: List[str]          # security_barrier, check_option, security_invoker...
     depends_on_views: List[Tuple[str, str]]   # other dependent views it selects from
-    indexes: List[str]             # index definitions (materialized views)
+    indexes: List[ViewIndex]       # materialized views' indexes
     has_dependents: bool           # other views or functions depend on this one
     oid: int = 0
     column_comments: List[Tuple[str, str]] = field(default_factory=list)  # (column, comment)
+    depth: int = 1                 # longest chain of views from the table to this one
+    reads_table: bool = True       # selects from the table itself (not only through other views)
+    tablespace: Optional[str] = None
+    grants: List[Grant] = field(default_factory=list)       # aclexplode(relacl or its default)
+    triggers: List[Trigger] = field(default_factory=list)   # INSTEAD OF triggers of the view
+    sql_functions: List[str] = field(default_factory=list)  # BEGIN ATOMIC functions bound to the view
 
 
 @dataclass
@@ -167,23 +203,32 @@ class ExtendedStatistics:
 
 
 @dataclass
-class Grant:
-    grantee: str                   # role name, or 'PUBLIC'
-    privilege: str                 # SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER, MAINTAIN
-    grantable: bool
-    grantor: str
-    column: Optional[str] = None   # per-column grants
+class Publication:
+    name: str
+    via_root: bool                 # publish_via_partition_root
+    explicit: bool                 # a member by name (not FOR ALL TABLES / TABLES IN SCHEMA)
+    row_filter: Optional[str] = None      # WHERE (...) of the membership (15+), names qualified
+    columns: Optional[List[str]] = None   # the membership's column list (15+); None = all
 
 
 @dataclass
-class TableInfo:
+class PartitionInfo:
+    schema: str
+    name: str
+    oid: int
+    bound: str                     # pg_get_expr(relpartbound): 'FOR VALUES ...' or 'DEFAULT'
+
+
+@dataclass
+class Relation:
+    """What pg_class says of one relation, with its privileges."""
     oid: int
     schema: str
     name: str
-    kind: str                      # 'r' ordinary, 'p' partitioned
+    kind: str                      # 'r' ordinary, 'p' partitioned, 'v', 'm', 'S', 'i', ...
     persistence: str               # 'p' permanent, 'u' unlogged
     owner: str
-    acl: List[str]
+    acl: List[str]                 # aclitem text
     comment: Optional[str]
     reloptions: List[str]
     tablespace: Optional[str]
@@ -191,6 +236,22 @@ class TableInfo:
     rls_enabled: bool
     rls_forced: bool
     estimated_rows: int            # reltuples (>= 0)
+    quoted: Tuple[str, str] = ("", "")     # (schema, name) as the deparsers print them (quote_ident)
+    parent: Optional[int] = None   # the partitioned table's oid, when this is a partition
+    grants: List[Grant] = field(default_factory=list)          # aclexplode(relacl or its default)
+    column_grants: List[Grant] = field(default_factory=list)   # aclexplode(attacl), column set
+    toast_reloptions: List[str] = field(default_factory=list)  # 'toast.' storage parameters, prefixed
+    partition_key: Optional[str] = None   # pg_get_partkeydef when the table is partitioned
+    server_version: int = 0
+
+    @property
+    def deparsed_name(self):
+        """``schema.name`` exactly as a deparsed view definition names this relation."""
+        return "%s.%s" % self.quoted
+
+
+@dataclass
+class TableInfo(Relation):
     columns: List[Column] = field(default_factory=list)
     primary_key: Optional[Constraint] = None
     constraints: List[Constraint] = field(default_factory=list)   # unique, check, exclusion, not-null (18)
@@ -202,15 +263,9 @@ class TableInfo:
     owned_sequences: List[OwnedSequence] = field(default_factory=list)
     views: List[DependentView] = field(default_factory=list)      # dependent views, outermost last
     sql_functions: List[str] = field(default_factory=list)        # BEGIN ATOMIC functions bound to it
-    publications: List[Tuple[str, bool]] = field(default_factory=list)  # (name, publish_via_partition_root)
-    # Added by the catalog reader (additive to the contract):
-    grants: List[Grant] = field(default_factory=list)          # aclexplode(relacl or its default)
-    column_grants: List[Grant] = field(default_factory=list)   # aclexplode(attacl), column set
-    toast_reloptions: List[str] = field(default_factory=list)  # 'toast.' storage parameters, prefixed
-    explicit_publications: List[str] = field(default_factory=list)  # members by name (not ALL TABLES / schema)
-    partition_key: Optional[str] = None   # pg_get_partkeydef when the table is partitioned
+    publications: List[Publication] = field(default_factory=list)  # every publication that publishes it
     statistics: List[ExtendedStatistics] = field(default_factory=list)  # CREATE STATISTICS objects
-    server_version: int = 0
+    partitions: List[PartitionInfo] = field(default_factory=list)  # when partitioned, by name
 
     def column(self, name):
         for c in self.columns:
@@ -222,316 +277,71 @@ class TableInfo:
     def pk_columns(self):
         return list(self.primary_key.columns) if self.primary_key else []
 
+    @property
+    def stored_columns(self):
+        """The columns a row is written with: all but the generated ones (computed by the table)."""
+        return [c.name for c in self.columns if not c.generated]
+
+    @property
+    def explicit_publications(self):
+        """The publications the table is a member of by name."""
+        return [p.name for p in self.publications if p.explicit]
 
 
 # ---------------------------------------------------------------------------------------
 # The reader.  One query per aspect, every definition from PostgreSQL's own deparsers.
-# Compatible with PostgreSQL 14..18: columns that only exist on newer servers are read
-# through version checks (indnullsnotdistinct: 15; contype 'n' NOT NULL constraints: 18,
-# which are column facts here, not constraints; attgenerated 'v': 18).
 # ---------------------------------------------------------------------------------------
 
 # Our own triggers are not part of the application's table.
 OWN_TRIGGER_PREFIX = "partitioning_sync"
 
-_TABLE_SQL = """
-SELECT c.oid, n.nspname AS schema, c.relname AS name, c.relkind AS kind,
-       c.relpersistence AS persistence, pg_catalog.pg_get_userbyid(c.relowner) AS owner,
-       COALESCE(c.relacl::text[], '{}') AS acl,
-       pg_catalog.obj_description(c.oid, 'pg_class') AS comment,
-       COALESCE(c.reloptions, '{}') AS reloptions,
-       COALESCE(t.reloptions, '{}') AS toast_reloptions,
-       ts.spcname AS tablespace, c.relreplident AS replica_identity,
-       c.relrowsecurity AS rls_enabled, c.relforcerowsecurity AS rls_forced,
-       GREATEST(c.reltuples, 0)::bigint AS estimated_rows,
-       CASE WHEN c.relkind = 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END AS partition_key
-  FROM pg_catalog.pg_class c
-  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-  LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid
-  LEFT JOIN pg_catalog.pg_tablespace ts ON ts.oid = c.reltablespace
- WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND c.relkind IN ('r', 'p')
-"""
-
-_COLUMNS_SQL = """
-SELECT a.attname AS name, a.attnum, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
-       a.atttypid AS type_oid, a.attnotnull AS not_null, a.attidentity AS identity,
-       a.attgenerated AS generated,
-       CASE WHEN a.attgenerated = '' THEN pg_catalog.pg_get_expr(d.adbin, d.adrelid) END AS "default",
-       CASE WHEN a.attgenerated <> '' THEN pg_catalog.pg_get_expr(d.adbin, d.adrelid) END AS generation_expr,
-       CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
-            THEN pg_catalog.quote_ident(cn.nspname) || '.' || pg_catalog.quote_ident(co.collname) END AS collation,
-       pg_catalog.col_description(a.attrelid, a.attnum) AS comment,
-       NULLIF(a.attstattarget, -1) AS statistics_target,
-       CASE WHEN a.attstorage <> t.typstorage THEN a.attstorage END AS storage,
-       NULLIF(a.attcompression, '') AS compression
-  FROM pg_catalog.pg_attribute a
-  JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-  LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-  LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
-  LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
- WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
- ORDER BY a.attnum
-"""
-
-_GRANTS_SQL = """
-SELECT CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(x.grantee) END AS grantee,
-       x.privilege_type AS privilege, x.is_grantable AS grantable,
-       pg_catalog.pg_get_userbyid(x.grantor) AS grantor
-  FROM pg_catalog.pg_class c,
-       LATERAL pg_catalog.aclexplode(COALESCE(c.relacl, pg_catalog.acldefault('r', c.relowner))) x
- WHERE c.oid = %(oid)s
- ORDER BY 1, 2
-"""
-
-_COLUMN_GRANTS_SQL = """
-SELECT a.attname AS column,
-       CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(x.grantee) END AS grantee,
-       x.privilege_type AS privilege, x.is_grantable AS grantable,
-       pg_catalog.pg_get_userbyid(x.grantor) AS grantor
-  FROM pg_catalog.pg_attribute a, LATERAL pg_catalog.aclexplode(a.attacl) x
- WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
- ORDER BY a.attnum, 2, 3
-"""
-
-# PK, UNIQUE, CHECK, EXCLUDE.  Foreign keys are read apart; NOT NULL constraints (contype
-# 'n', PostgreSQL 18) are the columns' not_null; constraint triggers ('t') are triggers.
-_CONSTRAINTS_SQL = """
-SELECT con.conname AS name, con.contype AS type, pg_catalog.pg_get_constraintdef(con.oid) AS definition,
-       ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
-               JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
-              ORDER BY k.ord)::text[] AS columns,
-       con.convalidated AS validated, con.condeferrable AS deferrable, con.connoinherit AS no_inherit,
-       pg_catalog.obj_description(con.oid, 'pg_constraint') AS comment,
-       ic.relname AS index_name
-  FROM pg_catalog.pg_constraint con
-  LEFT JOIN pg_catalog.pg_class ic ON ic.oid = con.conindid AND con.contype IN ('p', 'u', 'x')
- WHERE con.conrelid = %(oid)s AND con.contype IN ('p', 'u', 'c', 'x')
- ORDER BY CASE con.contype WHEN 'p' THEN 0 WHEN 'u' THEN 1 WHEN 'x' THEN 2 ELSE 3 END, con.conname
-"""
-
-_INDEXES_SQL = """
-SELECT ic.relname AS name, i.indexrelid AS oid, pg_catalog.pg_get_indexdef(i.indexrelid) AS definition,
-       i.indisunique AS is_unique, i.indisprimary AS is_primary, i.indisvalid AS is_valid,
-       i.indisreplident AS is_replica_identity,
-       con.conname AS constraint_name, con.contype AS constraint_type,
-       COALESCE(con.condeferrable, false) AS deferrable, COALESCE(con.condeferred, false) AS initially_deferred,
-       am.amname AS method, pg_catalog.pg_indexam_has_property(am.oid, 'can_order') AS can_order,
-       i.indnkeyatts AS nkey, i.indnatts AS natts,
-       pg_catalog.pg_get_expr(i.indpred, i.indrelid, true) AS predicate,
-       COALESCE(ic.reloptions, '{}') AS reloptions, ts.spcname AS tablespace,
-       pg_catalog.obj_description(i.indexrelid, 'pg_class') AS comment,
-       {nulls_not_distinct} AS nulls_not_distinct
-  FROM pg_catalog.pg_index i
-  JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
-  JOIN pg_catalog.pg_am am ON am.oid = ic.relam
-  LEFT JOIN pg_catalog.pg_tablespace ts ON ts.oid = ic.reltablespace
-  LEFT JOIN pg_catalog.pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
-                                         AND con.contype IN ('p', 'u', 'x')
- WHERE i.indrelid = %(oid)s
- ORDER BY ic.relname
-"""
-
-# One row per index column: the element as CREATE INDEX wants it back.  COLLATE and the
-# operator class are always spelled out (equal to the implied ones when they are the
-# defaults, which is harmless) because the implied ones cannot be derived in SQL for
-# expressions.  Ordering flags follow ruleutils.c (indoption bit 1 DESC, bit 2 NULLS FIRST).
-_INDEX_KEYS_SQL = """
-SELECT i.indexrelid AS oid, k.n, pg_catalog.pg_get_indexdef(i.indexrelid, k.n, true) AS def,
-       i.indkey[k.n - 1] AS attnum, ta.attname AS column,
-       CASE WHEN k.n <= i.indnkeyatts AND i.indcollation[k.n - 1] <> 0
-            THEN pg_catalog.quote_ident(cn.nspname) || '.' || pg_catalog.quote_ident(co.collname) END AS collation,
-       CASE WHEN k.n <= i.indnkeyatts
-            THEN pg_catalog.quote_ident(opn.nspname) || '.' || pg_catalog.quote_ident(opc.opcname) END AS opclass,
-       CASE WHEN k.n <= i.indnkeyatts THEN i.indoption[k.n - 1] ELSE 0 END AS options,
-       ia.attoptions AS opclass_options
-  FROM pg_catalog.pg_index i
-  CROSS JOIN LATERAL generate_series(1, i.indnatts) AS k(n)
-  LEFT JOIN pg_catalog.pg_attribute ta ON ta.attrelid = i.indrelid AND ta.attnum = i.indkey[k.n - 1]
-                                       AND i.indkey[k.n - 1] <> 0
-  LEFT JOIN pg_catalog.pg_attribute ia ON ia.attrelid = i.indexrelid AND ia.attnum = k.n
-  LEFT JOIN pg_catalog.pg_collation co ON co.oid = i.indcollation[k.n - 1]
-  LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
-  LEFT JOIN pg_catalog.pg_opclass opc ON opc.oid = i.indclass[k.n - 1]
-  LEFT JOIN pg_catalog.pg_namespace opn ON opn.oid = opc.opcnamespace
- WHERE i.indrelid = %(oid)s
- ORDER BY i.indexrelid, k.n
-"""
-
-_FOREIGN_KEYS_SQL = """
-SELECT con.conname AS name, pg_catalog.pg_get_constraintdef(con.oid) AS definition,
-       sn.nspname AS schema, s.relname AS table,
-       ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
-               JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
-              ORDER BY k.ord)::text[] AS columns,
-       rn.nspname AS ref_schema, r.relname AS ref_table,
-       ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(attnum, ord)
-               JOIN pg_catalog.pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum
-              ORDER BY k.ord)::text[] AS ref_columns,
-       con.convalidated AS validated,
-       pg_catalog.obj_description(con.oid, 'pg_constraint') AS comment
-  FROM pg_catalog.pg_constraint con
-  JOIN pg_catalog.pg_class s ON s.oid = con.conrelid
-  JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace
-  JOIN pg_catalog.pg_class r ON r.oid = con.confrelid
-  JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
- WHERE con.contype = 'f' AND con.{side} = %(oid)s AND con.conparentid = 0
- ORDER BY sn.nspname, s.relname, con.conname
-"""
-
-_TRIGGERS_SQL = """
-SELECT t.tgname AS name, pg_catalog.pg_get_triggerdef(t.oid) AS definition, t.tgenabled AS enabled,
-       pn.nspname AS function_schema, p.proname AS function_name,
-       pg_catalog.obj_description(t.oid, 'pg_trigger') AS comment
-  FROM pg_catalog.pg_trigger t
-  JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
-  JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
- WHERE t.tgrelid = %(oid)s AND NOT t.tgisinternal
-   AND left(t.tgname, length(%(own)s)) <> %(own)s
- ORDER BY t.tgname
-"""
-
-_POLICIES_SQL = """
-SELECT p.polname AS name, p.polcmd AS cmd, p.polpermissive AS permissive,
-       ARRAY(SELECT CASE WHEN r = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(r) END
-               FROM unnest(p.polroles) r ORDER BY 1)::text[] AS roles,
-       pg_catalog.pg_get_expr(p.polqual, p.polrelid) AS using,
-       pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) AS with_check
-  FROM pg_catalog.pg_policy p
- WHERE p.polrelid = %(oid)s
- ORDER BY p.polname
-"""
-
-# Sequences owned by a column: 'a' (serial, OWNED BY) or 'i' (identity).  last_value as
-# the pg_sequences view reads it: NULL without privilege or before the first nextval.
-_SEQUENCES_SQL = """
-SELECT sn.nspname AS schema, s.relname AS name, a.attname AS column, d.deptype = 'i' AS identity,
-       CASE WHEN pg_catalog.has_sequence_privilege(s.oid, 'SELECT,USAGE')
-            THEN pg_catalog.pg_sequence_last_value(s.oid) END AS last_value,
-       pg_catalog.format_type(q.seqtypid, NULL) AS data_type, q.seqstart AS start,
-       q.seqincrement AS increment, q.seqmin AS min_value, q.seqmax AS max_value,
-       q.seqcache AS cache, q.seqcycle AS cycle
-  FROM pg_catalog.pg_depend d
-  JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-  JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace
-  JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid
-  JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
- WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass
-   AND d.refobjid = %(oid)s AND d.deptype IN ('a', 'i')
- ORDER BY a.attnum, s.relname
-"""
-
-# Views and materialized views that depend on the table, directly or through other views
-# (a view's rule depends on every relation it reads).  Depth = longest path from the
-# table, so sorting by it puts every view after the views it reads (outermost last).
-_VIEWS_SQL = """
-WITH RECURSIVE deps(oid, depth) AS (
-    SELECT r.ev_class, 1
-      FROM pg_catalog.pg_depend d
-      JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
-     WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass
-       AND d.refobjid = %(oid)s AND r.ev_class <> %(oid)s
-    UNION
-    SELECT r.ev_class, deps.depth + 1
-      FROM deps
-      JOIN pg_catalog.pg_depend d ON d.refobjid = deps.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass
-                                 AND d.classid = 'pg_catalog.pg_rewrite'::regclass
-      JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
-     WHERE r.ev_class <> deps.oid AND deps.depth < 64
-), views AS (
-    SELECT oid, max(depth) AS depth FROM deps GROUP BY oid
-)
-SELECT v.oid, n.nspname AS schema, c.relname AS name, c.relkind AS kind, v.depth,
-       pg_catalog.pg_get_viewdef(c.oid, true) AS definition,
-       pg_catalog.pg_get_userbyid(c.relowner) AS owner,
-       COALESCE(c.relacl::text[], '{}') AS acl,
-       pg_catalog.obj_description(c.oid, 'pg_class') AS comment,
-       COALESCE(c.reloptions, '{}') AS reloptions,
-       ARRAY(SELECT pg_catalog.pg_get_indexdef(i.indexrelid) FROM pg_catalog.pg_index i
-              WHERE i.indrelid = c.oid ORDER BY i.indexrelid)::text[] AS indexes,
-       ARRAY(SELECT a.attname FROM pg_catalog.pg_attribute a
-              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                AND pg_catalog.col_description(c.oid, a.attnum) IS NOT NULL ORDER BY a.attnum)::text[] AS commented_columns,
-       ARRAY(SELECT pg_catalog.col_description(c.oid, a.attnum) FROM pg_catalog.pg_attribute a
-              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                AND pg_catalog.col_description(c.oid, a.attnum) IS NOT NULL ORDER BY a.attnum)::text[] AS column_comments,
-       ARRAY(SELECT DISTINCT d.refobjid FROM pg_catalog.pg_rewrite r
-               JOIN pg_catalog.pg_depend d ON d.objid = r.oid AND d.classid = 'pg_catalog.pg_rewrite'::regclass
-                                          AND d.refclassid = 'pg_catalog.pg_class'::regclass
-              WHERE r.ev_class = c.oid AND d.refobjid <> c.oid)::oid[] AS reads,
-       EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                 LEFT JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND r.oid = d.objid
-                WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = c.oid
-                  AND ((r.oid IS NOT NULL AND r.ev_class <> c.oid)
-                       OR d.classid = 'pg_catalog.pg_proc'::regclass)) AS has_dependents
-  FROM views v
-  JOIN pg_catalog.pg_class c ON c.oid = v.oid
-  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind IN ('v', 'm')
- ORDER BY v.depth, n.nspname, c.relname
-"""
-
-# Extended statistics (CREATE STATISTICS) on the table's columns or expressions.
-_STATISTICS_SQL = """
-SELECT n.nspname AS schema, s.stxname AS name, s.stxkind::text[] AS kinds,
-       pg_catalog.pg_get_statisticsobjdef_columns(s.oid) AS columns,
-       pg_catalog.pg_get_statisticsobjdef(s.oid) AS definition,
-       NULLIF(s.stxstattarget, -1) AS target
-  FROM pg_catalog.pg_statistic_ext s
-  JOIN pg_catalog.pg_namespace n ON n.oid = s.stxnamespace
- WHERE s.stxrelid = %(oid)s
- ORDER BY n.nspname, s.stxname
-"""
+_POLICY_COMMANDS = {"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE", "*": "ALL"}
 _STATISTICS_KINDS = (("d", "ndistinct"), ("f", "dependencies"), ("m", "mcv"))
 
-# SQL-standard function bodies (BEGIN ATOMIC) record a dependency on the table's OID.
-_SQL_FUNCTIONS_SQL = """
-SELECT DISTINCT p.oid::regprocedure::text AS signature
-  FROM pg_catalog.pg_depend d
-  JOIN pg_catalog.pg_proc p ON p.oid = d.objid
- WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass
-   AND d.refobjid = %(oid)s
- ORDER BY 1
-"""
 
-# Every publication that publishes the table, however (by name, FOR ALL TABLES, or
-# FOR TABLES IN SCHEMA on 15+): pg_publication_tables expands them all.
-_PUBLICATIONS_SQL = """
-SELECT p.pubname AS name, p.pubviaroot AS via_root,
-       EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr
-                WHERE pr.prpubid = p.oid AND pr.prrelid = %(oid)s) AS explicit
-  FROM pg_catalog.pg_publication p
- WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables pt
-                WHERE pt.pubname = p.pubname AND pt.schemaname = %(schema)s AND pt.tablename = %(name)s)
-    OR EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr WHERE pr.prpubid = p.oid AND pr.prrelid = %(oid)s)
- ORDER BY p.pubname
-"""
-
-_POLICY_COMMANDS = {"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE", "*": "ALL"}
+def _grant(row, column=None):
+    return Grant(grantee=row["grantee"], privilege=row["privilege"], grantable=row["grantable"],
+                 grantor=row["grantor"], column=column)
 
 
-def describe_table(session, schema, name):
-    """Read everything about ``schema.name``; None when it does not exist."""
-    rows = session.query(_TABLE_SQL, dict(schema=schema, name=name))
+def _grants_by_relation(session, oids):
+    out = {}
+    for g in session.query(q.GRANTS_SQL, dict(oids=list(oids))):
+        out.setdefault(g["relation"], []).append(_grant(g))
+    return out
+
+
+def describe_relation(session, schema, name):
+    """``schema.name`` as pg_class describes it, with its grants; None when there is no such relation."""
+    rows = session.query(q.RELATION_SQL, dict(schema=schema, name=name))
     if not rows:
         return None
     t = rows[0]
-    oid = t["oid"]
-    arg = dict(oid=oid, schema=schema, name=name)
-    info = TableInfo(
-        oid=oid, schema=t["schema"], name=t["name"], kind=t["kind"], persistence=t["persistence"],
+    rel = Relation(
+        oid=t["oid"], schema=t["schema"], name=t["name"], kind=t["kind"], persistence=t["persistence"],
         owner=t["owner"], acl=list(t["acl"]), comment=t["comment"], reloptions=list(t["reloptions"]),
         tablespace=t["tablespace"], replica_identity=t["replica_identity"], rls_enabled=t["rls_enabled"],
         rls_forced=t["rls_forced"], estimated_rows=int(t["estimated_rows"]),
+        quoted=(t["quoted_schema"], t["quoted_name"]), parent=t["parent"],
         toast_reloptions=["toast." + o for o in t["toast_reloptions"]], partition_key=t["partition_key"],
         server_version=session.server_version)
+    rel.grants = _grants_by_relation(session, [rel.oid]).get(rel.oid, [])
+    rel.column_grants = [_grant(g, g["column"]) for g in session.query(q.COLUMN_GRANTS_SQL, dict(oid=rel.oid))]
+    return rel
+
+
+def describe_table(session, schema, name):
+    """Read everything about the table ``schema.name``; None when there is no such table."""
+    rel = describe_relation(session, schema, name)
+    if rel is None or rel.kind not in ("r", "p"):
+        return None
+    info = TableInfo(**dict((f.name, getattr(rel, f.name)) for f in fields(Relation)))
+    arg = dict(oid=info.oid, schema=info.schema, name=info.name)
 
     column_grants = {}
-    for g in session.query(_COLUMN_GRANTS_SQL, arg):
-        grant = Grant(grantee=g["grantee"], privilege=g["privilege"], grantable=g["grantable"],
-                      grantor=g["grantor"], column=g["column"])
-        info.column_grants.append(grant)
-        column_grants.setdefault(g["column"], []).append(grant)
-    for c in session.query(_COLUMNS_SQL, arg):
+    for grant in info.column_grants:
+        column_grants.setdefault(grant.column, []).append(grant)
+    for c in session.query(q.COLUMNS_SQL, arg):
         info.columns.append(Column(
             name=c["name"], attnum=c["attnum"], type=c["type"], type_oid=c["type_oid"], not_null=c["not_null"],
             default=c["default"], identity=c["identity"], generated=c["generated"],
@@ -539,10 +349,7 @@ def describe_table(session, schema, name):
             acl=column_grants.get(c["name"], []), statistics_target=c["statistics_target"],
             storage=c["storage"], compression=c["compression"]))
 
-    info.grants = [Grant(grantee=g["grantee"], privilege=g["privilege"], grantable=g["grantable"],
-                         grantor=g["grantor"]) for g in session.query(_GRANTS_SQL, arg)]
-
-    for c in session.query(_CONSTRAINTS_SQL, arg):
+    for c in session.query(q.CONSTRAINTS_SQL, arg):
         con = Constraint(name=c["name"], type=c["type"], definition=c["definition"], columns=list(c["columns"]),
                          validated=c["validated"], deferrable=c["deferrable"], comment=c["comment"],
                          no_inherit=c["no_inherit"], index_name=c["index_name"])
@@ -555,11 +362,7 @@ def describe_table(session, schema, name):
     info.foreign_keys = _read_foreign_keys(session, arg, "conrelid")
     info.referenced_by = _read_foreign_keys(session, arg, "confrelid")
 
-    info.triggers = [Trigger(name=r["name"], definition=r["definition"], enabled=r["enabled"],
-                             function=(r["function_schema"], r["function_name"]), comment=r["comment"])
-                     for r in session.query(_TRIGGERS_SQL, dict(arg, own=OWN_TRIGGER_PREFIX))]
-
-    for p in session.query(_POLICIES_SQL, arg):
+    for p in session.query(q.POLICIES_SQL, arg):
         policy = Policy(name=p["name"], definition="", command=_POLICY_COMMANDS.get(p["cmd"], "ALL"),
                         permissive=p["permissive"], roles=list(p["roles"]), using=p["using"],
                         with_check=p["with_check"])
@@ -570,32 +373,93 @@ def describe_table(session, schema, name):
         schema=s["schema"], name=s["name"], column=s["column"], identity=s["identity"],
         last_value=s["last_value"], data_type=s["data_type"], start=s["start"], increment=s["increment"],
         min_value=s["min_value"], max_value=s["max_value"], cache=s["cache"], cycle=s["cycle"])
-        for s in session.query(_SEQUENCES_SQL, arg)]
+        for s in session.query(q.SEQUENCES_SQL, arg)]
 
-    info.views = _read_views(session, arg)
-    for st in session.query(_STATISTICS_SQL, arg):
+    for st in session.query(q.STATISTICS_SQL, arg):
         present = [word for letter, word in _STATISTICS_KINDS if letter in st["kinds"]]
         info.statistics.append(ExtendedStatistics(
             schema=st["schema"], name=st["name"], columns=st["columns"], definition=st["definition"],
             # all three kinds is what CREATE STATISTICS builds by default; none means a
             # single-expression statistics object (kind 'e' only), where kinds cannot be given
             kinds=[] if len(present) == len(_STATISTICS_KINDS) else present, target=st["target"]))
-    info.sql_functions = [r["signature"] for r in session.query(_SQL_FUNCTIONS_SQL, arg)]
 
-    for p in session.query(_PUBLICATIONS_SQL, arg):
-        info.publications.append((p["name"], p["via_root"]))
-        if p["explicit"]:
-            info.explicit_publications.append(p["name"])
+    if info.kind == "p":
+        info.partitions = partitions_of(session, info.schema, info.name)
+    with _names_qualified(session):
+        _read_dependents(session, info, arg)
     return info
+
+
+def _read_dependents(session, info, arg):
+    """Views, triggers, BEGIN ATOMIC functions and publications: what the switchover re-creates."""
+    rows = session.query(q.VIEWS_SQL, arg)
+    oids = [info.oid] + [r["oid"] for r in rows]
+    grants = _grants_by_relation(session, [r["oid"] for r in rows]) if rows else {}
+    triggers, functions = {}, {}
+    for r in session.query(q.TRIGGERS_SQL, dict(oids=oids, own=OWN_TRIGGER_PREFIX)):
+        triggers.setdefault(r["relation"], []).append(Trigger(
+            name=r["name"], definition=r["definition"], enabled=r["enabled"],
+            function=(r["function_schema"], r["function_name"]), comment=r["comment"]))
+    for r in session.query(q.SQL_FUNCTIONS_SQL, dict(oids=oids)):
+        functions.setdefault(r["relation"], []).append(r["signature"])
+    by_oid = dict((r["oid"], (r["schema"], r["name"])) for r in rows)
+    info.views = [DependentView(
+        schema=r["schema"], name=r["name"], kind=r["kind"], definition=r["definition"], owner=r["owner"],
+        acl=list(r["acl"]), comment=r["comment"], reloptions=list(r["reloptions"]),
+        depends_on_views=[by_oid[o] for o in r["reads"] if o in by_oid],
+        indexes=[ViewIndex(n, d) for n, d in zip(r["index_names"], r["index_definitions"])],
+        has_dependents=r["has_dependents"], oid=r["oid"],
+        column_comments=list(zip(r["commented_columns"], r["column_comments"])),
+        depth=r["depth"], reads_table=info.oid in r["reads"], tablespace=r["tablespace"],
+        grants=grants.get(r["oid"], []), triggers=triggers.get(r["oid"], []),
+        sql_functions=functions.get(r["oid"], []))
+        for r in rows]
+    info.triggers = triggers.get(info.oid, [])
+    info.sql_functions = functions.get(info.oid, [])
+    membership = q.PUBLICATION_MEMBERSHIP_15 if session.server_version >= 150000 else q.PUBLICATION_MEMBERSHIP_14
+    info.publications = [Publication(name=p["name"], via_root=p["via_root"], explicit=p["explicit"],
+                                     row_filter=p["row_filter"], columns=list(p["columns"]) if p["columns"] else None)
+                         for p in session.query(q.PUBLICATIONS_SQL.replace("{membership}", membership), arg)]
+
+
+@contextmanager
+def _names_qualified(session):
+    """Deparse with ``search_path = pg_catalog, pg_temp``: every other schema's name is printed."""
+    old = session.scalar("SELECT pg_catalog.current_setting('search_path')")
+    session.query("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)")
+    try:
+        yield
+    finally:
+        # in a failed transaction the ROLLBACK that follows restores the setting by itself
+        if session.conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_INERROR:
+            session.query("SELECT pg_catalog.set_config('search_path', %s, false)", (old,))
+
+
+def partitions_of(session, schema, name):
+    """The partitions of the partitioned table ``schema.name``, by name, with their bounds."""
+    return [PartitionInfo(schema=r["schema"], name=r["name"], oid=r["oid"], bound=r["bound"])
+            for r in session.query(q.PARTITIONS_SQL, dict(schema=schema, name=name))]
+
+
+def attached_indexes(session, schema, index):
+    """{(schema, partition): its index} of the partitions' indexes attached to the partitioned
+    index ``schema.index``."""
+    return dict(((r["schema"], r["partition"]), r["index"])
+                for r in session.query(q.ATTACHED_INDEXES_SQL, dict(schema=schema, index=index)))
+
+
+def index_is_valid(session, schema, name):
+    """indisvalid of the index ``schema.name``; None when there is no such index."""
+    return session.scalar(q.INDEX_VALID_SQL, dict(schema=schema, name=name))
 
 
 def _read_indexes(session, arg):
     nnd = "i.indnullsnotdistinct" if session.server_version >= 150000 else "false"
     keys = {}
-    for k in session.query(_INDEX_KEYS_SQL, arg):
+    for k in session.query(q.INDEX_KEYS_SQL, arg):
         keys.setdefault(k["oid"], []).append(k)
     out = []
-    for r in session.query(_INDEXES_SQL.replace("{nulls_not_distinct}", nnd), arg):
+    for r in session.query(q.INDEXES_SQL.replace("{nulls_not_distinct}", nnd), arg):
         rows = keys.get(r["oid"], [])
         key_rows, include_rows = rows[: r["nkey"]], rows[r["nkey"]:]
         out.append(Index(
@@ -646,20 +510,12 @@ def _read_foreign_keys(session, arg, side):
     return [ForeignKey(name=r["name"], definition=r["definition"], table=(r["schema"], r["table"]),
                        columns=list(r["columns"]), ref_table=(r["ref_schema"], r["ref_table"]),
                        ref_columns=list(r["ref_columns"]), validated=r["validated"], comment=r["comment"])
-            for r in session.query(_FOREIGN_KEYS_SQL.replace("{side}", side), arg)]
+            for r in session.query(q.FOREIGN_KEYS_SQL.replace("{side}", side), arg)]
 
 
-def _read_views(session, arg):
-    rows = session.query(_VIEWS_SQL, arg)
-    by_oid = dict((r["oid"], (r["schema"], r["name"])) for r in rows)
-    return [DependentView(
-        schema=r["schema"], name=r["name"], kind=r["kind"], definition=r["definition"], owner=r["owner"],
-        acl=list(r["acl"]), comment=r["comment"], reloptions=list(r["reloptions"]),
-        depends_on_views=[by_oid[o] for o in r["reads"] if o in by_oid], indexes=list(r["indexes"]),
-        has_dependents=r["has_dependents"], oid=r["oid"],
-        column_comments=list(zip(r["commented_columns"], r["column_comments"])))
-        for r in rows]
-
+# ---------------------------------------------------------------------------------------
+# SQL from the model's parts (pure: no server needed)
+# ---------------------------------------------------------------------------------------
 
 def reloption_sql(option):
     """``'fillfactor=70'`` -> ``fillfactor = '70'`` as SQL (name checked, value a literal)."""
@@ -669,11 +525,16 @@ def reloption_sql(option):
     return sql.SQL("{} = {}").format(sql.SQL(key), sql.Literal(value))
 
 
+def role_sql(role):
+    """A grantee or policy role: the keyword PUBLIC, or a quoted role name."""
+    return sql.SQL("PUBLIC") if role == "PUBLIC" else sql.Identifier(role)
+
+
 def policy_statement(policy, table):
     """``CREATE POLICY`` for ``policy`` on ``table`` (schema, name), from the catalog's parts.
 
     USING / WITH CHECK are pg_get_expr output (trusted server text)."""
-    roles = sql.SQL(", ").join(sql.SQL("PUBLIC") if r == "PUBLIC" else sql.Identifier(r) for r in policy.roles)
+    roles = sql.SQL(", ").join(role_sql(r) for r in policy.roles)
     parts = [sql.SQL("CREATE POLICY {} ON {} AS {} FOR {} TO {}").format(
         sql.Identifier(policy.name), sql.Identifier(*table),
         sql.SQL("PERMISSIVE" if policy.permissive else "RESTRICTIVE"), sql.SQL(policy.command), roles)]
@@ -682,3 +543,32 @@ def policy_statement(policy, table):
     if policy.with_check is not None:
         parts.append(sql.SQL("WITH CHECK ({})").format(sql.SQL(policy.with_check)))
     return sql.SQL(" ").join(parts)
+
+
+def _privilege(name):
+    if name not in PRIVILEGES:
+        raise PartitioningError("Unexpected privilege %r in the catalog." % (name,))
+    return sql.SQL(name)
+
+
+def grant_statement(privileges, relation, grantee, grantable=False, column=None):
+    """``GRANT <privileges> [(column)] ON TABLE <relation> TO <grantee> [WITH GRANT OPTION]``;
+    ``relation`` is (schema, name), ``grantee`` a role or 'PUBLIC' (as ``Grant`` has them)."""
+    stmt = sql.SQL("GRANT {}{} ON TABLE {} TO {}").format(
+        sql.SQL(", ").join(_privilege(p) for p in privileges),
+        sql.SQL(" ({})").format(sql.Identifier(column)) if column else sql.SQL(""),
+        sql.Identifier(*relation), role_sql(grantee))
+    return stmt + sql.SQL(" WITH GRANT OPTION") if grantable else stmt
+
+
+def missing_grants(wanted, relation, owner, have=()):
+    """The table grants of ``wanted`` that ``relation`` lacks (``have``), one GRANT per grantee and
+    grant option: a list of (grantee, privileges, statement). The owner's own privileges are
+    implicit (and follow ALTER OWNER), so they are left alone."""
+    present = set((g.grantee, g.privilege, g.grantable) for g in have)
+    missing = {}
+    for g in wanted:
+        if g.grantee != owner and (g.grantee, g.privilege, g.grantable) not in present:
+            missing.setdefault((g.grantee, g.grantable), []).append(g.privilege)
+    return [(grantee, sorted(privileges), grant_statement(sorted(privileges), relation, grantee, grantable))
+            for (grantee, grantable), privileges in sorted(missing.items())]

@@ -17,6 +17,7 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import derived_name, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import run_with_lock_retry
@@ -30,22 +31,6 @@ ROW_TRIGGER = "partitioning_sync"
 TRUNCATE_TRIGGER = "partitioning_sync_truncate"
 DIRECTIONS = {"forward": "__fwd", "reverse": "__rev"}
 _BODY = re.compile(r"\$dbops_sync\$(.*)\$dbops_sync\$", re.S)
-
-COLUMNS_SQL = """
-SELECT a.attname AS name, a.attgenerated AS generated, a.attidentity AS identity
-FROM pg_attribute a
-WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
-"""
-
-PK_SQL = """
-SELECT a.attname AS name
-FROM pg_constraint c
-CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
-JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
-WHERE c.conrelid = %s::regclass AND c.contype = 'p'
-ORDER BY k.ord
-"""
 
 FUNCTION_SQL = """
 SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
@@ -73,14 +58,6 @@ def _regclass(session, rel):
     return text if session.scalar("SELECT to_regclass(%s) IS NOT NULL", (text,)) else None
 
 
-def _columns(session, rel):
-    return session.query(COLUMNS_SQL, (sql.Identifier(*rel).as_string(session.conn),))
-
-
-def _pk(session, rel):
-    return [r["name"] for r in session.query(PK_SQL, (sql.Identifier(*rel).as_string(session.conn),))]
-
-
 def _tuning(spec, key, default):
     tuning = getattr(spec, "tuning", None) or {}
     value = tuning.get(key)
@@ -95,21 +72,19 @@ def sync_context(session, state_schema, spec, src, dst, info=None, direction="fo
     (forward: the original's primary key plus the partition key); ``pk_cols``: the original's
     primary key, how a key is logged for reconciliation.
     """
-    if info is not None and (info.schema, info.name) == tuple(src):
-        src_cols = [dict(name=c.name, generated=c.generated, identity=c.identity) for c in info.columns]
-        src_pk = list(info.pk_columns)
-    else:
-        if not _regclass(session, src):
+    if info is None or (info.schema, info.name) != tuple(src):
+        info = describe_table(session, *src)
+        if info is None:
             raise PartitioningError("Table %s does not exist: cannot install the sync trigger." % qualified(*src))
-        src_cols = _columns(session, src)
-        src_pk = _pk(session, src)
-    cols = [c["name"] for c in src_cols if not c["generated"]]
-    if _regclass(session, dst):
-        dst_cols = _columns(session, dst)
-        key_cols = _pk(session, dst)
+    cols = info.stored_columns
+    src_pk = info.pk_columns
+    dst_info = describe_table(session, *dst)
+    if dst_info is not None:
+        dst_cols = dst_info.columns
+        key_cols = dst_info.pk_columns
     elif session.check_mode:
         # Check mode: the twin was not created, so describe it as phase 1 would create it.
-        dst_cols = src_cols
+        dst_cols = info.columns
         key_cols = src_pk + ([spec.partition_key] if getattr(spec, "partition_key", None) not in src_pk else [])
     else:
         raise PartitioningError("Table %s does not exist: cannot install the sync trigger." % qualified(*dst))
@@ -119,9 +94,9 @@ def sync_context(session, state_schema, spec, src, dst, info=None, direction="fo
     if missing:
         raise PartitioningError("The primary key of %s uses %s, which %s does not store; cannot sync."
                                 % (qualified(*dst), ", ".join(missing), qualified(*src)))
-    dst_generated = set(c["name"] for c in dst_cols if c["generated"])
+    dst_generated = set(c.name for c in dst_cols if c.generated)
     cols = [c for c in cols if c not in dst_generated]
-    always = set(c["name"] for c in dst_cols if c["identity"] == "a")
+    always = set(c.name for c in dst_cols if c.identity == "a")
     set_cols = [c for c in cols if c not in key_cols and c not in always]
     # The original's primary key: the shorter key of the pair (the twin's adds the partition key).
     pk_cols = src_pk if direction == "forward" else key_cols

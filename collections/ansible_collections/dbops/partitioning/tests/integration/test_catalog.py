@@ -6,6 +6,7 @@ grants to two roles and per column, an owner, storage parameters, foreign keys i
 views and a materialized view, an RLS policy, a publication, a user trigger)."""
 import pytest
 
+from ansible_collections.dbops.partitioning.plugins.module_utils import catalog
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
 
@@ -130,7 +131,8 @@ def test_awkward_security_and_storage(conn, awkward):
     assert pol["no_void"].command == "DELETE" and not pol["no_void"].permissive
     assert pol["no_void"].roles == ["PUBLIC"] and pol["no_void"].with_check is None
     assert pol["no_void"].definition.startswith('CREATE POLICY "no_void" ON "Sales"."Revenues" AS RESTRICTIVE FOR DELETE TO PUBLIC')
-    assert info.publications == [(r + "_pub", False)] and info.explicit_publications == [r + "_pub"]
+    assert [(p.name, p.via_root) for p in info.publications] == [(r + "_pub", False)]
+    assert info.explicit_publications == [r + "_pub"]
     assert info.replica_identity == "d"
 
 
@@ -143,8 +145,8 @@ def test_awkward_dependents(conn, awkward):
     assert views["open_revenues"].has_dependents and not views["open_totals"].has_dependents
     assert views["open_revenues"].comment == "open only"
     assert any(a.startswith(awkward + "_reader=r/") for a in views["open_revenues"].acl)
-    assert views["revenue_by_org"].indexes == [
-        'CREATE UNIQUE INDEX revenue_by_org_key ON "Sales".revenue_by_org USING btree ("OrgId")']
+    assert [(i.name, i.definition) for i in views["revenue_by_org"].indexes] == [(
+        "revenue_by_org_key", 'CREATE UNIQUE INDEX revenue_by_org_key ON "Sales".revenue_by_org USING btree ("OrgId")')]
     assert info.sql_functions == ['"Sales".revenue_count()']
     assert [t.name for t in info.triggers] == ["revenues_touch"]   # ours (partitioning_sync*) excluded
     assert info.triggers[0].function == ("Sales", "touch")
@@ -173,3 +175,84 @@ def test_virtual_generated_column_pg18(conn):
     assert (b.generated, b.generation_expr, b.default) == ("v", "(a * 2)", None)
     assert info.constraints == []          # NOT NULL constraints ('n' on 18) are not listed
     assert info.column("a").not_null
+
+
+def test_dependents_as_the_switchover_re_creates_them(conn, awkward):
+    """Views with their depth, grants (PUBLIC spelled 'PUBLIC'), INSTEAD OF triggers and bound
+    functions; definitions printed with every name qualified and without pretty-printing."""
+    r = awkward
+    conn.cursor().execute("""
+        GRANT SELECT ON "Sales".open_totals TO PUBLIC;
+        CREATE FUNCTION "Sales".no_write() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
+        CREATE TRIGGER open_revenues_write INSTEAD OF INSERT ON "Sales".open_revenues
+            FOR EACH ROW EXECUTE FUNCTION "Sales".no_write();
+        CREATE FUNCTION "Sales".open_count() RETURNS bigint LANGUAGE sql
+            BEGIN ATOMIC SELECT count(*) FROM "Sales".open_totals; END;
+        CREATE VIEW public.plain AS SELECT id FROM "Sales"."Revenues" WHERE id * 2 > 0;
+    """)
+    info = describe_table(Session(conn), "Sales", "Revenues")
+    views = dict((v.name, v) for v in info.views)
+    assert (views["open_revenues"].depth, views["open_revenues"].reads_table) == (1, True)
+    assert (views["open_totals"].depth, views["open_totals"].reads_table) == (2, False)
+    assert (r + "_reader", "SELECT", False) in [(g.grantee, g.privilege, g.grantable)
+                                                for g in views["open_revenues"].grants]
+    assert ("PUBLIC", "SELECT") in [(g.grantee, g.privilege) for g in views["open_totals"].grants]
+    [trigger] = views["open_revenues"].triggers
+    assert trigger.name == "open_revenues_write" and trigger.function == ("Sales", "no_write")
+    assert 'ON "Sales".open_revenues' in trigger.definition
+    assert views["open_totals"].sql_functions == ['"Sales".open_count()']
+    assert info.sql_functions == ['"Sales".revenue_count()']
+    # not pretty-printed: every parenthesis kept (pretty: "WHERE (id * 2) > 0")
+    assert 'FROM "Sales"."Revenues"' in views["plain"].definition and "WHERE ((" in views["plain"].definition
+    assert info.deparsed_name == '"Sales"."Revenues"' and info.quoted == ('"Sales"', '"Revenues"')
+
+
+def test_definitions_of_dependents_name_their_schema(conn):
+    """On the search path or not, a view's definition names the table with its schema: the
+    switchover finds it there and re-creates the view from this text after the renames."""
+    conn.cursor().execute(LAB_SQL + "GRANT SELECT ON public.revenues TO PUBLIC;")
+    info = describe_table(Session(conn), "public", "revenues")
+    assert "FROM public.revenues" in info.views[0].definition
+    assert info.column("id").default == "nextval('revenues_id_seq'::regclass)"   # the table's own: as seen
+    assert ("PUBLIC", "SELECT") in [(g.grantee, g.privilege) for g in info.grants]
+    assert Session(conn).scalar("SHOW search_path") == '"$user", public'       # restored
+
+
+def test_publication_membership_row_filter_and_columns(conn):
+    if conn.server_version < 150000:
+        pytest.skip("publication row filters and column lists are PostgreSQL 15+")
+    conn.cursor().execute("""
+        CREATE TABLE t (id int PRIMARY KEY, region text, secret text);
+        CREATE PUBLICATION t_pub FOR TABLE t (id, region) WHERE (region <> 'test');
+        CREATE PUBLICATION all_pub FOR ALL TABLES;
+    """)
+    try:
+        info = describe_table(Session(conn), "public", "t")
+        pubs = dict((p.name, p) for p in info.publications)
+        assert (pubs["t_pub"].explicit, pubs["t_pub"].columns) == (True, ["id", "region"])
+        assert pubs["t_pub"].row_filter == "(region <> 'test'::text)"
+        assert (pubs["all_pub"].explicit, pubs["all_pub"].row_filter, pubs["all_pub"].columns) == (False, None, None)
+        assert info.explicit_publications == ["t_pub"]
+    finally:
+        conn.cursor().execute("DROP PUBLICATION t_pub, all_pub")
+
+
+def test_partitions_and_relations(conn):
+    conn.cursor().execute("""
+        CREATE TABLE p (id int, k int, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
+        CREATE TABLE p_1 PARTITION OF p FOR VALUES FROM (0) TO (10);
+        CREATE TABLE p_d PARTITION OF p DEFAULT;
+        CREATE VIEW pv AS SELECT 1 AS x;
+    """)
+    s = Session(conn)
+    info = describe_table(s, "public", "p")
+    assert info.kind == "p" and info.partition_key == "RANGE (k)"
+    assert [(x.name, x.bound) for x in info.partitions] == [("p_1", "FOR VALUES FROM (0) TO (10)"),
+                                                           ("p_d", "DEFAULT")]
+    assert catalog.describe_relation(s, "public", "p_1").parent == info.oid
+    assert catalog.describe_relation(s, "public", "pv").kind == "v"
+    assert catalog.describe_relation(s, "public", "nope") is None
+    assert catalog.attached_indexes(s, "public", "p_pkey") == {("public", "p_1"): "p_1_pkey",
+                                                               ("public", "p_d"): "p_d_pkey"}
+    assert catalog.index_is_valid(s, "public", "p_1_pkey") is True
+    assert catalog.index_is_valid(s, "public", "nope") is None

@@ -195,11 +195,11 @@ def preflight(session, spec, info, state_row, state_schema):
         warnings.append("%s: functions with SQL-standard bodies (BEGIN ATOMIC) are bound to the table and would keep "
                         "using the old one after the swap: %s; the switchover refuses until they are rewritten in "
                         "PL/pgSQL or dropped (HP9)." % (label, ", ".join(info.sql_functions)))
-    for pub, via_root in info.publications:
-        if not via_root:
+    for pub in info.publications:
+        if not pub.via_root:
             warnings.append("%s: publication %s has publish_via_partition_root = false: after the switchover its "
                             "subscribers receive changes under the partitions' names (HP12); consider ALTER "
-                            "PUBLICATION %s SET (publish_via_partition_root = true)." % (label, pub, pub))
+                            "PUBLICATION %s SET (publish_via_partition_root = true)." % (label, pub.name, pub.name))
     if not spec.default_partition and spec.strategy in ("range", "list"):
         warnings.append("%s: default_partition is false: during the migration a write whose %s falls outside "
                         "every partition fails, because the sync trigger cannot route it into the twin (HP4); "

@@ -42,7 +42,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import bound_clause
-from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import policy_statement, reloption_sql
+from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import (
+    attached_indexes, describe_relation, describe_table, grant_statement, index_is_valid, missing_grants,
+    policy_statement, reloption_sql)
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import derived_name, qualified
 
@@ -52,8 +54,6 @@ except ImportError:  # pragma: no cover - reported by run_module
     sql = None
 
 _STRATEGIES = {"range": "RANGE", "list": "LIST", "hash": "HASH"}
-# Privilege names as aclexplode() spells them; only these are ever printed into a GRANT.
-_PRIVILEGES = frozenset(("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN"))
 
 
 def twin_index_name(original_index_name):
@@ -235,79 +235,46 @@ def _fk_definition(fk, server_version):
 # --------------------------------------------------------------------------- what exists
 
 class _Existing:
-    """What of the twin exists already (all empty when it does not, e.g. in check mode)."""
-
-    _REL = """
-        SELECT c.oid, c.relkind, c.relreplident, pg_catalog.pg_get_userbyid(c.relowner) AS owner,
-               pg_catalog.obj_description(c.oid, 'pg_class') AS comment,
-               (SELECT p.inhparent FROM pg_catalog.pg_inherits p
-                 WHERE p.inhrelid = c.oid AND c.relispartition ORDER BY p.inhseqno LIMIT 1) AS parent
-          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = %(schema)s AND c.relname = %(name)s"""
+    """What of the twin exists already (all empty when it does not, e.g. in check mode), from its
+    catalog model (``catalog.describe_table``) as the steps below ask it."""
 
     def __init__(self, session, twin):
         self.session = session
-        self.twin = twin
-        self.rel = self.relation(twin)
-        self.oid = self.rel["oid"] if self.rel else None
-        self.constraints = set()
-        self.constraint_comments = {}
-        self.indexes = set()
-        self.index_valid = {}
+        self.rel = describe_relation(session, *twin)
+        if self.rel is not None and self.rel.kind != "p":
+            raise PartitioningError("%s exists and is not a partitioned table; it is not the twin this tool creates. "
+                                    "Rename or drop it." % qualified(*twin))
+        self.oid = None
+        self.columns, self.constraint_comments, self.indexes = {}, {}, {}
+        self.policies, self.statistics, self.partitions = set(), set(), []
         self.has_rows = False
-        self.policies = set()
-        self.column_comments = {}
-        self.columns = {}
-        if self.oid is None:
+        info = describe_table(session, *twin) if self.rel is not None else None
+        if info is None:
             return
-        arg = dict(oid=self.oid)
-        self.constraint_comments = dict((r["conname"], r["comment"]) for r in session.query(
-            "SELECT conname, pg_catalog.obj_description(oid, 'pg_constraint') AS comment "
-            "FROM pg_catalog.pg_constraint WHERE conrelid = %(oid)s", arg))
-        self.constraints = set(self.constraint_comments)
-        self.index_valid = dict((r["relname"], r["indisvalid"]) for r in session.query(
-            "SELECT c.relname, i.indisvalid FROM pg_catalog.pg_index i "
-            "JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %(oid)s", arg))
-        self.indexes = set(self.index_valid)
-        self.has_rows = bool(session.scalar(
-            sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(*twin))))
-        self.policies = set(r["polname"] for r in session.query(
-            "SELECT polname FROM pg_catalog.pg_policy WHERE polrelid = %(oid)s", arg))
-        self.columns = dict((r["attname"], r) for r in session.query(
-            "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, "
-            "pg_catalog.col_description(a.attrelid, a.attnum) AS comment, "
-            "NULLIF(a.attstattarget, -1) AS statistics_target, "
-            "CASE WHEN a.attstorage <> t.typstorage THEN a.attstorage END AS storage, "
-            "NULLIF(a.attcompression, '') AS compression "
-            "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
-            "WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", arg))
-        self.column_comments = dict((name, r["comment"]) for name, r in self.columns.items())
+        self.oid = info.oid
+        self.columns = dict((c.name, c) for c in info.columns)
+        keys = [info.primary_key] if info.primary_key else []
+        self.constraint_comments = dict((c.name, c.comment) for c in keys + info.constraints + info.foreign_keys)
+        self.indexes = dict((ix.name, ix) for ix in info.indexes)
+        self.policies = set(p.name for p in info.policies)
+        self.statistics = set((st.schema, st.name) for st in info.statistics)
+        self.partitions = list(info.partitions)
+        self.has_rows = bool(session.scalar(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(*twin))))
+
+    @property
+    def constraints(self):
+        return set(self.constraint_comments)
 
     def relation(self, ident):
-        rows = self.session.query(self._REL, dict(schema=ident[0], name=ident[1]))
-        return rows[0] if rows else None
+        return describe_relation(self.session, *ident)
 
-    def index_comment(self, schema, name):
-        return self.session.scalar(
-            "SELECT pg_catalog.obj_description(c.oid, 'pg_class') FROM pg_catalog.pg_class c "
-            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
-            (schema, name))
+    def index_valid(self, name):
+        ix = self.indexes.get(name)
+        return ix.is_valid if ix else None
 
-    def grants(self, oid):
-        """{(grantee, privilege, grantable)} and {(column, grantee, privilege, grantable)} of a relation."""
-        if oid is None:
-            return set(), set()
-        table = set((r["grantee"], r["privilege"], r["grantable"]) for r in self.session.query(
-            "SELECT CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(x.grantee) END AS grantee, "
-            "x.privilege_type AS privilege, x.is_grantable AS grantable FROM pg_catalog.pg_class c, "
-            "LATERAL pg_catalog.aclexplode(COALESCE(c.relacl, pg_catalog.acldefault('r', c.relowner))) x "
-            "WHERE c.oid = %(oid)s", dict(oid=oid)))
-        columns = set((r["attname"], r["grantee"], r["privilege"], r["grantable"]) for r in self.session.query(
-            "SELECT a.attname, CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(x.grantee) END "
-            "AS grantee, x.privilege_type AS privilege, x.is_grantable AS grantable FROM pg_catalog.pg_attribute a, "
-            "LATERAL pg_catalog.aclexplode(a.attacl) x WHERE a.attrelid = %(oid)s AND a.attnum > 0 "
-            "AND NOT a.attisdropped AND a.attacl IS NOT NULL", dict(oid=oid)))
-        return table, columns
+    def index_comment(self, name):
+        ix = self.indexes.get(name)
+        return ix.comment if ix else None
 
 
 # --------------------------------------------------------------------------- the work
@@ -332,9 +299,6 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
     twin = spec.twin
     schema = twin[0]
     have = _Existing(session, twin)
-    if have.rel is not None and have.rel["relkind"] != "p":
-        raise PartitioningError("%s exists and is not a partitioned table; it is not the twin this tool creates. "
-                                "Rename or drop it." % qualified(*twin))
     created = []
 
     def run(stmt, what):
@@ -363,10 +327,10 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
             if mine is None:
                 run(sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(sql.Identifier(*twin), _column_sql(col, sequences)),
                     "column %s.%s" % (twin_label, col.name))
-            elif mine["type"] != col.type:
+            elif mine.type != col.type:
                 raise PartitioningError(
                     "Column %s of %s is %s but %s on %s: the original was altered after the twin was created. "
-                    "Roll back (rollback.yml) and prepare again." % (col.name, twin_label, mine["type"], col.type,
+                    "Roll back (rollback.yml) and prepare again." % (col.name, twin_label, mine.type, col.type,
                                                                     spec.table_name))
         extra = [name for name in have.columns if info.column(name) is None]
         if extra and warnings is not None:
@@ -402,7 +366,7 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
         if ix.constraint_type is not None or not ix.is_valid:
             continue
         name = twin_index_name(ix.name)
-        if online and have.index_valid.get(name) is not True:
+        if online and have.index_valid(name) is not True:
             _build_index_online(session, have, twin, name, ix, key, run)
         elif name not in have.indexes:
             run(_index_sql(twin, name, ix, key), "index " + qualified(schema, name))
@@ -425,7 +389,7 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
         ident = (schema, part.name)
         rel = have.relation(ident)
         if rel is not None:
-            if have.oid is None or rel["parent"] != have.oid:
+            if have.oid is None or rel.parent != have.oid:
                 raise PartitioningError("%s exists and is not a partition of %s; rename or drop it."
                                         % (qualified(*ident), twin_label))
             partition_oids.append((ident, rel))
@@ -442,19 +406,17 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
     # 5b. Per-column planner and storage settings (recursing to the partitions that exist), and
     #     extended statistics objects (named like indexes: the original's name + '_p').
     for col in info.columns:
-        mine = have.columns.get(col.name, {})
+        mine = have.columns.get(col.name)
         for attr, clause in (("statistics_target", _set_statistics), ("storage", _set_storage),
                              ("compression", _set_compression)):
             wanted = getattr(col, attr)
-            if wanted is not None and mine.get(attr) != wanted:
+            if wanted is not None and getattr(mine, attr, None) != wanted:
                 run(sql.SQL("ALTER TABLE {} ALTER COLUMN {} {}").format(
                     sql.Identifier(*twin), sql.Identifier(col.name), clause(wanted)),
                     "%s of %s.%s" % (attr.replace("_", " "), twin_label, col.name))
     for st in info.statistics:
         name = (st.schema, derived_name(st.name, "_p"))
-        if have.oid is not None and session.scalar(
-                "SELECT 1 FROM pg_catalog.pg_statistic_ext s JOIN pg_catalog.pg_namespace n ON n.oid = s.stxnamespace "
-                "WHERE n.nspname = %s AND s.stxname = %s", name):
+        if name in have.statistics:
             continue
         kinds = sql.SQL(" ({})").format(sql.SQL(", ").join(sql.SQL(k) for k in st.kinds if k in _STATISTICS_KINDS)) if st.kinds else sql.SQL("")
         run(sql.SQL("CREATE STATISTICS {}{} ON {} FROM {}").format(
@@ -470,11 +432,11 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
     _ensure_replica_identity(session, info, have, twin, partition_oids, run)
 
     # 7. Comments: the table, its columns, the indexes.
-    if info.comment is not None and (have.rel is None or have.rel["comment"] != info.comment):
+    if info.comment is not None and (have.rel is None or have.rel.comment != info.comment):
         run(sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(*twin), sql.Literal(info.comment)),
             "comment on " + twin_label)
     for col in info.columns:
-        if col.comment is not None and have.column_comments.get(col.name) != col.comment:
+        if col.comment is not None and getattr(have.columns.get(col.name), "comment", None) != col.comment:
             run(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
                 sql.Identifier(*twin), sql.Identifier(col.name), sql.Literal(col.comment)),
                 "comment on %s.%s" % (twin_label, col.name))
@@ -484,7 +446,7 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
         name = twin_index_name(ix.name) if ix.constraint_type is None else twin_constraint_name(ix.constraint_name)
         if ix.constraint_type == "x" and not _exclusion_possible(_constraint(info, ix.constraint_name), key, version):
             continue
-        if have.oid is None or have.index_comment(schema, name) != ix.comment:
+        if have.oid is None or have.index_comment(name) != ix.comment:
             run(sql.SQL("COMMENT ON INDEX {} IS {}").format(sql.Identifier(schema, name), sql.Literal(ix.comment)),
                 "comment on index " + qualified(schema, name))
     commented = []                            # (twin's constraint name, comment) of what the twin has
@@ -507,11 +469,11 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
     me = session.scalar("SELECT current_user")
     targets = [(twin, have.rel)] + partition_oids
     for ident, rel in targets:
-        if (rel["owner"] if rel is not None else me) != info.owner:
+        if (rel.owner if rel is not None else me) != info.owner:
             run(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(*ident), sql.Identifier(info.owner)),
                 "owner of %s" % qualified(*ident))
     for ident, rel in targets:
-        _ensure_grants(session, info, have, ident, rel, run)
+        _ensure_grants(info, ident, rel, run)
 
     # 9. Row-level security policies (RLS stays disabled on the twin until switchover).
     for policy in info.policies:
@@ -534,10 +496,10 @@ def _ensure_replica_identity(session, info, have, twin, partitions, run):
     for ident, rel in [(twin, have.rel)] + list(partitions):
         if not session.check_mode:
             rel = have.relation(ident)       # created by this run: read it back
-        if rel is not None and rel["relreplident"] == mode:
+        if rel is not None and rel.replica_identity == mode:
             continue
         if mode == "i":
-            index = parent_index if ident == twin else _child_index(session, twin[0], parent_index, ident)
+            index = parent_index if ident == twin else attached_indexes(session, twin[0], parent_index).get(ident)
             if index is None:
                 continue                     # check mode: the partition's index does not exist yet
             clause = sql.SQL("USING INDEX {}").format(sql.Identifier(index))
@@ -545,20 +507,6 @@ def _ensure_replica_identity(session, info, have, twin, partitions, run):
             clause = sql.SQL("FULL" if mode == "f" else "NOTHING")
         run(sql.SQL("ALTER TABLE {} REPLICA IDENTITY {}").format(sql.Identifier(*ident), clause),
             "replica identity of %s" % qualified(*ident))
-
-
-def _child_index(session, schema, parent_index, partition):
-    """The name of the partition's index attached to the parent's index ``parent_index``."""
-    return session.scalar(
-        "SELECT ci.relname FROM pg_catalog.pg_inherits h "
-        "JOIN pg_catalog.pg_class ci ON ci.oid = h.inhrelid "
-        "JOIN pg_catalog.pg_index x ON x.indexrelid = h.inhrelid "
-        "JOIN pg_catalog.pg_class pi ON pi.oid = h.inhparent "
-        "JOIN pg_catalog.pg_namespace pn ON pn.oid = pi.relnamespace "
-        "JOIN pg_catalog.pg_class t ON t.oid = x.indrelid "
-        "JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace "
-        "WHERE pn.nspname = %s AND pi.relname = %s AND tn.nspname = %s AND t.relname = %s",
-        (schema, parent_index, partition[0], partition[1]))
 
 
 def _build_index_online(session, have, twin, name, ix, key, run):
@@ -570,25 +518,13 @@ def _build_index_online(session, have, twin, name, ix, key, run):
     schema = twin[0]
     if name not in have.indexes:
         run(_index_sql(twin, name, ix, key, only=True), "index " + qualified(schema, name))
-    rows = session.query(
-        "SELECT c.relname AS partition, "
-        "       (SELECT ci.relname FROM pg_catalog.pg_inherits h "
-        "          JOIN pg_catalog.pg_class ci ON ci.oid = h.inhrelid "
-        "          JOIN pg_catalog.pg_index x ON x.indexrelid = ci.oid "
-        "          JOIN pg_catalog.pg_class pi ON pi.oid = h.inhparent "
-        "         WHERE pi.relname = %(index)s AND pi.relnamespace = c.relnamespace AND x.indrelid = c.oid) "
-        "       AS attached "
-        "  FROM pg_catalog.pg_inherits p JOIN pg_catalog.pg_class c ON c.oid = p.inhrelid "
-        " WHERE p.inhparent = %(twin)s ORDER BY c.relname", dict(index=name, twin=have.oid))
-    for r in rows:
-        if r["attached"]:
+    attached = attached_indexes(session, schema, name)
+    for partition in have.partitions:
+        part = (partition.schema, partition.name)
+        if attached.get(part):
             continue
-        part = (schema, r["partition"])
-        child = derived_name("%s_%s" % (r["partition"], ix.name), "")
-        valid = session.scalar(
-            "SELECT i.indisvalid FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
-            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
-            (schema, child))
+        child = derived_name("%s_%s" % (partition.name, ix.name), "")
+        valid = index_is_valid(session, schema, child)
         if valid is False:
             run(sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(schema, child)),
                 "dropped invalid index " + qualified(schema, child))
@@ -623,36 +559,13 @@ def _constraint(info, name):
     return None
 
 
-def _privilege(name):
-    if name not in _PRIVILEGES:
-        raise PartitioningError("Unexpected privilege %r in the catalog." % (name,))
-    return sql.SQL(name)
-
-
-def _grantee(name):
-    return sql.SQL("PUBLIC") if name == "PUBLIC" else sql.Identifier(name)
-
-
-def _ensure_grants(session, info, have, ident, rel, run):
-    """Grant what the original grants and ``ident`` lacks. The owner's own privileges are
-    implicit (and follow ALTER OWNER), so they are left alone."""
-    table_now, columns_now = have.grants(rel["oid"] if rel is not None else None)
-    missing = {}
-    for g in info.grants:
-        if g.grantee == info.owner or (g.grantee, g.privilege, g.grantable) in table_now:
-            continue
-        missing.setdefault((g.grantee, g.grantable), []).append(g.privilege)
-    for (grantee, grantable), privileges in sorted(missing.items()):
-        stmt = sql.SQL("GRANT {} ON TABLE {} TO {}").format(
-            sql.SQL(", ").join(_privilege(p) for p in sorted(privileges)), sql.Identifier(*ident), _grantee(grantee))
-        if grantable:
-            stmt = sql.SQL("{} WITH GRANT OPTION").format(stmt)
-        run(stmt, "grant %s on %s to %s" % (", ".join(sorted(privileges)), qualified(*ident), grantee))
+def _ensure_grants(info, ident, rel, run):
+    """Grant what the original grants and ``ident`` (``rel``: None when this run creates it) lacks."""
+    for grantee, privileges, stmt in missing_grants(info.grants, ident, info.owner, rel.grants if rel else ()):
+        run(stmt, "grant %s on %s to %s" % (", ".join(privileges), qualified(*ident), grantee))
+    have = set((g.column, g.grantee, g.privilege, g.grantable) for g in (rel.column_grants if rel else ()))
     for g in info.column_grants:
-        if g.grantee == info.owner or (g.column, g.grantee, g.privilege, g.grantable) in columns_now:
+        if g.grantee == info.owner or (g.column, g.grantee, g.privilege, g.grantable) in have:
             continue
-        stmt = sql.SQL("GRANT {} ({}) ON TABLE {} TO {}").format(
-            _privilege(g.privilege), sql.Identifier(g.column), sql.Identifier(*ident), _grantee(g.grantee))
-        if g.grantable:
-            stmt = sql.SQL("{} WITH GRANT OPTION").format(stmt)
-        run(stmt, "grant %s (%s) on %s to %s" % (g.privilege, g.column, qualified(*ident), g.grantee))
+        run(grant_statement([g.privilege], ident, g.grantee, g.grantable, column=g.column),
+            "grant %s (%s) on %s to %s" % (g.privilege, g.column, qualified(*ident), g.grantee))
