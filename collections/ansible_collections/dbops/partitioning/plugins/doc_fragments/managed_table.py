@@ -6,15 +6,27 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # The table a phase works on and where its migration state lives (state.TABLE_ARGUMENT_SPEC).
+    # The table a module works on, its spec and where its migration state lives
+    # (module_utils/table_module.py, TABLE_ARGUMENT_SPEC).
     DOCUMENTATION = r'''
 options:
+  spec:
+    description:
+      - The table's entry of I(partitioning_tables), as the playbooks pass it (resolved by the filter
+        C(dbops.partitioning.validated_specs)). Its C(table), C(state_schema) and tuning keys
+        (C(lock_timeout_ms), C(batch_size), ...) are used.
+      - An option given to the module wins over the spec's key; what neither sets takes the table spec's
+        default (docs/table-spec.md), so no default is repeated here.
+    type: dict
+    default: {}
   table:
-    description: The original table, C(schema.table) (unqualified means C(public)).
+    description:
+      - The original table, C(schema.table) (unqualified means C(public)).
+      - Required unless I(spec) names it.
     type: str
-    required: true
   state_schema:
-    description: The schema holding the migration state.
+    description:
+      - The schema holding the migration state.
+      - Default the spec's C(state_schema), else C(partitioning).
     type: str
-    default: partitioning
 '''

@@ -17,6 +17,13 @@ plus per-table tuning overrides named as the playbook variables without the
 ``partitioning_`` prefix) and ``premake``/``retention_action``/``inbound_foreign_keys``.
 Keys of ``defaults`` that are not spec keys are ignored, so a module may pass its whole
 ``module.params``; a ``None`` default means "not set".
+
+This file is the one source of every default of a table: what neither the table's entry nor
+the play sets comes from here (``TUNING``, ``DEFAULT_PREMAKE`` and the fallbacks in
+``_collect``). Playbooks resolve every spec once (the filter ``validated_specs``, which reads
+the play's ``partitioning_*`` variables through ``playbook_defaults``) and hand each module
+the resolved spec; a module called on its own resolves its table's tuning with
+``resolve_tuning``. Neither the playbooks nor the modules' argument specs repeat a default.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -63,11 +70,18 @@ TUNING = {
     "postpone": (False, "bool"),              # the same, as gh-ost calls it
 }
 
+# Knobs with a second name: a table's own value under either name wins over the play's, and
+# both names resolve to that one value.
+SYNONYMS = {"switchover_requires_approval": ("postpone",)}
+_SECOND_NAMES = dict((second, first) for first, seconds in SYNONYMS.items() for second in seconds)
+
 SPEC_KEYS = ("table", "partition_key", "strategy", "interval", "premake", "retention", "retention_action",
              "inbound_foreign_keys", "default_partition", "partitions", "values", "start")
 ALL_KEYS = SPEC_KEYS + tuple(TUNING)
 # Spec keys a playbook may set for every table at once.
 DEFAULTABLE = ("premake", "retention_action", "inbound_foreign_keys") + tuple(TUNING)
+# ... as the play's variables that set them (validated_specs reads these names, and no other).
+PLAY_VARIABLES = dict(("partitioning_" + key, key) for key in DEFAULTABLE + ("retention",))
 
 _LIST_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 _TRUE = ("true", "yes", "on", "1")
@@ -357,21 +371,34 @@ def _collect(raw, defaults, problems):
         else:
             out[name] = value.strip().lower()
 
-    # tuning
+    out["tuning"] = _collect_tuning(raw, defaults, problems)
+    return out
+
+
+def _collect_tuning(raw, defaults, problems):
+    """Every TUNING knob: the table's value, else the play's, else the default; validated."""
     tuning = {}
     for name, (fallback, kind) in TUNING.items():
-        value = raw.get(name, defaults.get(name))
+        if name in _SECOND_NAMES:
+            continue  # resolved with its first name
+        names = (name,) + SYNONYMS.get(name, ())
+        given = [n for n in names if n in raw] or [n for n in names if defaults.get(n) is not None] or [name]
+        source = given[0]
+        value = raw[source] if source in raw else defaults.get(source)
         if value is None:
             value = fallback
         try:
-            tuning[name] = _tuning_value(value, kind)
+            value = _tuning_value(value, kind)
         except ValueError:
             expect = ("must be one of " + ", ".join(kind)) if isinstance(kind, tuple) else _TUNING_EXPECT[kind]
-            problems.add(name, expect + ", got %r" % (value,))
+            problems.add(source, expect + ", got %r" % (value,))
+            continue
         except PartitioningError as e:
-            problems.add(name, e.msg)
-    out["tuning"] = tuning
-    return out
+            problems.add(source, e.msg)
+            continue
+        for n in names:
+            tuning[n] = value
+    return tuning
 
 
 _TUNING_EXPECT = {
@@ -464,6 +491,29 @@ def _clean_defaults(defaults):
         if key in DEFAULTABLE or key == "retention":
             out[key] = value
     return out
+
+
+def playbook_defaults(variables):
+    """The play's ``partitioning_*`` knobs from ``variables`` (a play's ``vars``), read by name only:
+    nothing else in the mapping is looked at (or templated, when it is Ansible's lazy mapping)."""
+    out = {}
+    for variable, key in PLAY_VARIABLES.items():
+        value = variables.get(variable)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def resolve_tuning(raw=None, defaults=None):
+    """The tuning of one table, for a module called with ``table`` (and maybe a spec) rather than a
+    whole resolved spec: ``raw``'s tuning keys over ``defaults`` over TUNING's defaults, validated.
+    Keys of ``raw`` that are not tuning knobs are ignored."""
+    raw = raw or {}
+    problems = _Problems(_table_label(raw) if raw.get("table") else "tuning")
+    tuning = _collect_tuning(raw, _clean_defaults(defaults), problems)
+    if problems.items:
+        raise _error(problems.items)
+    return tuning
 
 
 def normalize_spec(raw, defaults=None):

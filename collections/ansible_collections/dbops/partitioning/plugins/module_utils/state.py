@@ -23,9 +23,6 @@ except ImportError:  # pragma: no cover
     Json = None
 
 PHASES = ("prepared", "copying", "copied", "verified", "switched", "cleaned", "rolled_back")
-# The options of every module that works on one managed table (doc fragment managed_table).
-TABLE_ARGUMENT_SPEC = dict(table=dict(type="str", required=True),
-                           state_schema=dict(type="str", default="partitioning"))
 # After the swap: phases 1 and 2 are over, a rerun of their playbooks changes nothing.
 SWITCHED_PHASES = ("switched", "cleaned")
 _JSON_FIELDS = ("spec", "backfill_upper", "checkpoint", "verification", "dropped_foreign_keys", "captured")

@@ -27,43 +27,50 @@ version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
+  - ansible.builtin.action_common_attributes
 options:
   batch_size:
-    description: Rows per batch at the start, and the most a batch may take when auto-sized.
+    description:
+      - Rows per batch at the start, and the most a batch may take when auto-sized.
+      - Default the spec's C(batch_size), else 10000.
     type: int
-    default: 10000
   batch_sleep_ms:
-    description: Pause between two batches of one worker, in milliseconds.
+    description:
+      - Pause between two batches of one worker, in milliseconds.
+      - Default the spec's C(batch_sleep_ms), else 0.
     type: int
-    default: 0
   batch_target_ms:
     description:
       - Target duration of one batch. A batch that took longer shrinks the next one at once; a much
         faster one grows the next gently (x1.25), up to I(batch_size). 0 keeps I(batch_size).
+      - Default the spec's C(batch_target_ms), else 500.
     type: int
-    default: 500
   max_replica_lag_s:
-    description: Wait while the largest C(pg_stat_replication.replay_lag) exceeds this many seconds (0 = not checked).
+    description:
+      - Wait while the largest C(pg_stat_replication.replay_lag) exceeds this many seconds (0 = not checked).
+      - Default the spec's C(max_replica_lag_s), else 30.
     type: float
-    default: 30
   max_active_backends:
-    description: Wait while more client backends than this are active (0 = not checked).
+    description:
+      - Wait while more client backends than this are active (0 = not checked).
+      - Default the spec's C(max_active_backends), else not checked.
     type: int
-    default: 0
   max_lock_waiters:
-    description: Wait while more backends than this wait for a lock (0 = not checked).
+    description:
+      - Wait while more backends than this wait for a lock (0 = not checked).
+      - Default the spec's C(max_lock_waiters), else not checked.
     type: int
-    default: 0
   copy_workers:
     description:
       - Connections copying disjoint key ranges at once. The ranges are fixed when the backfill
         starts (the key space is split by sampling the primary key); each has its own checkpoint.
+      - Default the spec's C(copy_workers), else 1.
     type: int
-    default: 1
   verify_batches:
-    description: After every batch, compare count and checksum of its key range in both tables in one snapshot.
+    description:
+      - After every batch, compare count and checksum of its key range in both tables in one snapshot.
+      - Default the spec's C(verify_batches), else true.
     type: bool
-    default: false
   max_call_s:
     description: Seconds of work per call; the module returns its progress after that.
     type: float
@@ -73,6 +80,22 @@ options:
       - Unix time after which no batch starts (the playbook's maximum run time, I(max_runtime_s)).
         Omit for no deadline.
     type: float
+attributes:
+  check_mode:
+    support: full
+    details: Nothing changes; what would be copied (estimate, ranges) is reported.
+  diff_mode:
+    support: none
+seealso:
+  - module: dbops.partitioning.partition_create
+    description: Phase 1, which creates the twin and the sync triggers this copy relies on.
+  - module: dbops.partitioning.partition_verify
+    description: The full verification that ends phase 2.
+  - module: dbops.partitioning.partition_stats
+    description: Progress of a running copy, also from another terminal.
+  - name: SELECT ... FOR SHARE SKIP LOCKED
+    description: How a batch locks the rows it copies without waiting for the application.
+    link: https://www.postgresql.org/docs/current/sql-select.html#SQL-FOR-UPDATE-SHARE
 author:
   - dbops.partitioning contributors
 '''
@@ -135,28 +158,36 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
-from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
-    PartitioningError, Session, connection_argument_spec, open_session, run_module)
-from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import pending_count
-from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.throttle import Limits
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
+from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
+    managed_table, run_table_module, table_argument_spec)
 
 ALLOWED = backfill.COPY_PHASES + backfill.DONE_PHASES
+OPTIONS = dict(batch_size=dict(type="int"),
+               batch_sleep_ms=dict(type="int"),
+               batch_target_ms=dict(type="int"),
+               max_replica_lag_s=dict(type="float"),
+               max_active_backends=dict(type="int"),
+               max_lock_waiters=dict(type="int"),
+               copy_workers=dict(type="int"),
+               verify_batches=dict(type="bool"),
+               max_call_s=dict(type="float", default=60),
+               deadline=dict(type="float"))
 
 
-def _validate(p):
+def _target(params):
+    target = managed_table(params)
     for name in ("batch_size", "copy_workers"):
-        if p[name] < 1:
-            raise PartitioningError("%s must be at least 1 (got %s)." % (name, p[name]))
-    for name in ("batch_sleep_ms", "batch_target_ms", "max_active_backends", "max_lock_waiters",
-                 "max_replica_lag_s"):
-        if p[name] < 0:
-            raise PartitioningError("%s must not be negative (got %s)." % (name, p[name]))
-    if p["max_call_s"] <= 0:
-        raise PartitioningError("max_call_s must be positive (got %s)." % p["max_call_s"])
+        if target.tuning[name] < 1:
+            raise PartitioningError("%s must be at least 1 (got %s)." % (name, target.tuning[name]))
+    if params["max_call_s"] <= 0:
+        raise PartitioningError("max_call_s must be positive (got %s)." % params["max_call_s"])
+    return target
 
 
 def progress(session, ctx_name, state_schema, call, ranges, pending):
@@ -204,12 +235,9 @@ def _lock(session, table_name, wait_s):
             time.sleep(0.5)
 
 
-def work(module, state):
-    p = module.params
-    _validate(p)
-    table_name = qualified(*parse_table(p["table"]))
-    state_schema = p["state_schema"]
-    session = open_session(module, state, "batch_copy")
+def copy_rows(module, session, target):
+    p, t = module.params, target.tuning
+    table_name, state_schema = target.table_name, target.state_schema
     templates = SqlTemplates.bundled()
     row = backfill.require_row(session, state_schema, table_name, ALLOWED)
     if row["phase"] in backfill.DONE_PHASES:
@@ -217,7 +245,7 @@ def work(module, state):
         if state_store.installed_version(session, state_schema) >= 2:
             ranges = backfill.ranges_of(session, state_schema, table_name)
         return dict(progress(session, table_name, state_schema, dict(batches=0, rows=0), ranges, 0),
-                    changed=False, queries=session.queries)
+                    changed=False)
 
     if not module.check_mode:
         state_store.ensure_state_schema(session, templates, state_schema)
@@ -229,7 +257,7 @@ def work(module, state):
         has_ranges = state_store.installed_version(session, state_schema) >= 2
         ranges = backfill.get_ranges(session, ctx) if has_ranges else []
         if row["phase"] == "prepared" or not ranges:
-            upper, est, planned = backfill.plan_ranges(session, ctx, row, p["copy_workers"])
+            upper, est, planned = backfill.plan_ranges(session, ctx, row, t["copy_workers"])
             ranges = [dict(range_no=i, lower_key=lo, upper_key=hi, checkpoint=lo, rows_copied=0, done=False)
                       for i, (lo, hi) in enumerate(planned)]
             row_est = est
@@ -238,14 +266,14 @@ def work(module, state):
         session.queries.append(sample)
         out = dict(table=table_name, phase=row["phase"], done=False, rows_copied=int(row["rows_copied"] or 0),
                    rows_estimated=int(row_est or 0), percent=0.0, rows_per_s=0.0, eta_s=None,
-                   batches=int(row["batches"] or 0), batch_size=p["batch_size"], paused=bool(row["paused"]),
+                   batches=int(row["batches"] or 0), batch_size=t["batch_size"], paused=bool(row["paused"]),
                    throttle_reason=None, pending_keys=pending_count(session, ctx), call=dict(batches=0, rows=0),
                    ranges=[dict(range_no=r["range_no"], lower=r["lower_key"], upper=r["upper_key"],
                                 checkpoint=r["checkpoint"], rows_copied=r["rows_copied"], done=r["done"])
                            for r in ranges],
                    progress_line="%s: would copy about %d rows in %d range(s) (check mode)"
                                  % (table_name, int(row_est or 0), len([r for r in ranges if not r["done"]])))
-        return dict(out, changed=True, queries=session.queries)
+        return dict(out, changed=True)
 
     started = time.time()
     deadline = started + p["max_call_s"]
@@ -254,17 +282,17 @@ def work(module, state):
     changed = False
     call = dict(batches=0, rows=0, seconds=0.0, waited_s=0.0, stopped_by=None, skipped_keys=0, reconciled=0)
     if row["phase"] == "prepared" or not backfill.get_ranges(session, ctx):
-        backfill.start_backfill(session, ctx, row, p["copy_workers"])
+        backfill.start_backfill(session, ctx, row, t["copy_workers"])
         changed = True
     if time.time() >= deadline:
         call["stopped_by"] = "maximum run time reached"
     else:
         session.queries.append(sample)
-        opts = backfill.CopyOptions(batch_size=p["batch_size"], batch_sleep_ms=p["batch_sleep_ms"],
-                                    batch_target_ms=p["batch_target_ms"], copy_workers=p["copy_workers"],
-                                    verify_batches=p["verify_batches"],
-                                    limits=Limits(p["max_replica_lag_s"], p["max_active_backends"],
-                                                  p["max_lock_waiters"]))
+        opts = backfill.CopyOptions(batch_size=t["batch_size"], batch_sleep_ms=t["batch_sleep_ms"],
+                                    batch_target_ms=t["batch_target_ms"], copy_workers=t["copy_workers"],
+                                    verify_batches=t["verify_batches"],
+                                    limits=Limits(t["max_replica_lag_s"], t["max_active_backends"],
+                                                  t["max_lock_waiters"]))
         totals = backfill.copy_for(session, lambda: Session.open(p, False, "batch_copy/worker"), templates, ctx,
                                    opts, deadline)
         call.update(batches=totals["batches"], rows=totals["rows"], waited_s=round(totals["waited_s"], 2),
@@ -279,26 +307,12 @@ def work(module, state):
         state_store.record_run(session, state_schema, table_name, "batch_copy", details=call)
     out = progress(session, table_name, state_schema, call, backfill.get_ranges(session, ctx),
                    pending_count(session, ctx))
-    return dict(out, changed=changed, queries=session.queries)
+    return dict(out, changed=changed)
 
 
 def main():
-    spec = connection_argument_spec()
-    spec.update(state_store.TABLE_ARGUMENT_SPEC)
-    spec.update(
-        batch_size=dict(type="int", default=10000),
-        batch_sleep_ms=dict(type="int", default=0),
-        batch_target_ms=dict(type="int", default=500),
-        max_replica_lag_s=dict(type="float", default=30),
-        max_active_backends=dict(type="int", default=0),
-        max_lock_waiters=dict(type="int", default=0),
-        copy_workers=dict(type="int", default=1),
-        verify_batches=dict(type="bool", default=False),
-        max_call_s=dict(type="float", default=60),
-        deadline=dict(type="float"),
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run_module(module, work)
+    module = AnsibleModule(argument_spec=table_argument_spec(OPTIONS), supports_check_mode=True)
+    run_table_module(module, "batch_copy", copy_rows, resolve=_target)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
+  - ansible.builtin.action_common_attributes
 options:
   min_soak_s:
     description: Seconds that must have passed since the switchover.
@@ -33,13 +34,29 @@ options:
     description: The pg_dump executable to use (by default the server's BINDIR, then PATH).
     type: path
   lock_timeout_ms:
-    description: How long one attempt waits for its locks.
+    description:
+      - How long one attempt waits for its locks.
+      - Default the spec's C(lock_timeout_ms), else 50.
     type: int
-    default: 50
   swap_retries:
-    description: Attempts after the first one, with exponential backoff and jitter.
+    description:
+      - Attempts after the first one, with exponential backoff and jitter.
+      - Default the spec's C(swap_retries), else 30.
     type: int
-    default: 30
+attributes:
+  check_mode:
+    support: full
+    details: Nothing changes; the statements that would run are returned in C(queries).
+  diff_mode:
+    support: none
+seealso:
+  - module: dbops.partitioning.table_swap
+    description: The switchover whose C(<table>_old) this drops.
+  - module: dbops.partitioning.partition_rollback
+    description: The undo, possible until the cleanup.
+  - name: pg_dump
+    description: The dump written before C(<table>_old) is dropped, when I(dump_dir) is set.
+    link: https://www.postgresql.org/docs/current/app-pgdump.html
 author:
   - dbops.partitioning contributors
 '''
@@ -76,38 +93,34 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import cleanup
-from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
-from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
-    connection_argument_spec, open_session, run_module)
-from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table
+from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
+    managed_table, run_table_module, table_argument_spec)
+
+OPTIONS = dict(min_soak_s=dict(type="float", default=86400),
+               dump_dir=dict(type="path"),
+               pg_dump=dict(type="path"),
+               lock_timeout_ms=dict(type="int"),
+               swap_retries=dict(type="int"))
 
 
-def work(module, state):
-    p = module.params
-    parse_table(p["table"])
-    if p["min_soak_s"] < 0:
-        module.fail_json(msg="min_soak_s must not be negative.")
-    session = open_session(module, state, "partition_cleanup")
-    result = cleanup.cleanup(session, p["table"], params=p, state_schema=p["state_schema"],
-                             min_soak_s=p["min_soak_s"], dump_dir=p["dump_dir"], pg_dump=p["pg_dump"],
-                             lock_timeout_ms=p["lock_timeout_ms"], swap_retries=p["swap_retries"])
-    if module.check_mode and result.get("changed"):
-        result["msg"] = "check mode: " + result["msg"]
-    result["queries"] = session.queries
-    return result
+def _target(params):
+    if params["min_soak_s"] < 0:
+        raise PartitioningError("min_soak_s must not be negative.")
+    return managed_table(params)
+
+
+def clean_up(module, session, target):
+    p, t = module.params, target.tuning
+    return cleanup.cleanup(session, target.table_name, params=p, state_schema=target.state_schema,
+                           min_soak_s=p["min_soak_s"], dump_dir=p["dump_dir"], pg_dump=p["pg_dump"],
+                           lock_timeout_ms=t["lock_timeout_ms"], swap_retries=t["swap_retries"])
 
 
 def main():
-    spec = connection_argument_spec()
-    spec.update(state_store.TABLE_ARGUMENT_SPEC)
-    spec.update(min_soak_s=dict(type="float", default=86400),
-                dump_dir=dict(type="path"),
-                pg_dump=dict(type="path"),
-                lock_timeout_ms=dict(type="int", default=50),
-                swap_retries=dict(type="int", default=30))
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run_module(module, work)
+    module = AnsibleModule(argument_spec=table_argument_spec(OPTIONS), supports_check_mode=True)
+    run_table_module(module, "partition_cleanup", clean_up, resolve=_target)
 
 
 if __name__ == "__main__":

@@ -25,23 +25,15 @@ description:
 version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
+  - dbops.partitioning.managed_table
+  - ansible.builtin.action_common_attributes
 options:
-  spec:
-    description:
-      - A whole table spec as in I(partitioning_tables) (C(table), C(partition_key), C(strategy), ...,
-        and per-table tuning such as C(lock_timeout_ms)). The options below override its keys.
-      - Unknown keys are refused, so a typo never goes unnoticed.
-    type: dict
-    default: {}
   defaults:
     description:
       - Playbook-level defaults for every table (tuning names with or without the C(partitioning_) prefix,
         C(premake), C(retention_action), C(inbound_foreign_keys)). Keys that are not spec keys are ignored.
     type: dict
     default: {}
-  table:
-    description: The table, C(schema.table); unqualified means C(public).
-    type: str
   partition_key:
     description: The column to partition by. It must be C(NOT NULL); it joins the primary key on the twin.
     type: str
@@ -89,17 +81,29 @@ options:
   swap_retries:
     description: Attempts after a lock timeout (exponential backoff with jitter between them).
     type: int
-  state_schema:
-    description: The schema holding the migration state (default C(partitioning), or the spec's C(state_schema)).
-    type: str
   now:
     description:
       - The current time for planning partitions (ISO 8601), for tests and reproducible plans. Default now.
     type: str
 notes:
-  - Supports check mode; every statement that would run is returned in C(queries).
+  - The whole I(spec) is validated (unknown keys are refused, so a typo never goes unnoticed); the
+    options above override its keys.
   - A primary key or unique constraint of the twin must contain the partition key (PostgreSQL); the
     twin's are extended with it and each extension is reported in C(warnings).
+attributes:
+  check_mode:
+    support: full
+    details: Nothing changes; every statement that would run is returned in C(queries).
+  diff_mode:
+    support: none
+seealso:
+  - module: dbops.partitioning.batch_copy
+    description: Phase 2, which copies the existing rows into the twin.
+  - module: dbops.partitioning.partition_rollback
+    description: Drops what phase 1 created, before the switchover.
+  - name: Table partitioning in PostgreSQL
+    description: Declarative partitioning, which the twin uses.
+    link: https://www.postgresql.org/docs/current/ddl-partitioning.html
 author:
   - dbops.partitioning contributors
 '''
@@ -181,15 +185,31 @@ import datetime
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
-    PartitioningError, connection_argument_spec, open_session, run_module)
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
+from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
+    run_table_module, table_argument_spec)
 
 SPEC_OPTIONS = ("table", "partition_key", "strategy", "interval", "premake", "start", "partitions", "values",
                 "default_partition", "inbound_foreign_keys", "retention", "retention_action", "lock_timeout_ms",
                 "swap_retries")
+OPTIONS = dict(defaults=dict(type="dict", default={}),
+               partition_key=dict(type="str"),
+               strategy=dict(type="str"),
+               interval=dict(type="raw"),
+               premake=dict(type="int"),
+               start=dict(type="raw"),
+               partitions=dict(type="int"),
+               values=dict(type="dict"),
+               default_partition=dict(type="bool"),
+               inbound_foreign_keys=dict(type="str", choices=["refuse", "drop"]),
+               retention=dict(type="int"),
+               retention_action=dict(type="str"),
+               lock_timeout_ms=dict(type="int"),
+               swap_retries=dict(type="int"),
+               now=dict(type="str"))
 
 
 def _now(text):
@@ -202,47 +222,24 @@ def _now(text):
     return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
 
 
-def work(module, state):
-    p = module.params
-    raw = dict(p["spec"] or {})
+def _target(params):
+    """The whole table spec, validated before any connection: a bad spec changes nothing."""
+    raw = dict(params["spec"] or {})
     for name in SPEC_OPTIONS:
-        if p.get(name) is not None:
-            raw[name] = p[name]
-    # Validated completely before any connection: a bad spec changes nothing.
-    spec = normalize_spec(raw, p["defaults"] or {})
-    now = _now(p["now"])
-    state_schema = p["state_schema"] or spec.tuning.get("state_schema") or "partitioning"
-    templates = SqlTemplates.bundled()
-    session = open_session(module, state, "partition_create")
-    result = prepare_table(session, templates, spec, state_schema, now=now)
-    result["queries"] = session.queries
-    return result
+        if params.get(name) is not None:
+            raw[name] = params[name]
+    spec = normalize_spec(raw, params["defaults"] or {})
+    return spec, params["state_schema"] or spec.state_schema, _now(params["now"])
+
+
+def prepare(module, session, target):
+    spec, state_schema, now = target
+    return prepare_table(session, SqlTemplates.bundled(), spec, state_schema, now=now)
 
 
 def main():
-    argument_spec = connection_argument_spec()
-    argument_spec.update(
-        spec=dict(type="dict", default={}),
-        defaults=dict(type="dict", default={}),
-        table=dict(type="str"),
-        partition_key=dict(type="str"),
-        strategy=dict(type="str"),
-        interval=dict(type="raw"),
-        premake=dict(type="int"),
-        start=dict(type="raw"),
-        partitions=dict(type="int"),
-        values=dict(type="dict"),
-        default_partition=dict(type="bool"),
-        inbound_foreign_keys=dict(type="str", choices=["refuse", "drop"]),
-        retention=dict(type="int"),
-        retention_action=dict(type="str"),
-        lock_timeout_ms=dict(type="int"),
-        swap_retries=dict(type="int"),
-        state_schema=dict(type="str"),
-        now=dict(type="str"),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    run_module(module, work)
+    module = AnsibleModule(argument_spec=table_argument_spec(OPTIONS), supports_check_mode=True)
+    run_table_module(module, "partition_create", prepare, resolve=_target)
 
 
 if __name__ == "__main__":

@@ -23,15 +23,18 @@ version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
+  - ansible.builtin.action_common_attributes
 options:
   lock_timeout_ms:
-    description: How long one attempt waits for its locks.
+    description:
+      - How long one attempt waits for its locks.
+      - Default the spec's C(lock_timeout_ms), else 50.
     type: int
-    default: 50
   swap_retries:
-    description: Attempts after the first one, with exponential backoff and jitter.
+    description:
+      - Attempts after the first one, with exponential backoff and jitter.
+      - Default the spec's C(swap_retries), else 30.
     type: int
-    default: 30
   keep_twin:
     description: After a switchover, keep the partitioned table (renamed C(<table>_partitioned), no longer synced) instead of dropping it.
     type: bool
@@ -40,6 +43,17 @@ options:
     description: Delete the state row instead of keeping it in phase C(rolled_back) as history.
     type: bool
     default: false
+attributes:
+  check_mode:
+    support: full
+    details: Nothing changes; the statements that would run are returned in C(queries).
+  diff_mode:
+    support: none
+seealso:
+  - module: dbops.partitioning.partition_create
+    description: Phase 1, whose objects a rollback before the switchover drops.
+  - module: dbops.partitioning.table_swap
+    description: The switchover a rollback after it reverses, under the same short lock.
 author:
   - dbops.partitioning contributors
 '''
@@ -78,38 +92,29 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import rollback
-from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
-from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
-    connection_argument_spec, open_session, run_module)
-from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import rollback
+from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
+    run_table_module, table_argument_spec)
+
+OPTIONS = dict(lock_timeout_ms=dict(type="int"),
+               swap_retries=dict(type="int"),
+               keep_twin=dict(type="bool", default=False),
+               forget=dict(type="bool", default=False))
 
 
-def work(module, state):
-    p = module.params
-    parse_table(p["table"])
-    templates = SqlTemplates.bundled()
-    session = open_session(module, state, "partition_rollback")
-    result = rollback.rollback(session, templates, p["table"], state_schema=p["state_schema"],
-                               lock_timeout_ms=p["lock_timeout_ms"], swap_retries=p["swap_retries"],
-                               keep_twin=p["keep_twin"], forget=p["forget"])
+def roll_back(module, session, target):
+    t = target.tuning
+    result = rollback.rollback(session, SqlTemplates.bundled(), target.table_name, state_schema=target.state_schema,
+                               lock_timeout_ms=t["lock_timeout_ms"], swap_retries=t["swap_retries"],
+                               keep_twin=module.params["keep_twin"], forget=module.params["forget"])
     result.setdefault("done", [])
-    if module.check_mode and result.get("changed"):
-        result["msg"] = "check mode: " + result["msg"]
-    result["queries"] = session.queries
     return result
 
 
 def main():
-    spec = connection_argument_spec()
-    spec.update(state_store.TABLE_ARGUMENT_SPEC)
-    spec.update(lock_timeout_ms=dict(type="int", default=50),
-                swap_retries=dict(type="int", default=30),
-                keep_twin=dict(type="bool", default=False),
-                forget=dict(type="bool", default=False))
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run_module(module, work)
+    module = AnsibleModule(argument_spec=table_argument_spec(OPTIONS), supports_check_mode=True)
+    run_table_module(module, "partition_rollback", roll_back)
 
 
 if __name__ == "__main__":

@@ -18,19 +18,33 @@ description:
 version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
+  - ansible.builtin.action_common_attributes
 options:
   tables:
     description:
       - Tables to report on (C(schema.table); unqualified means C(public)), or table specs as in
-        I(partitioning_tables) (their C(table) and C(premake) are used).
+        I(partitioning_tables) (their C(table), C(premake) and C(state_schema) are used).
       - Empty means every table recorded in the state schema.
     type: list
     elements: raw
     default: []
   state_schema:
-    description: The schema holding the migration state.
+    description:
+      - The schema holding the migration state, for every table.
+      - Default each spec's C(state_schema), else C(partitioning).
     type: str
-    default: partitioning
+attributes:
+  check_mode:
+    support: full
+    details: The module only reads; it runs the same in check mode.
+  diff_mode:
+    support: none
+seealso:
+  - module: dbops.partitioning.batch_copy
+    description: Its progress is what C(progress) reports while phase 2 runs.
+  - name: Monitoring database activity
+    description: The statistics views the partition and index facts come from.
+    link: https://www.postgresql.org/docs/current/monitoring-stats.html
 author:
   - dbops.partitioning contributors
 '''
@@ -79,33 +93,37 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     connection_argument_spec, open_session, run_module)
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
+from ansible_collections.dbops.partitioning.plugins.module_utils.spec import TUNING
 from ansible_collections.dbops.partitioning.plugins.module_utils.stats import all_facts
 
 
-def _targets(entries):
-    names, premake = [], {}
+def _by_schema(entries, state_schema):
+    """``{state schema: (table names, {table: premake})}`` of the requested tables, in their order."""
+    default = state_schema or TUNING["state_schema"][0]
+    groups = {}
     for entry in entries:
-        if isinstance(entry, dict):
-            name = qualified(*parse_table(entry.get("table", "")))
-            if entry.get("strategy", "range") == "range" and entry.get("premake") is not None:
-                premake[name] = int(entry["premake"])
-        else:
-            name = qualified(*parse_table(str(entry)))
+        spec = entry if isinstance(entry, dict) else dict(table=str(entry))
+        name = qualified(*parse_table(spec.get("table", "")))
+        names, premake = groups.setdefault(state_schema or spec.get("state_schema") or default, ([], {}))
         names.append(name)
-    return names, premake
+        if spec.get("strategy", "range") == "range" and spec.get("premake") is not None:
+            premake[name] = int(spec["premake"])
+    return groups or {default: ([], {})}
 
 
 def work(module, state):
-    names, premake = _targets(module.params["tables"])  # validated before connecting
+    groups = _by_schema(module.params["tables"], module.params["state_schema"])  # validated before connecting
     session = open_session(module, state, "partition_stats")
-    facts = all_facts(session, module.params["state_schema"], names, premake)
+    facts = []
+    for schema, (names, premake) in groups.items():
+        facts.extend(all_facts(session, schema, names, premake))
     return dict(changed=False, tables=facts, queries=session.queries)
 
 
 def main():
     spec = connection_argument_spec()
     spec.update(tables=dict(type="list", elements="raw", default=[]),
-                state_schema=dict(type="str", default="partitioning"))
+                state_schema=dict(type="str"))
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     run_module(module, work)
 

@@ -26,11 +26,23 @@ version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
+  - ansible.builtin.action_common_attributes
 options:
   full:
     description: Verify every range again, also those already verified, and also a table already C(verified).
     type: bool
     default: false
+attributes:
+  check_mode:
+    support: full
+    details: Nothing is compared or recorded; the ranges that would be checked are returned in C(would_check).
+  diff_mode:
+    support: none
+seealso:
+  - module: dbops.partitioning.batch_copy
+    description: The copy this verification ends.
+  - module: dbops.partitioning.table_swap
+    description: Phase 3, which requires phase C(verified).
 author:
   - dbops.partitioning contributors
 '''
@@ -77,20 +89,19 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
-from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import verify
-from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
-    PartitioningError, connection_argument_spec, open_session, run_module)
-from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill, verify
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
+from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
+    run_table_module, table_argument_spec)
+
+OPTIONS = dict(full=dict(type="bool", default=False))
 
 
-def work(module, state):
+def verify_copy(module, session, target):
     p = module.params
-    table_name = qualified(*parse_table(p["table"]))
-    state_schema = p["state_schema"]
-    session = open_session(module, state, "partition_verify")
+    table_name, state_schema = target.table_name, target.state_schema
     templates = SqlTemplates.bundled()
     row = state_store.get_table(session, state_schema, table_name)
     if row is not None and row["phase"] in ("prepared", "copying"):
@@ -103,37 +114,33 @@ def work(module, state):
     # After the switchover the verification that allowed it stands; comparing the new table
     # with <table>_old is the cleanup's check (partition_cleanup).
     if row["phase"] in state_store.SWITCHED_PHASES or (row["phase"] == "verified" and not p["full"]):
-        return dict(changed=False, status="ok", phase=row["phase"], differences=[], queries=session.queries,
+        return dict(changed=False, status="ok", phase=row["phase"], differences=[],
                     verified_at=str(row["verified_at"]), msg="%s was verified at %s" % (table_name, row["verified_at"]))
     ctx = backfill.load_context(session, state_schema, row)
     if module.check_mode:
         names = [r["name"] for r in verify.partition_ranges(session, ctx)] + [verify.TOTAL_RANGE]
         resumable = last.get("status") == "running" and not p["full"]
         return dict(changed=True, status="not checked (check mode)", phase=row["phase"], differences=[],
-                    would_check=names, resumes_run=last.get("run_id") if resumable else None,
-                    queries=session.queries)
+                    would_check=names, resumes_run=last.get("run_id") if resumable else None)
     state_store.ensure_state_schema(session, templates, state_schema)
     state_store.lock_table_work(session, table_name)
     result = verify.verify_table(session, ctx, row, full=p["full"])
     after = state_store.get_table(session, state_schema, table_name)
     out = dict(changed=True, status=result["status"], phase=after["phase"], run_id=result["run_id"],
                ranges=result["ranges"], checked=result["checked"], skipped=result["skipped"], rows=result["rows"],
-               differences=result["differences"], queries=session.queries)
+               differences=result["differences"])
     if result["status"] != "ok":
         raise PartitioningError(
             "%s: the original and its partitioned twin differ in %d key(s): %s. The phase stays %r and "
             "phase 3 will refuse to switch over. See docs/runbooks/phase2.md (\"A verification failed\")."
             % (table_name, len(result["differences"]), verify.format_differences(result["differences"]),
-               after["phase"]), **dict((k, v) for k, v in out.items() if k not in ("queries", "changed")))
+               after["phase"]), **dict((k, v) for k, v in out.items() if k != "changed"))
     return out
 
 
 def main():
-    spec = connection_argument_spec()
-    spec.update(state_store.TABLE_ARGUMENT_SPEC)
-    spec.update(full=dict(type="bool", default=False))
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run_module(module, work)
+    module = AnsibleModule(argument_spec=table_argument_spec(OPTIONS), supports_check_mode=True)
+    run_table_module(module, "partition_verify", verify_copy)
 
 
 if __name__ == "__main__":

@@ -32,36 +32,59 @@ version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
+  - ansible.builtin.action_common_attributes
 options:
   lock_timeout_ms:
-    description: How long one attempt waits for its locks (the application waits at most this long behind it).
+    description:
+      - How long one attempt waits for its locks (the application waits at most this long behind it).
+      - Default the spec's C(lock_timeout_ms), else 50.
     type: int
-    default: 50
   swap_retries:
-    description: Attempts after the first one, with exponential backoff and jitter between them.
+    description:
+      - Attempts after the first one, with exponential backoff and jitter between them.
+      - Default the spec's C(swap_retries), else 30.
     type: int
-    default: 30
   max_xact_age_s:
-    description: Refuse while a transaction older than this holds a lock on the table or its views.
+    description:
+      - Refuse while a transaction older than this holds a lock on the table or its views.
+      - Default the spec's C(max_xact_age_s), else 60.
     type: float
-    default: 60
   max_replica_lag_s:
-    description: Refuse while a replica's replay lag exceeds this.
+    description:
+      - Refuse while a replica's replay lag exceeds this.
+      - Default the spec's C(max_replica_lag_s), else 30.
     type: float
-    default: 30
   require_approval:
-    description: Postponed cut-over; swap only once the state row's C(switchover_approved) is set.
+    description:
+      - Postponed cut-over; swap only once the state row's C(switchover_approved) is set.
+      - Default the spec's C(switchover_requires_approval) (or its synonym C(postpone)), else false.
     type: bool
-    default: false
   final_check:
-    description: C(full) compares count and checksum of both tables in one snapshot before the swap; C(none) skips it.
+    description:
+      - C(full) compares count and checksum of both tables in one snapshot before the swap; C(none) skips it.
+      - Default the spec's C(final_check), else C(full).
     type: str
     choices: [full, none]
-    default: full
   analyze:
     description: ANALYZE the new table after the swap.
     type: bool
     default: true
+attributes:
+  check_mode:
+    support: full
+    details: Nothing changes; the statements that would run are returned in C(queries).
+  diff_mode:
+    support: none
+seealso:
+  - module: dbops.partitioning.partition_verify
+    description: Phase 2's verification, which the switchover requires (phase C(verified)).
+  - module: dbops.partitioning.partition_rollback
+    description: Swaps back, losing no write made since the switchover.
+  - module: dbops.partitioning.partition_cleanup
+    description: Drops C(<table>_old) after a soak time.
+  - name: ALTER TABLE reference
+    description: The renames the swap runs under one short lock.
+    link: https://www.postgresql.org/docs/current/sql-altertable.html
 author:
   - dbops.partitioning contributors
 '''
@@ -121,45 +144,32 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
-from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
-from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
-    connection_argument_spec, open_session, run_module)
-from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
+from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
+    run_table_module, table_argument_spec)
+
+OPTIONS = dict(lock_timeout_ms=dict(type="int"),
+               swap_retries=dict(type="int"),
+               max_xact_age_s=dict(type="float"),
+               max_replica_lag_s=dict(type="float"),
+               require_approval=dict(type="bool"),
+               final_check=dict(type="str", choices=["full", "none"]),
+               analyze=dict(type="bool", default=True))
 
 
-def work(module, state):
-    p = module.params
-    parse_table(p["table"])   # validated before connecting
-    for key in ("lock_timeout_ms", "swap_retries"):
-        if p[key] < 0:
-            module.fail_json(msg="%s must not be negative." % key)
-    templates = SqlTemplates.bundled()
-    session = open_session(module, state, "table_swap")
-    result = swap.switchover(session, templates, p["table"], state_schema=p["state_schema"],
-                             lock_timeout_ms=p["lock_timeout_ms"], swap_retries=p["swap_retries"],
-                             max_xact_age_s=p["max_xact_age_s"], max_replica_lag_s=p["max_replica_lag_s"],
-                             require_approval=p["require_approval"], final_check=p["final_check"],
-                             analyze=p["analyze"])
-    if module.check_mode and result.get("changed"):
-        result["msg"] = "check mode: " + result["msg"]
-    result["queries"] = session.queries
-    return result
+def switch_over(module, session, target):
+    t = target.tuning
+    return swap.switchover(session, SqlTemplates.bundled(), target.table_name, state_schema=target.state_schema,
+                           lock_timeout_ms=t["lock_timeout_ms"], swap_retries=t["swap_retries"],
+                           max_xact_age_s=t["max_xact_age_s"], max_replica_lag_s=t["max_replica_lag_s"],
+                           require_approval=t["switchover_requires_approval"], final_check=t["final_check"],
+                           analyze=module.params["analyze"])
 
 
 def main():
-    spec = connection_argument_spec()
-    spec.update(state_store.TABLE_ARGUMENT_SPEC)
-    spec.update(lock_timeout_ms=dict(type="int", default=50),
-                swap_retries=dict(type="int", default=30),
-                max_xact_age_s=dict(type="float", default=60),
-                max_replica_lag_s=dict(type="float", default=30),
-                require_approval=dict(type="bool", default=False),
-                final_check=dict(type="str", default="full", choices=["full", "none"]),
-                analyze=dict(type="bool", default=True))
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run_module(module, work)
+    module = AnsibleModule(argument_spec=table_argument_spec(OPTIONS), supports_check_mode=True)
+    run_table_module(module, "table_swap", switch_over, knobs=dict(require_approval="switchover_requires_approval"))
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def test_ansible_playbook_killed_then_run_again(pg, db, conn):
     """SIGKILL of ansible-playbook alone leaves its module call running to the end of its
     max_call_s; the next run waits for that call's lock instead of failing, and continues."""
     make_prepared(pg, db, rows=ROWS)
-    tables = [{"table": TABLE, "partition_key": "occurred_at"}]
+    tables = [{"table": TABLE, "partition_key": "occurred_at", "interval": "monthly"}]
     with tempfile.TemporaryDirectory() as d:
         inventory = write_inventory(d, pg, db, tables)
         extra = dict(partitioning_batch_size=100, partitioning_batch_sleep_ms=30, partitioning_max_call_s=2)

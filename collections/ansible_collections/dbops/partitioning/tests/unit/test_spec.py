@@ -266,7 +266,20 @@ def test_phase2_and_phase3_options_a_table_may_set():
     spec = normalize_spec(dict(RANGE, verify_batches="no", max_xact_age_s="30", final_check="NONE", postpone=True))
     assert spec.tuning["verify_batches"] is False and spec.tuning["max_xact_age_s"] == 30
     assert spec.tuning["final_check"] == "none" and spec.tuning["postpone"] is True
-    assert spec.tuning["switchover_requires_approval"] is False
+    assert spec.tuning["switchover_requires_approval"] is True  # postpone is its second name
+
+
+@pytest.mark.parametrize("table, play, expected", [
+    (dict(), dict(), False),
+    (dict(postpone=True), dict(), True),
+    (dict(), dict(partitioning_postpone=True), True),
+    (dict(switchover_requires_approval=False), dict(partitioning_postpone=True), False),  # the table's own wins
+    (dict(postpone=False), dict(partitioning_switchover_requires_approval=True), False),
+    (dict(), dict(partitioning_switchover_requires_approval="yes"), True),
+])
+def test_approval_has_one_value_under_both_names(table, play, expected):
+    spec = normalize_spec(dict(RANGE, **table), play)
+    assert spec.tuning["switchover_requires_approval"] is spec.tuning["postpone"] is expected
 
 
 @pytest.mark.parametrize("key, value, expected", [

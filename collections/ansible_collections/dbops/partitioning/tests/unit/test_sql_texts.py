@@ -5,7 +5,7 @@ import sys
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "..", ".."))
+from ..helpers.paths import COLLECTION, ROOT
 
 
 def test_the_data_module_is_compiled_from_the_current_templates():
@@ -16,7 +16,7 @@ def test_the_data_module_is_compiled_from_the_current_templates():
 
 def test_the_top_level_templates_are_the_collections():
     top = os.path.join(ROOT, "templates", "sql")
-    inside = os.path.join(ROOT, "collections", "ansible_collections", "dbops", "partitioning", "templates", "sql")
+    inside = os.path.join(COLLECTION, "templates", "sql")
     assert os.path.realpath(top) == os.path.realpath(inside)
 
 

@@ -94,11 +94,6 @@ def _record_state_row(session, state_schema, spec, info, row):
             swap_lock_ms=None, dropped_foreign_keys=[], captured={}, **fields)
 
 
-def _tuning(spec):
-    t = spec.tuning or {}
-    return int(t.get("lock_timeout_ms") or 50), int(t.get("swap_retries") or 30)
-
-
 def _fk_record(fk):
     return dict(name=fk.name, table=list(fk.table), definition=fk.definition, columns=list(fk.columns),
                 ref_table=list(fk.ref_table), ref_columns=list(fk.ref_columns))
@@ -106,10 +101,10 @@ def _fk_record(fk):
 
 def prepare_table(session, templates, spec, state_schema=None, now=None):
     """Phase 1 of ``spec`` (a spec.TableSpec). Returns ``dict(changed, created, warnings, ...)``."""
-    state_schema = state_schema or spec.tuning.get("state_schema") or "partitioning"
+    state_schema = state_schema or spec.state_schema
     if now is None:
         now = datetime.datetime.now(datetime.timezone.utc)
-    lock_timeout_ms, retries = _tuning(spec)
+    lock_timeout_ms, retries = spec.tuning["lock_timeout_ms"], spec.tuning["swap_retries"]
     state_store.lock_table_work(session, spec.table_name)
     try:
         return _prepare(session, templates, spec, state_schema, now, lock_timeout_ms, retries)
