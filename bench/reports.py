@@ -15,7 +15,9 @@ Measured, side by side in one run on one server:
    the per-organisation reports for the biggest tenant (org 1, ~5 % of the rows: the worst case
    for the targets) and for one in the middle of the distribution (org 1000). Warm (every
    statement runs several times before timing), then alternated rounds (plain, partitioned;
-   partitioned, plain; ...), each statement ``reps`` times per round, median per round; the
+   partitioned, plain; ...), each statement at least ``reps`` times per round (a fast one as often
+   as fits in ``budget_ms``), median per round, timed by the client (latency) and by the server
+   backend's CPU time (``/proc/<pid>/schedstat``: not inflated by the machine's load); the
    figure is the ratio of the medians over rounds (plain ÷ partitioned: > 1 means partitioning
    is faster) with the range of the per-round ratios as its spread. Two ways of sending each
    query: *literal* (values in the statement text, as psycopg2 and many ORMs send it: planned at
@@ -28,7 +30,8 @@ Measured, side by side in one run on one server:
    partition key, ``(id)`` → ``(id, occurred_at)``.
 3. **Phase 4's partition-specific indexes** (``PHASE4_INDEXES``, the table spec's ``indexes:``
    key), built online (ON ONLY, each partition CONCURRENTLY, ATTACH), then the reports again:
-   plain ÷ partitioned-with-phase-4, alternated the same way.
+   plain ÷ partitioned-with-phase-4, alternated the same way; then the control: the same indexes
+   on the plain table too (what the index does, apart from what the partitioning does).
 4. **Removing a year of data**, last (it destroys it): ``DELETE … WHERE occurred_at < …`` on the
    plain table (and the ``VACUUM`` that makes the space reusable) against retention on the
    partitioned one (detach + drop of the expired partitions), one quarter per step, four steps
@@ -234,6 +237,7 @@ def time_reports(conn, variants, rounds, reps, budget_ms=300.0):
             for mode in MODES:
                 warm = [run_once(cur, *_statement(case, table, mode)) for _ in range(WARMUP[mode])]
                 runs[case[0], v, mode] = int(min(200, max(reps, budget_ms // max(median(warm), 0.01))))
+
     def per_case():
         return dict((case[0], dict((mode, dict((v, []) for v in variants)) for mode in MODES)) for case in seed.CASES)
     samples, cpu = per_case(), per_case()

@@ -39,13 +39,17 @@ def latency_table(r):
     for case, _report, _params in seed.CASES:
         for mode in MODES:
             p3, p4, ctl = (r[stage][case][mode] for stage, _label in STAGES)
-            target = target_ms(case)
-            met = "met" if p4["other_ms"] < target and p3["other_ms"] < target else "NOT met"
             rows.append([CASE_LABELS[case], mode, p3["base_ms"], p3["other_ms"], _spread(p3), p4["other_ms"],
-                         _spread(p4), _spread(ctl), "%d ms: %s" % (target, met)])
+                         _spread(p4), _spread(ctl), _met(case, p3["base_ms"], p3["other_ms"], p4["other_ms"])])
     return md_table(["report", "sent", "plain ms", "partitioned ms", "plain ÷ partitioned (spread)",
                      "+ phase 4 ms", "plain ÷ partitioned + phase 4 (spread)",
-                     "plain + the same indexes ÷ partitioned + phase 4 (spread)", "target"], rows)
+                     "plain + the same indexes ÷ partitioned + phase 4 (spread)",
+                     "target met: plain / partitioned / + phase 4"], rows)
+
+
+def _met(case, *latencies):
+    target = target_ms(case)
+    return "< %d ms: %s" % (target, " / ".join("yes" if ms < target else "**no**" for ms in latencies))
 
 
 def cpu_table(r):
@@ -178,7 +182,7 @@ def _without_plan_text(plans):
                 for case, sides in plans.items())
 
 
-def report(results, opts, method):
+def report(results, opts, method, plans=True):
     sections = []
     for major, r in sorted(results.items(), reverse=True):
         pk = pkey_growth(r)
@@ -221,8 +225,9 @@ def report(results, opts, method):
         data[str(major)] = dict(r, plans=dict((stage, _without_plan_text(p)) for stage, p in r["plans"].items()))
     common.write_result(opts.outdir, "reports", "The first user's reports, before and after partitioning "
                                                 "(make bench, issue 8)", sections, data)
-    with open("%s/reports_plans.md" % opts.outdir, "w") as f:
-        f.write(plans_markdown(results))
+    if plans:
+        with open("%s/reports_plans.md" % opts.outdir, "w") as f:
+            f.write(plans_markdown(results))
     plot(results, opts)
 
 
@@ -233,14 +238,18 @@ def summary_block(data):
         rows = []
         for case, _report, _params in seed.CASES:
             p3, p4, ctl = (r[stage][case]["literal"] for stage, _label in STAGES)
-            rows.append([CASE_LABELS[case], p3["base_ms"], p4["other_ms"], "%d ms" % target_ms(case), _spread(p3),
-                         _spread(p4), _x(p3["cpu_ratio"]), _x(p4["cpu_ratio"]), _x(ctl["cpu_ratio"])])
+            rows.append([CASE_LABELS[case], p3["base_ms"], p3["other_ms"], p4["other_ms"],
+                         _met(case, p3["base_ms"], p3["other_ms"], p4["other_ms"]), _spread(p3), _spread(p4),
+                         _x(p3["cpu_ratio"]), _x(p4["cpu_ratio"]), _x(ctl["cpu_ratio"])])
         pk = pkey_growth(r)
         t = r["retention"]["total"]
-        out.append("Run of %s, PostgreSQL %s, %d rows (load average at the start %s). Planned queries (values in "
-                   "the text); prepared statements, plans and the control in reports.md.\n\n" % (
+        out.append("Run of %s, PostgreSQL %s, %d rows (load average at the start %s). Literal queries (values in "
+                   "the statement text); latency in ms (median) and its ratios with their spread, then the ratios of "
+                   "the server's CPU time per query (the load-independent measure); prepared statements, plans and "
+                   "the control in reports.md.\n\n" % (
                        r["facts"]["date"], major, r["facts"]["rows"], r["facts"]["loadavg_at_start"]) + md_table(
-            ["report", "plain ms", "partitioned + phase 4 ms", "target", "latency plain ÷ partitioned (spread)",
+            ["report", "plain ms", "partitioned ms", "+ phase 4 ms", "target met: plain / partitioned / + phase 4",
+             "latency plain ÷ partitioned (spread)",
              "÷ partitioned + phase 4 (spread)", "CPU plain ÷ partitioned", "CPU ÷ partitioned + phase 4",
              "CPU plain + the same indexes ÷ partitioned + phase 4"], rows)
             + "\n\nRemoving a year (%d rows): DELETE + VACUUM ÷ detach + drop: %s the time, %s the WAL. Primary key "
@@ -255,7 +264,7 @@ def plot(results, opts):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     major, r = sorted(results.items(), reverse=True)[0]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw=dict(width_ratios=[3, 1.2]))
+    fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 4.4), gridspec_kw=dict(width_ratios=[3.2, 0.8, 0.8]))
     cases = [c[0] for c in seed.CASES]
     width = 0.27
     series = (("plain", [r["phase3"][c]["literal"]["base_ms"] for c in cases]),
@@ -276,14 +285,32 @@ def plot(results, opts):
                  % (major, r["facts"]["rows"]), fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     t = r["retention"]["total"]
-    ax2.bar([0, 1], [t["delete_s"] + t["vacuum_s"], t["drop_s"]], color=["tab:blue", "tab:green"])
-    ax2.set_xticks([0, 1])
-    ax2.set_xticklabels(["DELETE + VACUUM", "detach + drop"], fontsize=8)
-    ax2.set_yscale("log")
-    ax2.set_ylabel("seconds (log scale)")
-    ax2.set_title("Removing a year: %s the time, %s the WAL" % (_x(t["time_ratio"]), _x(t["wal_ratio"])), fontsize=9)
+    for axis, values, unit, title in ((ax2, [t["delete_s"] + t["vacuum_s"], t["drop_s"]], "s", "time"),
+                                      (ax3, [_mb(t["delete_wal"] + t["vacuum_wal"]), _mb(t["drop_wal"])], "MB",
+                                       "WAL")):
+        axis.bar([0, 1], values, color=["tab:blue", "tab:green"])
+        for j, v in enumerate(values):
+            axis.text(j, v * 1.2, "%s %s" % (fmt(v, 1), unit), ha="center", fontsize=7)
+        axis.set_yscale("log")
+        axis.set_ylim(min(values) / 5, max(values) * 5)
+        axis.set_xticks([0, 1])
+        axis.set_xticklabels(["DELETE\n+ VACUUM", "detach\n+ drop"], fontsize=7)
+        axis.set_title("Removing a year: %s\n(%s)" % (title, _x(values[0] / values[1] if values[1] else None)),
+                       fontsize=9)
     fig.tight_layout()
     path = "%s/reports.png" % opts.outdir
     fig.savefig(path, dpi=90)
     plt.close(fig)
     log("wrote %s" % path)
+
+
+if __name__ == "__main__":
+    # ``python -m bench.reports_results [DIR]``: reports.md and the plot again from reports.json
+    # (the plans' text is not in the JSON: reports_plans.md stays as the run wrote it).
+    import sys
+    import types
+    from bench import reports
+    outdir = sys.argv[1] if len(sys.argv) > 1 else common.RESULTS_DIR
+    with open("%s/reports.json" % outdir) as f:
+        loaded = dict((int(k), v) for k, v in json.load(f).items())
+    report(loaded, types.SimpleNamespace(outdir=outdir), reports.__doc__, plans=False)
