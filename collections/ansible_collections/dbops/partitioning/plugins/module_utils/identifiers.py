@@ -10,6 +10,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import difflib
 import hashlib
 import re
 
@@ -109,3 +110,9 @@ def derived_name(base, suffix):
     room = MAX_IDENTIFIER_BYTES - len(suffix.encode("utf-8")) - len(digest) - 1
     cut = base.encode("utf-8")[:room].decode("utf-8", "ignore")
     return "%s_%s%s" % (cut, digest, suffix)
+
+
+def did_you_mean(word, choices):
+    """`` (did you mean 'x'?)`` when one of ``choices`` is close to ``word`` (a typo), else ``""``."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return " (did you mean %r?)" % close[0] if close else ""

@@ -29,7 +29,8 @@ except ImportError:  # pragma: no cover
 LOCK_NOT_AVAILABLE = "55P03"
 MAX_SLEEP_MS = 10000
 
-# Who holds a lock on the relations: granted locks of other backends, oldest transaction first.
+# Who holds a lock on the relations (oids): other backends' granted locks, and with %(waiting)s
+# their queued requests too; with %(min_age_s)s only transactions older than that. Oldest first.
 HOLDERS_SQL = """
 SELECT l.pid, l.mode, c.oid::regclass::text AS relation, a.usename AS user, a.application_name,
        a.state, a.xact_start, round(extract(epoch FROM now() - a.xact_start)::numeric, 1)::float8 AS xact_seconds,
@@ -37,8 +38,9 @@ SELECT l.pid, l.mode, c.oid::regclass::text AS relation, a.usename AS user, a.ap
 FROM pg_locks l
 JOIN pg_class c ON c.oid = l.relation
 LEFT JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.granted AND l.locktype = 'relation' AND l.pid <> pg_backend_pid()
-  AND l.relation = ANY (%s::regclass[])
+WHERE (l.granted OR %(waiting)s) AND l.locktype = 'relation' AND l.pid <> pg_backend_pid()
+  AND l.relation = ANY (%(oids)s::oid[])
+  AND (%(min_age_s)s::float8 IS NULL OR a.xact_start < now() - make_interval(secs => %(min_age_s)s::float8))
 ORDER BY a.xact_start NULLS LAST, l.pid
 """
 
@@ -60,14 +62,25 @@ def blocking_sessions(session, relations=None):
     """The other sessions holding locks on ``relations`` ((schema, name) tuples), as dicts."""
     if relations:
         names = [sql.Identifier(*r).as_string(session.conn) for r in relations]
-        existing = [n for n in names if session.scalar("SELECT to_regclass(%s) IS NOT NULL", (n,))]
-        if not existing:
+        oids = [o for o in (session.scalar("SELECT to_regclass(%s)::oid", (n,)) for n in names) if o is not None]
+        if not oids:
             return []
-        rows = session.query(HOLDERS_SQL, (existing,))
+        rows = session.query(HOLDERS_SQL, dict(oids=oids, waiting=False, min_age_s=None))
     else:
         rows = session.query(LONGEST_SQL)
     return [dict((k, (str(v) if v is not None and k == "xact_start" else v)) for k, v in r.items())
             for r in rows]
+
+
+def long_transactions(session, oids, max_age_s):
+    """Sessions in a transaction older than ``max_age_s`` that hold or wait for a lock on one of
+    ``oids``: what a table lock taken now would queue behind. One entry per session, oldest first."""
+    seen, out = set(), []
+    for r in session.query(HOLDERS_SQL, dict(oids=list(oids), waiting=True, min_age_s=float(max_age_s))):
+        if r["pid"] not in seen:
+            seen.add(r["pid"])
+            out.append(dict((k, r[k]) for k in ("pid", "user", "application_name", "state", "xact_seconds", "query")))
+    return out
 
 
 def describe_blockers(blockers):

@@ -30,14 +30,13 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
-import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import (
-    derived_name, parse_column, parse_table, qualified)
+    derived_name, did_you_mean, parse_column, parse_table, qualified)
 
 STRATEGIES = ("range", "list", "hash")
 INTERVALS = ("daily", "weekly", "monthly", "quarterly", "yearly")
@@ -137,11 +136,6 @@ class TableSpec:
         return out
 
 
-def _suggest(word, choices):
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return "; did you mean %r?" % close[0] if close else ""
-
-
 def _int(value):
     """An integer from an int or a string of digits (Ansible templating may give strings)."""
     if isinstance(value, bool):
@@ -230,7 +224,7 @@ def _collect(raw, defaults, problems):
         if bare in TUNING:
             problems.add(key, "per-table tuning is written without the partitioning_ prefix: %s" % bare)
         else:
-            problems.add(key, "unknown key%s (known: %s)" % (_suggest(key, ALL_KEYS), ", ".join(ALL_KEYS)))
+            problems.add(key, "unknown key%s (known: %s)" % (did_you_mean(key, ALL_KEYS), ", ".join(ALL_KEYS)))
     out = {}
 
     # table
@@ -264,7 +258,7 @@ def _collect(raw, defaults, problems):
         strategy = "range"
     if not isinstance(strategy, str) or strategy.strip().lower() not in STRATEGIES:
         problems.add("strategy", "%r is not one of %s%s" % (strategy, ", ".join(STRATEGIES),
-                                                            _suggest(strategy, STRATEGIES)))
+                                                            did_you_mean(strategy, STRATEGIES)))
         return out  # the remaining checks depend on the strategy
     strategy = strategy.strip().lower()
     out["strategy"] = strategy
@@ -294,7 +288,7 @@ def _collect(raw, defaults, problems):
             out["interval"] = _int(interval)
         elif not isinstance(interval, str) or interval.strip().lower() not in INTERVALS:
             problems.add("interval", "%r is not one of %s (or a positive integer width for an integer key)%s"
-                         % (interval, ", ".join(INTERVALS), _suggest(interval, INTERVALS)))
+                         % (interval, ", ".join(INTERVALS), did_you_mean(interval, INTERVALS)))
         else:
             out["interval"] = interval.strip().lower()
 
@@ -367,7 +361,7 @@ def _collect(raw, defaults, problems):
         if value is None:
             value = fallback
         if not isinstance(value, str) or value.strip().lower() not in choices:
-            problems.add(name, "%r is not one of %s%s" % (value, ", ".join(choices), _suggest(value, choices)))
+            problems.add(name, "%r is not one of %s%s" % (value, ", ".join(choices), did_you_mean(value, choices)))
         else:
             out[name] = value.strip().lower()
 

@@ -5,7 +5,9 @@
 Templates never receive raw text: every value they print must pass through a filter
 that quotes it with psycopg2's ``sql`` module (``ident``, ``lit``, ``idents``) or be an
 already composed ``sql.Composable`` (``sql``). Printing anything else is an error, so a
-template cannot interpolate an unquoted identifier or value by accident.
+template cannot interpolate an unquoted identifier or value by accident. The key expressions
+of ``keys`` (``key_json``, ``key_in_range``, ``key_match``, ...) are globals: they return
+composed SQL.
 
 The templates travel with the modules as Python data (``sql_texts.TEXTS``, compiled from
 the ``.sql.j2`` files by ``make sql-texts``): ``SqlTemplates.bundled()`` is the one
@@ -16,6 +18,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.dbops.partitioning.plugins.module_utils import keys
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_texts import TEXTS
 
@@ -106,6 +109,7 @@ class SqlTemplates:
             loader=jinja2.DictLoader(dict((k + TEMPLATE_SUFFIX, v) for k, v in self.texts.items())))
         for name, fn in (("ident", _ident), ("lit", _lit), ("sql", _composed), ("idents", _idents)):
             self.env.filters[name] = jinja2.pass_context(fn)
+        self.env.globals.update(keys.TEMPLATE_GLOBALS)
 
     @classmethod
     def bundled(cls):

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from ansible_collections.dbops.partitioning.plugins.module_utils import health
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import throttle
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.throttle import Limits
 
@@ -51,7 +52,7 @@ def test_pause_is_honoured_and_reported_then_resume_continues(pg, db, prepared):
 def test_replica_lag_over_the_limit_waits(pg, db, prepared, monkeypatch):
     # SQL-level override of the lag reading (a real replica's lag is not controllable here);
     # the real query runs against a real replica in the test below.
-    monkeypatch.setattr(throttle, "REPLICA_LAG_SQL", "SELECT 45.5::float8 AS lag, 1 AS replicas")
+    monkeypatch.setattr(health, "REPLICA_LAG_SQL", "SELECT 45.5::float8 AS lag, 1 AS replicas")
     totals = drv.copy(pg, db, batch_size=200, seconds=0.8, limits=Limits(max_replica_lag_s=30))
     assert totals["batches"] == 0 and totals["stopped_by"] == "replica lag 45.5 s > 30 s"
     totals = drv.copy(pg, db, batch_size=200, seconds=30, limits=Limits(max_replica_lag_s=60))
@@ -62,13 +63,13 @@ def test_replica_lag_is_read_from_a_real_streaming_replica(pg, db, prepared, pg_
     s = session(pg, db)
     rep = None
     try:
-        assert throttle.replica_lag_s(s) == 0.0  # no replica: no lag
+        assert health.replica_lag_s(s) == 0.0  # no replica: no lag
         run(prepared, "CHECKPOINT")  # pg_basebackup's own checkpoint is then quick
         rep = pg.replica(os.path.join(pg_base_dir, "replica-" + uuid.uuid4().hex[:8]))
         end = time.time() + 30
-        while time.time() < end and s.query(throttle.REPLICA_LAG_SQL)[0]["replicas"] < 1:
+        while time.time() < end and s.query(health.REPLICA_LAG_SQL)[0]["replicas"] < 1:
             time.sleep(0.1)
-        reading = s.query(throttle.REPLICA_LAG_SQL)[0]
+        reading = s.query(health.REPLICA_LAG_SQL)[0]
         assert reading["replicas"] == 1
         assert 0 <= reading["lag"] < 30
         assert throttle.check(s, "partitioning", TABLE, Limits(max_replica_lag_s=30)) is None

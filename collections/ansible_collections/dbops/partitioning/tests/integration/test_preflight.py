@@ -144,7 +144,7 @@ def test_missing_key_with_did_you_mean(conn):
     sql(conn, GOOD)
     e = refused(conn, dict(RANGE, partition_key="occured_at"))
     assert e.msg == "Preflight failed for public.revenues: public.revenues has no column occured_at " \
-                    "(did you mean occurred_at?)."
+                    "(did you mean 'occurred_at'?)."
 
 
 def test_range_needs_a_time_key(conn):

@@ -119,7 +119,7 @@ def test_message_names_table_and_key():
         normalize_spec(dict(RANGE, interval="montly"))
     assert e.value.msg == ("Invalid partitioning spec: public.revenues: interval: 'montly' is not one of "
                            "daily, weekly, monthly, quarterly, yearly (or a positive integer width for an integer "
-                           "key); did you mean 'monthly'?")
+                           "key) (did you mean 'monthly'?)")
 
 
 def test_every_problem_is_listed_at_once():

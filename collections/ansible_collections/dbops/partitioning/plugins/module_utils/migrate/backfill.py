@@ -23,6 +23,10 @@ from typing import List, Tuple
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, sleep_ms
+from ansible_collections.dbops.partitioning.plugins.module_utils.keys import key_in_range, key_json, key_order
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import throttle
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import reconcile
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.verify import verify_batch
 
 try:
     from psycopg2 import errors as psycopg2_errors
@@ -113,46 +117,6 @@ def load_context(session, state_schema, row):
         overriding=any(dst_cols[c]["identity_always"] for c in cols))
 
 
-# --- key helpers (keys travel as jsonb objects {pk column: value}) ---------------------------
-
-def pk_json(ctx, alias):
-    """``jsonb_build_object('a', alias.a, ...)`` for the primary key."""
-    parts = []
-    for c in ctx.pk_cols:
-        parts += [sql.Literal(c), sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c))]
-    return sql.SQL("pg_catalog.jsonb_build_object({})").format(sql.SQL(", ").join(parts))
-
-
-def key_row(ctx, alias):
-    return sql.SQL("ROW({})").format(sql.SQL(", ").join(
-        sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in ctx.pk_cols))
-
-
-def bound_row(ctx, placeholder):
-    """The jsonb key in ``placeholder`` as a row of the primary key's own types.
-
-    ``jsonb_populate_record(NULL::original, key)`` casts every value to its column's type
-    without naming a type in SQL text; the expression is stable, so a comparison with it
-    can drive an index scan (keyset order)."""
-    return sql.SQL("ROW({})").format(sql.SQL(", ").join(
-        sql.SQL("(pg_catalog.jsonb_populate_record(NULL::{}, {}::jsonb)).{}").format(
-            sql.Identifier(*ctx.src), sql.Placeholder(placeholder), sql.Identifier(c)) for c in ctx.pk_cols))
-
-
-def range_condition(ctx, alias, has_lower):
-    """``key > lo AND key <= hi`` on ``alias`` (placeholders lo, hi)."""
-    cond = sql.SQL("{} <= {}").format(key_row(ctx, alias), bound_row(ctx, "hi"))
-    if has_lower:
-        cond = sql.SQL("{} > {} AND {}").format(key_row(ctx, alias), bound_row(ctx, "lo"), cond)
-    return cond
-
-
-def order_by(ctx, alias, desc=False):
-    return sql.SQL(", ").join(
-        sql.SQL("{}.{}{}").format(sql.Identifier(alias), sql.Identifier(c), sql.SQL(" DESC" if desc else ""))
-        for c in ctx.pk_cols)
-
-
 # --- ranges ----------------------------------------------------------------------------------
 
 def ranges_table(ctx):
@@ -170,7 +134,7 @@ def get_ranges(session, ctx):
 
 def max_key(session, ctx):
     return session.scalar(sql.SQL("SELECT {} FROM {} AS o ORDER BY {} LIMIT 1").format(
-        pk_json(ctx, "o"), sql.Identifier(*ctx.src), order_by(ctx, "o", desc=True)))
+        key_json(ctx.pk_cols, "o"), sql.Identifier(*ctx.src), key_order(ctx.pk_cols, "o", desc=True)))
 
 
 def estimate_rows(session, ctx):
@@ -191,14 +155,14 @@ def split_points(session, ctx, upper, workers, estimated, lower=None):
         return []
     params = dict(hi=Json(upper), lo=Json(lower) if lower is not None else None,
                   pct=min(100.0, 100.0 * 10000 / max(estimated, 1)))
-    cond = range_condition(ctx, "o", lower is not None)
+    cond = key_in_range(ctx.pk_cols, ctx.src, "o", lower is not None)
     keys = [r["k"] for r in session.query(
         sql.SQL("SELECT {} AS k FROM {} AS o TABLESAMPLE SYSTEM (%(pct)s) WHERE {} ORDER BY {}").format(
-            pk_json(ctx, "o"), sql.Identifier(*ctx.src), cond, order_by(ctx, "o")), params)]
+            key_json(ctx.pk_cols, "o"), sql.Identifier(*ctx.src), cond, key_order(ctx.pk_cols, "o")), params)]
     if len(keys) < workers:
         keys = [r["k"] for r in session.query(
             sql.SQL("SELECT {} AS k FROM {} AS o WHERE {} ORDER BY {}").format(
-                pk_json(ctx, "o"), sql.Identifier(*ctx.src), cond, order_by(ctx, "o")), params)]
+                key_json(ctx.pk_cols, "o"), sql.Identifier(*ctx.src), cond, key_order(ctx.pk_cols, "o")), params)]
     points = []
     for i in range(1, workers):
         k = keys[(i * len(keys)) // workers] if keys else None
@@ -304,7 +268,7 @@ def render_batch(templates, session, ctx, has_lower, on_conflict=True):
     return templates.render("backfill/batch", session.conn, src=ctx.src, dst=ctx.dst,
                             state_schema=ctx.state_schema, table_name=ctx.table_name, pk_cols=ctx.pk_cols,
                             cols=ctx.cols, overriding=ctx.overriding, has_lower=has_lower,
-                            on_conflict=on_conflict, lo=sql.Placeholder("lo"), hi=sql.Placeholder("hi"))
+                            on_conflict=on_conflict)
 
 
 # After a batch whose plain INSERT met a conflict, the next batches of the table go straight
@@ -437,10 +401,6 @@ class CopyOptions:
 
 def _worker(session, templates, ctx, range_no, opts, deadline, shared, lock, stop, hooks):
     """Walk one range until it is done, the deadline passes or another worker failed."""
-    from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import throttle
-    from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import reconcile
-    from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.verify import verify_batch
-
     size = shared["start_size"]
     workers = max(1, shared["workers"])
 
@@ -541,8 +501,6 @@ def copy_for(session, open_session, templates, ctx, opts, deadline, hooks=None):
 
 def finish_if_done(session, ctx):
     """All ranges done: reconcile once more and move the table to 'copied'. Returns True when done."""
-    from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import reconcile
-
     if any(not r["done"] for r in get_ranges(session, ctx)):
         return False
     reconcile(session, ctx)

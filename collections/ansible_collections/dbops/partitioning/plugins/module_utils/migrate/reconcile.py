@@ -20,9 +20,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
-
-from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.backfill import pk_json
+from ansible_collections.dbops.partitioning.plugins.module_utils.keys import (
+    canonical_key, key_json, key_match, key_recordset)
 
 try:
     from psycopg2 import sql
@@ -34,21 +33,6 @@ except ImportError:  # pragma: no cover
 CHUNK = 1000
 
 
-def _canon(key):
-    return json.dumps(key, sort_keys=True, default=str)
-
-
-def _keys_source(ctx, placeholder):
-    return sql.SQL("pg_catalog.jsonb_populate_recordset(NULL::{}, {}::jsonb)").format(
-        sql.Identifier(*ctx.src), sql.Placeholder(placeholder))
-
-
-def _match(ctx, left, right):
-    return sql.SQL(" AND ").join(
-        sql.SQL("{}.{} = {}.{}").format(sql.Identifier(left), sql.Identifier(c), sql.Identifier(right),
-                                        sql.Identifier(c)) for c in ctx.pk_cols)
-
-
 def pending_count(session, ctx):
     return session.scalar(sql.SQL("SELECT count(*) FROM {} WHERE table_name = %s").format(
         sql.Identifier(ctx.state_schema, "pending_keys")), (ctx.table_name,))
@@ -57,6 +41,8 @@ def pending_count(session, ctx):
 def _round(session, ctx, chunk):
     pending = sql.Identifier(ctx.state_schema, "pending_keys")
     src, dst = sql.Identifier(*ctx.src), sql.Identifier(*ctx.dst)
+    keyset, key_o = key_recordset(ctx.src, "keys"), key_json(ctx.pk_cols, "o")
+    o_is_k, d_is_k = key_match(ctx.pk_cols, "o", "k"), key_match(ctx.pk_cols, "d", "k")
     out = dict(consumed=0, copied=0, deleted=0, busy=0)
     with session.transaction():
         consumed = session.query(sql.SQL(
@@ -65,38 +51,38 @@ def _round(session, ctx, chunk):
         out["consumed"] = len(consumed)
         if not consumed:
             return out
-        keys = dict((_canon(r["pk"]), r["pk"]) for r in consumed)
+        keys = dict((canonical_key(r["pk"]), r["pk"]) for r in consumed)
         key_list = list(keys.values())
         locked = [r["k"] for r in session.query(sql.SQL(
             "SELECT {} AS k FROM {} AS o JOIN {} AS k ON {} FOR UPDATE OF o SKIP LOCKED").format(
-                pk_json(ctx, "o"), src, _keys_source(ctx, "keys"), _match(ctx, "o", "k")),
+                key_o, src, keyset, o_is_k),
             dict(keys=Json(key_list)))]
-        locked_set = set(_canon(k) for k in locked)
+        locked_set = set(canonical_key(k) for k in locked)
         present = [r["k"] for r in session.query(sql.SQL(
             "SELECT {} AS k FROM {} AS o JOIN {} AS k ON {}").format(
-                pk_json(ctx, "o"), src, _keys_source(ctx, "keys"), _match(ctx, "o", "k")),
+                key_o, src, keyset, o_is_k),
             dict(keys=Json(key_list)))]
-        busy = [k for k in present if _canon(k) not in locked_set]
+        busy = [k for k in present if canonical_key(k) not in locked_set]
         for k in busy:
             session.execute(sql.SQL("INSERT INTO {} (table_name, pk, reason) VALUES (%s, %s, 'reconcile-busy')")
                             .format(pending), (ctx.table_name, Json(k)), record=False)
         out["busy"] = len(busy)
-        gone = [k for c, k in keys.items() if c not in locked_set and c not in set(_canon(b) for b in busy)]
+        gone = [k for c, k in keys.items() if c not in locked_set and c not in set(canonical_key(b) for b in busy)]
         if gone:
             out["deleted"] += session.execute(sql.SQL(
                 "DELETE FROM {} AS d USING {} AS k WHERE {} AND NOT EXISTS "
                 "(SELECT 1 FROM {} AS o WHERE {})").format(
-                    dst, _keys_source(ctx, "keys"), _match(ctx, "d", "k"), src, _match(ctx, "o", "k")),
+                    dst, keyset, d_is_k, src, o_is_k),
                 dict(keys=Json(gone)), record=False) or 0
         if locked:
             out["deleted"] += session.execute(sql.SQL("DELETE FROM {} AS d USING {} AS k WHERE {}").format(
-                dst, _keys_source(ctx, "keys"), _match(ctx, "d", "k")), dict(keys=Json(locked)), record=False) or 0
+                dst, keyset, d_is_k), dict(keys=Json(locked)), record=False) or 0
             out["copied"] = session.execute(sql.SQL(
                 "INSERT INTO {} ({}){} SELECT {} FROM {} AS o JOIN {} AS k ON {} ON CONFLICT DO NOTHING").format(
                     dst, sql.SQL(", ").join(sql.Identifier(c) for c in ctx.cols),
                     sql.SQL(" OVERRIDING SYSTEM VALUE" if ctx.overriding else ""),
                     sql.SQL(", ").join(sql.SQL("o.{}").format(sql.Identifier(c)) for c in ctx.cols),
-                    src, _keys_source(ctx, "keys"), _match(ctx, "o", "k")),
+                    src, keyset, o_is_k),
                 dict(keys=Json(locked)), record=False) or 0
     return out
 

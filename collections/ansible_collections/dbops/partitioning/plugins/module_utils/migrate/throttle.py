@@ -21,6 +21,8 @@ __metaclass__ = type
 import time
 from dataclasses import dataclass
 
+from ansible_collections.dbops.partitioning.plugins.module_utils.health import replica_lag_s
+
 try:
     from psycopg2 import sql
 except ImportError:  # pragma: no cover
@@ -28,9 +30,6 @@ except ImportError:  # pragma: no cover
 
 STEP_S = 0.25
 
-# replay_lag is NULL for a replica that has replayed everything and is idle: no lag.
-REPLICA_LAG_SQL = ("SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8 AS lag, count(*) AS replicas "
-                   "FROM pg_catalog.pg_stat_replication")
 ACTIVE_BACKENDS_SQL = ("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE state = 'active' "
                        "AND backend_type = 'client backend' AND pid <> pg_catalog.pg_backend_pid()")
 LOCK_WAITERS_SQL = ("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE wait_event_type = 'Lock' "
@@ -42,10 +41,6 @@ class Limits:
     max_replica_lag_s: float = 30
     max_active_backends: int = 0
     max_lock_waiters: int = 0
-
-
-def replica_lag_s(session):
-    return float(session.query(REPLICA_LAG_SQL)[0]["lag"] or 0)
 
 
 def pause_reason(session, state_schema, table_name):

@@ -2,11 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Verification: the original and the twin are equal in one snapshot (docs/design.md).
 
-The sync triggers write both tables in the application's own transaction, so a single
-``REPEATABLE READ`` snapshot shows them equal even while writes continue. Each comparison
-reads count and checksum (``sum`` of a 64-bit hash of the row's text form, over every
-column in the original's order) of the same rows on both sides in one snapshot; when they
-differ, the differing keys are listed with ``EXCEPT ALL`` both ways (capped). Keys that are
+Each comparison is ``compare.compare_tables`` (one snapshot; count and checksum over every
+column in the original's order; the differing keys listed when they differ). Keys that are
 pending reconciliation in that same snapshot are not differences yet: they are reconciled
 and the range is compared again.
 
@@ -21,8 +18,9 @@ __metaclass__ = type
 import json
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
-from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.backfill import pk_json, range_condition
+from ansible_collections.dbops.partitioning.plugins.module_utils.compare import MAX_DIFFERENCES, compare_tables
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+from ansible_collections.dbops.partitioning.plugins.module_utils.keys import key_in_range
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import reconcile
 
 try:
@@ -32,66 +30,17 @@ except ImportError:  # pragma: no cover
     sql = None
     Json = None
 
-MAX_DIFFERENCES = 100
 RETRIES = 3
 
 
-def _row_text(ctx, alias):
-    return sql.SQL("ROW({})::text").format(sql.SQL(", ").join(
-        sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in ctx.all_cols))
-
-
-def _stats(session, ctx, rel, where, params):
-    return session.query(sql.SQL(
-        "SELECT count(*) AS n, coalesce(sum(pg_catalog.hashtextextended({}, 0)), 0) AS checksum "
-        "FROM {} AS o WHERE {}").format(_row_text(ctx, "o"), rel, where), params)[0]
-
-
-def _differences(session, ctx, src_rel, src_where, dst_rel, dst_where, params, limit):
-    """Keys whose rows differ, with the side(s) they are on: in the current snapshot."""
-    def side(a_rel, a_where, b_rel, b_where):
-        return sql.SQL("SELECT k FROM (SELECT {pk_a} AS k, {row_a} AS r FROM {a} AS o WHERE {wa} "
-                       "EXCEPT ALL SELECT {pk_b}, {row_b} FROM {b} AS o WHERE {wb}) AS x LIMIT %(cap)s").format(
-            pk_a=pk_json(ctx, "o"), row_a=_row_text(ctx, "o"), a=a_rel, wa=a_where,
-            pk_b=pk_json(ctx, "o"), row_b=_row_text(ctx, "o"), b=b_rel, wb=b_where)
-    p = dict(params, cap=limit)
-    only_src = [r["k"] for r in session.query(side(src_rel, src_where, dst_rel, dst_where), p)]
-    only_dst = [r["k"] for r in session.query(side(dst_rel, dst_where, src_rel, src_where), p)]
-    out = {}
-    for k in only_src:
-        out.setdefault(json.dumps(k, sort_keys=True), dict(key=k, side="original"))
-    for k in only_dst:
-        c = json.dumps(k, sort_keys=True)
-        if c in out:
-            out[c]["side"] = "both (rows differ)"
-        else:
-            out[c] = dict(key=k, side="twin")
-    return list(out.values())[:limit]
-
-
-def _pending_keys(session, ctx):
-    return set(json.dumps(r["pk"], sort_keys=True) for r in session.query(sql.SQL(
-        "SELECT pk FROM {} WHERE table_name = %s").format(sql.Identifier(ctx.state_schema, "pending_keys")),
-        (ctx.table_name,)))
-
-
-def compare(session, ctx, src_rel, src_where, dst_rel, dst_where, params=None, limit=MAX_DIFFERENCES):
-    """Compare once in one REPEATABLE READ snapshot. Returns a dict: ok, rows_source,
-    rows_target, differences (list of {key, side}), pending (differing keys pending
-    reconciliation in the same snapshot)."""
-    params = params or {}
-    with session.transaction():
-        session.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        a = _stats(session, ctx, src_rel, src_where, params)
-        b = _stats(session, ctx, dst_rel, dst_where, params)
-        res = dict(ok=a["n"] == b["n"] and a["checksum"] == b["checksum"], rows_source=a["n"],
-                   rows_target=b["n"], differences=[], pending=0)
-        if not res["ok"]:
-            res["differences"] = _differences(session, ctx, src_rel, src_where, dst_rel, dst_where, params, limit)
-            pending = _pending_keys(session, ctx)
-            res["pending"] = sum(1 for d in res["differences"]
-                                 if json.dumps(d["key"], sort_keys=True) in pending)
-    return res
+def compare(session, ctx, src_rel, src_where, dst_rel, dst_where, params=None):
+    """The original's and the twin's selected rows in one snapshot (``compare.compare_tables``),
+    as a dict: ok, rows_source, rows_target, differences (list of {key, side}, capped), pending
+    (differing keys pending reconciliation in the same snapshot)."""
+    res = compare_tables(session, src_rel, dst_rel, ctx.all_cols, ctx.pk_cols, src_where, dst_where, params,
+                         pending=(ctx.state_schema, ctx.table_name), list_differences=MAX_DIFFERENCES)
+    return dict(ok=res.equal, rows_source=res.rows_a, rows_target=res.rows_b, differences=res.differences,
+                pending=res.pending_differences)
 
 
 def compare_settled(session, ctx, src_rel, src_where, dst_rel, dst_where, params=None):
@@ -110,7 +59,7 @@ def verify_batch(session, ctx, lower, upper):
     if upper is None:
         return dict(ok=True, rows_source=0, rows_target=0, differences=[], pending=0)
     params = dict(lo=Json(lower) if lower is not None else None, hi=Json(upper))
-    where = range_condition(ctx, "o", lower is not None)
+    where = key_in_range(ctx.pk_cols, ctx.src, "o", lower is not None)
     res = compare_settled(session, ctx, sql.Identifier(*ctx.src), where, sql.Identifier(*ctx.dst), where, params)
     if not res["ok"] and res["pending"] < len(res["differences"]):
         raise PartitioningError(

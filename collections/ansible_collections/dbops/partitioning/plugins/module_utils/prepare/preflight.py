@@ -36,13 +36,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import difflib
 import re
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import is_width, partition_name, range_key_kind
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
-from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display, qualified
+from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import did_you_mean, display, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.twin import plan_warnings
 
 try:
@@ -104,11 +103,6 @@ SELECT (SELECT count(*) FROM pg_catalog.pg_inherits WHERE inhrelid = %(oid)s) AS
 def _rel(session, schema, name):
     rows = session.query(_RELATION_SQL, dict(schema=schema, name=name))
     return rows[0] if rows else None
-
-
-def _suggest(word, choices):
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return " (did you mean %s?)" % close[0] if close else ""
 
 
 def _fk_text(fk):
@@ -308,7 +302,7 @@ def _check_key(session, spec, info, problems):
     label, key = spec.table_name, spec.partition_key
     col = info.column(key)
     if col is None:
-        problems.append("%s has no column %s%s." % (label, key, _suggest(key, [c.name for c in info.columns])))
+        problems.append("%s has no column %s%s." % (label, key, did_you_mean(key, [c.name for c in info.columns])))
         return
     if col.generated:
         problems.append("%s: %s is a generated column; PostgreSQL cannot partition by one." % (label, key))

@@ -21,6 +21,7 @@ import subprocess
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
+from ansible_collections.dbops.partitioning.plugins.module_utils.compare import compare_for_swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, connect_kwargs
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import run_with_lock_retry
@@ -101,8 +102,8 @@ def cleanup(session, table, params=None, state_schema="partitioning", min_soak_s
     if old_rel is not None:
         cap = swap.capture(session, schema, name, old)
         cols = [c["name"] for c in cap["columns"] if not c["generated"]]
-        check = swap.compare_tables(session, state_schema, table_name, (schema, name), (schema, old), cols,
-                                    cap["standby_pk"])
+        check = compare_for_swap(session, state_schema, table_name, (schema, name), (schema, old), cols,
+                                 cap["standby_pk"])
         if not check["equal"]:
             raise PartitioningError("Cleanup of %s refused: the verification after the switch found %s and %s "
                                     "different (rows %d vs %d); investigate before dropping anything (rollback.yml "

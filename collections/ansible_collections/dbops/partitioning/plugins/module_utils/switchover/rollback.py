@@ -21,6 +21,7 @@ __metaclass__ = type
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
+from ansible_collections.dbops.partitioning.plugins.module_utils.compare import compare_for_swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import run_with_lock_retry
@@ -137,8 +138,8 @@ def rollback_after_switch(session, templates, row, schema, name, state_schema, t
     problems = [p for p in swap.refusals(cap) if "lacks columns" in p or "primary key" in p]
     if problems:
         raise PartitioningError("Rollback of %s refused, nothing changed: %s." % (table_name, "; ".join(problems)))
-    check = swap.compare_tables(session, state_schema, table_name, (schema, name), (schema, old),
-                                [c["name"] for c in cap["columns"] if not c["generated"]], cap["standby_pk"])
+    check = compare_for_swap(session, state_schema, table_name, (schema, name), (schema, old),
+                             [c["name"] for c in cap["columns"] if not c["generated"]], cap["standby_pk"])
     prebuilt = swap.prebuild_matviews(session, cap)
 
     finish = [sql.SQL("UPDATE {} SET phase = 'rolled_back', updated_at = now() WHERE table_name = {}").format(

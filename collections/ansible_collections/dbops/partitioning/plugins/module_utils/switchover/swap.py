@@ -42,10 +42,13 @@ __metaclass__ = type
 import re
 import time
 
+from ansible_collections.dbops.partitioning.plugins.module_utils.compare import compare_for_swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+from ansible_collections.dbops.partitioning.plugins.module_utils.health import replica_lag_s
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import derived_name, qualified
+from ansible_collections.dbops.partitioning.plugins.module_utils.keys import key_json
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import (
-    backoff_ms, blocking_sessions, describe_blockers)
+    backoff_ms, blocking_sessions, describe_blockers, long_transactions)
 
 try:
     import psycopg2
@@ -595,17 +598,15 @@ def reconcile_statements(cap, state_schema, table_name, src, dst):
     cols = [c["name"] for c in cap["columns"] if not c["generated"] and c["name"] not in generated]
     pending = sql.SQL("(SELECT pk FROM {} WHERE table_name = {})").format(
         sql.Identifier(state_schema, "pending_keys"), sql.Literal(table_name))
-
-    def key_of(alias):
-        return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
-            sql.SQL("{}, {}.{}").format(sql.Literal(c), sql.Identifier(alias), sql.Identifier(c)) for c in pk_cols))
     return [
         sql.SQL("SELECT set_config('dbops.reconciled', (SELECT count(DISTINCT pk) FROM {} WHERE table_name = {})::text, "
                 "true)").format(sql.Identifier(state_schema, "pending_keys"), sql.Literal(table_name)),
-        sql.SQL("DELETE FROM {} AS d WHERE {} IN {}").format(sql.Identifier(*dst), key_of("d"), pending),
+        sql.SQL("DELETE FROM {} AS d WHERE {} IN {}").format(sql.Identifier(*dst), key_json(pk_cols, "d"),
+                                                             pending),
         sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS s WHERE {} IN {}").format(
             sql.Identifier(*dst), sql.SQL(", ").join(sql.Identifier(c) for c in cols),
-            sql.SQL(", ").join(sql.Identifier("s", c) for c in cols), sql.Identifier(*src), key_of("s"), pending),
+            sql.SQL(", ").join(sql.Identifier("s", c) for c in cols), sql.Identifier(*src),
+            key_json(pk_cols, "s"), pending),
         sql.SQL("DELETE FROM {} WHERE table_name = {}").format(sql.Identifier(state_schema, "pending_keys"),
                                                                sql.Literal(table_name)),
     ]
@@ -698,64 +699,6 @@ def swap_tables(session, cap, active_new, active_index_suffix, standby_index_suf
 # Checks shared by switchover, rollback and cleanup
 # --------------------------------------------------------------------------------------------
 
-LONG_XACT_SQL = """
-SELECT DISTINCT a.pid, a.usename AS user, a.application_name, a.state,
-       round(extract(epoch FROM now() - a.xact_start)::numeric, 1)::float8 AS xact_seconds,
-       left(a.query, 300) AS query
-FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
-WHERE a.pid <> pg_backend_pid() AND l.locktype = 'relation' AND l.relation = ANY (%s::oid[])
-  AND a.xact_start < now() - make_interval(secs => %s)
-ORDER BY xact_seconds DESC
-"""
-
-
-def long_transactions(session, oids, max_age_s):
-    """Sessions in a transaction older than ``max_age_s`` holding a lock on one of ``oids``."""
-    return [dict(r) for r in session.query(LONG_XACT_SQL, (list(oids), float(max_age_s)))]
-
-
-def replica_lag_s(session):
-    """The largest replay lag over the replicas (seconds; 0 without replicas)."""
-    return float(session.scalar("SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8 "
-                                "FROM pg_stat_replication") or 0)
-
-
-def compare_tables(session, state_schema, table_name, a, b, cols, pk_cols):
-    """Count and checksum of ``a`` and ``b`` in ONE repeatable-read snapshot.
-
-    Both tables are written in the same transactions (sync trigger), so the snapshot shows them
-    equal even while the application writes. Keys pending reconciliation are left out of both
-    sides (they are made equal under the swap's lock). Returns dict(equal, rows_a, rows_b, ...).
-    """
-    pending = session.scalar("SELECT to_regclass(%s) IS NOT NULL",
-                             (sql.Identifier(state_schema, "pending_keys").as_string(session.conn),))
-
-    def one(rel):
-        where = sql.SQL("")
-        if pending:
-            where = sql.SQL(" WHERE NOT EXISTS (SELECT 1 FROM {} p WHERE p.table_name = {} AND p.pk = "
-                            "jsonb_build_object({}))").format(
-                sql.Identifier(state_schema, "pending_keys"), sql.Literal(table_name),
-                sql.SQL(", ").join(sql.SQL("{}, x.{}").format(sql.Literal(c), sql.Identifier(c)) for c in pk_cols))
-        return session.query(sql.SQL("SELECT count(*) AS n, coalesce(sum(hashtextextended(ROW({})::text, 0)), 0)::text "
-                                     "AS checksum FROM {} x").format(
-            sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(c)) for c in cols),
-            sql.Identifier(*rel)) + where)[0]
-    conn = session.conn
-    conn.autocommit = False
-    try:
-        session.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        ra, rb = one(a), one(b)
-        pending_n = session.scalar(sql.SQL("SELECT count(*) FROM {} WHERE table_name = %s").format(
-            sql.Identifier(state_schema, "pending_keys")), (table_name,)) if pending else 0
-    finally:
-        conn.rollback()
-        conn.autocommit = True
-    return dict(equal=(ra["n"] == rb["n"] and ra["checksum"] == rb["checksum"]), rows_a=int(ra["n"]),
-                rows_b=int(rb["n"]), checksum_a=ra["checksum"], checksum_b=rb["checksum"],
-                pending_keys=int(pending_n or 0), tables=[qualified(*a), qualified(*b)])
-
-
 def sync_spec(schema, name, table_name, partition_key):
     """The few spec fields sync.py reads (the state row's spec is the full one)."""
     class _Spec:
@@ -830,7 +773,7 @@ def switchover(session, templates, table, state_schema="partitioning", lock_time
     check = None
     if final_check == "full" and not problems:
         cols = [c["name"] for c in cap["columns"] if not c["generated"]]
-        check = compare_tables(session, state_schema, table_name, (schema, name), (schema, twin), cols, cap["pk"])
+        check = compare_for_swap(session, state_schema, table_name, (schema, name), (schema, twin), cols, cap["pk"])
         if not check["equal"]:
             problems.append("the last check found %s and %s different (rows %d vs %d, checksums %s vs %s); "
                             "run phase2_migrate.yml to reconcile and verify again"
