@@ -40,13 +40,28 @@ def test_pause_is_honoured_and_reported_then_resume_continues(pg, db, prepared):
     assert totals["batches"] == 2 and totals["stopped_by"].startswith("paused")
 
     # Resumed from another terminal while the run waits: it goes on within the same call.
-    threading.Timer(0.5, lambda: pg.connect(db).cursor().execute(
-        "SELECT partitioning.resume(%s)", (TABLE,))).start()
+    since = scalar(conn, "SELECT updated_at FROM partitioning.tables")
+    resumer = threading.Thread(target=_resume_once_waiting, args=(pg, db, since))
+    resumer.start()
     totals = drv.copy(pg, db, batch_size=200, seconds=30)
+    resumer.join()
     assert totals["done"] and totals["waited_s"] > 0
     assert totals["waits"][0].startswith("paused")
     assert_equal_tables(conn)
     assert scalar(conn, "SELECT waiting_for FROM partitioning.progress") is None
+
+
+def _resume_once_waiting(pg, db, since, timeout=60):
+    """The operator's resume, once the run reports (after ``since``) that it waits for the pause."""
+    c = pg.connect(db)
+    try:
+        end = time.time() + timeout
+        while time.time() < end and not scalar(
+                c, "SELECT throttle_reason LIKE 'paused%%' AND updated_at > %s FROM partitioning.tables", (since,)):
+            time.sleep(0.05)
+        scalar(c, "SELECT partitioning.resume(%s)", (TABLE,))
+    finally:
+        c.close()
 
 
 def test_replica_lag_over_the_limit_waits(pg, db, prepared, monkeypatch):
