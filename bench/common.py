@@ -26,7 +26,7 @@ for _p in (ROOT, COLLECTIONS):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from lab.servers import Server, available_bindirs  # noqa: E402
+from lab.servers import Server, available_bindirs, scratch_dir  # noqa: E402
 
 RESULTS_DIR = os.path.join(ROOT, "bench", "results")
 
@@ -45,8 +45,7 @@ class Servers:
     """Throwaway servers under one temporary directory, started on demand, destroyed at exit."""
 
     def __init__(self, settings=None):
-        self.base = tempfile.mkdtemp(prefix="dbops-bench-")
-        os.chmod(self.base, 0o755)
+        self.base = scratch_dir("bench-")        # owned by the user the servers run as
         self.bindirs = available_bindirs()
         self.settings = settings or {}
         self.started = {}

@@ -14,9 +14,18 @@ import warnings
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 from lab import control  # noqa: E402
+from lab.servers import ServerError  # noqa: E402
 
 
 def main(argv=None):
+    try:
+        return _command(argv)
+    except ServerError as e:        # PostgreSQL's own words, not a traceback
+        print("lab: %s" % e, file=sys.stderr, flush=True)
+        return 1
+
+
+def _command(argv):
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "status", "load", "demo"])

@@ -1,12 +1,16 @@
 """The lab's servers: ``up``, ``down``, ``status``, driven by ``python -m lab``.
 
-State lives in ``LAB_DIR`` (default ``<checkout>/.lab``): one data directory per server
-(``lab1``, ``lab2``, ...), ``lab.json`` (names, ports, binaries) and ``password`` (the
-generated password of the ``postgres`` role, which ``inventories/lab`` reads). Servers
-listen on 127.0.0.1, ports ``LAB_PORT`` (55432) upwards, and require that password over TCP
-(scram-sha-256), as a production server would. The lab administers them through the Unix
-socket in each data directory (mode 0700: only the server's OS user and root reach it).
+State lives in ``LAB_DIR`` (default ``<checkout>/.lab``): ``lab.json`` (names, ports,
+binaries, data directories), ``password`` (the generated password of the ``postgres`` role,
+which ``inventories/lab`` reads) and ``logs/``. The servers' data lives where the user that
+runs them owns it, in ``lab_data_dir``: ``<data root>/lab-<hash of LAB_DIR>/lab1``, ...
+(lab/servers.py ``data_root``), so that a checkout in a private directory works as well as
+any. Servers listen on 127.0.0.1, ports ``LAB_PORT`` (55432) upwards, and require that
+password over TCP (scram-sha-256), as a production server would. The lab administers them
+through the Unix socket in each data directory (mode 0700: only the server's OS user and
+root reach it).
 """
+import hashlib
 import json
 import os
 import secrets
@@ -18,7 +22,7 @@ import psycopg2
 from psycopg2 import sql
 
 from lab import schema
-from lab.servers import Server, embedded_bindir, ensure_os_user
+from lab.servers import Server, ServerError, data_root, embedded_bindir, owned_dir, server_account
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATABASE = "dbops_lab"
@@ -134,14 +138,17 @@ def lab_servers(cfg):
     return [LabServer(s["name"], s["port"], s["bindir"], s["datadir"], password) for s in state.get("servers", [])]
 
 
+def lab_data_dir(cfg, account):
+    """Where this lab's servers keep their data: one directory per ``LAB_DIR`` in the data root."""
+    digest = hashlib.sha1(cfg.lab_dir.encode()).hexdigest()[:10]
+    return os.path.join(data_root(account), "lab-" + digest)
+
+
 def _write_hba(server):
     path = os.path.join(server.datadir, "pg_hba.conf")
     with open(path, "w") as f:
         f.write(HBA)
-    if server.os_user:
-        import pwd
-        u = pwd.getpwnam(server.os_user)
-        os.chown(path, u.pw_uid, u.pw_gid)
+    server._own(path)
 
 
 def _say(msg):
@@ -151,8 +158,8 @@ def _say(msg):
 def up(cfg, quiet=False):
     """Start (or adopt) ``cfg.servers`` servers, each with the demo database. Idempotent."""
     os.makedirs(cfg.lab_dir, exist_ok=True)
-    os.chmod(cfg.lab_dir, 0o755)            # the server user must reach the data directories
-    ensure_os_user()
+    account = server_account()
+    data_dir = owned_dir(lab_data_dir(cfg, account), account)
     password = read_password(cfg)
     if not password:
         password = secrets.token_urlsafe(18)
@@ -163,14 +170,20 @@ def up(cfg, quiet=False):
         name = "lab%d" % i
         rec = known.get(name, {})
         ls = LabServer(name, rec.get("port", cfg.port + i - 1), rec.get("bindir", cfg.bindir),
-                       os.path.join(cfg.lab_dir, name), password)
+                       rec.get("datadir", os.path.join(data_dir, name)), password)
         if ls.server.is_running():
             ls.server.start()               # adopts the running server
             ls.port = ls.server.port
         else:
             ls.server.init()
             _write_hba(ls.server)
-            ls.server.start()
+            try:
+                ls.server.start()
+            except ServerError as e:
+                if "already in use" not in str(e):
+                    raise
+                raise ServerError("%s\nThe lab listens on LAB_PORT (%d) and upwards: another lab may hold the port; "
+                                  "set LAB_PORT to move this one." % (e, cfg.port)) from None
         servers.append(ls)
     # Keep servers beyond LAB_SERVERS that are already recorded (down removes them all).
     records = [s.to_json() for s in servers] + [r for n, r in sorted(known.items())
@@ -224,12 +237,16 @@ def down(cfg):
         ls.server.destroy()
         _say("%s: stopped and removed" % ls.name)
     # Servers started but never recorded (an interrupted up): stop them too.
-    if os.path.isdir(cfg.lab_dir):
-        for name in sorted(os.listdir(cfg.lab_dir)):
-            datadir = os.path.join(cfg.lab_dir, name)
-            if os.path.exists(os.path.join(datadir, "PG_VERSION")):
-                Server(cfg.bindir, datadir, name=name).destroy()
-        shutil.rmtree(cfg.lab_dir, ignore_errors=True)
+    data_dir = lab_data_dir(cfg, server_account())
+    for parent in (data_dir, cfg.lab_dir):      # the lab's data directory; LAB_DIR held it in older labs
+        if os.path.isdir(parent):
+            for name in sorted(os.listdir(parent)):
+                datadir = os.path.join(parent, name)
+                if os.path.exists(os.path.join(datadir, "PG_VERSION")):
+                    Server(cfg.bindir, datadir, name=name).destroy()
+                    _say("%s: stopped and removed (not recorded in %s)" % (name, cfg.state_file))
+                    servers.append(name)
+            shutil.rmtree(parent, ignore_errors=True)
     if not servers:
         _say("lab: nothing to remove")
 

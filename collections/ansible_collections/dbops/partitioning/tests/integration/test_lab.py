@@ -18,6 +18,7 @@ from lab.workload import Workload, compare_tables
 
 from ..helpers.paths import ROOT
 from ..helpers.playbook_runner import ANSIBLE_PLAYBOOK
+from ..helpers.private_checkout import changed_modes, modes, private_bindir, private_checkout
 
 ROWS = 4000
 
@@ -283,14 +284,13 @@ def test_compare_tables_refuses_a_key_not_in_both(conn):
 
 
 # --- python -m lab ----------------------------------------------------------------------------
-def _lab(args, env):
-    return subprocess.run([sys.executable, "-m", "lab"] + args, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+def _lab(args, env, cwd=ROOT, timeout=300):
+    return subprocess.run([sys.executable, "-m", "lab"] + args, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_lab_up_status_down(pg):
     lab_dir = tempfile.mkdtemp(prefix="dbops-lab-test-")
-    os.chmod(lab_dir, 0o755)
     port = free_port()
     env = dict(os.environ, LAB_DIR=os.path.join(lab_dir, ".lab"), LAB_SERVERS="1", LAB_ROWS="300",
                LAB_BINDIR=pg.bindir, LAB_PORT=str(port))
@@ -372,18 +372,24 @@ def test_lab_demo_end_to_end(pg):
     """`python -m lab demo` on one small server: every phase playbook that exists, under load,
     ends with zero application errors and the oracle's verdict.
 
+    Run from a copy of the checkout in a private directory (as a clone in ``mktemp -d`` or in
+    root's home is), with the binaries reached through it too; no directory around it changes mode.
+
     On the wheel's PostgreSQL only, as `make demo` runs it, and on two of the three tables
     (a range and a hash one; LAB_ONLY): each phase has its own tests on both versions, and
     the demo's playbooks cost minutes on a busy 2-core machine."""
     if pg.major != 18:
         pytest.skip("make demo runs the wheel's PostgreSQL 18; the phases are tested on 15 by their own tests")
     tables = ("revenues", "daily_cash_balances")
-    lab_dir = tempfile.mkdtemp(prefix="dbops-demo-test-")
-    os.chmod(lab_dir, 0o755)
-    env = dict(os.environ, LAB_DIR=os.path.join(lab_dir, ".lab"), LAB_SERVERS="1", LAB_ROWS="2000",
-               LAB_BINDIR=pg.bindir, LAB_PORT=str(free_port()), LAB_ONLY=",".join(tables), ANSIBLE_NOCOLOR="1")
+    parent = tempfile.mkdtemp()
+    checkout = private_checkout(parent)
+    env = dict(os.environ, LAB_SERVERS="1", LAB_ROWS="2000", LAB_BINDIR=private_bindir(parent, pg.bindir),
+               LAB_PORT=str(free_port()), LAB_ONLY=",".join(tables), ANSIBLE_NOCOLOR="1", PYTHONPATH=checkout,
+               PYTHONDONTWRITEBYTECODE="1")
+    env.pop("LAB_DIR", None)                # the default: <checkout>/.lab
+    before = modes([parent, ROOT])
     try:
-        demo = _lab(["demo"], env)
+        demo = _lab(["demo"], env, cwd=checkout, timeout=1800)
         out = demo.stdout + demo.stderr
         assert demo.returncode == 0, out[-8000:]
         assert "total" in out and out.rstrip().endswith("ok"), out[-3000:]
@@ -397,5 +403,7 @@ def test_lab_demo_end_to_end(pg):
             for table in tables:
                 assert "oracle: equal: %s = %s_old" % (table, table) in out, out[-3000:]
     finally:
-        _lab(["down"], env)
-        shutil.rmtree(lab_dir, ignore_errors=True)
+        _lab(["down"], env, cwd=checkout)
+        after = modes([parent, ROOT])
+        shutil.rmtree(parent, ignore_errors=True)
+    assert changed_modes(before, after, except_under=[os.path.join(checkout, ".lab")]) == []

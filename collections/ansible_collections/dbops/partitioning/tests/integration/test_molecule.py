@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 
 import pytest
@@ -19,7 +20,7 @@ def test_molecule_scenario_migrates_and_is_idempotent():
     molecule = os.path.join(bindir, "molecule")
     if not os.path.exists(molecule):
         pytest.skip("molecule is not installed in this Python environment")
-    lab_dir = "/tmp/dbops-molecule-" + uuid.uuid4().hex[:8]      # reachable by the server's OS user
+    lab_dir = os.path.join(tempfile.gettempdir(), "dbops-molecule-" + uuid.uuid4().hex[:8])
     env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""), MOLECULE_LAB_DIR=lab_dir,
                LAB_PORT=str(free_port()), LAB_ROWS="3000", ANSIBLE_FORCE_COLOR="0", NO_COLOR="1")
     try:
