@@ -131,8 +131,8 @@ def server_account():
 
 
 def run_as(account, args, **kwargs):
-    """``subprocess.run`` as ``account`` (its uid, its gid, no supplementary groups), from ``/``;
-    as ourselves when ``account`` is None."""
+    """``subprocess.run`` as ``account`` (its uid, its gid, no supplementary groups, HP23), from
+    ``/``; as ourselves when ``account`` is None."""
     if account:
         kwargs.update(user=account.uid, group=account.gid, extra_groups=[], cwd=kwargs.get("cwd", "/"))
     return subprocess.run(args, **kwargs)
