@@ -7,14 +7,21 @@ STAMP := $(VENV)/.installed
 LAB   ?= .lab
 # How many pytest workers: one per core (CI has 2).
 JOBS  ?= auto
+COLLECTION := collections/ansible_collections/dbops/partitioning
+# ansible-test sanity runs from its own venv, with ansible-core as in $(VENV); its per-test venvs
+# and caches live under SANITY_HOME, inside the checkout (nothing outside it changes).
+SANITY_VENV ?= .venv-sanity
+SANITY_HOME ?= $(CURDIR)/.sanity-home
+PYVER := $(shell python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
-.PHONY: help venv demo test test-unit test-integration bench lint sql-texts lab-up lab-down lab-status clean
+.PHONY: help venv demo test test-unit test-integration bench lint sanity collection sql-texts lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo       lab servers + demo data + the migration under a live write load"
 	@echo "make test       the whole test suite (real PostgreSQL 18 from the wheel, 15 when installed)"
 	@echo "make bench      benchmarks: tables and plots in bench/results/ (BENCH=reports runs one of them)"
-	@echo "make lint       ansible-lint (production profile) over the project, ansible-doc of every module"
+	@echo "make lint       ansible-test sanity, ansible-lint (production profile), ansible-doc of every module"
+	@echo "make collection build the collection tarball into dist/ (ansible-galaxy collection build)"
 	@echo "make lab-up     start the lab servers (LAB_SERVERS=2 LAB_ROWS=1000000 LAB_BINDIR=...)"
 	@echo "make lab-down   stop and remove the lab servers"
 	@echo "make sql-texts  compile templates/sql into the collection's sql_texts.py (after editing a template)"
@@ -56,11 +63,32 @@ bench: $(STAMP)
 sql-texts:
 	python3 tools/sql_texts.py
 
-lint: $(STAMP)
+lint: $(STAMP) sanity
 	$(PY) tools/sql_texts.py --check
 	$(VENV)/bin/ansible-lint --profile production
-	for m in $$(ls collections/ansible_collections/dbops/partitioning/plugins/modules/*.py | xargs -n1 basename | sed 's/\.py$$//'); do \
+	for m in $$(ls $(COLLECTION)/plugins/modules/*.py | xargs -n1 basename | sed 's/\.py$$//'); do \
 	  $(VENV)/bin/ansible-doc dbops.partitioning.$$m >/dev/null || exit 1; done
 
+# ansible-test sanity, run without docker and without ansible-test's own download host: --local
+# with the requirements of each test installed from the package index into venvs it makes under
+# SANITY_HOME. It bootstraps pip in those venvs with a get-pip.py it downloads from its CI host;
+# tools/get_pip.py, put in its cache, does the same from Python's ensurepip. Ignores, each with
+# its reason: $(COLLECTION)/tests/sanity/ignore-<ansible-core major.minor>.txt.
+$(SANITY_VENV)/.installed: $(STAMP)
+	python3 -m venv $(SANITY_VENV)
+	$(SANITY_VENV)/bin/pip install --quiet "ansible-core==$$($(PY) -c 'from ansible.release import __version__; print(__version__)')"
+	touch $@
+
+sanity: $(SANITY_VENV)/.installed
+	mkdir -p $(SANITY_HOME)/.ansible/test/cache
+	pip=$$(grep -o "pip='[0-9.]*'" $(SANITY_VENV)/lib/python*/site-packages/ansible_test/_internal/python_requirements.py | tr -dc '0-9.' | tr . _); \
+	  cp tools/get_pip.py $(SANITY_HOME)/.ansible/test/cache/get_pip_$$pip.py
+	cd $(COLLECTION) && HOME=$(SANITY_HOME) $(CURDIR)/$(SANITY_VENV)/bin/ansible-test sanity --local --python $(PYVER) --requirements
+
+# The collection as an artifact: dist/dbops-partitioning-<version>.tar.gz, installable offline with
+# ansible-galaxy collection install (tests/integration/test_collection_artifact.py runs it).
+collection: $(STAMP)
+	$(VENV)/bin/ansible-galaxy collection build --force --output-path $(CURDIR)/dist $(COLLECTION)
+
 clean: lab-down
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(SANITY_VENV) $(SANITY_HOME) dist $(COLLECTION)/tests/output

@@ -7,7 +7,7 @@ import yaml
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import PLAY_VARIABLES
 
-from ..helpers.paths import ROOT
+from ..helpers.paths import COLLECTION, ROOT
 
 CONFIG = os.path.join(ROOT, "awx", "controller_config.yml")
 
@@ -26,12 +26,9 @@ def test_every_template_runs_an_existing_playbook_from_the_project(config):
 
 
 def test_survey_variables_are_ones_the_playbooks_read(config):
-    playbooks = "".join(open(os.path.join(ROOT, "playbooks", name)).read()
-                        for name in os.listdir(os.path.join(ROOT, "playbooks")) if name.endswith(".yml"))
-    tasks_dir = os.path.join(ROOT, "playbooks", "tasks")
-    if os.path.isdir(tasks_dir):
-        playbooks += "".join(open(os.path.join(tasks_dir, n)).read() for n in os.listdir(tasks_dir))
-    playbooks += open(os.path.join(ROOT, "playbooks", "vars", "defaults.yml")).read()
+    playbooks = ""
+    for base, _dirs, files in os.walk(os.path.join(COLLECTION, "playbooks")):
+        playbooks += "".join(open(os.path.join(base, name)).read() for name in files if name.endswith(".yml"))
     for template in config["controller_templates"]:
         for question in (template.get("survey_spec") or {}).get("spec", []):
             # the table knobs are read by the filter validated_specs, not named in a playbook
