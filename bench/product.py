@@ -145,7 +145,8 @@ def render_sync_function(conn):
 def attach_sync_triggers(conn):
     plan = dict(create_row=True, create_truncate=True, replace_row=False, replace_truncate=False,
                 enable_row=True, enable_truncate=True)
-    text = templates().render("sync/triggers", conn, src=("public", schema.TABLE), fn=fn_name(), **plan)
+    text = templates().render("sync/triggers", conn, src=("public", schema.TABLE), fn=fn_name(),
+                              row_trigger="partitioning_sync", truncate_trigger="partitioning_sync_truncate", **plan)
     conn.cursor().execute(text)
 
 

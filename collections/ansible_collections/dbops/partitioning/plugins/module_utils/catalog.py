@@ -258,7 +258,7 @@ class TableInfo(Relation):
     indexes: List[Index] = field(default_factory=list)
     foreign_keys: List[ForeignKey] = field(default_factory=list)  # outbound
     referenced_by: List[ForeignKey] = field(default_factory=list)  # inbound
-    triggers: List[Trigger] = field(default_factory=list)         # user triggers, ours excluded
+    triggers: List[Trigger] = field(default_factory=list)         # user triggers, ours too: see sync.application_triggers
     policies: List[Policy] = field(default_factory=list)
     owned_sequences: List[OwnedSequence] = field(default_factory=list)
     views: List[DependentView] = field(default_factory=list)      # dependent views, outermost last
@@ -292,8 +292,6 @@ class TableInfo(Relation):
 # The reader.  One query per aspect, every definition from PostgreSQL's own deparsers.
 # ---------------------------------------------------------------------------------------
 
-# Our own triggers are not part of the application's table.
-OWN_TRIGGER_PREFIX = "partitioning_sync"
 
 _POLICY_COMMANDS = {"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE", "*": "ALL"}
 _STATISTICS_KINDS = (("d", "ndistinct"), ("f", "dependencies"), ("m", "mcv"))
@@ -396,7 +394,7 @@ def _read_dependents(session, info, arg):
     oids = [info.oid] + [r["oid"] for r in rows]
     grants = _grants_by_relation(session, [r["oid"] for r in rows]) if rows else {}
     triggers, functions = {}, {}
-    for r in session.query(q.TRIGGERS_SQL, dict(oids=oids, own=OWN_TRIGGER_PREFIX)):
+    for r in session.query(q.TRIGGERS_SQL, dict(oids=oids)):
         triggers.setdefault(r["relation"], []).append(Trigger(
             name=r["name"], definition=r["definition"], enabled=r["enabled"],
             function=(r["function_schema"], r["function_name"]), comment=r["comment"]))

@@ -166,7 +166,8 @@ SELECT con.conname AS name, pg_catalog.pg_get_constraintdef(con.oid) AS definiti
 """
 
 # The triggers of a table and of its views (INSTEAD OF): not internal (foreign keys), not
-# clones of a parent's trigger on a partition.
+# clones of a parent's trigger on a partition. Ours included: sync.application_triggers leaves
+# them out.
 TRIGGERS_SQL = """
 SELECT t.tgrelid AS relation, t.tgname AS name, pg_catalog.pg_get_triggerdef(t.oid) AS definition,
        t.tgenabled AS enabled, pn.nspname AS function_schema, p.proname AS function_name,
@@ -175,7 +176,6 @@ SELECT t.tgrelid AS relation, t.tgname AS name, pg_catalog.pg_get_triggerdef(t.o
   JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
   JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
  WHERE t.tgrelid = ANY (%(oids)s) AND NOT t.tgisinternal AND t.tgparentid = 0
-   AND left(t.tgname, length(%(own)s)) <> %(own)s
  ORDER BY t.tgrelid, t.tgname
 """
 

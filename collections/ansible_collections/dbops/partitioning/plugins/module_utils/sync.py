@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import collections
 import re
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
@@ -27,8 +28,10 @@ try:
 except ImportError:  # pragma: no cover
     sql = None
 
+# The names of the sync triggers: every module that must recognise or drop them asks here.
 ROW_TRIGGER = "partitioning_sync"
 TRUNCATE_TRIGGER = "partitioning_sync_truncate"
+TRIGGER_NAMES = (ROW_TRIGGER, TRUNCATE_TRIGGER)
 DIRECTIONS = {"forward": "__fwd", "reverse": "__rev"}
 _BODY = re.compile(r"\$dbops_sync\$(.*)\$dbops_sync\$", re.S)
 
@@ -42,8 +45,27 @@ SELECT t.tgname AS name, t.tgenabled AS enabled, n.nspname AS fn_schema, p.prona
 FROM pg_trigger t
 JOIN pg_proc p ON p.oid = t.tgfoid
 JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE t.tgrelid = %s::regclass AND NOT t.tgisinternal AND t.tgname IN (%s, %s)
+WHERE t.tgrelid = %s::regclass AND NOT t.tgisinternal AND t.tgname = ANY (%s)
+ORDER BY t.tgname
 """
+
+
+def is_sync_trigger(name):
+    """True for the name of one of our sync triggers (whatever their direction)."""
+    return name in TRIGGER_NAMES
+
+
+def application_triggers(triggers):
+    """``triggers`` (catalog.Trigger or dicts with ``name``) without our sync triggers."""
+    return [t for t in triggers if not is_sync_trigger(t["name"] if isinstance(t, dict) else t.name)]
+
+
+# The few spec fields this module reads, for callers that hold a state row rather than a TableSpec.
+SyncSpec = collections.namedtuple("SyncSpec", "schema name table_name partition_key tuning")
+
+
+def sync_spec(schema, name, table_name, partition_key):
+    return SyncSpec(schema, name, table_name, partition_key, {})
 
 
 def function_name(state_schema, spec, direction="forward"):
@@ -114,19 +136,30 @@ def _function_up_to_date(session, fn, text):
     return bool(m) and rows[0]["prosrc"] == m.group(1)
 
 
+def sync_triggers(session, rel):
+    """Our sync triggers on ``rel`` ((schema, name); none when it does not exist), as dicts:
+    name, enabled, fn_schema, fn_name (the function the trigger calls)."""
+    if not _regclass(session, rel):
+        return []
+    return [dict(r) for r in session.query(TRIGGERS_SQL, (sql.Identifier(*rel).as_string(session.conn),
+                                                           list(TRIGGER_NAMES)))]
+
+
 def _trigger_plan(session, src, fn):
     """Which of the two triggers must be created, replaced (calls another function) or enabled."""
     plan = dict(create_row=True, create_truncate=True, replace_row=False, replace_truncate=False,
                 enable_row=True, enable_truncate=True)
-    if not _regclass(session, src):
-        return plan
-    for t in session.query(TRIGGERS_SQL, (sql.Identifier(*src).as_string(session.conn), ROW_TRIGGER,
-                                          TRUNCATE_TRIGGER)):
+    for t in sync_triggers(session, src):
         which = "row" if t["name"] == ROW_TRIGGER else "truncate"
         plan["create_" + which] = False
         plan["replace_" + which] = (t["fn_schema"], t["fn_name"]) != tuple(fn)
         plan["enable_" + which] = plan["replace_" + which] or t["enabled"] != "A"
     return plan
+
+
+def _triggers_sql(templates, conn, src, fn, plan):
+    return templates.render("sync/triggers", conn, src=tuple(src), fn=fn, row_trigger=ROW_TRIGGER,
+                            truncate_trigger=TRUNCATE_TRIGGER, **plan)
 
 
 def install_sync(session, templates, state_schema, spec, src, dst, info=None, direction="forward",
@@ -156,7 +189,7 @@ def install_sync(session, templates, state_schema, spec, src, dst, info=None, di
         if not function_ok:
             s.execute(function_sql)
         if triggers_needed:
-            s.execute(templates.render("sync/triggers", s.conn, src=tuple(src), fn=fn, **plan))
+            s.execute(_triggers_sql(templates, s.conn, src, fn, plan))
         if then is not None:
             return then(s, created)
         return None
@@ -171,35 +204,44 @@ def install_sync(session, templates, state_schema, spec, src, dst, info=None, di
     return created
 
 
-def drop_sync(session, state_schema, spec, src, direction="forward", lock_timeout_ms=None, retries=None):
-    """Drop the triggers on ``src`` and the function of ``direction``; returns what was dropped.
+def install_statements(session, templates, state_schema, spec, src_now, dst_now, src_end, dst_end,
+                       direction="reverse"):
+    """The sync function and both triggers for ``src_end`` -> ``dst_end`` as statements, to run
+    inside another transaction (the swap's); rendered beforehand from the relations that will carry
+    those names after it (``src_now``, ``dst_now``)."""
+    ctx = sync_context(session, state_schema, spec, src_now, dst_now, None, direction)
+    ctx["dst"] = tuple(dst_end)
+    plan = dict(create_row=True, create_truncate=True, replace_row=False, replace_truncate=False,
+                enable_row=True, enable_truncate=True)
+    return [sql.SQL(templates.render("sync/trigger_function", session.conn, **ctx)),
+            sql.SQL(_triggers_sql(templates, session.conn, src_end, ctx["fn"], plan))]
 
-    DROP TRIGGER takes ACCESS EXCLUSIVE on the table: short lock timeout and retries (HP8).
-    """
-    fn = function_name(state_schema, spec, direction)
-    dropped = []
-    stmts = []
-    if _regclass(session, src):
-        rows = session.query(TRIGGERS_SQL, (sql.Identifier(*src).as_string(session.conn), ROW_TRIGGER,
-                                            TRUNCATE_TRIGGER))
-        for t in rows:
-            if (t["fn_schema"], t["fn_name"]) == tuple(fn):
-                stmts.append(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
-                    sql.Identifier(t["name"]), sql.Identifier(*src)))
-                dropped.append("trigger %s on %s" % (t["name"], qualified(*src)))
-    if session.query(FUNCTION_SQL, fn):
-        # CASCADE would silently drop triggers we did not name; a function still used by a
-        # trigger elsewhere makes the DROP fail, which is the honest outcome.
+
+def drop_statements(triggers, rel):
+    """DROP the sync ``triggers`` (as ``sync_triggers`` returns them) on ``rel``, then the functions
+    they call. No CASCADE: a function still used by a trigger elsewhere makes the DROP fail, which
+    is the honest outcome. DROP TRIGGER takes ACCESS EXCLUSIVE on ``rel``: the caller runs these
+    under a short lock timeout with retries (HP8)."""
+    stmts = [sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(t["name"]), sql.Identifier(*rel))
+             for t in triggers]
+    for fn in sorted(set((t["fn_schema"], t["fn_name"]) for t in triggers)):
         stmts.append(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(*fn)))
-        dropped.append("function %s" % qualified(*fn))
+    return stmts
+
+
+def drop_sync(session, state_schema, spec, src, direction="forward", lock_timeout_ms=None, retries=None):
+    """Drop the triggers on ``src`` that call the function of ``direction``, and that function;
+    returns what was dropped."""
+    fn = function_name(state_schema, spec, direction)
+    mine = [t for t in sync_triggers(session, src) if (t["fn_schema"], t["fn_name"]) == tuple(fn)]
+    stmts = drop_statements(mine, src)
+    if not mine and session.query(FUNCTION_SQL, fn):
+        stmts.append(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(*fn)))
     if not stmts:
         return []
-
-    def work(s):
-        for stmt in stmts:
-            s.execute(stmt)
-
-    run_with_lock_retry(session, work, _tuning(spec, "lock_timeout_ms", 50) if lock_timeout_ms is None
-                        else lock_timeout_ms, _tuning(spec, "swap_retries", 30) if retries is None else retries,
+    dropped = ["trigger %s on %s" % (t["name"], qualified(*src)) for t in mine] + ["function %s" % qualified(*fn)]
+    run_with_lock_retry(session, lambda s: [s.execute(x) for x in stmts],
+                        _tuning(spec, "lock_timeout_ms", 50) if lock_timeout_ms is None else lock_timeout_ms,
+                        _tuning(spec, "swap_retries", 30) if retries is None else retries,
                         relations=[tuple(src)], what="dropping the sync triggers on %s" % qualified(*src))
     return dropped

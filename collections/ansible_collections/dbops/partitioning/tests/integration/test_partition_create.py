@@ -134,7 +134,7 @@ def test_check_mode_creates_nothing_and_shows_the_sql(params, lab):
     assert out["changed"]
     assert relations(lab) == before
     text = "\n".join(out["queries"])
-    assert "CREATE SCHEMA" in text and "revenues_partitioned" in text and "CREATE TRIGGER partitioning_sync" in text
+    assert "CREATE SCHEMA" in text and "revenues_partitioned" in text and "CREATE TRIGGER \"partitioning_sync\"" in text
     assert q(lab, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.revenues'::regclass "
                   "AND tgname LIKE 'partitioning%%'") == [(0,)]
 
@@ -331,7 +331,7 @@ def test_module_creates_then_reports_no_change(params, lab):
     args = dict(REVENUES, now="2026-11-25T12:00:00+00:00")
     checked = _run_module(params, args, check=True)
     assert checked["changed"] and not checked.get("failed"), checked
-    assert any("CREATE TRIGGER partitioning_sync" in x for x in checked["queries"])
+    assert any("CREATE TRIGGER \"partitioning_sync\"" in x for x in checked["queries"])
     assert q(lab, "SELECT to_regclass('public.revenues_partitioned')") == [(None,)]
     first = _run_module(params, args)
     assert first["changed"] and not first.get("failed"), first

@@ -45,7 +45,7 @@ def test_check_then_run_then_idempotent_then_only(pg, db, lab):
     checked = run_playbook("phase1_prepare", pg, db, LAB_TABLES, extra_vars=NOW, check=True)
     assert not checked.failed, checked
     assert untouched(lab), "check mode changed the database"
-    assert "CREATE TRIGGER partitioning_sync" in checked.output and "would be created" in checked.output
+    assert "CREATE TRIGGER \"partitioning_sync\"" in checked.output and "would be created" in checked.output
 
     only = run_playbook("phase1_prepare", pg, db, LAB_TABLES, extra_vars=dict(NOW, partitioning_only="expenses"))
     assert not only.failed, only

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
+from ansible_collections.dbops.partitioning.plugins.module_utils import sync
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.compare import compare_for_swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, connect_kwargs
@@ -114,16 +115,8 @@ def cleanup(session, table, params=None, state_schema="partitioning", min_soak_s
                 done.append("would write a pg_dump of %s to %s" % (qualified(schema, old), dump_dir))
             else:
                 done.append("pg_dump written to %s" % dump_table(session, params or {}, schema, old, dump_dir, pg_dump))
-    stmts = []
-    fns = set()
-    active = swap.relation(session, schema, name)
-    if active is not None:
-        for t in session.query(swap.SYNC_TRIGGERS_SQL, (active["oid"], list(swap.SYNC_TRIGGERS))):
-            stmts.append(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(t["name"]),
-                                                                           sql.Identifier(schema, name)))
-            fns.add((t["fn_schema"], t["fn_name"]))
-    for fn in sorted(fns):
-        stmts.append(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(*fn)))
+    reverse = sync.sync_triggers(session, (schema, name))
+    stmts = sync.drop_statements(reverse, (schema, name))
     if old_rel is not None:
         stmts.append(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, old)))
 
@@ -134,7 +127,7 @@ def cleanup(session, table, params=None, state_schema="partitioning", min_soak_s
                         verification=dict(status="ok", after_switch=check) if check else row.get("verification"))
     run_with_lock_retry(session, work, lock_timeout_ms, swap_retries, relations=[(schema, name), (schema, old)],
                         what="dropping the reverse sync and %s" % qualified(schema, old))
-    done.append("reverse sync dropped" if fns else "no reverse sync left")
+    done.append("reverse sync dropped" if reverse else "no reverse sync left")
     if old_rel is not None:
         done.append("%s dropped" % qualified(schema, old))
     st.record_run(session, state_schema, table_name, "cleanup", details=dict(done=done))

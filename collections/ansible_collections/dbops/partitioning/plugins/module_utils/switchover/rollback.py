@@ -20,6 +20,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
+from ansible_collections.dbops.partitioning.plugins.module_utils import sync
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.compare import compare_for_swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
@@ -32,24 +33,6 @@ except ImportError:  # pragma: no cover
     sql = None
 
 BEFORE_SWITCH = ("prepared", "copying", "copied", "verified")
-
-
-def _sync_triggers(session, schema, name):
-    rel = swap.relation(session, schema, name)
-    if rel is None:
-        return []
-    return [dict(r) for r in session.query(swap.SYNC_TRIGGERS_SQL, (rel["oid"], list(swap.SYNC_TRIGGERS)))]
-
-
-def _drop_sync_stmts(session, schema, name):
-    stmts, fns = [], set()
-    for t in _sync_triggers(session, schema, name):
-        stmts.append(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(t["name"]),
-                                                                       sql.Identifier(schema, name)))
-        fns.add((t["fn_schema"], t["fn_name"]))
-    for fn in sorted(fns):
-        stmts.append(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(*fn)))
-    return stmts
 
 
 def _fk_statements(fk):
@@ -94,7 +77,7 @@ def _finish_state(session, state_schema, table_name, forget):
 def rollback_before_switch(session, row, schema, name, state_schema, table_name, lock_timeout_ms, retries, forget):
     done = []
     twin = row["twin_relname"]
-    drops = _drop_sync_stmts(session, schema, name)
+    drops = sync.drop_statements(sync.sync_triggers(session, (schema, name)), (schema, name))
     if drops:
         # DROP TRIGGER takes ACCESS EXCLUSIVE on the application's table: short timeout, retries
         run_with_lock_retry(session, lambda s: [s.execute(x) for x in drops], lock_timeout_ms, retries,
@@ -179,7 +162,7 @@ def rollback(session, templates, table, state_schema="partitioning", lock_timeou
         # resume: a rollback interrupted after the swap still has a twin to drop
         done = []
         if not keep_twin and swap.relation(session, schema, twin) is not None and \
-                not _sync_triggers(session, schema, name):
+                not sync.sync_triggers(session, (schema, name)):
             session.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, twin)))
             done.append("%s dropped" % qualified(schema, twin))
         if forget:

@@ -43,6 +43,7 @@ import re
 import time
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.compare import compare_for_swap
+from ansible_collections.dbops.partitioning.plugins.module_utils import sync
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.health import replica_lag_s
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import derived_name, qualified
@@ -57,7 +58,6 @@ except ImportError:  # pragma: no cover
     psycopg2 = None
     sql = None
 
-SYNC_TRIGGERS = ("partitioning_sync", "partitioning_sync_truncate")
 LOCK_NOT_AVAILABLE = "55P03"
 DEADLOCK = "40P01"
 PREBUILT_SUFFIX = "_swap"
@@ -108,12 +108,6 @@ SELECT t.tgname AS name, pg_get_triggerdef(t.oid) AS definition, t.tgenabled AS 
 FROM pg_trigger t
 WHERE t.tgrelid = %s AND NOT t.tgisinternal {parent} AND t.tgname <> ALL (%s)
 ORDER BY t.tgname
-"""
-
-SYNC_TRIGGERS_SQL = """
-SELECT t.tgname AS name, n.nspname AS fn_schema, p.proname AS fn_name
-FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE t.tgrelid = %s AND t.tgname = ANY (%s)
 """
 
 # Views and materialized views depending on the table, directly or through other views.
@@ -248,9 +242,9 @@ def capture(session, schema, active, standby):
             standby_pk=[r["name"] for r in session.query(PK_SQL, (s["oid"],))],
             indexes=[dict(r) for r in session.query(INDEXES_SQL, (a["oid"],))],
             standby_indexes=[dict(r) for r in session.query(INDEXES_SQL, (s["oid"],))],
-            triggers=[dict(r) for r in session.query(trig_sql, (a["oid"], list(SYNC_TRIGGERS)))],
-            standby_triggers=[dict(r) for r in session.query(trig_sql, (s["oid"], list(SYNC_TRIGGERS)))],
-            sync_triggers=[dict(r) for r in session.query(SYNC_TRIGGERS_SQL, (a["oid"], list(SYNC_TRIGGERS)))],
+            triggers=[dict(r) for r in session.query(trig_sql, (a["oid"], list(sync.TRIGGER_NAMES)))],
+            standby_triggers=[dict(r) for r in session.query(trig_sql, (s["oid"], list(sync.TRIGGER_NAMES)))],
+            sync_triggers=sync.sync_triggers(session, (schema, active)),
             views=views,
             bound_functions=[r["name"] for r in session.query(
                 BOUND_FUNCTIONS_SQL, ([a["oid"]] + [v["oid"] for v in views],))],
@@ -445,12 +439,8 @@ def swap_statements(session, cap, active_new, active_index_suffix, standby_index
         add(stmt)
 
     # 3. the sync triggers on the active, and their functions
-    fns = set()
-    for t in cap["sync_triggers"]:
-        add(sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(t["name"]), sql.Identifier(*A_now)))
-        fns.add((t["fn_schema"], t["fn_name"]))
-    for fn in sorted(fns):
-        add(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(*fn)))
+    for stmt in sync.drop_statements(cap["sync_triggers"], A_now):
+        add(stmt)
 
     # 4. dependent views (outermost first)
     for v in sorted(cap["views"], key=lambda v: (-v["depth"], v["name"])):
@@ -699,25 +689,6 @@ def swap_tables(session, cap, active_new, active_index_suffix, standby_index_suf
 # Checks shared by switchover, rollback and cleanup
 # --------------------------------------------------------------------------------------------
 
-def sync_spec(schema, name, table_name, partition_key):
-    """The few spec fields sync.py reads (the state row's spec is the full one)."""
-    class _Spec:
-        pass
-    s = _Spec()
-    s.schema, s.name, s.table_name, s.partition_key, s.tuning = schema, name, table_name, partition_key, {}
-    return s
-
-
-def reverse_sync_statements(session, templates, state_schema, spec, src_now, dst_now, src_end, dst_end):
-    """The sync function and triggers for ``src_end`` -> ``dst_end``, rendered before the swap from the
-    relations that will carry those names after it (``src_now``, ``dst_now``)."""
-    from ansible_collections.dbops.partitioning.plugins.module_utils import sync as sync_mod
-    ctx = sync_mod.sync_context(session, state_schema, spec, src_now, dst_now, None, "reverse")
-    ctx["dst"] = tuple(dst_end)
-    return [sql.SQL(templates.render("sync/trigger_function", session.conn, **ctx)),
-            sql.SQL(templates.render("sync/triggers", session.conn, src=tuple(src_end), fn=ctx["fn"],
-                                     create_row=True, create_truncate=True, replace_row=False,
-                                     replace_truncate=False, enable_row=True, enable_truncate=True))]
 
 
 def drop_prebuilt(session, cap, prebuilt):
@@ -807,7 +778,7 @@ def switchover(session, templates, table, state_schema="partitioning", lock_time
                     msg="%s is ready to switch over, waiting for approval: SELECT %s.approve_switchover(%s); "
                         "then run again." % (table_name, state_schema, "'%s'" % table_name))
 
-    spec = sync_spec(schema, name, table_name, row["partition_key"])
+    spec = sync.sync_spec(schema, name, table_name, row["partition_key"])
     captured = dict(row.get("captured") or {})
     captured["switchover"] = dict((k, cap[k]) for k in ("triggers", "views", "publications", "sequences",
                                                            "rls", "rls_forced", "owner", "comment"))
@@ -815,7 +786,7 @@ def switchover(session, templates, table, state_schema="partitioning", lock_time
 
     # the reverse sync, rendered now from the catalog as it will be after the renames: the new
     # table is today's twin (same columns), <table>_old is today's original (its primary key)
-    finish = reverse_sync_statements(session, templates, state_schema, spec, (schema, twin), (schema, name),
+    finish = sync.install_statements(session, templates, state_schema, spec, (schema, twin), (schema, name),
                                      (schema, name), (schema, old))
     finish.append(sql.SQL("UPDATE {} SET phase = 'switched', captured = {}::jsonb, switched_at = now(), "
                           "swap_lock_ms = extract(epoch FROM clock_timestamp() - "
