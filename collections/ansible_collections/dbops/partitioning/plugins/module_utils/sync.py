@@ -217,6 +217,18 @@ def install_statements(session, templates, state_schema, spec, src_now, dst_now,
             sql.SQL(_triggers_sql(templates, session.conn, src_end, ctx["fn"], plan))]
 
 
+def lock_in_writers_order(src, dst=None):
+    """``LOCK TABLE src, dst IN ACCESS EXCLUSIVE MODE``: the order the application's writers take
+    them (their statement locks ``src``, a partitioned ``src``'s partition, then the sync trigger
+    locks ``dst``). LOCK TABLE on a partitioned table locks it and then its partitions. DDL that
+    touches both must take this first: DROP TRIGGER on a partitioned table drops the partitions'
+    clones before the parent's, i.e. locks a partition before its parent, and waits on a writer
+    that holds the parent and waits on it in turn, until lock_timeout (docs/design.md, "Lock order")."""
+    rels = [tuple(src)] + ([tuple(dst)] if dst else [])
+    return sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+        sql.SQL(", ").join(sql.Identifier(*r) for r in rels))
+
+
 def drop_statements(triggers, rel):
     """DROP the sync ``triggers`` (as ``sync_triggers`` returns them) on ``rel``, then the functions
     they call. No CASCADE: a function still used by a trigger elsewhere makes the DROP fail, which
@@ -234,7 +246,7 @@ def drop_sync(session, state_schema, spec, src, direction="forward", lock_timeou
     returns what was dropped."""
     fn = function_name(state_schema, spec, direction)
     mine = [t for t in sync_triggers(session, src) if (t["fn_schema"], t["fn_name"]) == tuple(fn)]
-    stmts = drop_statements(mine, src)
+    stmts = ([lock_in_writers_order(src)] if mine else []) + drop_statements(mine, src)
     if not mine and session.query(FUNCTION_SQL, fn):
         stmts.append(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(*fn)))
     if not stmts:

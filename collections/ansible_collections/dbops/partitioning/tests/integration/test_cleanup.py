@@ -5,12 +5,14 @@ switch finds the new table and _old different; check mode changes nothing; with 
 pg_dump of _old is written first (and restores); a second run reports no change.
 """
 import os
+import threading
+import time
 import subprocess
 import tempfile
 
 import pytest
 
-from ..helpers.phase3_setup import make_verified, phase, rows_of
+from ..helpers.phase3_setup import Writers, make_verified, phase, rows_of
 from ..helpers.switchover import TABLES, one, switch
 from ..helpers.playbook_runner import run_playbook
 
@@ -84,4 +86,63 @@ def test_cleanup_playbook_with_dump_check_mode_idempotent(pg, db):
     # rollback is impossible now, and says so
     run = run_playbook("rollback", pg, db, TABLES)
     assert run.failed and "cleaned up" in run.output, run
+    conn.close()
+
+
+@pytest.mark.parametrize("identity", [True, False], ids=["identity", "serial"])
+def test_cleanup_under_a_steady_write_load(pg, db, identity):
+    """Three writers with short transactions keep writing through the reverse sync: they lock
+    <table> (and a partition) and then <table>_old. Cleanup locks in the same order, so it waits
+    for them instead of deadlocking with them until lock_timeout (issue: 31 attempts failed)."""
+    make_verified(pg, db, rows=600, identity=identity, extras=False)
+    switch(pg, db)
+    conn = pg.connect(db)
+    initial = rows_of(conn, "public.revenues")
+    writers = Writers(pg, db, n=3, seed=5).start()
+    writers.wait_ops(20)
+    result = clean(pg, db, lock_timeout_ms=50, swap_retries=30)
+    writers.wait_ops(20)
+    writers.stop()
+    assert writers.errors == []
+    assert result["changed"] and phase(conn) == "cleaned"
+    assert one(conn, "SELECT to_regclass('public.revenues_old')") == [(None,)]
+    assert rows_of(conn, "public.revenues") == writers.expected(initial)
+    conn.close()
+
+
+def test_cleanup_takes_its_locks_in_the_writers_order(pg, db):
+    """Deterministic: a writer's transaction holds <table> and one partition and then writes to
+    another partition (and, through the reverse sync, to <table>_old). Cleanup started in between
+    waits for the parent first, holding nothing the writer needs: the writer finishes, then cleanup
+    runs. Locking a partition or <table>_old before the parent would make the two wait on each
+    other until lock_timeout."""
+    make_verified(pg, db, rows=300, extras=False)
+    switch(pg, db)
+    conn = pg.connect(db)
+    w = pg.connect(db)
+    w.autocommit = False
+    one(w, "SET statement_timeout = '20s'")
+    one(w, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES ('2025-02-02 00:00+00', 'eu', 1)")
+    out = {}
+
+    def run_cleanup():
+        try:
+            out["result"] = clean(pg, db, lock_timeout_ms=20000, swap_retries=0)
+        except Exception as e:  # noqa: BLE001 - reported below
+            out["error"] = e
+    t = threading.Thread(target=run_cleanup)
+    t.start()
+    for _ in range(400):     # until cleanup waits for a lock
+        if one(conn, "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'relation'")[0][0]:
+            break
+        time.sleep(0.05)
+    one(w, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES ('2025-09-09 00:00+00', 'us', 2)")
+    one(w, "UPDATE public.revenues SET amount = 3 WHERE id = 7")
+    w.commit()
+    t.join(60)
+    w.close()
+    assert "error" not in out, out
+    assert out["result"]["changed"] and phase(conn) == "cleaned"
+    assert one(conn, "SELECT count(*) FROM public.revenues WHERE amount IN (1, 2, 3) AND note IS NULL "
+                     "AND occurred_at IN ('2025-02-02 00:00+00', '2025-09-09 00:00+00')") == [(2,)]
     conn.close()

@@ -168,3 +168,23 @@ def test_rollback_before_switchover_recreates_dropped_inbound_foreign_keys(pg, d
     assert one(conn, "SELECT to_regclass('public.revenues_partitioned')") == [(None,)]
     assert roll(pg, db)[0]["changed"] is False
     conn.close()
+
+
+def test_switchover_and_rollback_under_a_steady_load_with_identity_key(pg, db):
+    """Three writers with short transactions on an identity key, the default lock timeout (50 ms):
+    the swap and the rollback lock in the writers' order (views, <table> and its partitions, then
+    the other table) and succeed; every write is kept exactly."""
+    make_verified(pg, db, rows=600, identity=True, extras=False)
+    conn = pg.connect(db)
+    initial = rows_of(conn, "public.revenues")
+    writers = Writers(pg, db, n=3, seed=23).start()
+    writers.wait_ops(20)
+    assert switch(pg, db, lock_timeout_ms=50, swap_retries=30)[0]["changed"]
+    writers.wait_ops(20)
+    result, _ = roll(pg, db, lock_timeout_ms=50, swap_retries=30)
+    writers.wait_ops(20)
+    writers.stop()
+    assert writers.errors == []
+    assert result["changed"] and phase(conn) == "rolled_back"
+    assert rows_of(conn, "public.revenues") == writers.expected(initial)
+    conn.close()

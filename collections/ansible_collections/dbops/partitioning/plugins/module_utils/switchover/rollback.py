@@ -77,7 +77,9 @@ def _finish_state(session, state_schema, table_name, forget):
 def rollback_before_switch(session, row, schema, name, state_schema, table_name, lock_timeout_ms, retries, forget):
     done = []
     twin = row["twin_relname"]
-    drops = sync.drop_statements(sync.sync_triggers(session, (schema, name)), (schema, name))
+    triggers = sync.sync_triggers(session, (schema, name))
+    drops = [sync.lock_in_writers_order((schema, name))] + sync.drop_statements(triggers, (schema, name)) \
+        if triggers else []
     if drops:
         # DROP TRIGGER takes ACCESS EXCLUSIVE on the application's table: short timeout, retries
         run_with_lock_retry(session, lambda s: [s.execute(x) for x in drops], lock_timeout_ms, retries,
