@@ -309,7 +309,13 @@ TEXTS = {
         '    n bigint;\n'
         'BEGIN\n'
         "    IF TG_OP = 'TRUNCATE' THEN\n"
-        '        TRUNCATE TABLE {{ dst|ident }};\n'
+        '        IF EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = TG_RELID AND relispartition) THEN\n'
+        '            -- one partition truncated (HP20): delete its rows, read by its partition constraint now\n'
+        "            EXECUTE pg_catalog.format('DELETE FROM %I.%I WHERE %s', {{ dst[0]|lit }}, {{ dst[1]|lit }},\n"
+        "                    coalesce(pg_catalog.pg_get_partition_constraintdef(TG_RELID), 'true'));\n"
+        '        ELSE\n'
+        '            TRUNCATE TABLE {{ dst|ident }};\n'
+        '        END IF;\n'
         '        RETURN NULL;\n'
         '    END IF;\n'
         "    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN\n"
@@ -342,6 +348,9 @@ TEXTS = {
         '      create_truncate create the statement trigger for TRUNCATE (absent)\n'
         '      replace_row, replace_truncate   the trigger exists but calls another function: drop it first\n'
         '      enable_row, enable_truncate     (re-)enable the trigger ALWAYS\n'
+        "      partitions      (schema, table) of src's partitions (src partitioned: after the switchover):\n"
+        '                      each gets the TRUNCATE trigger too, since truncating one partition fires\n'
+        '                      no trigger on the parent (HP20)\n'
         '    ENABLE ALWAYS: the triggers fire also under session_replication_role = replica\n'
         '    (logical replication apply workers, pg_restore), which would otherwise bypass them.\n'
         '    Every trigger created or found disabled is (re-)enabled ALWAYS. #}\n'
@@ -365,5 +374,10 @@ TEXTS = {
         '{% if enable_truncate %}\n'
         'ALTER TABLE {{ src|ident }} ENABLE ALWAYS TRIGGER {{ truncate_trigger|ident }};\n'
         '{% endif %}\n'
+        '{% for part in partitions %}\n'
+        'CREATE TRIGGER {{ truncate_trigger|ident }} AFTER TRUNCATE ON {{ part|ident }}\n'
+        '    FOR EACH STATEMENT EXECUTE FUNCTION {{ fn|ident }}();\n'
+        'ALTER TABLE {{ part|ident }} ENABLE ALWAYS TRIGGER {{ truncate_trigger|ident }};\n'
+        '{% endfor %}\n'
     ),
 }

@@ -40,13 +40,26 @@ SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname = %s AND p.proname = %s AND p.pronargs = 0
 """
 
+# Our triggers on a table and on its partitions (TRUNCATE of one partition fires only the
+# partition's own statement triggers), not the clones PostgreSQL keeps of the row trigger on each
+# partition (tgparentid <> 0: they go with the parent's).
 TRIGGERS_SQL = """
-SELECT t.tgname AS name, t.tgenabled AS enabled, n.nspname AS fn_schema, p.proname AS fn_name
+SELECT rn.nspname AS rel_schema, r.relname AS rel_name, t.tgname AS name, t.tgenabled AS enabled,
+       n.nspname AS fn_schema, p.proname AS fn_name
 FROM pg_trigger t
+JOIN pg_class r ON r.oid = t.tgrelid
+JOIN pg_namespace rn ON rn.oid = r.relnamespace
 JOIN pg_proc p ON p.oid = t.tgfoid
 JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE t.tgrelid = %s::regclass AND NOT t.tgisinternal AND t.tgname = ANY (%s)
-ORDER BY t.tgname
+WHERE (t.tgrelid = %(rel)s::regclass OR t.tgrelid IN (SELECT relid FROM pg_partition_tree(%(rel)s::regclass)))
+  AND NOT t.tgisinternal AND t.tgparentid = 0 AND t.tgname = ANY (%(names)s)
+ORDER BY t.tgrelid <> %(rel)s::regclass, r.relname, t.tgname
+"""
+
+PARTITIONS_SQL = """
+SELECT n.nspname AS schema, c.relname AS name
+FROM pg_partition_tree(%s::regclass) t JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE t.level > 0 ORDER BY t.level, c.relname
 """
 
 
@@ -137,12 +150,20 @@ def _function_up_to_date(session, fn, text):
 
 
 def sync_triggers(session, rel):
-    """Our sync triggers on ``rel`` ((schema, name); none when it does not exist), as dicts:
-    name, enabled, fn_schema, fn_name (the function the trigger calls)."""
-    if not _regclass(session, rel):
+    """Our sync triggers on ``rel`` ((schema, name); none when it does not exist) and on its
+    partitions, parent's first, as dicts: rel (schema, name), name, enabled, fn_schema, fn_name
+    (the function the trigger calls)."""
+    text = _regclass(session, rel)
+    if not text:
         return []
-    return [dict(r) for r in session.query(TRIGGERS_SQL, (sql.Identifier(*rel).as_string(session.conn),
-                                                           list(TRIGGER_NAMES)))]
+    return [dict(r, rel=(r["rel_schema"], r["rel_name"]))
+            for r in session.query(TRIGGERS_SQL, dict(rel=text, names=list(TRIGGER_NAMES)))]
+
+
+def partitions(session, rel):
+    """The partitions of ``rel`` at every level ((schema, name), outermost first); none for a plain table."""
+    text = _regclass(session, rel)
+    return [(r["schema"], r["name"]) for r in session.query(PARTITIONS_SQL, (text,))] if text else []
 
 
 def _trigger_plan(session, src, fn):
@@ -150,6 +171,8 @@ def _trigger_plan(session, src, fn):
     plan = dict(create_row=True, create_truncate=True, replace_row=False, replace_truncate=False,
                 enable_row=True, enable_truncate=True)
     for t in sync_triggers(session, src):
+        if t["rel"] != tuple(src):
+            continue
         which = "row" if t["name"] == ROW_TRIGGER else "truncate"
         plan["create_" + which] = False
         plan["replace_" + which] = (t["fn_schema"], t["fn_name"]) != tuple(fn)
@@ -157,9 +180,9 @@ def _trigger_plan(session, src, fn):
     return plan
 
 
-def _triggers_sql(templates, conn, src, fn, plan):
+def _triggers_sql(templates, conn, src, fn, plan, partitions_=()):
     return templates.render("sync/triggers", conn, src=tuple(src), fn=fn, row_trigger=ROW_TRIGGER,
-                            truncate_trigger=TRUNCATE_TRIGGER, **plan)
+                            truncate_trigger=TRUNCATE_TRIGGER, partitions=list(partitions_), **plan)
 
 
 def install_sync(session, templates, state_schema, spec, src, dst, info=None, direction="forward",
@@ -213,8 +236,10 @@ def install_statements(session, templates, state_schema, spec, src_now, dst_now,
     ctx["dst"] = tuple(dst_end)
     plan = dict(create_row=True, create_truncate=True, replace_row=False, replace_truncate=False,
                 enable_row=True, enable_truncate=True)
+    # a TRUNCATE of one partition fires no trigger on the parent (HP20): each partition gets the
+    # statement trigger too (partitions keep their names through the swap's renames)
     return [sql.SQL(templates.render("sync/trigger_function", session.conn, **ctx)),
-            sql.SQL(_triggers_sql(templates, session.conn, src_end, ctx["fn"], plan))]
+            sql.SQL(_triggers_sql(templates, session.conn, src_end, ctx["fn"], plan, partitions(session, src_now)))]
 
 
 def lock_in_writers_order(src, dst=None):
@@ -229,12 +254,12 @@ def lock_in_writers_order(src, dst=None):
         sql.SQL(", ").join(sql.Identifier(*r) for r in rels))
 
 
-def drop_statements(triggers, rel):
-    """DROP the sync ``triggers`` (as ``sync_triggers`` returns them) on ``rel``, then the functions
+def drop_statements(triggers):
+    """DROP the sync ``triggers`` (as ``sync_triggers`` returns them), then the functions
     they call. No CASCADE: a function still used by a trigger elsewhere makes the DROP fail, which
     is the honest outcome. DROP TRIGGER takes ACCESS EXCLUSIVE on ``rel``: the caller runs these
     under a short lock timeout with retries (HP8)."""
-    stmts = [sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(t["name"]), sql.Identifier(*rel))
+    stmts = [sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(t["name"]), sql.Identifier(*t["rel"]))
              for t in triggers]
     for fn in sorted(set((t["fn_schema"], t["fn_name"]) for t in triggers)):
         stmts.append(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(*fn)))
@@ -246,7 +271,7 @@ def drop_sync(session, state_schema, spec, src, direction="forward", lock_timeou
     returns what was dropped."""
     fn = function_name(state_schema, spec, direction)
     mine = [t for t in sync_triggers(session, src) if (t["fn_schema"], t["fn_name"]) == tuple(fn)]
-    stmts = ([lock_in_writers_order(src)] if mine else []) + drop_statements(mine, src)
+    stmts = ([lock_in_writers_order(src)] if mine else []) + drop_statements(mine)
     if not mine and session.query(FUNCTION_SQL, fn):
         stmts.append(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(*fn)))
     if not stmts:

@@ -43,6 +43,14 @@ options:
     description: Delete the state row instead of keeping it in phase C(rolled_back) as history.
     type: bool
     default: false
+  accept_loss:
+    description:
+      - "After a switchover the rollback first compares the partitioned table with C(<table>_old) in one
+        snapshot and refuses, naming them, when swapping back would lose something: columns C(<table>_old)
+        lacks, rows whose newest version only the partitioned table holds, rows deleted or truncated since
+        the switchover that would come back. I(accept_loss=true) rolls back anyway and reports the loss."
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -79,6 +87,11 @@ done:
   returned: always
   type: list
   elements: str
+losses:
+  description: "When refused, or accepted with I(accept_loss): what the rollback would lose (C(lost), one sentence
+    each; C(columns), C(rows_only_new), C(rows_only_old) with up to ten keys each)."
+  returned: after a switchover, when something would be lost
+  type: dict
 swap_lock_ms:
   description: Lock time of the reverse swap (after a switchover).
   returned: after a switchover
@@ -100,14 +113,16 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.table_module im
 OPTIONS = dict(lock_timeout_ms=dict(type="int"),
                swap_retries=dict(type="int"),
                keep_twin=dict(type="bool", default=False),
-               forget=dict(type="bool", default=False))
+               forget=dict(type="bool", default=False),
+               accept_loss=dict(type="bool", default=False))
 
 
 def roll_back(module, session, target):
     t = target.tuning
     result = rollback.rollback(session, SqlTemplates.bundled(), target.table_name, state_schema=target.state_schema,
                                lock_timeout_ms=t["lock_timeout_ms"], swap_retries=t["swap_retries"],
-                               keep_twin=module.params["keep_twin"], forget=module.params["forget"])
+                               keep_twin=module.params["keep_twin"], forget=module.params["forget"],
+                               accept_loss=module.params["accept_loss"])
     result.setdefault("done", [])
     return result
 

@@ -6,11 +6,13 @@
 * before the switchover: sync triggers, function, twin and state removed, original untouched;
 * check mode changes nothing; a second run reports no change; keep_twin keeps the twin.
 """
+import pytest
+
 from ..helpers.phase3_setup import Writers, is_partitioned, make_verified, phase, rows_of
 from ..helpers.playbook_runner import run_playbook
 from ..helpers.switchover import TABLES, assert_original_back, one, roll, switch
 
-from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 
 
@@ -187,4 +189,73 @@ def test_switchover_and_rollback_under_a_steady_load_with_identity_key(pg, db):
     assert writers.errors == []
     assert result["changed"] and phase(conn) == "rolled_back"
     assert rows_of(conn, "public.revenues") == writers.expected(initial)
+    conn.close()
+
+
+def test_truncate_of_one_partition_after_switchover_is_mirrored(pg, db):
+    """HP20: TRUNCATE of one partition fires no trigger on the parent; each partition carries the
+    reverse sync's TRUNCATE trigger, so <table>_old loses the same rows and the rollback is exact."""
+    make_verified(pg, db, rows=600, extras=False)
+    switch(pg, db)
+    conn = pg.connect(db)
+    march = one(conn, "SELECT count(*) FROM public.revenues_2025_03")[0][0]
+    assert march > 0
+    one(conn, "TRUNCATE public.revenues_2025_03")
+    assert one(conn, "SELECT count(*) FROM public.revenues_old WHERE occurred_at >= '2025-03-01 00:00+00' "
+                     "AND occurred_at < '2025-04-01 00:00+00'") == [(0,)]
+    assert rows_of(conn, "public.revenues") == rows_of(conn, "public.revenues_old")
+    one(conn, "TRUNCATE public.revenues_default")       # the default partition: its constraint is read at the time
+    expected = rows_of(conn, "public.revenues")
+    assert expected == rows_of(conn, "public.revenues_old") and len(expected) == 600 - march
+    result, _ = roll(pg, db)
+    assert result["changed"] and result["losses"] is None
+    assert rows_of(conn, "public.revenues") == expected
+    conn.close()
+
+
+def test_rollback_refuses_what_it_would_lose_unless_accepted(pg, db):
+    """Rows truncated in a partition made after the switchover (no trigger there) would come back,
+    and a column added after the switchover would go: the rollback refuses, names them, changes
+    nothing; accept_loss rolls back and reports the loss."""
+    make_verified(pg, db, rows=300, extras=False)
+    switch(pg, db)
+    conn = pg.connect(db)
+    one(conn, "CREATE TABLE public.revenues_2026_01 PARTITION OF public.revenues "
+              "FOR VALUES FROM ('2026-01-01 00:00+00') TO ('2026-02-01 00:00+00')")
+    ids = [r[0] for r in one(conn, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES "
+                                   "('2026-01-05 00:00+00', 'eu', 1), ('2026-01-06 00:00+00', 'us', 2) RETURNING id")]
+    one(conn, "TRUNCATE public.revenues_2026_01")          # not mirrored: the partition came after the switch
+    one(conn, "ALTER TABLE public.revenues ADD COLUMN channel text")
+    one(conn, "ALTER TABLE public.revenues_old ADD COLUMN channel text")   # by hand: values not carried
+    one(conn, "UPDATE public.revenues SET channel = 'web' WHERE id IN (5, 6)")
+    before = rows_of(conn, "public.revenues")
+    with pytest.raises(PartitioningError) as err:
+        roll(pg, db)
+    msg = err.value.msg
+    assert "refused, nothing changed" in msg and "partitioning_accept_loss=public.revenues" in msg
+    assert "(id=5)" in msg and "(id=6)" in msg                             # values only the new table holds
+    assert "(id=%d)" % ids[0] in msg and "would come back" in msg          # truncated rows
+    assert phase(conn) == "switched" and is_partitioned(conn, "public.revenues")
+    assert rows_of(conn, "public.revenues") == before
+    one(conn, "ALTER TABLE public.revenues_old DROP COLUMN channel")       # now the column itself is missing
+    with pytest.raises(PartitioningError) as err:
+        roll(pg, db)
+    assert "column channel of public.revenues" in err.value.msg and "2 row(s) hold a value" in err.value.msg
+    result, _ = roll(pg, db, accept_loss=True)
+    assert result["changed"] and phase(conn) == "rolled_back"
+    assert result["losses"]["columns"] == {"channel": 2}
+    assert sorted(k["id"] for k in result["losses"]["rows_only_old"]) == sorted(ids)
+    assert any(d.startswith("loss accepted") for d in result["done"])
+    conn.close()
+
+
+def test_rollback_playbook_passes_accept_loss(pg, db):
+    make_verified(pg, db, rows=200, extras=False)
+    switch(pg, db)
+    conn = pg.connect(db)
+    one(conn, "ALTER TABLE public.revenues ADD COLUMN channel text DEFAULT 'web'")
+    run = run_playbook("rollback", pg, db, TABLES)
+    assert run.failed and "column channel" in run.output and phase(conn) == "switched", run
+    run = run_playbook("rollback", pg, db, TABLES, extra_vars={"partitioning_accept_loss": "public.revenues"})
+    assert not run.failed and phase(conn) == "rolled_back", run
     conn.close()

@@ -117,7 +117,7 @@ def cleanup(session, table, params=None, state_schema="partitioning", min_soak_s
                 done.append("pg_dump written to %s" % dump_table(session, params or {}, schema, old, dump_dir, pg_dump))
     reverse = sync.sync_triggers(session, (schema, name))
     stmts = [sync.lock_in_writers_order((schema, name), (schema, old) if old_rel is not None else None)]
-    stmts += sync.drop_statements(reverse, (schema, name))
+    stmts += sync.drop_statements(reverse)
     if old_rel is not None:
         stmts.append(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, old)))
 

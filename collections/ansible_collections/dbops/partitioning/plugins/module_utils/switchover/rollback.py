@@ -78,7 +78,7 @@ def rollback_before_switch(session, row, schema, name, state_schema, table_name,
     done = []
     twin = row["twin_relname"]
     triggers = sync.sync_triggers(session, (schema, name))
-    drops = [sync.lock_in_writers_order((schema, name))] + sync.drop_statements(triggers, (schema, name)) \
+    drops = [sync.lock_in_writers_order((schema, name))] + sync.drop_statements(triggers) \
         if triggers else []
     if drops:
         # DROP TRIGGER takes ACCESS EXCLUSIVE on the application's table: short timeout, retries
@@ -107,8 +107,73 @@ def rollback_before_switch(session, row, schema, name, state_schema, table_name,
     return done
 
 
+def losses(session, state_schema, table_name, cap, limit=10):
+    """What swapping back would lose, all read in ONE repeatable-read snapshot (pending keys left
+    out: the swap reconciles them under its lock): columns of the partitioned table that
+    ``<table>_old`` lacks, with how many rows hold a value; rows whose version only the partitioned
+    table holds (a write that did not reach ``<table>_old``); rows only ``<table>_old`` holds (deleted
+    or truncated since the switchover: they would come back). Returns dict(lost=[sentences],
+    check=compare_for_swap's result, columns, rows_only_new, rows_only_old)."""
+    schema, new, old = cap["schema"], cap["active"], cap["standby"]
+    old_cols = set(c["name"] for c in cap["standby_columns"])
+    generated = set(c["name"] for c in cap["columns"] + cap["standby_columns"] if c["generated"])
+    missing = [c["name"] for c in cap["columns"] if c["name"] not in old_cols and not c["generated"]]
+    common = [c["name"] for c in cap["columns"] if c["name"] in old_cols and c["name"] not in generated]
+    pk = [c for c in cap["standby_pk"] if c in common] or common
+    check = compare_for_swap(session, state_schema, table_name, (schema, new), (schema, old), common, pk)
+    out = dict(lost=[], check=check, columns={}, rows_only_new=[], rows_only_old=[])
+    for col in missing:
+        n = session.scalar(sql.SQL("SELECT count(*) FROM {} WHERE {} IS NOT NULL").format(
+            sql.Identifier(schema, new), sql.Identifier(col)))
+        out["columns"][col] = int(n)
+        out["lost"].append("column %s of %s, which %s lacks (%d row(s) hold a value)"
+                           % (col, qualified(schema, new), qualified(schema, old), n))
+    if check["equal"]:
+        return out
+    keys = sql.SQL(", ").join(sql.Identifier(c) for c in pk)
+    row = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier(c) for c in common))
+
+    key = sql.SQL("jsonb_build_object({})").format(
+        sql.SQL(", ").join(sql.SQL("{}, d.{}").format(sql.Literal(c), sql.Identifier(c)) for c in pk))
+
+    def only_in(a, b):
+        return session.query(sql.SQL(
+            "SELECT {} AS key FROM (SELECT {}, {} AS r FROM {} EXCEPT SELECT {}, {} FROM {}) d "
+            "WHERE NOT EXISTS (SELECT 1 FROM {} p WHERE p.table_name = {} AND p.pk = {}) ORDER BY 1 LIMIT {}").format(
+            key, keys, row, sql.Identifier(schema, a), keys, row, sql.Identifier(schema, b),
+            sql.Identifier(state_schema, "pending_keys"), sql.Literal(table_name), key, sql.Literal(limit + 1)))
+    conn = session.conn
+    conn.autocommit = False
+    try:
+        session.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        out["rows_only_new"] = [r["key"] for r in only_in(new, old)]
+        out["rows_only_old"] = [r["key"] for r in only_in(old, new)]
+    finally:
+        conn.rollback()
+        conn.autocommit = True
+
+    def some(keys_):
+        shown = ", ".join(_key_text(k) for k in keys_[:limit])
+        return shown + (", …" if len(keys_) > limit else "")
+    if out["rows_only_new"]:
+        out["lost"].append("the newest version of row(s) %s, which only %s holds (%d rows there, %d in %s)"
+                           % (some(out["rows_only_new"]), qualified(schema, new), check["rows_a"], check["rows_b"],
+                              qualified(schema, old)))
+    if out["rows_only_old"]:
+        out["lost"].append("the deletion of row(s) %s, which %s still holds (deleted or truncated since the "
+                           "switchover: they would come back)" % (some(out["rows_only_old"]), qualified(schema, old)))
+    if not out["rows_only_new"] and not out["rows_only_old"]:
+        out["lost"].append("a difference between %s and %s (%d vs %d rows)"
+                           % (qualified(schema, new), qualified(schema, old), check["rows_a"], check["rows_b"]))
+    return out
+
+
+def _key_text(key):
+    return "(%s)" % ", ".join("%s=%s" % (k, v) for k, v in sorted(key.items()))
+
+
 def rollback_after_switch(session, templates, row, schema, name, state_schema, table_name, lock_timeout_ms,
-                          retries, keep_twin, forget, analyze=True):
+                          retries, keep_twin, forget, analyze=True, accept_loss=False):
     """The swap in reverse: ``<table>_old`` is the application's table again."""
     old, twin = row["old_relname"], row["twin_relname"]
     done = []
@@ -119,12 +184,19 @@ def rollback_after_switch(session, templates, row, schema, name, state_schema, t
         raise PartitioningError("%s exists: the partitioned table cannot take that name back; rename or drop it."
                                 % qualified(schema, twin))
     cap = swap.capture(session, schema, name, old)
-    # the forward sync is the only one allowed to stay unnoticed: reverse sync is dropped by the swap
-    problems = [p for p in swap.refusals(cap) if "lacks columns" in p or "primary key" in p]
+    # columns <table>_old lacks are a loss (below); the other refusals of the forward swap do not apply
+    problems = [p for p in swap.refusals(cap) if "primary key" in p]
     if problems:
         raise PartitioningError("Rollback of %s refused, nothing changed: %s." % (table_name, "; ".join(problems)))
-    check = compare_for_swap(session, state_schema, table_name, (schema, name), (schema, old),
-                             [c["name"] for c in cap["columns"] if not c["generated"]], cap["standby_pk"])
+    loss = losses(session, state_schema, table_name, cap)
+    if loss["lost"] and not accept_loss:
+        raise PartitioningError(
+            "Rollback of %s refused, nothing changed: it would lose %s. Find out how %s and %s came apart "
+            "(a TRUNCATE of a partition created after the switchover, a partition dropped or detached, a write "
+            "that bypassed the reverse sync, a column added after the switchover), repair %s, or accept the loss: "
+            "-e partitioning_accept_loss=%s (module option accept_loss)."
+            % (table_name, "; ".join(loss["lost"]), table_name, qualified(schema, old), qualified(schema, old),
+               table_name), losses=loss)
     prebuilt = swap.prebuild_matviews(session, cap)
 
     finish = [sql.SQL("UPDATE {} SET phase = 'rolled_back', updated_at = now() WHERE table_name = {}").format(
@@ -132,6 +204,8 @@ def rollback_after_switch(session, templates, row, schema, name, state_schema, t
     # the original's indexes come back from <name>_old; the partitioned table's get their twin names
     result = swap.swap_tables(session, cap, twin, "_p", "_old", prebuilt, state_schema, table_name,
                               lock_timeout_ms=lock_timeout_ms, retries=retries, finish=finish)
+    if loss["lost"]:
+        done.append("loss accepted: %s" % "; ".join(loss["lost"]))
     if session.check_mode:
         done.append("%s would be the original table again (the swap's statements are in queries)" % table_name)
     else:
@@ -143,11 +217,11 @@ def rollback_after_switch(session, templates, row, schema, name, state_schema, t
         session.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, twin)))
         done.append("%s dropped" % qualified(schema, twin))
     _finish_state(session, state_schema, table_name, forget)
-    return done, result, check
+    return done, result, loss
 
 
 def rollback(session, templates, table, state_schema="partitioning", lock_timeout_ms=50, swap_retries=30,
-             keep_twin=False, forget=False):
+             keep_twin=False, forget=False, accept_loss=False):
     schema, name = parse_table(table)
     table_name = qualified(schema, name)
     row = st.get_table(session, state_schema, table_name)
@@ -180,11 +254,12 @@ def rollback(session, templates, table, state_schema="partitioning", lock_timeou
         return dict(changed=True, table=table_name, phase="rolled_back", from_phase=phase, done=done,
                     msg="%s rolled back from phase %s: %s" % (table_name, phase, "; ".join(done) or "state removed"))
     if phase == "switched":
-        done, result, check = rollback_after_switch(session, templates, row, schema, name, state_schema, table_name,
-                                                    lock_timeout_ms, swap_retries, keep_twin, forget)
+        done, result, loss = rollback_after_switch(session, templates, row, schema, name, state_schema, table_name,
+                                                    lock_timeout_ms, swap_retries, keep_twin, forget,
+                                                    accept_loss=accept_loss)
         st.record_run(session, state_schema, table_name, "rollback",
                       details=dict(done=done, from_phase=phase, lock_ms=result["lock_ms"]))
         return dict(changed=True, table=table_name, phase="rolled_back", from_phase=phase, done=done,
                     swap_lock_ms=result["lock_ms"], attempts=result["attempts"], retries=result["retries"],
-                    check_before=check, msg="%s rolled back after switchover: %s" % (table_name, "; ".join(done)))
+                    check_before=loss["check"], losses=loss if loss["lost"] else None, msg="%s rolled back after switchover: %s" % (table_name, "; ".join(done)))
     raise PartitioningError("%s is in an unknown phase %r." % (table_name, phase))

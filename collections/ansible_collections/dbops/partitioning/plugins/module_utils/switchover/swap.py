@@ -439,7 +439,7 @@ def swap_statements(session, cap, active_new, active_index_suffix, standby_index
         add(stmt)
 
     # 3. the sync triggers on the active, and their functions
-    for stmt in sync.drop_statements(cap["sync_triggers"], A_now):
+    for stmt in sync.drop_statements(cap["sync_triggers"]):
         add(stmt)
 
     # 4. dependent views (outermost first)
@@ -585,7 +585,9 @@ def reconcile_statements(cap, state_schema, table_name, src, dst):
     """
     pk_cols = min(cap["pk"], cap["standby_pk"], key=len)
     generated = set(c["name"] for c in cap["standby_columns"] if c["generated"])
-    cols = [c["name"] for c in cap["columns"] if not c["generated"] and c["name"] not in generated]
+    standby_cols = set(c["name"] for c in cap["standby_columns"])
+    cols = [c["name"] for c in cap["columns"]
+            if not c["generated"] and c["name"] not in generated and c["name"] in standby_cols]
     pending = sql.SQL("(SELECT pk FROM {} WHERE table_name = {})").format(
         sql.Identifier(state_schema, "pending_keys"), sql.Literal(table_name))
     return [
