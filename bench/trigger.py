@@ -151,12 +151,14 @@ SERVER_SIDE_SQL = {
 def server_side_costs(conn, switch, opts):
     """The same writes from a PL/pgSQL loop in one session: no client, no network, no
     pgbench threads competing for the 2 cores, so far less noise. Reports microseconds per row
-    of each variant and what the trigger adds to 'none'."""
+    of each variant and what the trigger adds to 'none'. ours/hand is the median over rounds of
+    the ratio within each round (paired, like the pgbench figures): a shared machine's slow drift
+    cancels out of each pair."""
     import time as _time
-    n = max(100, min(2000, opts.trigger_rows // 10))
+    n = max(100, min(3000, opts.trigger_rows // 10))
     cur = conn.cursor()
     per_row = {(v, w): [] for v in VARIANTS for w in WORKLOADS}
-    for order in common.rotations(VARIANTS, max(2, opts.rounds)):
+    for order in common.rotations(VARIANTS, max(4, opts.rounds)):
         for v in order:
             switch.set(v)
             for w, text in SERVER_SIDE_SQL.items():
@@ -169,7 +171,7 @@ def server_side_costs(conn, switch, opts):
         ours = med[("ours", w)] - med[("none", w)]
         hand = med[("hand", w)] - med[("none", w)]
         out["added_us"][w] = dict(ours=ours, hand=hand)
-        out["ours_hand"][w] = ratio(1.0 / med[("ours", w)], 1.0 / med[("hand", w)])
+        out["ours_hand"][w] = median([ratio(h, o) for o, h in zip(per_row[("ours", w)], per_row[("hand", w)])])
     log("trigger server-side: " + "; ".join("%s: none %.1f ours %.1f hand %.1f us/row" % (
         w, med[("none", w)], med[("ours", w)], med[("hand", w)]) for w in WORKLOADS))
     return out

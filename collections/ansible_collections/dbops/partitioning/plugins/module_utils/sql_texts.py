@@ -233,6 +233,75 @@ TEXTS = {
         '\n'
         'INSERT INTO {{ schema|ident }}.schema_version (version) VALUES (2) ON CONFLICT DO NOTHING;\n'
     ),
+    'sync/ddl_guard': (
+        '{#- The DDL guard (docs/design.md, "DDL during a migration"), where the role may create an event\n'
+        "    trigger (superuser, or a managed service's admin role). On ALTER TABLE of a table that carries\n"
+        "    our row trigger, when the table's shape (sync_shape) is no longer the one its sync function was\n"
+        "    generated for, the function's body is replaced by its guarded twin (the same statements in a\n"
+        "    block that logs the keys of a write it cannot mirror), in the DDL's own transaction: no write\n"
+        '    ever runs the outdated fast body, and the common path pays nothing for the guard.\n'
+        '    Context: state_schema, row_trigger, event_trigger (name), create_event_trigger (absent),\n'
+        '    suffixes: list of (fast suffix, guarded suffix). #}\n'
+        'CREATE OR REPLACE FUNCTION {{ (state_schema, "ddl_guard")|ident }}() RETURNS event_trigger\n'
+        'LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS\n'
+        '$dbops_guard$\n'
+        'DECLARE\n'
+        '    t record;\n'
+        'BEGIN\n'
+        '    FOR t IN\n'
+        '        SELECT DISTINCT n.nspname AS fn_schema, p.proname AS fn_name, g.prosrc AS guarded\n'
+        '          FROM pg_event_trigger_ddl_commands() d\n'
+        '          JOIN pg_trigger tg ON tg.tgrelid = d.objid AND tg.tgname = {{ row_trigger|lit }} AND tg.tgparentid ='
+        ' 0\n'
+        '          JOIN pg_proc p ON p.oid = tg.tgfoid\n'
+        '          JOIN pg_namespace n ON n.oid = p.pronamespace\n'
+        '          JOIN pg_proc g ON g.pronamespace = p.pronamespace AND g.pronargs = 0\n'
+        '                        AND g.proname = left(p.proname, -5) || CASE right(p.proname, 5)\n'
+        '{% for fast, guarded in suffixes %}\n'
+        '                                                                  WHEN {{ fast|lit }} THEN {{ guarded|lit }}\n'
+        '{% endfor %}\n'
+        '                                                                  END\n'
+        "         WHERE d.classid = 'pg_class'::regclass AND d.command_tag = 'ALTER TABLE'\n"
+        '           AND p.prosrc IS DISTINCT FROM g.prosrc\n'
+        "           AND pg_catalog.obj_description(p.oid, 'pg_proc') IS DISTINCT FROM\n"
+        "               pg_catalog.regexp_replace(pg_catalog.obj_description(p.oid, 'pg_proc'), 'shape=[0-9a-f]*',\n"
+        '                                         \'shape=\' || {{ (state_schema, "sync_shape")|ident }}(d.objid::regclas'
+        's))\n'
+        '    LOOP\n'
+        "        EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I() RETURNS trigger LANGUAGE plpgsql AS %L',"
+        '\n'
+        '                                  t.fn_schema, t.fn_name, t.guarded);\n'
+        '    END LOOP;\n'
+        'END\n'
+        '$dbops_guard$;\n'
+        '{% if create_event_trigger %}\n'
+        "CREATE EVENT TRIGGER {{ event_trigger|ident }} ON ddl_command_end WHEN TAG IN ('ALTER TABLE')\n"
+        '    EXECUTE FUNCTION {{ (state_schema, "ddl_guard")|ident }}();\n'
+        'ALTER EVENT TRIGGER {{ event_trigger|ident }} ENABLE ALWAYS;\n'
+        '{% endif %}\n'
+    ),
+    'sync/shape': (
+        '{#- The shape of a table as its sync function depends on it (docs/design.md, "DDL during a\n'
+        '    migration"): every column with its type, NOT NULL, generated and identity kind, and the\n'
+        '    constraints a destination copies (CHECK, UNIQUE, PRIMARY KEY, EXCLUDE), as one md5.\n'
+        '    A sync function records in its comment the shape it was generated for; the DDL guard and the\n'
+        '    next phase compare. Context: state_schema. #}\n'
+        'CREATE OR REPLACE FUNCTION {{ (state_schema, "sync_shape")|ident }}(rel regclass) RETURNS text\n'
+        'LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS\n'
+        '$dbops_shape$\n'
+        "SELECT md5(coalesce((SELECT string_agg(quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod)\n"
+        "                                       || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END\n"
+        "                                       || ' ' || a.attgenerated::text || a.attidentity::text, ', ' ORDER BY a."
+        'attnum)\n'
+        "                      FROM pg_attribute a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped), '')"
+        '\n'
+        "           || ' | ' ||\n"
+        "           coalesce((SELECT string_agg(c.contype::text || ' ' || pg_get_constraintdef(c.oid), ', '\n"
+        '                                       ORDER BY c.contype, pg_get_constraintdef(c.oid))\n'
+        "                      FROM pg_constraint c WHERE c.conrelid = rel AND c.contype IN ('c', 'u', 'p', 'x')), ''))"
+        '\n'
+        '$dbops_shape$;\n'
+    ),
     'sync/trigger_function': (
         "{#- The sync trigger function: keeps dst equal to src in the writer's own transaction.\n"
         '    Used forward (original -> twin, phases 1-2) and in reverse (new -> old, after switchover).\n'
@@ -246,20 +315,32 @@ TEXTS = {
         "      key_cols    the columns of dst's primary key: how a row is found in dst\n"
         "      pk_cols     the original's primary key columns: how a key is logged for reconciliation\n"
         '      overriding  true when dst has GENERATED ALWAYS identity columns among cols\n'
-        "      new, old, excluded   sql.SQL('NEW'), sql.SQL('OLD'), sql.SQL('EXCLUDED')  #}\n"
+        "      new, old, excluded   sql.SQL('NEW'), sql.SQL('OLD'), sql.SQL('EXCLUDED')\n"
+        '      guarded     true: the twin writes run in a BEGIN … EXCEPTION block that logs the keys of a\n'
+        '                  write it could not mirror (the application changed the table: docs/design.md,\n'
+        '                  "DDL during a migration") instead of failing it; a subtransaction per row  #}\n'
         '{% macro match(rec) %}{{ key_match(key_cols, "d", rec) }}{% endmacro %}\n'
         '{% macro pk_json(rec) %}{{ key_json(pk_cols, rec) }}{% endmacro %}\n'
         '{% macro log(rec, reason) %}PERFORM {{ (state_schema, "log_pending")|ident }}({{ table_name|lit }}, {{ pk_json'
         '(rec) }}, {{ reason|lit }}){% endmacro %}\n'
-        '{% macro insert_new() %}\n'
+        "{% macro any_pk_json(rec) %}(SELECT coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), '{}') FROM pg_catalo"
+        'g.jsonb_each(pg_catalog.to_jsonb({{ rec|sql }})) AS e WHERE e.key IN ({% for c in pk_cols %}{{ c|lit }}{% if n'
+        'ot loop.last %}, {% endif %}{% endfor %})){% endmacro %}\n'
+        '{#- insert_new(true): a conflict overwrites (the UPDATE fallbacks: this writer holds the newest\n'
+        '    version); insert_new(false), a new row: a conflict can only be a row the reconcile will replace\n'
+        '    (a ghost whose deletion was logged), and DO NOTHING spares the per-partition ON CONFLICT UPDATE\n'
+        '    projection PostgreSQL builds for every routed insert. #}\n'
+        '{% macro insert_new(overwrite=true) %}\n'
         'INSERT INTO {{ dst|ident }} AS d ({{ cols|idents }}){% if overriding %} OVERRIDING SYSTEM VALUE{% endif %}\n'
         '\n'
         '            VALUES ({{ cols|idents(new) }})\n'
-        '            ON CONFLICT ({{ key_cols|idents }}) DO {% if set_cols %}UPDATE SET ({{ set_cols|idents }}) = ROW({'
-        '{ set_cols|idents(excluded) }}){% else %}NOTHING{% endif %}{% endmacro %}\n'
-        '{% macro body(rr) %}\n'
+        '            ON CONFLICT ({{ key_cols|idents }}) DO {% if set_cols and overwrite %}UPDATE SET ({{ set_cols|iden'
+        'ts }}) = ROW({{ set_cols|idents(excluded) }}){% else %}NOTHING{% endif %}{% endmacro %}\n'
+        "{% macro unless_read_committed() %}pg_catalog.current_setting('transaction_isolation') <> 'read committed'{% e"
+        'ndmacro %}\n'
+        '{% macro body() %}\n'
         "        IF TG_OP = 'INSERT' THEN\n"
-        '            {{ insert_new() }};\n'
+        '            {{ insert_new(false) }};\n'
         "        ELSIF TG_OP = 'UPDATE' THEN\n"
         '            IF {% for c in key_cols %}NEW.{{ c|ident }} IS NOT DISTINCT FROM OLD.{{ c|ident }}{% if not loop.l'
         'ast %} AND {% endif %}{% endfor %} THEN\n'
@@ -268,13 +349,13 @@ TEXTS = {
         '                 WHERE {{ match(old) }};\n'
         '                GET DIAGNOSTICS n = ROW_COUNT;\n'
         '                IF n = 0 THEN\n'
-        '{% if rr %}\n'
-        '                    -- invisible to this snapshot (copied after it began): reconcile later\n'
-        '                    {{ log(new, "rr-invisible") }};\n'
-        '{% else %}\n'
-        '                    -- not copied yet: write the newest version now\n'
-        '                    {{ insert_new() }};\n'
-        '{% endif %}\n'
+        '                    IF {{ unless_read_committed() }} THEN\n'
+        '                        -- invisible to this snapshot (copied after it began): reconcile later\n'
+        '                        {{ log(new, "rr-invisible") }};\n'
+        '                    ELSE\n'
+        '                        -- not copied yet: write the newest version now\n'
+        '                        {{ insert_new() }};\n'
+        '                    END IF;\n'
         '                END IF;\n'
         '{% else %}\n'
         '                NULL;  -- every column is part of the key: nothing changes in dst\n'
@@ -282,22 +363,22 @@ TEXTS = {
         '            ELSE\n'
         '                -- the key changed: the row moves (partition, or primary key); no ghost stays\n'
         '                DELETE FROM {{ dst|ident }} AS d WHERE {{ match(old) }};\n'
-        '{% if rr %}\n'
         '                GET DIAGNOSTICS n = ROW_COUNT;\n'
         '                IF n = 0 THEN\n'
-        '                    {{ log(old, "rr-invisible") }};\n'
+        '                    IF {{ unless_read_committed() }} THEN\n'
+        '                        {{ log(old, "rr-invisible") }};\n'
+        '                    END IF;\n'
         '                END IF;\n'
-        '{% endif %}\n'
         '                {{ insert_new() }};\n'
         '            END IF;\n'
         '        ELSE\n'
         '            DELETE FROM {{ dst|ident }} AS d WHERE {{ match(old) }};\n'
-        '{% if rr %}\n'
         '            GET DIAGNOSTICS n = ROW_COUNT;\n'
         '            IF n = 0 THEN\n'
-        '                {{ log(old, "rr-invisible") }};\n'
+        '                IF {{ unless_read_committed() }} THEN\n'
+        '                    {{ log(old, "rr-invisible") }};\n'
+        '                END IF;\n'
         '            END IF;\n'
-        '{% endif %}\n'
         '        END IF;\n'
         '{% endmacro %}\n'
         'CREATE OR REPLACE FUNCTION {{ fn|ident }}() RETURNS trigger\n'
@@ -318,22 +399,25 @@ TEXTS = {
         '        END IF;\n'
         '        RETURN NULL;\n'
         '    END IF;\n'
-        "    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN\n"
-        '        -- A snapshot older than a backfill batch cannot see the rows the batch copied:\n'
-        "        -- never fail the application's write, record the key for reconciliation instead.\n"
-        '        BEGIN\n'
-        '{{ body(true) }}\n'
-        '        EXCEPTION WHEN serialization_failure OR unique_violation THEN\n'
-        "            IF TG_OP <> 'INSERT' THEN\n"
-        '                {{ log(old, "rr-conflict") }};\n'
-        '            END IF;\n'
-        "            IF TG_OP <> 'DELETE' THEN\n"
-        '                {{ log(new, "rr-conflict") }};\n'
-        '            END IF;\n'
-        '        END;\n'
-        '        RETURN NULL;\n'
-        '    END IF;\n'
-        '{{ body(false) }}\n'
+        '{% if guarded %}\n'
+        '    BEGIN\n'
+        '{{ body() }}\n'
+        '    EXCEPTION WHEN OTHERS THEN\n'
+        '        -- The write could not be mirrored: the application changed the table since this body was\n'
+        '        -- generated (docs/design.md, "DDL during a migration"). Never fail its write: log the keys\n'
+        '        -- (read by name, whatever the columns are now) for the reconcile after the next phase 1.\n'
+        "        IF TG_OP <> 'INSERT' THEN\n"
+        '            PERFORM {{ (state_schema, "log_pending")|ident }}({{ table_name|lit }}, {{ any_pk_json(old) }}, \'s'
+        "ync-failed ' || SQLSTATE);\n"
+        '        END IF;\n'
+        "        IF TG_OP <> 'DELETE' THEN\n"
+        '            PERFORM {{ (state_schema, "log_pending")|ident }}({{ table_name|lit }}, {{ any_pk_json(new) }}, \'s'
+        "ync-failed ' || SQLSTATE);\n"
+        '        END IF;\n'
+        '    END;\n'
+        '{% else %}\n'
+        '{{ body() }}\n'
+        '{% endif %}\n'
         '    RETURN NULL;\n'
         'END\n'
         '$dbops_sync$;\n'

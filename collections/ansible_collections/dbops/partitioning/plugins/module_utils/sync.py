@@ -18,6 +18,7 @@ __metaclass__ = type
 import collections
 import re
 
+from ansible_collections.dbops.partitioning.plugins.module_utils import sync_ddl
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import derived_name, qualified
@@ -33,17 +34,23 @@ ROW_TRIGGER = "partitioning_sync"
 TRUNCATE_TRIGGER = "partitioning_sync_truncate"
 TRIGGER_NAMES = (ROW_TRIGGER, TRUNCATE_TRIGGER)
 DIRECTIONS = {"forward": "__fwd", "reverse": "__rev"}
+# The guarded twin of a function: its name with the suffix swapped (same length, so the DDL guard
+# finds one from the other in SQL): docs/design.md, "DDL during a migration".
+GUARDED = {"__fwd": "__fwg", "__rev": "__rvg"}
 _BODY = re.compile(r"\$dbops_sync\$(.*)\$dbops_sync\$", re.S)
 
 FUNCTION_SQL = """
-SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+SELECT p.prosrc, obj_description(p.oid, 'pg_proc') AS comment FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname = %s AND p.proname = %s AND p.pronargs = 0
 """
 
 # Our triggers on a table and on its partitions (TRUNCATE of one partition fires only the
-# partition's own statement triggers), not the clones PostgreSQL keeps of the row trigger on each
-# partition (tgparentid <> 0: they go with the parent's).
+# partition's own statement triggers), and wherever else a trigger of ours calls the same function
+# (a partition detached since keeps its trigger); not the clones PostgreSQL keeps of the row
+# trigger on each partition (tgparentid <> 0: they go with the parent's).
 TRIGGERS_SQL = """
+WITH tree AS (SELECT %(rel)s::regclass AS relid UNION SELECT relid FROM pg_partition_tree(%(rel)s::regclass)),
+     ours AS (SELECT t.tgfoid FROM pg_trigger t WHERE t.tgrelid IN (SELECT relid FROM tree) AND t.tgname = ANY (%(names)s))
 SELECT rn.nspname AS rel_schema, r.relname AS rel_name, t.tgname AS name, t.tgenabled AS enabled,
        n.nspname AS fn_schema, p.proname AS fn_name
 FROM pg_trigger t
@@ -51,7 +58,7 @@ JOIN pg_class r ON r.oid = t.tgrelid
 JOIN pg_namespace rn ON rn.oid = r.relnamespace
 JOIN pg_proc p ON p.oid = t.tgfoid
 JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE (t.tgrelid = %(rel)s::regclass OR t.tgrelid IN (SELECT relid FROM pg_partition_tree(%(rel)s::regclass)))
+WHERE (t.tgrelid IN (SELECT relid FROM tree) OR t.tgfoid IN (SELECT tgfoid FROM ours))
   AND NOT t.tgisinternal AND t.tgparentid = 0 AND t.tgname = ANY (%(names)s)
 ORDER BY t.tgrelid <> %(rel)s::regclass, r.relname, t.tgname
 """
@@ -88,6 +95,12 @@ def function_name(state_schema, spec, direction="forward"):
     return (state_schema, derived_name("%s__%s" % (spec.schema, spec.name), DIRECTIONS[direction]))
 
 
+def guarded_name(fn):
+    """The guarded twin of the sync function ``fn`` ((schema, name))."""
+    schema, name = fn
+    return (schema, name[:-5] + GUARDED[name[-5:]])
+
+
 def _regclass(session, rel):
     text = sql.Identifier(*rel).as_string(session.conn)
     return text if session.scalar("SELECT to_regclass(%s) IS NOT NULL", (text,)) else None
@@ -99,7 +112,7 @@ def _tuning(spec, key, default):
     return default if value is None else value
 
 
-def sync_context(session, state_schema, spec, src, dst, info=None, direction="forward"):
+def sync_context(session, state_schema, spec, src, dst, info=None, direction="forward", guarded=False):
     """The template context of the sync function (see the top of trigger_function.sql.j2).
 
     ``cols``: the source's columns that are stored (generated columns are computed by the
@@ -138,14 +151,17 @@ def sync_context(session, state_schema, spec, src, dst, info=None, direction="fo
     return dict(
         fn=function_name(state_schema, spec, direction), dst=tuple(dst), state_schema=state_schema,
         table_name=spec.table_name, cols=cols, set_cols=set_cols, key_cols=key_cols, pk_cols=pk_cols,
-        overriding=bool(always & set(cols)), new=sql.SQL("NEW"), old=sql.SQL("OLD"), excluded=sql.SQL("EXCLUDED"))
+        overriding=bool(always & set(cols)), guarded=guarded,
+        new=sql.SQL("NEW"), old=sql.SQL("OLD"), excluded=sql.SQL("EXCLUDED"))
 
 
-def _function_up_to_date(session, fn, text):
+def _function_up_to_date(session, fn, text, comment=None):
     rows = session.query(FUNCTION_SQL, fn)
     if not rows:
         return False
     m = _BODY.search(text)
+    if comment is not None and rows[0]["comment"] != comment:
+        return False
     return bool(m) and rows[0]["prosrc"] == m.group(1)
 
 
@@ -185,6 +201,26 @@ def _triggers_sql(templates, conn, src, fn, plan, partitions_=()):
                             truncate_trigger=TRUNCATE_TRIGGER, partitions=list(partitions_), **plan)
 
 
+def _function_statements(session, templates, state_schema, spec, src, dst, info, direction, guard, dst_end=None):
+    """[(fn, CREATE FUNCTION text, comment or None)]: the function the triggers call — fast where
+    the DDL guard (event trigger) watches the source, guarded otherwise — and, with the guard, its
+    guarded twin that the guard swaps in when the source's shape changes. The comment records the
+    shape the body was generated for (sync_ddl)."""
+    out = []
+    shape_md5 = sync_ddl.shape(session, state_schema, src)
+    for guarded in ((False, True) if guard else (True,)):
+        ctx = sync_context(session, state_schema, spec, src, dst, info, direction, guarded=guarded)
+        if dst_end is not None:
+            ctx["dst"] = tuple(dst_end)
+        if not out:
+            fn, comment = ctx["fn"], sync_ddl.comment_text(shape_md5, guard)
+        else:
+            fn, comment = guarded_name(ctx["fn"]), None
+        ctx["fn"] = fn
+        out.append((fn, templates.render("sync/trigger_function", session.conn, **ctx), comment))
+    return out
+
+
 def install_sync(session, templates, state_schema, spec, src, dst, info=None, direction="forward",
                  lock_timeout_ms=None, retries=None, then=None):
     """Create (or bring up to date) the sync function and the triggers on ``src``.
@@ -193,14 +229,14 @@ def install_sync(session, templates, state_schema, spec, src, dst, info=None, di
     ``then(session, created)``, when given, runs in the same transaction right after the triggers
     exist (prepare.py records the backfill's upper key there); it runs also when nothing changed.
     """
-    ctx = sync_context(session, state_schema, spec, src, dst, info, direction)
-    fn = ctx["fn"]
-    function_sql = templates.render("sync/trigger_function", session.conn, **ctx)
-    function_ok = _function_up_to_date(session, fn, function_sql)
+    with session.transaction():
+        sync_ddl.ensure_shape_function(session, templates, state_schema)
+        guard = sync_ddl.ensure_guard(session, templates, state_schema, ROW_TRIGGER, GUARDED.items())
+    functions = _function_statements(session, templates, state_schema, spec, src, dst, info, direction, guard)
+    fn = functions[0][0]
+    stale = [(f, text, comment) for f, text, comment in functions if not _function_up_to_date(session, f, text, comment)]
     plan = _trigger_plan(session, src, fn)
-    created = []
-    if not function_ok:
-        created.append("function %s" % qualified(*fn))
+    created = ["function %s" % qualified(*f) for f, _t, _c in stale]
     for which, name in (("row", ROW_TRIGGER), ("truncate", TRUNCATE_TRIGGER)):
         if plan["create_" + which] or plan["replace_" + which]:
             created.append("trigger %s on %s" % (name, qualified(*src)))
@@ -209,8 +245,10 @@ def install_sync(session, templates, state_schema, spec, src, dst, info=None, di
     triggers_needed = any(plan.values())
 
     def work(s):
-        if not function_ok:
-            s.execute(function_sql)
+        for f, text, comment in stale:
+            s.execute(text)
+            if comment is not None:
+                s.execute(sql.SQL("COMMENT ON FUNCTION {}() IS {}").format(sql.Identifier(*f), sql.Literal(comment)))
         if triggers_needed:
             s.execute(_triggers_sql(templates, s.conn, src, fn, plan))
         if then is not None:
@@ -232,14 +270,22 @@ def install_statements(session, templates, state_schema, spec, src_now, dst_now,
     """The sync function and both triggers for ``src_end`` -> ``dst_end`` as statements, to run
     inside another transaction (the swap's); rendered beforehand from the relations that will carry
     those names after it (``src_now``, ``dst_now``)."""
-    ctx = sync_context(session, state_schema, spec, src_now, dst_now, None, direction)
-    ctx["dst"] = tuple(dst_end)
+    sync_ddl.ensure_shape_function(session, templates, state_schema)
+    guard = sync_ddl.guard_installed(session, state_schema)
+    functions = _function_statements(session, templates, state_schema, spec, src_now, dst_now, None, direction,
+                                     guard, dst_end=dst_end)
+    stmts = []
+    for f, text, comment in functions:
+        stmts.append(sql.SQL(text))
+        if comment is not None:
+            stmts.append(sql.SQL("COMMENT ON FUNCTION {}() IS {}").format(sql.Identifier(*f), sql.Literal(comment)))
     plan = dict(create_row=True, create_truncate=True, replace_row=False, replace_truncate=False,
                 enable_row=True, enable_truncate=True)
     # a TRUNCATE of one partition fires no trigger on the parent (HP20): each partition gets the
     # statement trigger too (partitions keep their names through the swap's renames)
-    return [sql.SQL(templates.render("sync/trigger_function", session.conn, **ctx)),
-            sql.SQL(_triggers_sql(templates, session.conn, src_end, ctx["fn"], plan, partitions(session, src_now)))]
+    stmts.append(sql.SQL(_triggers_sql(templates, session.conn, src_end, functions[0][0], plan,
+                                       partitions(session, src_now))))
+    return stmts
 
 
 def lock_in_writers_order(src, dst=None):
@@ -263,6 +309,8 @@ def drop_statements(triggers):
              for t in triggers]
     for fn in sorted(set((t["fn_schema"], t["fn_name"]) for t in triggers)):
         stmts.append(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(*fn)))
+        if fn[1][-5:] in GUARDED:
+            stmts.append(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(*guarded_name(fn))))
     return stmts
 
 
@@ -274,6 +322,7 @@ def drop_sync(session, state_schema, spec, src, direction="forward", lock_timeou
     stmts = ([lock_in_writers_order(src)] if mine else []) + drop_statements(mine)
     if not mine and session.query(FUNCTION_SQL, fn):
         stmts.append(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(*fn)))
+        stmts.append(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(*guarded_name(fn))))
     if not stmts:
         return []
     dropped = ["trigger %s on %s" % (t["name"], qualified(*src)) for t in mine] + ["function %s" % qualified(*fn)]
@@ -282,3 +331,13 @@ def drop_sync(session, state_schema, spec, src, direction="forward", lock_timeou
                         _tuning(spec, "swap_retries", 30) if retries is None else retries,
                         relations=[tuple(src)], what="dropping the sync triggers on %s" % qualified(*src))
     return dropped
+
+
+def refuse_if_drifted(session, state_schema, row, what, playbook="phase1_prepare.yml"):
+    """Refuse ``what`` (a phase after phase 1) when the application altered the original since its
+    forward sync was generated (sync_ddl.drift): the writes go on, the re-run of ``playbook`` puts
+    the twin back in step."""
+    spec = sync_spec(row["table_schema"], row["table_relname"], row["table_name"], row["partition_key"])
+    sync_ddl.refuse_if_drifted(session, state_schema, (row["table_schema"], row["table_relname"]),
+                               (row["table_schema"], row["twin_relname"]),
+                               function_name(state_schema, spec, "forward"), row["table_name"], what, playbook)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import List, Tuple
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
+from ansible_collections.dbops.partitioning.plugins.module_utils import sync
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, sleep_ms
 from ansible_collections.dbops.partitioning.plugins.module_utils.keys import key_in_range, key_json, key_order
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import throttle
@@ -103,6 +104,7 @@ def load_context(session, state_schema, row):
         if not _relation_exists(session, rel):
             raise PartitioningError("The %s %s.%s does not exist: run phase1_prepare first."
                                     % (what, rel[0], rel[1]))
+    sync.refuse_if_drifted(session, state_schema, row, "Phase 2")
     src_cols = _columns(session, src)
     dst_cols = dict((c["name"], c) for c in _columns(session, dst))
     missing = [c["name"] for c in src_cols if c["name"] not in dst_cols]

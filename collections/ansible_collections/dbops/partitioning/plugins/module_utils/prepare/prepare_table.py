@@ -33,6 +33,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers imp
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import (
     run_statements_with_lock_retry, run_with_lock_retry)
 from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.preflight import preflight
+from ansible_collections.dbops.partitioning.plugins.module_utils import sync_ddl
 from ansible_collections.dbops.partitioning.plugins.module_utils.sync import ROW_TRIGGER, install_sync
 from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.twin import ensure_twin
 
@@ -134,6 +135,7 @@ def _prepare(session, templates, spec, state_schema, now, lock_timeout_ms, retri
     result["partitions"] = [p.name for p in partitions]
 
     twin_warnings = []
+    carry = []
     if not _exists(session, spec.twin):
         # A new, empty twin: one transaction, with the state row (see the module docstring).
         # Its foreign keys lock the referenced tables (SHARE ROW EXCLUSIVE): short lock timeout.
@@ -154,6 +156,13 @@ def _prepare(session, templates, spec, state_schema, now, lock_timeout_ms, retri
         # original gained meanwhile. Statement by statement outside a transaction, so that an index
         # on a twin that holds rows is built CONCURRENTLY (HP16); each lock wait is short and the
         # whole step is retried (ensure_twin is idempotent).
+        # DDL the application ran on the original meanwhile (docs/design.md, "DDL during a
+        # migration"): the twin's columns follow it, and the rows whose values the sync could not
+        # carry are queued for the reconcile (phase 2).
+        followed, carry = run_with_lock_retry(
+            session, lambda s: sync_ddl.align(s, table, spec.twin), lock_timeout_ms, retries,
+            relations=[spec.twin], what="bringing %s in step" % qualified(*spec.twin))
+        created.extend(followed)
         created.extend(run_statements_with_lock_retry(
             session, lambda s: ensure_twin(s, info, spec, partitions, twin_warnings), lock_timeout_ms, retries,
             relations=[spec.twin], what="completing the twin %s" % qualified(*spec.twin)))
@@ -202,6 +211,11 @@ def _prepare(session, templates, spec, state_schema, now, lock_timeout_ms, retri
     created.extend(install_sync(session, templates, state_schema, spec, table, spec.twin, info=info,
                                 direction="forward", lock_timeout_ms=lock_timeout_ms, retries=retries,
                                 then=record_upper))
+    if carry:
+        # after the sync carries them again: the rows it could not carry before
+        with session.transaction():
+            created.extend(sync_ddl.queue_rows(session, table, spec.twin, carry, sync_ddl.primary_key(
+                session, spec.twin), info.pk_columns, state_schema, spec.table_name))
 
     result["changed"] = bool(created)
     if created and not session.check_mode:

@@ -102,7 +102,10 @@ def cleanup(session, table, params=None, state_schema="partitioning", min_soak_s
     old_rel = swap.relation(session, schema, old)
     if old_rel is not None:
         cap = swap.capture(session, schema, name, old)
-        cols = [c["name"] for c in cap["columns"] if not c["generated"]]
+        # the columns both hold (DDL on the new table since the switchover is not carried to _old)
+        standby = dict((c["name"], c) for c in cap["standby_columns"])
+        cols = [c["name"] for c in cap["columns"]
+                if not c["generated"] and c["name"] in standby and not standby[c["name"]]["generated"]]
         check = compare_for_swap(session, state_schema, table_name, (schema, name), (schema, old), cols,
                                  cap["standby_pk"])
         if not check["equal"]:

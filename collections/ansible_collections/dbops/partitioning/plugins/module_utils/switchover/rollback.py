@@ -21,6 +21,7 @@ __metaclass__ = type
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync
+from ansible_collections.dbops.partitioning.plugins.module_utils import sync_ddl
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.compare import compare_for_swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
@@ -183,6 +184,21 @@ def rollback_after_switch(session, templates, row, schema, name, state_schema, t
     if swap.relation(session, schema, twin) is not None:
         raise PartitioningError("%s exists: the partitioned table cannot take that name back; rename or drop it."
                                 % qualified(schema, twin))
+    # DDL the application ran on the partitioned table since the switchover: <table>_old follows it
+    # (docs/design.md, "DDL during a migration"), the reverse sync is regenerated to carry the new
+    # shape, and the rows whose values it could not carry before are queued (reconciled under the lock)
+    followed, carry = run_with_lock_retry(
+        session, lambda s: sync_ddl.align(s, (schema, name), (schema, old), add_missing=True), lock_timeout_ms,
+        retries, relations=[(schema, old)], what="bringing %s in step" % qualified(schema, old))
+    if followed or carry:
+        done.extend(followed)
+        spec = sync.sync_spec(schema, name, table_name, row["partition_key"])
+        sync.install_sync(session, templates, state_schema, spec, (schema, name), (schema, old), direction="reverse",
+                          lock_timeout_ms=lock_timeout_ms, retries=retries)
+        old_pk = sync_ddl.primary_key(session, (schema, old))
+        with session.transaction():
+            done.extend(sync_ddl.queue_rows(session, (schema, name), (schema, old), carry, old_pk, old_pk,
+                                            state_schema, table_name))
     cap = swap.capture(session, schema, name, old)
     # columns <table>_old lacks are a loss (below); the other refusals of the forward swap do not apply
     problems = [p for p in swap.refusals(cap) if "primary key" in p]
@@ -191,7 +207,7 @@ def rollback_after_switch(session, templates, row, schema, name, state_schema, t
     loss = losses(session, state_schema, table_name, cap)
     if loss["lost"] and not accept_loss:
         raise PartitioningError(
-            "Rollback of %s refused, nothing changed: it would lose %s. Find out how %s and %s came apart "
+            "Rollback of %s refused, the switchover stands: it would lose %s. Find out how %s and %s came apart "
             "(a TRUNCATE of a partition created after the switchover, a partition dropped or detached, a write "
             "that bypassed the reverse sync, a column added after the switchover), repair %s, or accept the loss: "
             "-e partitioning_accept_loss=%s (module option accept_loss)."

@@ -730,6 +730,7 @@ def switchover(session, templates, table, state_schema="partitioning", lock_time
                                 "full verification passed; run phase2_migrate.yml)." % (table_name, row["phase"]))
     twin, old = row["twin_relname"], row["old_relname"]
     st.lock_table_work(session, table_name)
+    sync.refuse_if_drifted(session, state_schema, row, "Switchover")
     if relation(session, schema, old) is not None:
         raise PartitioningError("%s already exists: it would be overwritten by the original; rename or drop it."
                                 % qualified(schema, old))

@@ -1,0 +1,133 @@
+"""DDL on the original during a migration never fails the application's writes (HP18).
+
+Each case runs the application's DDL on a table in phase 'verified', then inserts, updates and
+deletes through it: no write fails. The switchover refuses, naming the change and the playbook to
+re-run; ONE re-run of phase 1 brings the twin in step (its columns follow, the rows the sync could
+not carry are queued), and after phase 2's reconcile the twin equals the original row for row.
+Both ways a sync is guarded are run: the DDL guard (event trigger: the test's superuser) and a
+table owner without superuser (the sync function is guarded itself).
+"""
+import datetime
+
+import pytest
+
+from ..helpers.phase3_setup import SPEC, STATE, create_original, run
+
+from ansible_collections.dbops.partitioning.plugins.module_utils import sync_ddl
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill, reconcile
+from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
+from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
+
+NOW = datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc)
+
+# name: (the application's DDL, its writes afterwards)
+CASES = {
+    "drop_column": ("ALTER TABLE public.revenues DROP COLUMN note",
+                    ["INSERT INTO public.revenues (occurred_at, region, amount) VALUES ('2025-01-03 00:00+00', 'eu', 3)",
+                     "UPDATE public.revenues SET amount = 11 WHERE id = 5"]),
+    "add_column": ("ALTER TABLE public.revenues ADD COLUMN channel text DEFAULT 'web'",
+                   ["INSERT INTO public.revenues (occurred_at, region, amount, channel) "
+                    "VALUES ('2025-01-03 00:00+00', 'eu', 3, 'shop')",
+                    "UPDATE public.revenues SET channel = 'phone' WHERE id = 5"]),
+    "rename_column": ("ALTER TABLE public.revenues RENAME COLUMN note TO memo",
+                      ["INSERT INTO public.revenues (occurred_at, region, amount, memo) "
+                       "VALUES ('2025-01-03 00:00+00', 'eu', 3, 'm')",
+                       "UPDATE public.revenues SET memo = 'renamed' WHERE id = 5"]),
+    "alter_type": ("ALTER TABLE public.revenues ALTER COLUMN amount TYPE numeric(14,4)",
+                   ["INSERT INTO public.revenues (occurred_at, region, amount) VALUES ('2025-01-03 00:00+00', 'eu', 3.1234)",
+                    "UPDATE public.revenues SET amount = 7.5678 WHERE id = 5"]),
+    "drop_not_null": ("ALTER TABLE public.revenues ALTER COLUMN region DROP NOT NULL",
+                      ["INSERT INTO public.revenues (occurred_at, region, amount) VALUES ('2025-01-03 00:00+00', NULL, 3)",
+                       "UPDATE public.revenues SET region = NULL WHERE id = 5"]),
+    "new_index": ("CREATE INDEX revenues_amount_idx ON public.revenues (amount)",
+                  ["INSERT INTO public.revenues (occurred_at, region, amount) VALUES ('2025-01-03 00:00+00', 'eu', 3)",
+                   "UPDATE public.revenues SET amount = 12 WHERE id = 5"]),
+}
+COMMON_WRITES = ["DELETE FROM public.revenues WHERE id = 6",
+                 "UPDATE public.revenues SET occurred_at = '2025-02-20 00:00+00' WHERE id = 7"]
+
+
+def _owner(db):
+    return "own_" + db
+
+
+def _verified(pg, db, guarded):
+    """public.revenues brought to 'verified' by phase 1 as a superuser (the DDL guard is created) or as
+    the table's owner without superuser (no event trigger: the sync function is guarded)."""
+    conn = pg.connect(db)
+    create_original(conn, db, rows=300, extras=False)
+    user = None
+    if guarded:
+        user = _owner(db)
+        run(conn, "DROP EVENT TRIGGER IF EXISTS partitioning_ddl_guard",
+            "CREATE ROLE %s LOGIN" % user, "GRANT CREATE ON DATABASE %s TO %s" % (db, user),
+            "GRANT CREATE ON SCHEMA public TO %s" % user, "ALTER TABLE public.revenues OWNER TO %s" % user)
+    session = _session(pg, db, user)
+    try:
+        prepare_table(session, SqlTemplates.bundled(), normalize_spec(dict(SPEC)), STATE, now=NOW)
+    finally:
+        session.close()
+    run(conn, "INSERT INTO public.revenues_partitioned SELECT * FROM public.revenues ON CONFLICT DO NOTHING",
+        "UPDATE partitioning.tables SET phase = 'verified', verified_at = now(), verification = '{\"status\": \"ok\"}'")
+    conn.close()
+    return user
+
+
+def _session(pg, db, user=None):
+    return Session(pg.connect(db, **({"user": user} if user else {})))
+
+
+def _columns(conn):
+    return [r[0] for r in _q(conn, "SELECT attname FROM pg_attribute WHERE attrelid = 'public.revenues'::regclass "
+                                   "AND attnum > 0 AND NOT attisdropped ORDER BY attnum")]
+
+
+def _q(conn, text):
+    cur = conn.cursor()
+    cur.execute(text)
+    out = cur.fetchall() if cur.description else None
+    cur.close()
+    return out
+
+
+def _table(conn, name, cols):
+    return _q(conn, "SELECT %s FROM %s ORDER BY id" % (", ".join(cols), name))
+
+
+@pytest.mark.parametrize("guarded", [False, True], ids=["ddl_guard", "owner_guarded"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_ddl_during_the_migration_never_fails_a_write(pg, db, case, guarded):
+    user = _verified(pg, db, guarded)
+    ddl, writes = CASES[case]
+    app = pg.connect(db)
+    run(app, ddl)
+    for w in writes + COMMON_WRITES:       # the application's writes: none may fail
+        run(app, w)
+    session = _session(pg, db, user)
+    row = session.query("SELECT * FROM partitioning.tables")[0]
+    if case == "new_index":
+        assert sync_ddl.drift(session, STATE, ("public", "revenues"), ("public", "revenues_partitioned"),
+                              (STATE, "public__revenues__fwd")) == []
+    else:
+        with pytest.raises(PartitioningError) as err:
+            swap.switchover(session, SqlTemplates.bundled(), "public.revenues", STATE)
+        assert "altered during the migration" in err.value.msg and "phase1_prepare.yml" in err.value.msg
+        with pytest.raises(PartitioningError) as err:
+            backfill.load_context(session, STATE, row)
+        assert "phase1_prepare.yml" in err.value.msg
+    # ONE re-run of phase 1, then phase 2's reconcile: in step, exactly
+    prepare_table(session, SqlTemplates.bundled(), normalize_spec(dict(SPEC)), STATE, now=NOW)
+    assert sync_ddl.drift(session, STATE, ("public", "revenues"), ("public", "revenues_partitioned"),
+                          (STATE, "public__revenues__fwd")) == []
+    ctx = backfill.load_context(session, STATE, row)
+    reconcile.reconcile(session, ctx)
+    for w in writes[1:] + ["UPDATE public.revenues SET amount = amount + 1 WHERE id = 8"]:   # synced again
+        run(app, w)
+    cols = _columns(app)
+    assert _table(app, "public.revenues", cols) == _table(app, "public.revenues_partitioned", cols)
+    assert _q(app, "SELECT count(*) FROM partitioning.pending_keys") == [(0,)]
+    session.close()
+    app.close()
