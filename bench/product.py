@@ -2,9 +2,8 @@
 
 The benchmarks measure *our* code: the sync trigger rendered by the sync module, the
 backfill of module_utils/migrate/backfill.py, the swap of module_utils/switchover/swap.py.  Those modules
-are written in parallel with the benchmarks; where one is not importable yet, the
-trigger benchmark falls back to rendering the sync templates itself (with the context the
-template documents) and says so in its results; the other benchmarks skip with a reason.
+are written in parallel with the benchmarks; where one is not importable yet, a benchmark
+skips with a reason.
 """
 import importlib
 import inspect
@@ -120,66 +119,20 @@ def phase1(conn):
     return how
 
 
-# --- the sync trigger, rendered from the templates ---------------------------------------
-
-def fn_name():
-    return (STATE_SCHEMA, "public__revenues__fwd")
-
-
-def render_sync_function(conn):
-    """Create the forward sync function from templates/sql/sync/trigger_function.sql.j2."""
-    from psycopg2 import sql
-    from ansible_collections.dbops.partitioning.plugins.module_utils.state import ensure_state_schema
-    tpl = templates()
-    sess = session(conn)
-    ensure_state_schema(sess, tpl, STATE_SCHEMA)
-    key_cols = schema.KEY_COLS
-    cols = schema.COLUMN_NAMES
-    text = tpl.render("sync/trigger_function", conn, fn=fn_name(), dst=("public", schema.TWIN),
-                      state_schema=STATE_SCHEMA, table_name="public.revenues", cols=cols,
-                      set_cols=[c for c in cols if c not in key_cols], key_cols=key_cols, pk_cols=["id"],
-                      overriding=False, new=sql.SQL("NEW"), old=sql.SQL("OLD"), excluded=sql.SQL("EXCLUDED"))
-    conn.cursor().execute(text)
-
-
-def attach_sync_triggers(conn):
-    plan = dict(create_row=True, create_truncate=True, replace_row=False, replace_truncate=False,
-                enable_row=True, enable_truncate=True)
-    text = templates().render("sync/triggers", conn, src=("public", schema.TABLE), fn=fn_name(),
-                              row_trigger="partitioning_sync", truncate_trigger="partitioning_sync_truncate", **plan)
-    conn.cursor().execute(text)
-
+# --- the sync trigger ----------------------------------------------------------------------
 
 def install_sync(conn):
-    """The sync function and triggers on public.revenues -> twin, by the sync module when present.
+    """The sync function and triggers on public.revenues -> twin, by the sync module (phase 1's code).
 
     Returns which code installed them (written into the results).
     """
-    install = optional("sync", "install_sync")
-    spec = table_spec()
-    if install is not None and spec is not None:
-        from ansible_collections.dbops.partitioning.plugins.module_utils.state import ensure_state_schema
-        sess = session(conn)
-        tpl = templates()
-        ensure_state_schema(sess, tpl, STATE_SCHEMA)
-        install(sess, tpl, STATE_SCHEMA, spec, ("public", schema.TABLE), ("public", schema.TWIN))
-        return "module_utils/sync.py install_sync"
-    render_sync_function(conn)
-    attach_sync_triggers(conn)
-    return "templates/sql/sync/*.sql.j2 rendered by bench/product.py (sync.install_sync not available)"
-
-
-def detach_sync_triggers(conn):
-    cur = conn.cursor()
-    cur.execute("DROP TRIGGER IF EXISTS partitioning_sync ON public.revenues")
-    cur.execute("DROP TRIGGER IF EXISTS partitioning_sync_truncate ON public.revenues")
-
-
-def sync_trigger_names(conn):
-    cur = conn.cursor()
-    cur.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.revenues'::regclass AND NOT tgisinternal "
-                "ORDER BY 1")
-    return [r[0] for r in cur.fetchall()]
+    from ansible_collections.dbops.partitioning.plugins.module_utils.state import ensure_state_schema
+    from ansible_collections.dbops.partitioning.plugins.module_utils.sync import install_sync as install
+    sess = session(conn)
+    tpl = templates()
+    ensure_state_schema(sess, tpl, STATE_SCHEMA)
+    install(sess, tpl, STATE_SCHEMA, table_spec(), ("public", schema.TABLE), ("public", schema.TWIN))
+    return "module_utils/sync.py install_sync"
 
 
 def sync_function_source(conn):
