@@ -31,21 +31,24 @@ def trigger_block(data):
         dates.add(_date(f))
         for w, rt in r["ratios"].items():
             rows.append(["PostgreSQL %s" % major, w, rt["ours_none"], rt["hand_none"], rt["ours_hand"],
-                         "yes" if (rt["ours_hand"] or 0) >= 0.90 else "NO"])
+                         rt.get("guarded_hand")])
     any_f = next(iter(data.values()))["facts"]
     srows = []
     for major, r in sorted(data.items(), key=lambda kv: -int(kv[0])):
         ss = r.get("server_side")
         for w in (ss or {}).get("ours_hand", {}):
             srows.append(["PostgreSQL %s" % major, w, ss["us_per_row"]["none/" + w], ss["added_us"][w]["ours"],
-                          ss["added_us"][w]["hand"], ss["ours_hand"][w]])
-    server_side = ("\n\nServer side (the same writes from a PL/pgSQL loop in one session: no client noise):\n\n" +
+                          ss["added_us"][w]["hand"], ss["ours_hand"][w], (ss.get("guarded_hand") or {}).get(w),
+                          "yes" if (ss["ours_hand"][w] or 0) >= 1.0 else "NO"])
+    server_side = ("\n\nServer side (the same writes from a PL/pgSQL loop in one session: no client noise; "
+                   "ratios are the median of per-round paired ratios; goal: ours costs no more than hand):\n\n" +
                    md_table(["server", "workload", "us/row without trigger", "us/row added by ours",
-                             "us/row added by hand", "ours/hand (rows/s)"], srows)) if srows else ""
+                             "us/row added by hand", "ours/hand (rows/s)", "guarded/hand (rows/s)",
+                             "goal ours/hand >= 1.0"], srows)) if srows else ""
     return ("Run of %s; %s rows, %s clients, %s s per run, %s rounds; twin and trigger: %s.\n\n" % (
         ", ".join(sorted(dates)), any_f["rows"], any_f["clients"], any_f["duration_s"], any_f["rounds"],
         any_f["twin_built_by"]) + md_table(
-        ["server", "workload", "ours/none", "hand/none", "ours/hand", "goal ours/hand >= 0.90"], rows)
+        ["server", "workload", "ours/none", "hand/none", "ours/hand", "guarded/hand"], rows)
         + server_side)
 
 

@@ -3,10 +3,13 @@
 pgbench runs single-row INSERTs and single-row UPDATEs (random ids) against a
 revenues-like table in three variants, alternated round by round on one server:
 
-  none  no trigger
-  ours  the collection's sync trigger (rendered by the collection's own code)
-  hand  a minimal hand-written PL/pgSQL dual-write trigger
-        (INSERT ... ON CONFLICT / UPDATE / DELETE into the twin)
+  none     no trigger
+  ours     the collection's sync trigger as phase 1 installs it for a role that may create the DDL
+           guard (event trigger): the fast body
+  guarded  the same function's guarded body (a BEGIN ... EXCEPTION block: what a table owner
+           without superuser runs, and what the guard swaps in after DDL)
+  hand     a minimal hand-written PL/pgSQL dual-write trigger
+           (INSERT ... ON CONFLICT / UPDATE / DELETE into the twin)
 
 Reported: tps ratios ours/none, hand/none and ours/hand (goal: ours/hand >= 0.90).
 """
@@ -15,7 +18,7 @@ from psycopg2 import sql
 from bench import common, product, schema
 from bench.common import PgbenchRun, fmt, log, md_table, median, ratio
 
-VARIANTS = ["none", "ours", "hand"]
+VARIANTS = ["none", "ours", "guarded", "hand"]
 WORKLOADS = {"insert": schema.INSERT_SCRIPT, "update": schema.UPDATE_SCRIPT}
 
 
@@ -54,12 +57,18 @@ class TriggerSwitch:
         if not any(name == "partitioning_sync" for name, _d, _e in self.ours):
             raise RuntimeError("the sync trigger partitioning_sync is not on public.revenues")
         cur.execute(handwritten_function_sql())
+        # the guarded body: the fast function's guarded twin (sync.guarded_name), or the function
+        # itself when phase 1 could not create the DDL guard
+        cur.execute("SELECT coalesce(to_regprocedure('partitioning.public__revenues__fwg()'), "
+                    "to_regprocedure('partitioning.public__revenues__fwd()'))::text")
+        self.guarded = cur.fetchone()[0]
 
     def _clear(self):
         cur = self.conn.cursor()
         for name, _d, _e in self.ours:
             cur.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON public.revenues").format(sql.Identifier(name)))
         cur.execute("DROP TRIGGER IF EXISTS bench_handwritten_sync ON public.revenues")
+        cur.execute("DROP TRIGGER IF EXISTS bench_guarded_sync ON public.revenues")
 
     def set(self, variant):
         self._clear()
@@ -70,6 +79,9 @@ class TriggerSwitch:
                 if enabled == "A":
                     cur.execute(sql.SQL("ALTER TABLE public.revenues ENABLE ALWAYS TRIGGER {}").format(
                         sql.Identifier(name)))
+        elif variant == "guarded":
+            cur.execute("CREATE TRIGGER bench_guarded_sync AFTER INSERT OR UPDATE OR DELETE ON public.revenues "
+                        "FOR EACH ROW EXECUTE FUNCTION %s" % self.guarded)
         elif variant == "hand":
             cur.execute("CREATE TRIGGER bench_handwritten_sync AFTER INSERT OR UPDATE OR DELETE ON public.revenues "
                         "FOR EACH ROW EXECUTE FUNCTION public.bench_handwritten_sync()")
@@ -123,7 +135,8 @@ def run_on(srv, opts):
     conn.close()
     med = {k: median(v) for k, v in samples.items()}
     ratios, of_medians = {}, {}
-    pairs = (("ours_none", "ours", "none"), ("hand_none", "hand", "none"), ("ours_hand", "ours", "hand"))
+    pairs = (("ours_none", "ours", "none"), ("hand_none", "hand", "none"), ("ours_hand", "ours", "hand"),
+             ("guarded_hand", "guarded", "hand"))
     for w in WORKLOADS:
         # Headline: the median over rounds of the ratio within each round (paired: the two
         # runs of a round are minutes apart, so slow drift of the machine cancels out).
@@ -166,12 +179,14 @@ def server_side_costs(conn, switch, opts):
                 cur.execute(text.format(n=int(n), rows=int(opts.trigger_rows)))
                 per_row[(v, w)].append((_time.monotonic() - t0) * 1e6 / n)
     med = {k: median(x) for k, x in per_row.items()}
-    out = dict(rows_per_loop=n, us_per_row={"%s/%s" % k: v for k, v in med.items()}, added_us={}, ours_hand={})
+    out = dict(rows_per_loop=n, us_per_row={"%s/%s" % k: v for k, v in med.items()}, added_us={}, ours_hand={},
+               guarded_hand={})
     for w in WORKLOADS:
         ours = med[("ours", w)] - med[("none", w)]
         hand = med[("hand", w)] - med[("none", w)]
         out["added_us"][w] = dict(ours=ours, hand=hand)
         out["ours_hand"][w] = median([ratio(h, o) for o, h in zip(per_row[("ours", w)], per_row[("hand", w)])])
+        out["guarded_hand"][w] = median([ratio(h, g) for g, h in zip(per_row[("guarded", w)], per_row[("hand", w)])])
     log("trigger server-side: " + "; ".join("%s: none %.1f ours %.1f hand %.1f us/row" % (
         w, med[("none", w)], med[("ours", w)], med[("hand", w)]) for w in WORKLOADS))
     return out
@@ -184,10 +199,10 @@ def report(results, opts):
         for w, rt in r["ratios"].items():
             summary_rows.append(["PostgreSQL %d" % major, w, r["median_tps"]["none/" + w], r["median_tps"]["ours/" + w],
                                  r["median_tps"]["hand/" + w], rt["ours_none"], rt["hand_none"], rt["ours_hand"],
-                                 "yes" if rt["ours_hand"] and rt["ours_hand"] >= 0.90 else "NO"])
+                                 rt["guarded_hand"]])
     sections.append(("Result", md_table(
         ["server", "workload", "tps none", "tps ours", "tps hand", "ours/none", "hand/none", "ours/hand",
-         "ours within 10% of hand"], summary_rows) +
+         "guarded/hand"], summary_rows) +
         "\n\ntps: medians over rounds. Ratios: median over rounds of the ratio within each round (paired). "
         "Ratios of the medians, for comparison: " + "; ".join(
             "PG%d %s ours/none %s hand/none %s ours/hand %s" % (
@@ -200,12 +215,13 @@ def report(results, opts):
             continue
         for w in WORKLOADS:
             srows.append(["PostgreSQL %d" % major, w, ss["us_per_row"]["none/" + w], ss["us_per_row"]["ours/" + w],
-                          ss["us_per_row"]["hand/" + w], ss["added_us"][w]["ours"], ss["added_us"][w]["hand"],
-                          ss["ours_hand"][w]])
+                          ss["us_per_row"]["hand/" + w], ss["us_per_row"]["guarded/" + w], ss["added_us"][w]["ours"],
+                          ss["added_us"][w]["hand"], ss["ours_hand"][w], ss["guarded_hand"][w],
+                          "yes" if ss["ours_hand"][w] and ss["ours_hand"][w] >= 1.0 else "NO"])
     if srows:
         sections.append(("Server side: the same writes from a PL/pgSQL loop (one session, no client)", md_table(
-            ["server", "workload", "us/row none", "us/row ours", "us/row hand", "added by ours", "added by hand",
-             "ours/hand (rows/s)"], srows) + "\n\nMedians over alternated rounds; each loop writes %s rows." %
+            ["server", "workload", "us/row none", "us/row ours", "us/row hand", "us/row guarded", "added by ours",
+             "added by hand", "ours/hand (rows/s)", "guarded/hand (rows/s)", "ours costs no more than hand"], srows) + "\n\nMedians over alternated rounds; each loop writes %s rows." %
             next(iter(results.values()))["server_side"]["rows_per_loop"]))
     for major, r in sorted(results.items(), reverse=True):
         f = r["facts"]
@@ -231,10 +247,10 @@ def plot(results, opts):
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6), squeeze=False)
     for ax, (major, r) in zip(axes[0], sorted(results.items(), reverse=True)):
         ws = list(WORKLOADS)
-        width = 0.25
+        width = 0.2
         for i, v in enumerate(VARIANTS):
             vals = [r["median_tps"]["%s/%s" % (v, w)] or 0 for w in ws]
-            ax.bar([j + (i - 1) * width for j in range(len(ws))], vals, width, label=v)
+            ax.bar([j + (i - 1.5) * width for j in range(len(ws))], vals, width, label=v)
         ax.set_xticks(range(len(ws)))
         ax.set_xticklabels(ws)
         ax.set_ylabel("tps (median)")
