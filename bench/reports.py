@@ -19,11 +19,12 @@ Measured, side by side in one run on one server:
    as fits in ``budget_ms``), median per round, timed by the client (latency) and by the server
    backend's CPU time (``/proc/<pid>/schedstat``: not inflated by the machine's load); the
    figure is the ratio of the medians over rounds (plain ÷ partitioned: > 1 means partitioning
-   is faster) with the range of the per-round ratios as its spread. Two ways of sending each
+   is faster) with the range of the per-round ratios as its spread. Three ways of sending each
    query: *literal* (values in the statement text, as psycopg2 and many ORMs send it: planned at
-   every execution) and *prepared* (``PREPARE``/``EXECUTE``, ``plan_cache_mode`` auto: after five
+   every execution), *prepared* (``PREPARE``/``EXECUTE``, ``plan_cache_mode`` auto: after five
    executions PostgreSQL may switch to a generic plan, which prunes partitions at executor
-   start instead of while planning). Planning time alone (``EXPLAIN (SUMMARY)``) is sampled
+   start instead of while planning) and *prepared_custom* (the same statements with
+   ``plan_cache_mode = force_custom_plan``: planned with their values every time). Planning time alone (``EXPLAIN (SUMMARY)``) is sampled
    every round too. ``EXPLAIN (ANALYZE, BUFFERS)`` of every query on both sides is saved in
    ``reports_plans.md``: the partitions scanned show the pruning.
 2. **Index sizes** of both sides (sum over the partitions): the primary key grows by the
@@ -54,8 +55,12 @@ from bench.common import fmt, log, median
 DBNAME = "bench_reports"
 PLAIN = ("public", "revenues_old")
 PARTITIONED = ("public", "revenues")
-MODES = ("literal", "prepared")
-WARMUP = {"literal": 2, "prepared": 6}
+# How a report is sent: the values in the text (planned at every execution); a prepared statement
+# under plan_cache_mode auto (generic plan after five runs if PostgreSQL estimates it no worse);
+# the same with plan_cache_mode = force_custom_plan (planned with its values at every execution).
+MODES = ("literal", "prepared", "prepared_custom")
+PLAN_CACHE_MODE = {"literal": "auto", "prepared": "auto", "prepared_custom": "force_custom_plan"}
+WARMUP = {"literal": 2, "prepared": 6, "prepared_custom": 2}
 
 # What phase 4 adds: the spec's ``indexes:`` (docs/table-spec.md), as an operator writes it. Found
 # with this benchmark (docs/benchmarks.md): a covering index for the per-organisation reports
@@ -64,7 +69,8 @@ WARMUP = {"literal": 2, "prepared": 6}
 PHASE4_INDEXES = [
     dict(name="revenues_org_report_idx", columns=["org_id", "occurred_at"],
          include=["amount_cents", "payment_mode", "status", "category"]),
-    dict(name="revenues_month_mode_settled_idx", columns=["date_trunc('month', occurred_at, 'UTC')", "payment_mode"],
+    dict(name="revenues_month_mode_settled_idx",
+         columns=["date_trunc('month', occurred_at AT TIME ZONE 'UTC')", "payment_mode"],
          include=["occurred_at", "amount_cents"], where="status = 'settled'"),
 ]
 
@@ -172,21 +178,28 @@ def _statement(case, table, mode):
     _name, report, params = case
     if mode == "literal":
         return seed.report_sql(report, table), params
-    stmt = sql.SQL("EXECUTE {} ({})").format(_prepared_name(case, table),
+    stmt = sql.SQL("EXECUTE {} ({})").format(prepared_name(case[0], table, mode),
                                               sql.SQL(", ").join(sql.Placeholder() * len(params)))
     return stmt, params
 
 
-def _prepared_name(case, table):
-    return sql.Identifier("r_%s_%s" % (case[0], table[1]))
+def prepared_name(case, table, mode):
+    """The prepared statement of ``case`` on ``table`` for ``mode``: one per mode, so that
+    pg_prepared_statements counts each mode's generic and custom plans apart."""
+    return sql.Identifier("r_%s_%s_%s" % (case, table[1], mode))
 
 
 def prepare_statements(cur, variants):
     cur.execute("DEALLOCATE ALL")
     for case in seed.CASES:
         for table in variants.values():
-            cur.execute(sql.SQL("PREPARE {} AS {}").format(_prepared_name(case, table),
-                                                           seed.report_sql(case[1], table, prepared=True)))
+            for mode in MODES[1:]:
+                cur.execute(sql.SQL("PREPARE {} AS {}").format(prepared_name(case[0], table, mode),
+                                                               seed.report_sql(case[1], table, prepared=True)))
+
+
+def send_as(cur, mode):
+    cur.execute("SET plan_cache_mode = %s", (PLAN_CACHE_MODE[mode],))
 
 
 def run_once(cur, stmt, params):
@@ -235,6 +248,7 @@ def time_reports(conn, variants, rounds, reps, budget_ms=300.0):
     for case in seed.CASES:
         for v, table in variants.items():
             for mode in MODES:
+                send_as(cur, mode)
                 warm = [run_once(cur, *_statement(case, table, mode)) for _ in range(WARMUP[mode])]
                 runs[case[0], v, mode] = int(min(200, max(reps, budget_ms // max(median(warm), 0.01))))
 
@@ -247,12 +261,14 @@ def time_reports(conn, variants, rounds, reps, budget_ms=300.0):
             for v in order:
                 table = variants[v]
                 for mode in MODES:
+                    send_as(cur, mode)
                     stmt, params = _statement(case, table, mode)
                     n = runs[case[0], v, mode]
                     cpu0 = backend.read()
                     samples[case[0]][mode][v].append(median([run_once(cur, stmt, params) for _ in range(n)]))
                     cpu[case[0]][mode][v].append((backend.read() - cpu0) / n if backend.available else None)
                 planning[case[0]][v].append(median([planning_ms(cur, case, table) for _ in range(5)]))
+    send_as(cur, "literal")
     # generic_plans and custom_plans: PostgreSQL 14+
     cur.execute("SELECT name, generic_plans, custom_plans FROM pg_prepared_statements")
     plan_kinds = dict((r[0], dict(generic=r[1], custom=r[2])) for r in cur.fetchall())
@@ -296,7 +312,8 @@ def explain(conn, case, table, mode):
     the plan shows (partitions scanned, partitions removed at executor start, index-only, workers)."""
     cur = conn.cursor()
     stmt, params = _statement(case, table, mode)
-    if mode == "prepared":
+    send_as(cur, mode)
+    if mode != "literal":
         prepare_statements(cur, {"t": table})
         for _ in range(WARMUP[mode]):
             run_once(cur, stmt, params)
@@ -311,8 +328,9 @@ def explain(conn, case, table, mode):
     out["workers"] = sum(n.get("Workers Planned", 0) for n in nodes)
     cur.execute(sql.SQL("EXPLAIN (ANALYZE, BUFFERS) {}").format(stmt), params)
     out["text"] = "\n".join(r[0] for r in cur.fetchall())
-    if mode == "prepared":
+    if mode != "literal":
         cur.execute("DEALLOCATE ALL")
+    send_as(cur, "literal")
     return out
 
 

@@ -14,6 +14,8 @@ CASE_LABELS = {
     "monthly_mid_org": "monthly report, org 1000",
     "cross_org": "cross-org quarterly analytics",
 }
+MODE_LABELS = {"literal": "literal", "prepared": "prepared (auto)",
+               "prepared_custom": "prepared, force_custom_plan"}
 STAGES = (("phase3", "partitioned"), ("phase4", "partitioned + phase 4"), ("control", "plain + the same indexes"))
 
 
@@ -39,7 +41,8 @@ def latency_table(r):
     for case, _report, _params in seed.CASES:
         for mode in MODES:
             p3, p4, ctl = (r[stage][case][mode] for stage, _label in STAGES)
-            rows.append([CASE_LABELS[case], mode, p3["base_ms"], p3["other_ms"], _spread(p3), p4["other_ms"],
+            rows.append([CASE_LABELS[case], MODE_LABELS[mode], p3["base_ms"], p3["other_ms"], _spread(p3),
+                         p4["other_ms"],
                          _spread(p4), _spread(ctl), _met(case, p3["base_ms"], p3["other_ms"], p4["other_ms"])])
     return md_table(["report", "sent", "plain ms", "partitioned ms", "plain ÷ partitioned (spread)",
                      "+ phase 4 ms", "plain ÷ partitioned + phase 4 (spread)",
@@ -62,7 +65,8 @@ def cpu_table(r):
                           for stage, sides in (("phase3", ("plain", "partitioned")),
                                                ("phase4", ("partitioned + phase 4",)),
                                                ("control", ("plain + the same indexes",))) for side in sides)
-            rows.append([CASE_LABELS[case], mode, p3["base_cpu_ms"], p3["other_cpu_ms"], _x(p3["cpu_ratio"]),
+            rows.append([CASE_LABELS[case], MODE_LABELS[mode], p3["base_cpu_ms"], p3["other_cpu_ms"],
+                         _x(p3["cpu_ratio"]),
                          p4["other_cpu_ms"], _x(p4["cpu_ratio"]), ctl["base_cpu_ms"], _x(ctl["cpu_ratio"]),
                          "%d planned: the leader's CPU only" % workers if workers else "none"])
     return md_table(["report", "sent", "plain ms", "partitioned ms", "plain ÷ partitioned", "+ phase 4 ms",
@@ -71,7 +75,7 @@ def cpu_table(r):
 
 
 def _plan_kind(kinds, case, table):
-    k = kinds.get("r_%s_%s" % (case, table[1])) or {}
+    k = kinds.get("r_%s_%s_prepared" % (case, table[1])) or {}
     if k.get("generic") is None:
         return "?"
     return "generic" if k["generic"] > k["custom"] else "custom"
@@ -161,7 +165,8 @@ def plans_markdown(results):
     out = ["# Plans of the report queries (make bench, issue 8)", "",
            "`EXPLAIN (ANALYZE, BUFFERS)` of each report on each side, sent both ways (literal: values in the "
            "text; prepared: `EXECUTE` after six runs, when PostgreSQL may have chosen a generic plan that "
-           "prunes at executor start: `Subplans Removed`). Written by bench/reports_results.py.", ""]
+           "prunes at executor start: `Subplans Removed`; prepared_custom: the same with "
+           "`plan_cache_mode = force_custom_plan`). Written by bench/reports_results.py.", ""]
     for major, r in sorted(results.items(), reverse=True):
         for case, report, params in seed.CASES:
             out += ["## PostgreSQL %d: %s" % (major, CASE_LABELS[case]), "",
@@ -172,7 +177,7 @@ def plans_markdown(results):
                 plans.update(r["plans"][stage][case])
             for side, by_mode in plans.items():
                 for mode, p in by_mode.items():
-                    out += ["### %s, %s" % (side, mode), "", "```", p["text"], "```", ""]
+                    out += ["### %s, %s" % (side, MODE_LABELS[mode]), "", "```", p["text"], "```", ""]
     return "\n".join(out)
 
 
