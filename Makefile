@@ -72,8 +72,9 @@ lint: $(STAMP) sanity
 # ansible-test sanity, run without docker and without ansible-test's own download host: --local
 # with the requirements of each test installed from the package index into venvs it makes under
 # SANITY_HOME. It bootstraps pip in those venvs with a get-pip.py it downloads from its CI host;
-# tools/get_pip.py, put in its cache, does the same from Python's ensurepip. Ignores, each with
-# its reason: $(COLLECTION)/tests/sanity/ignore-<ansible-core major.minor>.txt.
+# tools/get_pip.py, put in its cache, does the same from Python's ensurepip. Every test passes with
+# no ignore file (an ignore would go in $(COLLECTION)/tests/sanity/ignore-<core major.minor>.txt,
+# with its reason).
 $(SANITY_VENV)/.installed: $(STAMP)
 	python3 -m venv $(SANITY_VENV)
 	$(SANITY_VENV)/bin/pip install --quiet "ansible-core==$$($(PY) -c 'from ansible.release import __version__; print(__version__)')"

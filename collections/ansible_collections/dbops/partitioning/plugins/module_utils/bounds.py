@@ -220,7 +220,7 @@ def suffix_for(boundary, interval):
     if interval == "daily":
         return "%04d_%02d_%02d" % (d.year, d.month, d.day)
     if interval == "weekly":
-        iso_year, week, _ = d.isocalendar()
+        iso_year, week, _unused = d.isocalendar()
         return "%04d_w%02d" % (iso_year, week)
     if interval == "monthly":
         return "%04d_%02d" % (d.year, d.month)
@@ -353,7 +353,7 @@ def _plan_calendar(spec, key_type, min_value, max_value, now):
     first = min(starts)
     current = floor_boundary(now, spec.interval)
     end = next_boundary(current, spec.interval)
-    for _ in range(spec.premake):
+    for _unused in range(spec.premake):
         end = next_boundary(end, spec.interval)
     if max_value is not None:
         end = max(end, next_boundary(floor_boundary(max_value, spec.interval), spec.interval))
@@ -545,7 +545,7 @@ def blocked_by_default(session, schema, default_name, key, partitions, key_type)
             conds.append(sql.SQL("{} < {}").format(sql.Identifier(key), literal(p.upper, key_type)))
         where = sql.SQL(" AND ").join(conds) if conds else sql.SQL("true")
         stmt = sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {})").format(sql.Identifier(schema, default_name),
-                                                                            where)
+                                                                           where)
         if session.scalar(stmt):
             out.append(p)
     return out

@@ -517,7 +517,7 @@ def _read_foreign_keys(session, arg, side):
 
 def reloption_sql(option):
     """``'fillfactor=70'`` -> ``fillfactor = '70'`` as SQL (name checked, value a literal)."""
-    key, _, value = option.partition("=")
+    key, _unused, value = option.partition("=")
     if not _RELOPTION_NAME.match(key):
         raise PartitioningError("Unexpected storage parameter %r in the catalog." % option)
     return sql.SQL("{} = {}").format(sql.SQL(key), sql.Literal(value))

@@ -19,14 +19,12 @@ try:
     import psycopg2
     import psycopg2.extensions
     import psycopg2.extras
-    from psycopg2 import sql
 
     HAS_PSYCOPG2 = True
     PSYCOPG2_IMPORT_ERROR = None
 except ImportError:  # pragma: no cover - reported to the operator by run_module
     HAS_PSYCOPG2 = False
     PSYCOPG2_IMPORT_ERROR = traceback.format_exc()
-    sql = None
 
 SSL_MODES = ["allow", "disable", "prefer", "require", "verify-ca", "verify-full"]
 APPLICATION_NAME = "dbops.partitioning"

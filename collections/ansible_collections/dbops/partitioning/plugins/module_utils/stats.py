@@ -139,7 +139,7 @@ def table_facts(session, state_schema, table_name, premake=None):
         (parent,))[0]
     facts["future_partitions"] = timed["future"] if timed["timed"] else None
     if premake and facts["future_partitions"] is not None and facts["future_partitions"] < premake:
-        facts["health"].append("only %d future partitions ready (premake %d): run maintenance"
+        facts["health"].append("only %s future partitions ready (premake %s): run maintenance"
                                % (facts["future_partitions"], premake))
     return facts
 

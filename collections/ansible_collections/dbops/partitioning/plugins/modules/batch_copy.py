@@ -86,6 +86,9 @@ attributes:
     details: Nothing changes; what would be copied (estimate, ranges) is reported.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
+    details: The host that runs the module (the controller, as the playbooks run it) connects to PostgreSQL.
 seealso:
   - module: dbops.partitioning.partition_create
     description: Phase 1, which creates the twin and the sync triggers this copy relies on.
@@ -97,7 +100,7 @@ seealso:
     description: How a batch locks the rows it copies without waiting for the application.
     link: https://www.postgresql.org/docs/current/sql-select.html#SQL-FOR-UPDATE-SHARE
 author:
-  - dbops.partitioning contributors
+  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''
@@ -132,7 +135,7 @@ eta_s: {description: Estimated seconds left at that rate (null when unknown)., r
 batches: {description: Batches committed so far (all calls)., returned: always, type: int}
 batch_size: {description: The batch size the auto-sizing arrived at., returned: always, type: int}
 paused: {description: The operator's pause flag is set., returned: always, type: bool}
-throttle_reason: {description: Why the call stopped waiting (pause, replica lag, load), or null., returned: always, type: str}
+throttle_reason: {description: "Why the call stopped waiting (pause, replica lag, load), or null.", returned: always, type: str}
 pending_keys: {description: Keys waiting for reconciliation., returned: always, type: int}
 ranges:
   description: Per range (one per worker slot) its number, bounds, checkpoint, rows and whether it is done.
@@ -213,9 +216,8 @@ def progress(session, ctx_name, state_schema, call, ranges, pending):
     if done:
         line += ", copied"
     else:
-        line += ", %s rows/s, ETA %s, batch %s" % (int(rate) if rate else "?",
-                                                  ("%d s" % eta) if eta is not None else "?",
-                                                  row["batch_size"] or "?")
+        line += ", %s rows/s, ETA %s, batch %s" % (
+            int(rate) if rate else "?", ("%d s" % eta) if eta is not None else "?", row["batch_size"] or "?")
     if call.get("stopped_by"):
         line += " (waiting: %s)" % call["stopped_by"]
     out["progress_line"] = line

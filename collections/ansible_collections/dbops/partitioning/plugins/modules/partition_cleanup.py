@@ -49,6 +49,9 @@ attributes:
     details: Nothing changes; the statements that would run are returned in C(queries).
   diff_mode:
     support: none
+  platform:
+    platforms: posix
+    details: The host that runs the module (the controller, as the playbooks run it) connects to PostgreSQL.
 seealso:
   - module: dbops.partitioning.table_swap
     description: The switchover whose C(<table>_old) this drops.
@@ -58,7 +61,7 @@ seealso:
     description: The dump written before C(<table>_old) is dropped, when I(dump_dir) is set.
     link: https://www.postgresql.org/docs/current/app-pgdump.html
 author:
-  - dbops.partitioning contributors
+  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''

@@ -96,6 +96,9 @@ attributes:
     details: Nothing changes; every statement that would run is returned in C(queries).
   diff_mode:
     support: none
+  platform:
+    platforms: posix
+    details: The host that runs the module (the controller, as the playbooks run it) connects to PostgreSQL.
 seealso:
   - module: dbops.partitioning.batch_copy
     description: Phase 2, which copies the existing rows into the twin.
@@ -105,7 +108,7 @@ seealso:
     description: Declarative partitioning, which the twin uses.
     link: https://www.postgresql.org/docs/current/ddl-partitioning.html
 author:
-  - dbops.partitioning contributors
+  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''
@@ -196,7 +199,7 @@ SPEC_OPTIONS = ("table", "partition_key", "strategy", "interval", "premake", "st
                 "default_partition", "inbound_foreign_keys", "retention", "retention_action", "lock_timeout_ms",
                 "swap_retries")
 OPTIONS = dict(defaults=dict(type="dict", default={}),
-               partition_key=dict(type="str"),
+               partition_key=dict(type="str", no_log=False),  # a column name, not a secret
                strategy=dict(type="str"),
                interval=dict(type="raw"),
                premake=dict(type="int"),

@@ -57,13 +57,16 @@ attributes:
     details: Nothing changes; the statements that would run are returned in C(queries).
   diff_mode:
     support: none
+  platform:
+    platforms: posix
+    details: The host that runs the module (the controller, as the playbooks run it) connects to PostgreSQL.
 seealso:
   - module: dbops.partitioning.partition_create
     description: Phase 1, whose objects a rollback before the switchover drops.
   - module: dbops.partitioning.table_swap
     description: The switchover a rollback after it reverses, under the same short lock.
 author:
-  - dbops.partitioning contributors
+  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''

@@ -39,6 +39,9 @@ attributes:
     details: The module only reads; it runs the same in check mode.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
+    details: The host that runs the module (the controller, as the playbooks run it) connects to PostgreSQL.
 seealso:
   - module: dbops.partitioning.batch_copy
     description: Its progress is what C(progress) reports while phase 2 runs.
@@ -46,7 +49,7 @@ seealso:
     description: The statistics views the partition and index facts come from.
     link: https://www.postgresql.org/docs/current/monitoring-stats.html
 author:
-  - dbops.partitioning contributors
+  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''
@@ -78,7 +81,7 @@ tables:
     progress: {description: Backfill progress as in the state schema's progress view., type: dict}
     verification: {description: Status of the last verification (ok or different)., type: str}
     partitions: {description: "Per partition: name, bound, is_default, rows_estimate, total_bytes, index_bytes, scans.", type: list}
-    indexes: {description: Index use summed over partitions (scans, bytes, valid)., type: list}
+    indexes: {description: "Index use summed over partitions (scans, bytes, valid).", type: list}
     default_partition_rows: {description: Rows currently in the default partition., type: int}
     health: {description: Warnings an operator should act on., type: list, elements: str}
 queries:

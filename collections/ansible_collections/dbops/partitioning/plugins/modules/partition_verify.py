@@ -38,13 +38,16 @@ attributes:
     details: Nothing is compared or recorded; the ranges that would be checked are returned in C(would_check).
   diff_mode:
     support: none
+  platform:
+    platforms: posix
+    details: The host that runs the module (the controller, as the playbooks run it) connects to PostgreSQL.
 seealso:
   - module: dbops.partitioning.batch_copy
     description: The copy this verification ends.
   - module: dbops.partitioning.table_swap
     description: Phase 3, which requires phase C(verified).
 author:
-  - dbops.partitioning contributors
+  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''

@@ -75,6 +75,9 @@ attributes:
     details: Nothing changes; the statements that would run are returned in C(queries).
   diff_mode:
     support: none
+  platform:
+    platforms: posix
+    details: The host that runs the module (the controller, as the playbooks run it) connects to PostgreSQL.
 seealso:
   - module: dbops.partitioning.partition_verify
     description: Phase 2's verification, which the switchover requires (phase C(verified)).
@@ -86,7 +89,7 @@ seealso:
     description: The renames the swap runs under one short lock.
     link: https://www.postgresql.org/docs/current/sql-altertable.html
 author:
-  - dbops.partitioning contributors
+  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''

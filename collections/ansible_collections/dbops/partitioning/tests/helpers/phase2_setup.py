@@ -124,4 +124,3 @@ def scalar(conn, stmt, args=None):
     r = cur.fetchone()
     cur.close()
     return r[0] if r else None
-

@@ -186,7 +186,7 @@ class Writers:
         self.stop_flag = threading.Event()
         self.errors = []
         self.ops = [0] * n
-        self.oracle = [dict() for _ in range(n)]
+        self.oracle = [dict() for _unused in range(n)]
         self.threads = []
 
     def start(self):

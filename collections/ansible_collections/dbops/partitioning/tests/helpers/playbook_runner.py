@@ -61,5 +61,5 @@ def run_playbook(name, pg, db, tables, extra_vars=None, check=False, host_vars=N
         full_env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", PYTHONUNBUFFERED="1",
                         ANSIBLE_LOCAL_TEMP=os.path.join(d, "tmp"), ANSIBLE_REMOTE_TEMP=os.path.join(d, "tmp"))
         full_env.update(env or {})
-        p = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
         return PlaybookRun(p.returncode, p.stdout + p.stderr)

@@ -96,7 +96,7 @@ def test_server_restart_while_copying(pg, db, conn):
     _wait_until(lambda: _copied(conn) >= 300)
     conn.close()
     pg.restart(mode="immediate")
-    out, _ = p.communicate(timeout=60)
+    out, _unused = p.communicate(timeout=60)
     assert '"failed": true' in out and "Traceback" not in out, out
     c = pg.connect(db)
     try:

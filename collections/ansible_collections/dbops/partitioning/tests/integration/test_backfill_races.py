@@ -70,7 +70,7 @@ def _first_batch(pg, db, hook, limit=ROWS):
     drv.start(pg, db)
     s = session(pg, db)
     try:
-        ctx, _ = context(s)
+        ctx, _unused = context(s)
         res = backfill.copy_batch(s, templates(), ctx, 0, limit, before_commit=hook)
         return res
     finally:
@@ -80,7 +80,7 @@ def _first_batch(pg, db, hook, limit=ROWS):
 def _reconcile(pg, db):
     s = session(pg, db)
     try:
-        ctx, _ = context(s)
+        ctx, _unused = context(s)
         return reconcile(s, ctx)
     finally:
         s.close()

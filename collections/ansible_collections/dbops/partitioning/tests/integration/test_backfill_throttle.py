@@ -30,9 +30,11 @@ def test_pause_is_honoured_and_reported_then_resume_continues(pg, db, prepared):
     assert scalar(conn, "SELECT waiting_for FROM partitioning.progress WHERE paused") == "month-end close"
 
     # A pause set while a run copies stops it before its next batch.
-    def pause_after_two(res, n=[0]):
-        n[0] += 1
-        if n[0] == 2:
+    batches = []
+
+    def pause_after_two(res):
+        batches.append(res)
+        if len(batches) == 2:
             scalar(conn, "SELECT partitioning.pause(%s)", (TABLE,))
 
     scalar(conn, "SELECT partitioning.resume(%s)", (TABLE,))
@@ -96,7 +98,7 @@ def test_replica_lag_is_read_from_a_real_streaming_replica(pg, db, prepared, pg_
 
 def test_active_backends_and_lock_waiters_over_their_thresholds_wait(pg, db, prepared):
     conn = prepared
-    sleepers = [pg.connect(db) for _ in range(2)]
+    sleepers = [pg.connect(db) for _unused in range(2)]
     threads = [threading.Thread(target=lambda c=c: c.cursor().execute("SELECT pg_sleep(2)")) for c in sleepers]
     for t in threads:
         t.start()
@@ -113,7 +115,7 @@ def test_active_backends_and_lock_waiters_over_their_thresholds_wait(pg, db, pre
 
     holder = pg.connect(db, autocommit=False)
     holder.cursor().execute("LOCK TABLE public.revenues IN ACCESS EXCLUSIVE MODE")
-    waiters = [pg.connect(db) for _ in range(2)]
+    waiters = [pg.connect(db) for _unused in range(2)]
     threads = [threading.Thread(target=lambda c=c: c.cursor().execute("SELECT count(*) FROM public.revenues"))
                for c in waiters]
     for t in threads:

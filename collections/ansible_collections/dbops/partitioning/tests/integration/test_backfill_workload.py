@@ -51,7 +51,7 @@ class Writers:
         try:
             while not self.stop.is_set():
                 try:
-                    for _ in range(rng.randint(1, 3)):
+                    for _unused in range(rng.randint(1, 3)):
                         cur.execute(rng.choice(OPS), dict(id=rng.randint(1, ROWS + 200), a=rng.randint(0, 999),
                                                           r=rng.randint(0, 360 * 1440)))
                     if rng.random() < 0.2:

@@ -25,7 +25,7 @@ def test_bench_reports_tiny_smoke(tmp_path, version):
     r = subprocess.run([sys.executable, "-m", "bench", "reports", "--quick", "--pg", str(version),
                         "--report-rows", "4000", "--report-rounds", "1", "--report-reps", "1",
                         "--report-budget-ms", "1", "--outdir", outdir],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "reports     ok" in r.stdout, r.stdout[-3000:]
     with open(os.path.join(outdir, "reports.json")) as f:

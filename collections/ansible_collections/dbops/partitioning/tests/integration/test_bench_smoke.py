@@ -23,7 +23,7 @@ def test_bench_trigger_quick_smoke(tmp_path):
     outdir = str(tmp_path)
     r = subprocess.run([sys.executable, "-m", "bench", "--only", "trigger", "--quick", "--pg", str(version),
                         "--duration", "1", "--rounds", "1", "--trigger-rows", "1000", "--clients", "2",
-                        "--outdir", outdir], cwd=ROOT, capture_output=True, text=True, timeout=180)
+                        "--outdir", outdir], cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "trigger     ok" in r.stdout, r.stdout[-3000:]
     with open(os.path.join(outdir, "trigger.json")) as f:

@@ -66,7 +66,7 @@ def test_awkward_columns(conn, awkward):
     assert (cols["status"].statistics_target, cols["status"].storage) == (None, None)
     stats = dict((st.name, st) for st in info.statistics)
     assert (stats["revenues_org_status"].kinds, stats["revenues_org_status"].columns) == (["dependencies"],
-                                                                                         '"OrgId", status')
+                                                                                          '"OrgId", status')
     assert (stats["revenues_org_customer"].kinds, stats["revenues_org_customer"].target) == ([], 300)
 
 
@@ -250,7 +250,7 @@ def test_partitions_and_relations(conn):
     info = describe_table(s, "public", "p")
     assert info.kind == "p" and info.partition_key == "RANGE (k)"
     assert [(x.name, x.bound) for x in info.partitions] == [("p_1", "FOR VALUES FROM (0) TO (10)"),
-                                                           ("p_d", "DEFAULT")]
+                                                            ("p_d", "DEFAULT")]
     assert catalog.describe_relation(s, "public", "p_1").parent == info.oid
     assert catalog.describe_relation(s, "public", "pv").kind == "v"
     assert catalog.describe_relation(s, "public", "nope") is None

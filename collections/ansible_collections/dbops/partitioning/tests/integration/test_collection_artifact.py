@@ -21,7 +21,7 @@ SPEC = dict(table="public.revenues", partition_key="occurred_at", interval="mont
 
 
 def _run(cmd, cwd, env, timeout=900):
-    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     return p.returncode, p.stdout + p.stderr
 
 

@@ -321,7 +321,7 @@ def _run_module(params, args, check=False):
         if check:
             cmd.append("--check")
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                           env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+                           env=dict(os.environ, ANSIBLE_NOCOLOR="1"), check=False)
         assert os.path.exists(out), p.stdout + p.stderr
         with open(out) as f:
             return json.load(f)
@@ -344,5 +344,5 @@ def test_module_refuses_a_bad_spec_before_connecting():
     """No server needed (port 1 has none): the spec is refused before any connection."""
     nowhere = dict(login_host="127.0.0.1", port=1, login_user="postgres", login_db="postgres")
     out = _run_module(nowhere, dict(table="public.revenues", partition_key="occurred_at",
-                                                 strategy="range", interval="fortnightly"))
+                                    strategy="range", interval="fortnightly"))
     assert out.get("failed") and "interval" in out["msg"] and "Traceback" not in json.dumps(out), out

@@ -24,7 +24,7 @@ def test_rollback_after_switchover_under_load_with_oracle(pg, db):
     writers.wait_ops(20)
     assert switch(pg, db, lock_timeout_ms=200, swap_retries=20)[0]["changed"]
     writers.wait_ops(30)          # writes to the partitioned table, mirrored into _old
-    result, _ = roll(pg, db, lock_timeout_ms=200, swap_retries=20)
+    result, _unused = roll(pg, db, lock_timeout_ms=200, swap_retries=20)
     writers.wait_ops(30)          # and on the original again
     writers.stop()
     assert writers.errors == []
@@ -36,7 +36,7 @@ def test_rollback_after_switchover_under_load_with_oracle(pg, db):
     top = one(conn, "SELECT max(id) FROM public.revenues")[0][0]
     assert one(conn, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES "
                      "('2025-03-03 00:00+00', 'X', 1) RETURNING id, region") == [(top + 1, "x")]
-    again, _ = roll(pg, db)
+    again, _unused = roll(pg, db)
     assert not again["changed"]
     conn.close()
 
@@ -50,7 +50,7 @@ def test_rollback_after_switchover_keep_twin_and_check_mode(pg, db):
     result, queries = roll(pg, db, check_mode=True)
     assert result["changed"] and any('RENAME TO "revenues"' in q for q in queries)
     assert phase(conn) == "switched" and is_partitioned(conn, "public.revenues")
-    result, _ = roll(pg, db, keep_twin=True)
+    result, _unused = roll(pg, db, keep_twin=True)
     assert result["changed"]
     assert rows_of(conn, "public.revenues") == before
     assert is_partitioned(conn, "public.revenues_partitioned")
@@ -114,7 +114,7 @@ def test_pending_keys_reconciled_under_the_lock_both_ways(pg, db):
     one(conn, "ALTER TABLE public.revenues ENABLE ALWAYS TRIGGER partitioning_sync")
     one(conn, "INSERT INTO partitioning.pending_keys (table_name, pk, reason) "
               "VALUES ('public.revenues', '{\"id\": 5}', 'test')")
-    result, _ = switch(pg, db)
+    result, _unused = switch(pg, db)
     assert result["reconciled"] == 1
     assert rows_of(conn, "public.revenues") == rows_of(conn, "public.revenues_old")
     assert one(conn, "SELECT amount FROM public.revenues WHERE id = 5")[0][0] == 777
@@ -124,7 +124,7 @@ def test_pending_keys_reconciled_under_the_lock_both_ways(pg, db):
     one(conn, "ALTER TABLE public.revenues ENABLE ALWAYS TRIGGER partitioning_sync")
     one(conn, "INSERT INTO partitioning.pending_keys (table_name, pk, reason) "
               "VALUES ('public.revenues', '{\"id\": 7}', 'test')")
-    result, _ = roll(pg, db)
+    result, _unused = roll(pg, db)
     assert result["changed"]
     assert one(conn, "SELECT amount FROM public.revenues WHERE id = 7")[0][0] == 888
     assert one(conn, "SELECT count(*) FROM partitioning.pending_keys") == [(0,)]
@@ -134,10 +134,10 @@ def test_pending_keys_reconciled_under_the_lock_both_ways(pg, db):
 def test_rollback_while_waiting_for_approval_drops_prebuilt_views(pg, db):
     make_verified(pg, db, rows=100)
     conn = pg.connect(db)
-    result, _ = switch(pg, db, require_approval=True)
+    result, _unused = switch(pg, db, require_approval=True)
     assert result["waiting_for_approval"] and result["changed"]
     assert one(conn, "SELECT to_regclass('public.revenue_by_region_swap') IS NOT NULL") == [(True,)]
-    result, _ = roll(pg, db)
+    result, _unused = roll(pg, db)
     assert result["changed"]
     assert one(conn, "SELECT to_regclass('public.revenue_by_region_swap'), "
                      "to_regclass('public.revenues_partitioned')") == [(None, None)]
@@ -159,11 +159,11 @@ def test_rollback_before_switchover_recreates_dropped_inbound_foreign_keys(pg, d
     s = Session(pg.connect(db))
     try:
         prepare_table(s, SqlTemplates.bundled(), normalize_spec(dict(SPEC, inbound_foreign_keys="drop")),
-                              "partitioning", now=datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc))
+                      "partitioning", now=datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc))
     finally:
         s.close()
     assert one(conn, "SELECT count(*) FROM pg_constraint WHERE conname = 'refunds_revenue_fk'") == [(0,)]
-    result, _ = roll(pg, db)
+    result, _unused = roll(pg, db)
     assert result["changed"] and any("refunds_revenue_fk" in d for d in result["done"])
     assert one(conn, "SELECT convalidated, confrelid::regclass::text FROM pg_constraint "
                      "WHERE conname = 'refunds_revenue_fk'") == [(True, "revenues")]

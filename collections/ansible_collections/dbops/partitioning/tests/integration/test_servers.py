@@ -25,12 +25,13 @@ from lab.servers import (DATA_ROOT_ENV, Account, Server, ServerError, data_root,
 from ..helpers.paths import ROOT
 from ..helpers.private_checkout import changed_modes, modes, private_bindir, private_checkout
 
+
 def identity(pid):
     """uid, gid and supplementary groups of process ``pid``, from /proc."""
     fields = {}
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            key, _, value = line.partition(":")
+            key, _unused, value = line.partition(":")
             fields[key] = value.split()
     return int(fields["Uid"][0]), int(fields["Gid"][0]), [int(g) for g in fields["Groups"]]
 
@@ -119,7 +120,7 @@ def test_pg_fixture_from_a_checkout_under_a_private_parent(wheel_bindir):
         env = dict(os.environ, DBOPS_PG_BINDIRS=bindir, PYTHONDONTWRITEBYTECODE="1")
         r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                             os.path.join(tests, "integration", "test_probe_private.py")],
-                           cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
+                           cwd=checkout, env=env, capture_output=True, text=True, timeout=600, check=False)
         assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
         assert changed_modes(before, modes([parent, ROOT, wheel_bindir])) == []
     finally:
@@ -157,7 +158,7 @@ def ordinary_user():
     name = "dbops-nu-" + uuid.uuid4().hex[:8]
     home = tempfile.mkdtemp(prefix="home-")
     r = subprocess.run(["useradd", "--no-create-home", "--home-dir", home, "--shell", "/bin/sh", "--user-group",
-                        name], capture_output=True, text=True)
+                        name], capture_output=True, text=True, check=False)
     if r.returncode != 0:
         shutil.rmtree(home, ignore_errors=True)
         pytest.skip("cannot create a user here: %s" % r.stderr.strip())
@@ -167,8 +168,8 @@ def ordinary_user():
     try:
         yield account, home
     finally:
-        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
-        subprocess.run(["userdel", name], capture_output=True)
+        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True, check=False)
+        subprocess.run(["userdel", name], capture_output=True, check=False)
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(os.path.join(tempfile.gettempdir(), "dbops-pg-" + name), ignore_errors=True)
 

@@ -29,7 +29,7 @@ def test_switchover_under_load_with_oracle(pg, db):
     initial = rows_of(conn, "public.revenues")
     writers = Writers(pg, db, n=3, seed=7).start()
     writers.wait_ops(30)
-    result, _ = switch(pg, db, lock_timeout_ms=200, swap_retries=20)
+    result, _unused = switch(pg, db, lock_timeout_ms=200, swap_retries=20)
     writers.wait_ops(30)     # writers keep going on the new table by name
     writers.stop()
     assert writers.errors == []
@@ -55,7 +55,7 @@ def test_identity_always_restored_and_restarted(pg, db):
     conn = pg.connect(db)
     one(conn, "INSERT INTO public.revenues (id, occurred_at, region, amount) OVERRIDING SYSTEM VALUE "
               "VALUES (10000, '2025-02-02 00:00+00', 'eu', 1)")   # above the sequence
-    result, _ = switch(pg, db)
+    result, _unused = switch(pg, db)
     assert result["changed"]
     assert one(conn, "SELECT attidentity FROM pg_attribute WHERE attrelid = 'public.revenues'::regclass "
                      "AND attname = 'id'") == [("a",)]
@@ -92,7 +92,7 @@ def test_blocked_by_long_transaction_retries_then_fails_cleanly(pg, db):
         blocker.rollback()
         blocker.close()
     # once it ends, the switchover goes through
-    result, _ = switch(pg, db)
+    result, _unused = switch(pg, db)
     assert result["changed"] and phase(conn) == "switched"
     conn.close()
 

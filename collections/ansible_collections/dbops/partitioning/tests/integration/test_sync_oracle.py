@@ -68,11 +68,11 @@ def _writer(params, seed, failures, counts):
     rnd = random.Random(seed)
     conn = psycopg2.connect(**connect_kwargs(params, "oracle-%d" % seed))
     try:
-        for _ in range(TRANSACTIONS_PER_THREAD):
+        for _unused in range(TRANSACTIONS_PER_THREAD):
             conn.set_session(isolation_level="REPEATABLE READ" if rnd.random() < 0.2 else "READ COMMITTED")
             try:
                 with conn.cursor() as cur:
-                    for _ in range(rnd.randint(1, 3)):
+                    for _unused in range(rnd.randint(1, 3)):
                         stmt, args = _statement(rnd)
                         cur.execute(stmt, args)
                 if rnd.random() < 0.1:

@@ -18,7 +18,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.sync import (
     drop_sync, function_name, install_sync)
 
 from ..helpers.sync_helpers import (STATE, TEMPLATES, assert_equal, backfill, reconcile_by_hand, rows, session_for,
-                           setup_revenues, spec)
+                                    setup_revenues, spec)
 
 ORIG = ("public", "revenues")
 TWIN = ("public", "revenues_partitioned")
@@ -184,8 +184,8 @@ def test_repeatable_read_writer_logs_keys_it_cannot_see(params, app, obs):
     q(app, "INSERT INTO public.revenues (id, org_id, occurred_at, amount_cents) VALUES (50, 1, '2025-01-05', 5)")
     app.commit()
     logged = q(obs, "SELECT (pk->>'id')::int, reason FROM partitioning.pending_keys ORDER BY id")
-    assert sorted(set(k for k, _ in logged)) == [1, 2, 3]
-    assert all(reason.startswith("rr-") for _, reason in logged)
+    assert sorted(set(k for k, _unused in logged)) == [1, 2, 3]
+    assert all(reason.startswith("rr-") for _unused, reason in logged)
     assert reconcile_by_hand(obs) == [1, 2, 3]
     assert_equal(obs)
 
@@ -223,7 +223,7 @@ def _pid(conn):
 
 
 def _wait_until_blocked(obs, pid):
-    for _ in range(600):
+    for _unused in range(600):
         if q(obs, "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (pid,)) == [(True,)]:
             return
         time.sleep(0.05)

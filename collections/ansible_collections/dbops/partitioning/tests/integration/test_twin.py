@@ -176,7 +176,7 @@ def test_awkward_twin(conn, awkward):
 
 
 def test_check_mode_creates_nothing(conn, awkward):
-    session, spec, info, partitions, created, _ = build(
+    session, spec, info, partitions, created, _unused = build(
         conn, dict(table='"Sales"."Revenues"', partition_key="occurred_at", strategy="range", interval="quarterly"),
         check_mode=True)
     assert created and len(session.queries) == len(created)
@@ -184,7 +184,7 @@ def test_check_mode_creates_nothing(conn, awkward):
     assert any(q.startswith('CREATE TABLE "Sales"."Revenues_2025_q1" PARTITION OF') for q in session.queries)
     assert scalar(conn, "SELECT count(*) FROM pg_class WHERE relname IN ('Revenues_partitioned', 'Revenues_2025_q1')") == 0
     # and the same statements, run for real, create the same things
-    _, _, _, _, real, _ = build(
+    _unused, _unused, _unused, _unused, real, _unused = build(
         conn, dict(table='"Sales"."Revenues"', partition_key="occurred_at", strategy="range", interval="quarterly"))
     assert real == created
 
@@ -192,7 +192,7 @@ def test_check_mode_creates_nothing(conn, awkward):
 def test_missing_pieces_are_repaired(conn):
     conn.cursor().execute(LAB_SQL)
     raw = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="yearly")
-    _, spec, info, partitions, _, _ = build(conn, raw)
+    _unused, spec, info, partitions, _unused, _unused = build(conn, raw)
     conn.cursor().execute("DROP INDEX public.revenues_property_idx_p; DROP TABLE public.revenues_2025; "
                           "COMMENT ON TABLE public.revenues_partitioned IS NULL; COMMENT ON TABLE public.revenues IS 'x'")
     info = describe_table(Session(conn), "public", "revenues")
@@ -243,7 +243,7 @@ def test_virtual_generated_column_pg18(conn):
     conn.cursor().execute("CREATE TABLE t (id int PRIMARY KEY, d date NOT NULL, a int NOT NULL, "
                           "b int GENERATED ALWAYS AS (a * 2) VIRTUAL);"
                           "INSERT INTO t (id, d, a) SELECT g, date '2025-01-01' + g, g FROM generate_series(1, 100) g")
-    _, spec, info, _, _, _ = build(conn, dict(table="t", partition_key="d", strategy="range", interval="monthly"))
+    _unused, spec, info, _unused, _unused, _unused = build(conn, dict(table="t", partition_key="d", strategy="range", interval="monthly"))
     copy_rows(conn, info, spec.twin)
     assert same_rows(conn, info, spec.twin)
     assert describe_table(Session(conn), *spec.twin).column("b").generated == "v"
@@ -266,9 +266,9 @@ def test_replica_identity_index_and_exclusion(conn):
                 "ON i.oid = x.indexrelid WHERE x.indrelid = c.oid AND x.indisreplident) FROM pg_class c "
                 "WHERE c.relname LIKE 'accounts\\_p%%' AND c.relkind IN ('r', 'p') ORDER BY 1")
     got = cur.fetchall()
-    assert [(n, r) for n, r, _ in got] == [("accounts_p00", "i"), ("accounts_p01", "i"),
-                                          ("accounts_partitioned", "i")]
-    assert got[2][2] == "accounts_org_id_uidx_p" and all(ix for _, _, ix in got)
+    assert [(n, r) for n, r, _unused in got] == [("accounts_p00", "i"), ("accounts_p01", "i"),
+                                                 ("accounts_partitioned", "i")]
+    assert got[2][2] == "accounts_org_id_uidx_p" and all(ix for _unused, _unused, ix in got)
     twin = describe_table(Session(conn), *spec.twin)
     exclusion = [c.name for c in twin.constraints if c.type == "x"]
     if conn.server_version >= 170000:
@@ -281,7 +281,7 @@ def test_replica_identity_index_and_exclusion(conn):
 def test_replica_identity_full(conn):
     conn.cursor().execute("CREATE TABLE notes (id int PRIMARY KEY, kind text NOT NULL, body text);"
                           "ALTER TABLE notes REPLICA IDENTITY FULL")
-    session, spec, info, partitions, created, _ = build(
+    session, spec, info, partitions, created, _unused = build(
         conn, dict(table="notes", partition_key="kind", strategy="list", values={"a": ["a"], "b": ["b"]}))
     assert [c for c in created if c.startswith("replica identity")] == [
         "replica identity of public.notes_partitioned", "replica identity of public.notes_a",
@@ -294,7 +294,7 @@ def test_replica_identity_full(conn):
 def test_a_column_added_to_the_original_reaches_the_twin(conn):
     conn.cursor().execute(LAB_SQL)
     raw = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="yearly")
-    _, spec, info, partitions, _, _ = build(conn, raw)
+    _unused, spec, info, partitions, _unused, _unused = build(conn, raw)
     conn.cursor().execute("ALTER TABLE public.revenues ADD COLUMN vat_cents bigint NOT NULL DEFAULT 0, "
                           "ADD COLUMN note varchar(20) COLLATE \"C\"")
     info = describe_table(Session(conn), "public", "revenues")
@@ -326,7 +326,7 @@ def test_the_lab_schema_with_the_lab_inventory(conn):
         specs = yaml.safe_load(f)["partitioning_tables"]
     assert [s["table"] for s in specs] == ["public.revenues", "public.expenses", "public.daily_cash_balances"]
     for raw in specs:
-        _, spec, info, partitions, created, _ = build(conn, raw)
+        _unused, spec, info, partitions, created, _unused = build(conn, raw)
         assert created[0] == "table public.%s" % spec.twin[1]
         copy_rows(conn, info, spec.twin)
         assert same_rows(conn, info, spec.twin), spec.table_name
@@ -347,7 +347,7 @@ def test_what_cannot_be_carried_over_is_skipped_and_said(conn):
         ALTER TABLE tree ADD CONSTRAINT tree_ref_fk FOREIGN KEY (ref) REFERENCES other (id) NOT VALID;""")
     with pytest.raises(Exception):
         cur.execute("CREATE UNIQUE INDEX CONCURRENTLY tree_v_uidx ON tree (v)")   # duplicates: left invalid
-    _, spec, info, partitions, created, warnings = build(
+    _unused, spec, info, partitions, created, warnings = build(
         conn, dict(table="tree", partition_key="d", strategy="range", interval="yearly"))
     said = "\n".join(warnings)
     assert "foreign key tree_parent_id_fkey references the table itself" in said
@@ -373,7 +373,7 @@ def test_mixed_case_key_and_long_names(conn):
         INSERT INTO "Mixed Case"."%(t)s" SELECT g, date '2025-06-01' + g, 'r' || g FROM generate_series(1, 300) g;
         """ % dict(t=long))
     raw = dict(table='"Mixed Case"."%s"' % long, partition_key='"BookedOn"', strategy="range", interval="monthly")
-    _, spec, info, partitions, created, _ = build(conn, raw)
+    _unused, spec, info, partitions, created, _unused = build(conn, raw)
     assert len(spec.twin[1].encode()) <= 63 and spec.twin[1].endswith("_partitioned")
     twin = describe_table(Session(conn), *spec.twin)
     assert twin.pk_columns == ["Id", "BookedOn"]
@@ -391,7 +391,7 @@ def test_integer_range_twin(conn):
                           "payload jsonb NOT NULL DEFAULT '{}');"
                           "CREATE INDEX events_payload_idx ON events USING gin (payload jsonb_path_ops);"
                           "INSERT INTO events (payload) SELECT jsonb_build_object('n', g) FROM generate_series(1, 3500) g")
-    _, spec, info, partitions, created, warnings = build(
+    _unused, spec, info, partitions, created, warnings = build(
         conn, dict(table="events", partition_key="id", strategy="range", interval=1000))
     assert warnings == []                       # the key is the primary key already
     copy_rows(conn, info, spec.twin)
@@ -405,7 +405,7 @@ def test_integer_range_twin(conn):
 def test_an_index_added_to_a_filled_twin_is_built_online(conn):
     conn.cursor().execute(LAB_SQL)
     raw = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="yearly", premake=0)
-    _, spec, info, partitions, _, _ = build(conn, raw)
+    _unused, spec, info, partitions, _unused, _unused = build(conn, raw)
     copy_rows(conn, info, spec.twin)
     conn.cursor().execute("CREATE INDEX revenues_category_idx ON public.revenues (category) WHERE category IS NOT NULL")
     # an interrupted earlier attempt: the parent index exists, one partition's index is attached

@@ -2,6 +2,7 @@
 (the last tests use the ``conn`` fixture: PostgreSQL itself must accept the bounds and route
 rows at the edges, whatever the session's time zone)."""
 import datetime
+from operator import attrgetter
 
 import pytest
 from psycopg2 import sql
@@ -271,7 +272,7 @@ def test_hash_and_list_bounds_on_the_server(conn):
     cur.execute("CREATE TABLE h (k bigint NOT NULL) PARTITION BY HASH (k)")
     for p in plan_partitions(s, "bigint", None, None, NOW):
         cur.execute(sql.SQL("CREATE TABLE {} PARTITION OF h {}").format(sql.Identifier(p.name),
-                                                                       bound_clause(p, "bigint")))
+                                                                        bound_clause(p, "bigint")))
     cur.execute("INSERT INTO h SELECT generate_series(1, 300)")
     cur.execute("SELECT count(DISTINCT tableoid) FROM h")
     assert cur.fetchone()[0] == 3
@@ -279,7 +280,7 @@ def test_hash_and_list_bounds_on_the_server(conn):
     cur.execute("CREATE TABLE l (k integer NOT NULL) PARTITION BY LIST (k)")
     for p in plan_partitions(s, "integer", None, None, NOW):
         cur.execute(sql.SQL("CREATE TABLE {} PARTITION OF l {}").format(sql.Identifier(p.name),
-                                                                       bound_clause(p, "integer")))
+                                                                        bound_clause(p, "integer")))
     cur.execute("INSERT INTO l VALUES (1), (3), (7)")
     cur.execute("SELECT k, tableoid::regclass::text FROM l ORDER BY k")
     assert cur.fetchall() == [(1, "l_low"), (3, "l_high"), (7, "l_default")]
@@ -331,7 +332,6 @@ def test_width_bounds_on_the_server(conn):
     assert cur.fetchall() == [(1, "ev_m1000000000"), (2, "ev_0"), (3, "ev_0"), (4, "ev_2000000000")]
 
 
-
 # ---------------------------------------------------------------- existing partitions read back
 
 @pytest.mark.parametrize("key_type, cast, interval", [
@@ -344,8 +344,7 @@ def test_read_partitions_gives_back_the_plan(conn, key_type, cast, interval):
     planned = plan_partitions(s, key_type, lo, hi, NOW if interval != 1000 else None)
     _create(conn, "rp", cast, planned)
     got = read_partitions(Session(conn), "public", "rp", key_type)
-    key = lambda p: p.name  # noqa: E731
-    assert sorted(got, key=key) == sorted(planned, key=key)
+    assert sorted(got, key=attrgetter("name")) == sorted(planned, key=attrgetter("name"))
     assert missing_partitions(planned, got) == ([], [])
 
 
@@ -410,14 +409,13 @@ def test_partition_for():
     assert partition_for(normalize_spec(dict(table="h", partition_key="k", strategy="hash", partitions=2)), 1) is None
 
 
-
 def test_blocked_by_default_finds_rows_a_new_partition_would_need(conn):
     s = spec(table="b", premake=0)
     planned = plan_partitions(s, "timestamp with time zone", None, None, NOW)    # b_2025_05, b_default
     _create(conn, "b", "timestamptz", planned)
     conn.cursor().execute("INSERT INTO b VALUES (1, '2025-07-31 23:59:59+00'), (2, '2025-09-01 00:00:00+00')")
     later = plan_partitions(s, "timestamp with time zone", D(2025, 5, 1), None, DT(2025, 10, 2, tzinfo=UTC))
-    new, _ = missing_partitions(later, read_partitions(Session(conn), "public", "b", "timestamp with time zone"))
+    new, _unused = missing_partitions(later, read_partitions(Session(conn), "public", "b", "timestamp with time zone"))
     blocked = blocked_by_default(Session(conn), "public", "b_default", "k", new, "timestamp with time zone")
     assert [p.suffix for p in new] == ["2025_06", "2025_07", "2025_08", "2025_09", "2025_10"]
     assert [p.suffix for p in blocked] == ["2025_07", "2025_09"]
@@ -430,7 +428,7 @@ def test_every_value_lies_in_its_own_period(interval):
     import random
     rnd = random.Random(42)
     seen = {}
-    for _ in range(3000):
+    for _unused in range(3000):
         if isinstance(interval, int):
             v = rnd.randint(-10 ** 6, 10 ** 6)
             lo = floor_boundary(v, interval)

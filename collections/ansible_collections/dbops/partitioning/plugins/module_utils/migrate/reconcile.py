@@ -95,7 +95,7 @@ def reconcile(session, ctx, max_rounds=20, chunk=CHUNK):
     total = dict(consumed=0, copied=0, deleted=0, busy=0)
     if session.check_mode:
         return total
-    for _ in range(max_rounds):
+    for _unused in range(max_rounds):
         out = _round(session, ctx, chunk)
         for k in total:
             total[k] += out[k]

@@ -46,7 +46,7 @@ def compare(session, ctx, src_rel, src_where, dst_rel, dst_where, params=None):
 def compare_settled(session, ctx, src_rel, src_where, dst_rel, dst_where, params=None):
     """``compare``; while every difference is a pending key, reconcile and compare again."""
     res = None
-    for _ in range(RETRIES + 1):
+    for _unused in range(RETRIES + 1):
         res = compare(session, ctx, src_rel, src_where, dst_rel, dst_where, params)
         if res["ok"] or res["pending"] < len(res["differences"]) or not res["differences"]:
             return res

@@ -43,7 +43,6 @@ except ImportError:  # pragma: no cover
     sql = None
 
 
-
 def _exists(session, rel):
     return bool(session.scalar("SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(*rel).as_string(session.conn),)))
 

@@ -94,7 +94,7 @@ def plan_warnings(info, spec, server_version):
         if con.type == "u" and key not in con.columns:
             out.append("%s: unique constraint %s (%s) becomes (%s) on the partitioned table; (%s) alone is no "
                        "longer enforced unique." % (label, con.name, ", ".join(con.columns),
-                                                     ", ".join(_with_key(con.columns, key)), ", ".join(con.columns)))
+                                                    ", ".join(_with_key(con.columns, key)), ", ".join(con.columns)))
         elif con.type == "x" and not _exclusion_possible(con, key, server_version):
             out.append("%s: exclusion constraint %s (%s) cannot exist on a partitioned table%s; it is not "
                        "created on the twin: enforce it in the application or add the partition key with '='."
@@ -210,7 +210,7 @@ def _index_sql(twin, name, ix, key, only=False, concurrently=False):
     parts = [sql.SQL(head), sql.Identifier(name),
              sql.SQL("ON ONLY {} USING {} ({})" if only else "ON {} USING {} ({})").format(
                  sql.Identifier(*twin), sql.Identifier(ix.method),
-                                                  sql.SQL(", ").join(elements))]
+        sql.SQL(", ").join(elements))]
     if include:
         parts.append(sql.SQL("INCLUDE ({})").format(_idents(include)))
     if ix.nulls_not_distinct:
@@ -331,7 +331,7 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
                 raise PartitioningError(
                     "Column %s of %s is %s but %s on %s: the original was altered after the twin was created. "
                     "Roll back (rollback.yml) and prepare again." % (col.name, twin_label, mine.type, col.type,
-                                                                    spec.table_name))
+                                                                     spec.table_name))
         extra = [name for name in have.columns if info.column(name) is None]
         if extra and warnings is not None:
             warnings.append("%s has column(s) %s that %s no longer has; they are left alone (NULL or their default "

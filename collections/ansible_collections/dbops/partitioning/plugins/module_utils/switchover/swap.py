@@ -312,7 +312,7 @@ def retarget_definition(definition, old_qname, new_qname, alias):
 
 def _create_view_sql(v, definition, name=None, with_data=True):
     name = name or v["name"]
-    opts = [o for o in v["reloptions"]]
+    opts = list(v["reloptions"])
     parts = [sql.SQL("CREATE MATERIALIZED VIEW " if v["kind"] == "m" else "CREATE VIEW "),
              sql.Identifier(v["schema"], name)]
     if opts:
@@ -327,13 +327,15 @@ def _create_view_sql(v, definition, name=None, with_data=True):
 
 
 def _reloption(opt):
-    key, _, value = opt.partition("=")
+    key, _unused, value = opt.partition("=")
     return sql.SQL("{} = {}").format(sql.Identifier(key), sql.Literal(value))
 
 
 def _index_sql(session, definition, schema, old_index, old_rel, new_index, new_rel):
     """A matview index definition (pg_get_indexdef) renamed onto another relation."""
-    q = lambda n: session.scalar("SELECT quote_ident(%s)", (n,))  # noqa: E731
+    def q(name):
+        return session.scalar("SELECT quote_ident(%s)", (name,))
+
     head = re.match(r"^(CREATE (?:UNIQUE )?INDEX )(\S+|\"(?:[^\"]|\"\")+\") ON (?:ONLY )?(\S+) ", definition)
     if not head or head.group(2) != q(old_index) or head.group(3) != "%s.%s" % (q(schema), q(old_rel)):
         return None
@@ -673,7 +675,7 @@ def swap_tables(session, cap, active_new, active_index_suffix, standby_index_suf
                 raise
             blockers = blocking_sessions(session, [(cap["schema"], cap["active"]), (cap["schema"], cap["standby"])])
             report.append("attempt %d: %s; blocking: %s" % (attempt + 1, (e.pgerror or str(e)).strip().splitlines()[0],
-                                                             describe_blockers(blockers)))
+                                                            describe_blockers(blockers)))
             if attempt + 1 < attempts:
                 time.sleep(backoff_ms(attempt, backoff) / 1000.0)
                 continue
@@ -784,7 +786,7 @@ def switchover(session, templates, table, state_schema="partitioning", lock_time
     spec = sync.sync_spec(schema, name, table_name, row["partition_key"])
     captured = dict(row.get("captured") or {})
     captured["switchover"] = dict((k, cap[k]) for k in ("triggers", "views", "publications", "sequences",
-                                                           "rls", "rls_forced", "owner", "comment"))
+                                                        "rls", "rls_forced", "owner", "comment"))
     captured["switchover"]["views"] = [dict((k, v) for k, v in x.items() if k != "oid") for x in cap["views"]]
 
     # the reverse sync, rendered now from the catalog as it will be after the renames: the new
