@@ -9,7 +9,7 @@ import tempfile
 import time
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
-from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.throttle import Limits
 
@@ -20,8 +20,8 @@ from .phase2_setup import STATE, TABLE, templates
 def start(pg, db, workers=1):
     s = Session(pg.connect(db))
     try:
-        st.ensure_state_schema(s, templates(), STATE)
-        row = st.get_table(s, STATE, TABLE)
+        state_store.ensure_state_schema(s, templates(), STATE)
+        row = state_store.get_table(s, STATE, TABLE)
         ctx = backfill.load_context(s, STATE, row)
         if row["phase"] == "prepared":
             backfill.start_backfill(s, ctx, row, workers)
@@ -35,7 +35,7 @@ def copy(pg, db, batch_size=500, workers=1, seconds=60, verify_batches=False, ho
     start(pg, db, workers)
     s = Session(pg.connect(db))
     try:
-        row = st.get_table(s, STATE, TABLE)
+        row = state_store.get_table(s, STATE, TABLE)
         ctx = backfill.load_context(s, STATE, row)
         opts = backfill.CopyOptions(batch_size=batch_size, batch_target_ms=target_ms, copy_workers=workers,
                                     verify_batches=verify_batches, limits=limits or Limits(0, 0, 0))

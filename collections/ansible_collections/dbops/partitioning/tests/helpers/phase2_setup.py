@@ -9,7 +9,7 @@ to exercise keyset order by row comparison).
 import datetime
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
-from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
 from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
@@ -78,7 +78,7 @@ def session(pg, db):
 
 
 def context(sess):
-    row = st.get_table(sess, STATE, TABLE)
+    row = state_store.get_table(sess, STATE, TABLE)
     return backfill.load_context(sess, STATE, row), row
 
 

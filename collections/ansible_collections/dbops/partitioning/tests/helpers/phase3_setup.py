@@ -13,7 +13,7 @@ import time
 import psycopg2
 from psycopg2 import sql
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync
 from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import plan_partitions
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
@@ -122,7 +122,7 @@ def make_verified_generic(pg, db, schema, name, create_sql, key, interval="month
                                premake=0, default_partition=True))
     session = Session(pg.connect(db))
     templates = _templates()
-    st.ensure_state_schema(session, templates, STATE)
+    state_store.ensure_state_schema(session, templates, STATE)
     info = describe_table(session, schema, name)
     cur = conn.cursor()
     cur.execute(sql.SQL("SELECT min({k}), max({k}) FROM {t}").format(k=sql.Identifier(key),
@@ -135,10 +135,10 @@ def make_verified_generic(pg, db, schema, name, create_sql, key, interval="month
     cur.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
         sql.Identifier(*spec.twin), cols, cols, sql.Identifier(schema, name)))
     with session.transaction():
-        st.insert_table(session, STATE, table_name, table_schema=schema, table_relname=name,
-                        twin_relname=spec.twin[1], old_relname=spec.old[1], phase="verified",
-                        spec=json.loads(json.dumps(spec.to_json(), default=str)), pk_columns=list(pk),
-                        partition_key=key, verification=dict(status="ok"))
+        state_store.insert_table(session, STATE, table_name, table_schema=schema, table_relname=name,
+                                 twin_relname=spec.twin[1], old_relname=spec.old[1], phase="verified",
+                                 spec=json.loads(json.dumps(spec.to_json(), default=str)), pk_columns=list(pk),
+                                 partition_key=key, verification=dict(status="ok"))
     session.close()
     conn.close()
     return table_name

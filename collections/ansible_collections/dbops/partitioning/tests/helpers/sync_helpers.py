@@ -5,7 +5,7 @@ import types
 
 from psycopg2 import sql
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import state
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session, connect
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 from ansible_collections.dbops.partitioning.plugins.module_utils.sync import install_sync
@@ -60,7 +60,7 @@ def setup_revenues(params, seed_rows=0, copy_seed=True):
             s.execute("INSERT INTO public.revenues (org_id, occurred_at, amount_cents, note) "
                       "SELECT g %% 7, timestamptz '2025-01-01' + (g %% 360) * interval '1 day', g * 100, 'seed ' || g "
                       "FROM generate_series(1, %s) g", (seed_rows,))
-        state.ensure_state_schema(s, TEMPLATES, STATE)
+        state_store.ensure_state_schema(s, TEMPLATES, STATE)
         created = install_sync(s, TEMPLATES, STATE, spec(), ("public", "revenues"),
                                ("public", "revenues_partitioned"))
         if seed_rows and copy_seed:

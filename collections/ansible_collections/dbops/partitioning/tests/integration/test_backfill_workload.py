@@ -12,7 +12,7 @@ import threading
 import psycopg2
 import pytest
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import verify
 
 from ..helpers import backfill_driver as drv
@@ -89,7 +89,7 @@ def test_backfill_under_a_random_write_load_is_exact(pg, db, conn, workers):
         assert totals["done"], (seed, totals)
         s = session(pg, db)
         try:
-            row = st.get_table(s, STATE, TABLE)
+            row = state_store.get_table(s, STATE, TABLE)
             ctx = drv.backfill.load_context(s, STATE, row)
             result = verify.verify_table(s, ctx, row)  # while the writers still write
         finally:

@@ -12,7 +12,7 @@ import time
 import psycopg2
 import pytest
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import state, stats
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store, stats
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.sync import (
     drop_sync, function_name, install_sync)
@@ -208,9 +208,9 @@ def test_key_outside_every_range_lands_in_default_and_is_reported(params, app, o
     s = session_for(params)
     try:
         with s.transaction():
-            state.insert_table(s, STATE, "public.revenues", table_schema="public", table_relname="revenues",
-                               twin_relname="revenues_partitioned", old_relname="revenues_old", phase="prepared",
-                               spec={}, pk_columns=["id"], partition_key="occurred_at")
+            state_store.insert_table(s, STATE, "public.revenues", table_schema="public", table_relname="revenues",
+                                     twin_relname="revenues_partitioned", old_relname="revenues_old", phase="prepared",
+                                     spec={}, pk_columns=["id"], partition_key="occurred_at")
         facts = stats.table_facts(s, STATE, "public.revenues")
     finally:
         s.close()
@@ -290,7 +290,7 @@ def test_identity_always_and_generated_columns(params, app, obs):
     """)
     s = session_for(params)
     try:
-        state.ensure_state_schema(s, TEMPLATES, STATE)
+        state_store.ensure_state_schema(s, TEMPLATES, STATE)
         install_sync(s, TEMPLATES, STATE, spec(name="ledger", partition_key="booked_on"),
                      ("public", "ledger"), ("public", "ledger_partitioned"))
     finally:
@@ -316,7 +316,7 @@ def test_composite_primary_key_and_quoted_names(params, app, obs):
     """)
     s = session_for(params)
     try:
-        state.ensure_state_schema(s, TEMPLATES, STATE)
+        state_store.ensure_state_schema(s, TEMPLATES, STATE)
         install_sync(s, TEMPLATES, STATE, spec(schema="Sales", name="Orders", partition_key="Day"),
                      ("Sales", "Orders"), ("Sales", "Orders_partitioned"))
     finally:
@@ -340,7 +340,7 @@ def test_ddl_waits_only_briefly_and_names_the_blocker(params, app, obs):
     q(app, "INSERT INTO public.revenues VALUES (1, '2025-01-01')")   # open transaction holds ROW EXCLUSIVE
     s = session_for(params)
     try:
-        state.ensure_state_schema(s, TEMPLATES, STATE)
+        state_store.ensure_state_schema(s, TEMPLATES, STATE)
         with pytest.raises(PartitioningError) as e:
             install_sync(s, TEMPLATES, STATE, spec(), ORIG, TWIN, lock_timeout_ms=20, retries=2)
         assert "pid %d" % blocker in e.value.msg and "INSERT INTO public.revenues" in e.value.msg

@@ -6,7 +6,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import 
 
 from ..helpers import backfill_driver as drv
 from ..helpers.phase2_setup import STATE, TABLE, make_prepared, run, scalar, session, state_row
-from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 
 
 def _ranges(conn):
@@ -70,7 +70,7 @@ def test_verification_resumes_after_an_interruption(pg, db, copied):
         done.append(name)
 
     try:
-        row = st.get_table(s, STATE, TABLE)
+        row = state_store.get_table(s, STATE, TABLE)
         ctx = drv.backfill.load_context(s, STATE, row)
         with pytest.raises(KeyboardInterrupt):
             verify.verify_table(s, ctx, row, before_range=stop_after_three)
