@@ -318,11 +318,29 @@ TEXTS = {
         "      new, old, excluded   sql.SQL('NEW'), sql.SQL('OLD'), sql.SQL('EXCLUDED')\n"
         '      guarded     true: the twin writes run in a BEGIN … EXCEPTION block that logs the keys of a\n'
         '                  write it could not mirror (the application changed the table: docs/design.md,\n'
-        '                  "DDL during a migration") instead of failing it; a subtransaction per row  #}\n'
+        '                  "DDL during a migration") instead of failing it. A subtransaction per row, but\n'
+        '                  at most guard_rows per transaction (the subtransaction cache holds 64): the\n'
+        "                  transaction-local setting guard_setting counts them, then says 'fast' (the\n"
+        "                  shape cannot change under a transaction that holds the table's write lock but\n"
+        "                  by its own DDL) or, after a failure, 'drift' (only the keys are logged).\n"
+        "      guard_setting, guard_rows   (guarded only) the setting's name and the cap  #}\n"
         '{% macro match(rec) %}{{ key_match(key_cols, "d", rec) }}{% endmacro %}\n'
         '{% macro pk_json(rec) %}{{ key_json(pk_cols, rec) }}{% endmacro %}\n'
         '{% macro log(rec, reason) %}PERFORM {{ (state_schema, "log_pending")|ident }}({{ table_name|lit }}, {{ pk_json'
         '(rec) }}, {{ reason|lit }}){% endmacro %}\n'
+        '{#- log_any(failed): the keys of this write (read by name, whatever the columns are now) go to\n'
+        "    pending_keys; the reason is 'sync-failed <SQLSTATE>' in an exception handler, else 'sync-drift' #}\n"
+        '{% macro reason(failed) %}{% if failed %}\'sync-failed \' || SQLSTATE{% else %}{{ "sync-drift"|lit }}{% endif %}'
+        '{% endmacro %}\n'
+        '{% macro log_any(failed) %}\n'
+        "IF TG_OP <> 'INSERT' THEN\n"
+        '            PERFORM {{ (state_schema, "log_pending")|ident }}({{ table_name|lit }}, {{ any_pk_json(old) }}, {{'
+        ' reason(failed) }});\n'
+        '        END IF;\n'
+        "        IF TG_OP <> 'DELETE' THEN\n"
+        '            PERFORM {{ (state_schema, "log_pending")|ident }}({{ table_name|lit }}, {{ any_pk_json(new) }}, {{'
+        ' reason(failed) }});\n'
+        '        END IF;{% endmacro %}\n'
         "{% macro any_pk_json(rec) %}(SELECT coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), '{}') FROM pg_catalo"
         'g.jsonb_each(pg_catalog.to_jsonb({{ rec|sql }})) AS e WHERE e.key IN ({% for c in pk_cols %}{{ c|lit }}{% if n'
         'ot loop.last %}, {% endif %}{% endfor %})){% endmacro %}\n'
@@ -388,6 +406,9 @@ TEXTS = {
         '-- See docs/design.md. Do not edit: phase playbooks regenerate it.\n'
         'DECLARE\n'
         '    n bigint;\n'
+        '{% if guarded %}\n'
+        '    mode text := pg_catalog.current_setting({{ guard_setting|lit }}, true);\n'
+        '{% endif %}\n'
         'BEGIN\n'
         "    IF TG_OP = 'TRUNCATE' THEN\n"
         '        IF EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = TG_RELID AND relispartition) THEN\n'
@@ -400,21 +421,28 @@ TEXTS = {
         '        RETURN NULL;\n'
         '    END IF;\n'
         '{% if guarded %}\n'
+        "    IF mode = 'fast' THEN\n"
+        '        -- guard_rows rows of this transaction were mirrored: the shape is the generated one\n'
+        '{{ body() }}\n'
+        '        RETURN NULL;\n'
+        "    ELSIF mode = 'drift' THEN\n"
+        '        -- a write of this transaction could not be mirrored: log the keys, no subtransaction\n'
+        '        {{ log_any(false) }}\n'
+        '        RETURN NULL;\n'
+        '    END IF;\n'
         '    BEGIN\n'
         '{{ body() }}\n'
         '    EXCEPTION WHEN OTHERS THEN\n'
         '        -- The write could not be mirrored: the application changed the table since this body was\n'
         '        -- generated (docs/design.md, "DDL during a migration"). Never fail its write: log the keys\n'
         '        -- (read by name, whatever the columns are now) for the reconcile after the next phase 1.\n'
-        "        IF TG_OP <> 'INSERT' THEN\n"
-        '            PERFORM {{ (state_schema, "log_pending")|ident }}({{ table_name|lit }}, {{ any_pk_json(old) }}, \'s'
-        "ync-failed ' || SQLSTATE);\n"
-        '        END IF;\n'
-        "        IF TG_OP <> 'DELETE' THEN\n"
-        '            PERFORM {{ (state_schema, "log_pending")|ident }}({{ table_name|lit }}, {{ any_pk_json(new) }}, \'s'
-        "ync-failed ' || SQLSTATE);\n"
-        '        END IF;\n'
+        '        {{ log_any(true) }}\n'
+        "        PERFORM pg_catalog.set_config({{ guard_setting|lit }}, 'drift', true);\n"
+        '        RETURN NULL;\n'
         '    END;\n'
+        "    n := coalesce(NULLIF(mode, '')::int, 0) + 1;\n"
+        "    PERFORM pg_catalog.set_config({{ guard_setting|lit }}, CASE WHEN n >= {{ guard_rows }} THEN 'fast' ELSE n:"
+        ':text END, true);\n'
         '{% else %}\n'
         '{{ body() }}\n'
         '{% endif %}\n'

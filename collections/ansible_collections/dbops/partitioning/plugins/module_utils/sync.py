@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import collections
+import hashlib
 import re
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync_ddl
@@ -30,6 +31,10 @@ except ImportError:  # pragma: no cover
     sql = None
 
 # The names of the sync triggers: every module that must recognise or drop them asks here.
+# A guarded sync function (docs/design.md, "DDL during a migration") runs at most this many rows
+# of one transaction in a subtransaction each: the subtransaction cache of a backend holds 64, and
+# beyond it every other session's snapshot consults pg_subtrans.
+GUARD_ROWS = 32
 ROW_TRIGGER = "partitioning_sync"
 TRUNCATE_TRIGGER = "partitioning_sync_truncate"
 TRIGGER_NAMES = (ROW_TRIGGER, TRUNCATE_TRIGGER)
@@ -148,11 +153,19 @@ def sync_context(session, state_schema, spec, src, dst, info=None, direction="fo
     set_cols = [c for c in cols if c not in key_cols and c not in always]
     # The original's primary key: the shorter key of the pair (the twin's adds the partition key).
     pk_cols = src_pk if direction == "forward" else key_cols
+    fn = function_name(state_schema, spec, direction)
     return dict(
-        fn=function_name(state_schema, spec, direction), dst=tuple(dst), state_schema=state_schema,
+        fn=fn, dst=tuple(dst), state_schema=state_schema,
         table_name=spec.table_name, cols=cols, set_cols=set_cols, key_cols=key_cols, pk_cols=pk_cols,
         overriding=bool(always & set(cols)), guarded=guarded,
+        guard_setting=guard_setting(fn), guard_rows=GUARD_ROWS,
         new=sql.SQL("NEW"), old=sql.SQL("OLD"), excluded=sql.SQL("EXCLUDED"))
+
+
+def guard_setting(fn):
+    """The transaction-local setting in which a guarded sync function counts the rows it mirrored
+    (then 'fast' or 'drift'): one per function, whatever characters the table's name holds."""
+    return "dbops_sync.g" + hashlib.md5(("%s.%s" % tuple(fn)).encode("utf-8")).hexdigest()[:16]
 
 
 def _function_up_to_date(session, fn, text, comment=None):

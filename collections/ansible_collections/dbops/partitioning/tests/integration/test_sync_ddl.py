@@ -13,7 +13,7 @@ import pytest
 
 from ..helpers.phase3_setup import SPEC, STATE, create_original, run
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import sync_ddl
+from ansible_collections.dbops.partitioning.plugins.module_utils import sync, sync_ddl
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill, reconcile
 from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
@@ -129,5 +129,56 @@ def test_ddl_during_the_migration_never_fails_a_write(pg, db, case, guarded):
     cols = _columns(app)
     assert _table(app, "public.revenues", cols) == _table(app, "public.revenues_partitioned", cols)
     assert _q(app, "SELECT count(*) FROM partitioning.pending_keys") == [(0,)]
+    session.close()
+    app.close()
+
+
+def _xids_of(conn, statements):
+    """Transaction ids the statements consume when run in one transaction: its own, plus one per
+    subtransaction that wrote (the measure of what a guarded sync function costs the server)."""
+    before = _q(conn, "SELECT pg_current_xact_id()::text::bigint")[0][0]
+    conn.autocommit = False
+    cur = conn.cursor()
+    for s in statements:
+        cur.execute(s)
+    conn.commit()
+    conn.autocommit = True
+    return _q(conn, "SELECT pg_current_xact_id()::text::bigint")[0][0] - before - 1
+
+
+BULK = ["UPDATE public.revenues SET amount = amount + 1 WHERE id <= 200",
+        "INSERT INTO public.revenues (occurred_at, region, amount) "
+        "SELECT '2025-01-03 00:00+00', 'eu', g FROM generate_series(1, 100) g"]
+
+
+def test_a_guarded_sync_caps_its_subtransactions_per_transaction(pg, db):
+    """A table owner's guarded sync mirrors 300 rows of one transaction exactly, but runs only the
+    first GUARD_ROWS of them in a subtransaction each: the subtransaction cache (64) never
+    overflows, and the rest of the transaction runs the fast body."""
+    _verified(pg, db, guarded=True)
+    app = pg.connect(db)
+    xids = _xids_of(app, BULK)
+    assert 1 <= xids <= sync.GUARD_ROWS + 1
+    cols = _columns(app)
+    assert _table(app, "public.revenues", cols) == _table(app, "public.revenues_partitioned", cols)
+    assert _q(app, "SELECT count(*) FROM partitioning.pending_keys") == [(0,)]
+    app.close()
+
+
+def test_a_guarded_sync_after_drift_logs_the_rest_of_the_transaction_without_subtransactions(pg, db):
+    """After the application dropped a column, the first write of a transaction that cannot be
+    mirrored switches the rest of that transaction to logging keys only: every write succeeds,
+    one subtransaction in all, and one re-run of phase 1 plus the reconcile bring the twin in step."""
+    user = _verified(pg, db, guarded=True)
+    app = pg.connect(db)
+    run(app, "ALTER TABLE public.revenues DROP COLUMN note")
+    assert _xids_of(app, BULK) <= 2
+    assert _q(app, "SELECT count(*) > 0 FROM partitioning.pending_keys") == [(True,)]
+    session = _session(pg, db, user)
+    prepare_table(session, SqlTemplates.bundled(), normalize_spec(dict(SPEC)), STATE, now=NOW)
+    row = session.query("SELECT * FROM partitioning.tables")[0]
+    reconcile.reconcile(session, backfill.load_context(session, STATE, row))
+    cols = _columns(app)
+    assert _table(app, "public.revenues", cols) == _table(app, "public.revenues_partitioned", cols)
     session.close()
     app.close()
