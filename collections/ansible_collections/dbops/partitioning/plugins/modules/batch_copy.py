@@ -28,6 +28,7 @@ extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
   - ansible.builtin.action_common_attributes
+  - dbops.partitioning.attributes
 options:
   batch_size:
     description:
@@ -80,15 +81,6 @@ options:
       - Unix time after which no batch starts (the playbook's maximum run time, I(max_runtime_s)).
         Omit for no deadline.
     type: float
-attributes:
-  check_mode:
-    support: full
-    details: Nothing changes; what would be copied (estimate, ranges) is reported.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
-    details: The host that runs the module (the controller, as the playbooks run it) connects to PostgreSQL.
 seealso:
   - module: dbops.partitioning.partition_create
     description: Phase 1, which creates the twin and the sync triggers this copy relies on.

@@ -22,6 +22,8 @@ extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
   - ansible.builtin.action_common_attributes
+  - dbops.partitioning.attributes
+  - dbops.partitioning.attributes.lock_retry
 options:
   min_soak_s:
     description: Seconds that must have passed since the switchover.
@@ -33,25 +35,6 @@ options:
   pg_dump:
     description: The pg_dump executable to use (by default the server's BINDIR, then PATH).
     type: path
-  lock_timeout_ms:
-    description:
-      - How long one attempt waits for its locks.
-      - Default the spec's C(lock_timeout_ms), else 50.
-    type: int
-  swap_retries:
-    description:
-      - Attempts after the first one, with exponential backoff and jitter.
-      - Default the spec's C(swap_retries), else 30.
-    type: int
-attributes:
-  check_mode:
-    support: full
-    details: Nothing changes; the statements that would run are returned in C(queries).
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
-    details: The host that runs the module (the controller, as the playbooks run it) connects to PostgreSQL.
 seealso:
   - module: dbops.partitioning.table_swap
     description: The switchover whose C(<table>_old) this drops.

@@ -27,6 +27,7 @@ extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
   - ansible.builtin.action_common_attributes
+  - dbops.partitioning.attributes
 options:
   defaults:
     description:
@@ -90,15 +91,6 @@ notes:
     options above override its keys.
   - A primary key or unique constraint of the twin must contain the partition key (PostgreSQL); the
     twin's are extended with it and each extension is reported in C(warnings).
-attributes:
-  check_mode:
-    support: full
-    details: Nothing changes; every statement that would run is returned in C(queries).
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
-    details: The host that runs the module (the controller, as the playbooks run it) connects to PostgreSQL.
 seealso:
   - module: dbops.partitioning.batch_copy
     description: Phase 2, which copies the existing rows into the twin.

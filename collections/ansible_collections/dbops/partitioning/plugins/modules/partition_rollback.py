@@ -24,17 +24,9 @@ extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
   - ansible.builtin.action_common_attributes
+  - dbops.partitioning.attributes
+  - dbops.partitioning.attributes.lock_retry
 options:
-  lock_timeout_ms:
-    description:
-      - How long one attempt waits for its locks.
-      - Default the spec's C(lock_timeout_ms), else 50.
-    type: int
-  swap_retries:
-    description:
-      - Attempts after the first one, with exponential backoff and jitter.
-      - Default the spec's C(swap_retries), else 30.
-    type: int
   keep_twin:
     description: After a switchover, keep the partitioned table (renamed C(<table>_partitioned), no longer synced) instead of dropping it.
     type: bool
@@ -51,15 +43,6 @@ options:
         the switchover that would come back. I(accept_loss=true) rolls back anyway and reports the loss."
     type: bool
     default: false
-attributes:
-  check_mode:
-    support: full
-    details: Nothing changes; the statements that would run are returned in C(queries).
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
-    details: The host that runs the module (the controller, as the playbooks run it) connects to PostgreSQL.
 seealso:
   - module: dbops.partitioning.partition_create
     description: Phase 1, whose objects a rollback before the switchover drops.

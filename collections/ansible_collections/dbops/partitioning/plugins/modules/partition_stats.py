@@ -19,6 +19,7 @@ version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
   - ansible.builtin.action_common_attributes
+  - dbops.partitioning.attributes
 options:
   tables:
     description:
@@ -33,15 +34,6 @@ options:
       - The schema holding the migration state, for every table.
       - Default each spec's C(state_schema), else C(partitioning).
     type: str
-attributes:
-  check_mode:
-    support: full
-    details: The module only reads; it runs the same in check mode.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
-    details: The host that runs the module (the controller, as the playbooks run it) connects to PostgreSQL.
 seealso:
   - module: dbops.partitioning.batch_copy
     description: Its progress is what C(progress) reports while phase 2 runs.

@@ -27,20 +27,12 @@ extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
   - ansible.builtin.action_common_attributes
+  - dbops.partitioning.attributes
 options:
   full:
     description: Verify every range again, also those already verified, and also a table already C(verified).
     type: bool
     default: false
-attributes:
-  check_mode:
-    support: full
-    details: Nothing is compared or recorded; the ranges that would be checked are returned in C(would_check).
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
-    details: The host that runs the module (the controller, as the playbooks run it) connects to PostgreSQL.
 seealso:
   - module: dbops.partitioning.batch_copy
     description: The copy this verification ends.

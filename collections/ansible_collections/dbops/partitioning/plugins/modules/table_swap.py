@@ -33,17 +33,9 @@ extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
   - ansible.builtin.action_common_attributes
+  - dbops.partitioning.attributes
+  - dbops.partitioning.attributes.lock_retry
 options:
-  lock_timeout_ms:
-    description:
-      - How long one attempt waits for its locks (the application waits at most this long behind it).
-      - Default the spec's C(lock_timeout_ms), else 50.
-    type: int
-  swap_retries:
-    description:
-      - Attempts after the first one, with exponential backoff and jitter between them.
-      - Default the spec's C(swap_retries), else 30.
-    type: int
   max_xact_age_s:
     description:
       - Refuse while a transaction older than this holds a lock on the table or its views.
@@ -69,15 +61,6 @@ options:
     description: ANALYZE the new table after the swap.
     type: bool
     default: true
-attributes:
-  check_mode:
-    support: full
-    details: Nothing changes; the statements that would run are returned in C(queries).
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
-    details: The host that runs the module (the controller, as the playbooks run it) connects to PostgreSQL.
 seealso:
   - module: dbops.partitioning.partition_verify
     description: Phase 2's verification, which the switchover requires (phase C(verified)).
