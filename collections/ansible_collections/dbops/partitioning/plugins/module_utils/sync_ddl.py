@@ -199,7 +199,7 @@ def align(session, src, dst, add_missing=False):
         raise PartitioningError(
             "%s: column(s) %s of the key of %s (%s) were dropped, renamed, retyped or made nullable on %s: the "
             "destination cannot follow. Undo that change on %s (e.g. ALTER TABLE %s ALTER COLUMN … SET NOT NULL), "
-            "or roll back (rollback.yml) and prepare again." % (table_name, ", ".join(sorted(set(blocked))),
+            "or roll back (rollback.yml) and prepare again." % (qualified(*src), ", ".join(sorted(set(blocked))),
                                                               qualified(*dst), ", ".join(key_cols), qualified(*src),
                                                               qualified(*src), qualified(*src)))
     done = []

@@ -182,3 +182,30 @@ def test_a_guarded_sync_after_drift_logs_the_rest_of_the_transaction_without_sub
     assert _table(app, "public.revenues", cols) == _table(app, "public.revenues_partitioned", cols)
     session.close()
     app.close()
+
+
+@pytest.mark.parametrize("guarded", [False, True], ids=["ddl_guard", "owner_guarded"])
+def test_partition_key_made_nullable_keeps_writes_working_and_phase1_names_the_fix(pg, db, guarded):
+    """DROP NOT NULL on the partition key: a NULL key cannot enter the twin (the key is part of its
+    primary key), yet the application's writes never fail; the next phase refuses, and phase 1's
+    re-run refuses with the fix (SET NOT NULL again) and changes nothing; once fixed, one re-run
+    and the reconcile bring the twin in step."""
+    user = _verified(pg, db, guarded)
+    app = pg.connect(db)
+    run(app, "ALTER TABLE public.revenues ALTER COLUMN occurred_at DROP NOT NULL",
+        "INSERT INTO public.revenues (occurred_at, region, amount) VALUES (NULL, 'eu', 3)",
+        "UPDATE public.revenues SET occurred_at = NULL WHERE id = 5")
+    session = _session(pg, db, user)
+    with pytest.raises(PartitioningError) as err:
+        prepare_table(session, SqlTemplates.bundled(), normalize_spec(dict(SPEC)), STATE, now=NOW)
+    assert "occurred_at" in err.value.msg and "SET NOT NULL" in err.value.msg
+    assert "Unexpected error" not in err.value.msg
+    run(app, "DELETE FROM public.revenues WHERE occurred_at IS NULL",
+        "ALTER TABLE public.revenues ALTER COLUMN occurred_at SET NOT NULL")
+    prepare_table(session, SqlTemplates.bundled(), normalize_spec(dict(SPEC)), STATE, now=NOW)
+    row = session.query("SELECT * FROM partitioning.tables")[0]
+    reconcile.reconcile(session, backfill.load_context(session, STATE, row))
+    cols = _columns(app)
+    assert _table(app, "public.revenues", cols) == _table(app, "public.revenues_partitioned", cols)
+    session.close()
+    app.close()
