@@ -146,6 +146,17 @@ def _range_key_error(spec, key_type):
 
 # --------------------------------------------------------------------------- calendar
 
+def parse_now(text):
+    """A module's ``now`` option (ISO 8601; a naive one is UTC) as an aware datetime; None: now."""
+    if not text:
+        return None
+    try:
+        value = datetime.datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise PartitioningError("now must be an ISO 8601 timestamp (2025-06-01T00:00:00+00:00), got %r." % (text,))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _as_date(value):
     """Date of a date/datetime value; aware datetimes are taken as their UTC instant."""
     if isinstance(value, datetime.datetime):
@@ -383,24 +394,29 @@ def _check_unique_names(spec, partitions):
 
 # --------------------------------------------------------------------------- SQL
 
-def literal(value, key_type):
-    """A typed literal for a bound: ``'2025-01-01'::date``; the cast only for known kinds."""
+def bound_text(value, key_type):
+    """A bound value as the key's literal spells it, before the cast: ``2025-04-01`` (date),
+    ``2025-04-01 00:00:00`` (timestamp), ``2025-04-01 00:00:00+00`` (timestamptz: the UTC instant);
+    other values as they are (the maintenance functions take bounds in this form)."""
     kind = key_kind(key_type)
     if isinstance(value, datetime.datetime):
         if kind == "timestamptz" or value.tzinfo is not None:
             if value.tzinfo is None:
                 value = value.replace(tzinfo=UTC)
-            text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") + "+00"
-            if value.microsecond:
-                text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") + "+00"
-        else:
-            text = value.strftime("%Y-%m-%d %H:%M:%S") if not value.microsecond \
-                else value.strftime("%Y-%m-%d %H:%M:%S.%f")
-        value = text
-    elif isinstance(value, datetime.date):
+            value = value.astimezone(UTC)
+            return value.strftime("%Y-%m-%d %H:%M:%S.%f" if value.microsecond else "%Y-%m-%d %H:%M:%S") + "+00"
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f" if value.microsecond else "%Y-%m-%d %H:%M:%S")
+    if isinstance(value, datetime.date):
         if kind in ("timestamp", "timestamptz"):
-            return literal(bound_value(value, kind), key_type)
-        value = value.isoformat()
+            return bound_text(bound_value(value, kind), key_type)
+        return value.isoformat()
+    return value
+
+
+def literal(value, key_type):
+    """A typed literal for a bound: ``'2025-01-01'::date``; the cast only for known kinds."""
+    kind = key_kind(key_type)
+    value = bound_text(value, key_type)
     lit = sql.Literal(value)
     if kind in _CASTS and not isinstance(value, bool):
         return sql.SQL("{}::{}").format(lit, sql.SQL(_CASTS[kind]))
@@ -580,12 +596,20 @@ def retention_cutoff(spec, now):
 
 
 def expired_partitions(spec, partitions, now):
-    """Range partitions entirely older than the retention cutoff (oldest first)."""
+    """Range partitions entirely older than the retention cutoff (oldest first): the upper bound at
+    or before the cutoff's midnight (UTC for timestamptz) — compared as the key's own values, so a
+    bound inside a day (a table partitioned by other means) never lets a partition holding newer
+    rows go. The database's retention_plan (templates/sql/maintenance) decides the same."""
     cutoff = retention_cutoff(spec, now)
     if cutoff is None:
         return []
-    out = [p for p in partitions if p.kind == "range" and p.upper is not None and _as_date(p.upper) <= cutoff]
-    return sorted(out, key=lambda p: _as_date(p.upper))
+
+    def expired(upper):
+        if isinstance(upper, datetime.datetime):
+            return upper <= bound_value(cutoff, "timestamptz" if upper.tzinfo else "timestamp")
+        return upper <= cutoff
+    out = [p for p in partitions if p.kind == "range" and p.upper is not None and expired(p.upper)]
+    return sorted(out, key=lambda p: p.upper)
 
 
 def partition_for(spec, value):

@@ -105,13 +105,15 @@ def backoff_ms(attempt, base_ms):
     return delay * (0.5 + random.random())
 
 
-def run_with_lock_retry(session, fn, lock_timeout_ms=50, retries=30, backoff=100, relations=None, what=None):
+def run_with_lock_retry(session, fn, lock_timeout_ms=50, retries=30, backoff=100, relations=None, what=None,
+                        report=None):
     """Run ``fn(session)`` in one transaction whose lock waits last at most ``lock_timeout_ms``.
 
     On a lock timeout the transaction is rolled back (nothing it did stays) and retried after
     ``backoff`` ms doubled per attempt, with jitter, up to ``retries`` more times. The final error
     names the sessions holding locks on ``relations`` (or the longest transactions).
-    Returns what ``fn`` returned. Any other error propagates at once.
+    Returns what ``fn`` returned. Any other error propagates at once. ``report`` (a dict), when
+    given, receives ``attempts`` and ``commit_ms`` (the COMMIT's round trip: locks end with it).
     """
     attempts = max(0, int(retries)) + 1
     for attempt in range(attempts):
@@ -123,7 +125,11 @@ def run_with_lock_retry(session, fn, lock_timeout_ms=50, retries=30, backoff=100
                 # count as a change.)
                 session.query(sql.SQL("SET LOCAL lock_timeout = {}").format(
                     sql.Literal("%dms" % int(lock_timeout_ms))))
-                return fn(session)
+                result = fn(session)
+                committing = time.monotonic()
+            if report is not None:
+                report.update(attempts=attempt + 1, commit_ms=(time.monotonic() - committing) * 1000.0)
+            return result
         except psycopg2.Error as e:
             if not _is_lock_timeout(e):
                 raise

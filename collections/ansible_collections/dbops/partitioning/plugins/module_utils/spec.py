@@ -47,7 +47,7 @@ DEFAULT_PREMAKE = 4
 
 # Tuning knobs: name -> (default, kind). Kinds: 'pos' integer > 0, 'nonneg' integer >= 0,
 # 'limit' integer > 0 or None/0 meaning "no limit", 'ident' a schema name, 'bool' a boolean,
-# a tuple: one of its values.
+# 'path' a directory path or None/'' for none, a tuple: one of its values.
 TUNING = {
     "batch_size": (10000, "pos"),
     "batch_sleep_ms": (0, "nonneg"),
@@ -67,6 +67,10 @@ TUNING = {
     "final_check": ("full", ("full", "none")),
     "switchover_requires_approval": (False, "bool"),
     "postpone": (False, "bool"),              # the same, as gh-ost calls it
+    # maintenance (module_utils/maintain/): the longest a DDL step may wait for, and hold, its
+    # locks on an application table; where retention writes a pg_dump of each partition first
+    "lock_budget_ms": (200, "pos"),
+    "retention_dump_dir": (None, "path"),
 }
 
 # Knobs with a second name: a table's own value under either name wins over the play's, and
@@ -401,6 +405,7 @@ _TUNING_EXPECT = {
     "nonneg": "must be an integer >= 0",
     "limit": "must be an integer > 0 (or null/0 for no limit)",
     "ident": "must be a schema name",
+    "path": "must be a directory path (or empty for none)",
 }
 
 
@@ -411,6 +416,12 @@ def _tuning_value(value, kind):
         return value.strip().lower()
     if kind == "bool":
         return _bool(value)
+    if kind == "path":
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise ValueError
+        return str(value)
     if kind == "ident":
         if not isinstance(value, str):
             raise ValueError

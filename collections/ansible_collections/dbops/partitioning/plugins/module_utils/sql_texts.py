@@ -72,6 +72,1455 @@ TEXTS = {
         '       (SELECT count(*) FROM logged) AS skipped,\n'
         '       (SELECT {{ key_json(pk_cols, "l") }} FROM last_key AS l) AS last_key\n'
     ),
+    'maintenance/10_calendar': (
+        '{#- Maintenance functions, part 1: partition names and calendar edges, the SQL twin of\n'
+        '    module_utils/bounds.py (floor_boundary, next_boundary, suffix_for, derived_name, retention_cutoff).\n'
+        '    tests/integration/test_maintenance_calendar.py proves that both agree over many dates,\n'
+        '    every interval, month/quarter/year edges and leap days.\n'
+        '    Context: schema (where the functions go), state (the state schema), marker (comment), defaults.\n'
+        '    Installed by module_utils/maintain/functions.py; every object is re-created when the text changes. #}\n'
+        '\n'
+        '-- The first day of the period of p_interval that contains p_day (ISO weeks start on Monday).\n'
+        'CREATE FUNCTION {{ schema|ident }}.calendar_floor(p_day date, p_interval text) RETURNS date\n'
+        'LANGUAGE plpgsql IMMUTABLE STRICT AS $fn$\n'
+        'BEGIN\n'
+        '    CASE p_interval\n'
+        "        WHEN 'daily' THEN RETURN p_day;\n"
+        "        WHEN 'weekly' THEN RETURN p_day - (extract(isodow FROM p_day)::integer - 1);\n"
+        "        WHEN 'monthly' THEN RETURN date_trunc('month', p_day::timestamp)::date;\n"
+        "        WHEN 'quarterly' THEN RETURN date_trunc('quarter', p_day::timestamp)::date;\n"
+        "        WHEN 'yearly' THEN RETURN date_trunc('year', p_day::timestamp)::date;\n"
+        "        ELSE RAISE EXCEPTION 'unknown interval %: one of daily, weekly, monthly, quarterly, yearly', p_interva"
+        'l\n'
+        "             USING ERRCODE = 'invalid_parameter_value';\n"
+        '    END CASE;\n'
+        'END $fn$;\n'
+        '\n'
+        '-- The boundary after p_boundary (itself a boundary of p_interval).\n'
+        'CREATE FUNCTION {{ schema|ident }}.calendar_next(p_boundary date, p_interval text) RETURNS date\n'
+        'LANGUAGE plpgsql IMMUTABLE STRICT AS $fn$\n'
+        'BEGIN\n'
+        '    CASE p_interval\n'
+        "        WHEN 'daily' THEN RETURN p_boundary + 1;\n"
+        "        WHEN 'weekly' THEN RETURN p_boundary + 7;\n"
+        "        WHEN 'monthly' THEN RETURN (p_boundary + interval '1 month')::date;\n"
+        "        WHEN 'quarterly' THEN RETURN (p_boundary + interval '3 months')::date;\n"
+        "        WHEN 'yearly' THEN RETURN (p_boundary + interval '1 year')::date;\n"
+        "        ELSE RAISE EXCEPTION 'unknown interval %: one of daily, weekly, monthly, quarterly, yearly', p_interva"
+        'l\n'
+        "             USING ERRCODE = 'invalid_parameter_value';\n"
+        '    END CASE;\n'
+        'END $fn$;\n'
+        '\n'
+        '-- The suffix of the partition starting at p_boundary: 2025_01_15, 2025_w03 (ISO year and week),\n'
+        '-- 2025_01, 2025_q1, 2025.\n'
+        'CREATE FUNCTION {{ schema|ident }}.calendar_suffix(p_boundary date, p_interval text) RETURNS text\n'
+        'LANGUAGE plpgsql IMMUTABLE STRICT AS $fn$\n'
+        'BEGIN\n'
+        '    CASE p_interval\n'
+        "        WHEN 'daily' THEN RETURN to_char(p_boundary, 'YYYY_MM_DD');\n"
+        '        WHEN \'weekly\' THEN RETURN to_char(p_boundary, \'IYYY"_w"IW\');\n'
+        "        WHEN 'monthly' THEN RETURN to_char(p_boundary, 'YYYY_MM');\n"
+        '        WHEN \'quarterly\' THEN RETURN to_char(p_boundary, \'YYYY"_q"Q\');\n'
+        "        WHEN 'yearly' THEN RETURN to_char(p_boundary, 'YYYY');\n"
+        "        ELSE RAISE EXCEPTION 'unknown interval %: one of daily, weekly, monthly, quarterly, yearly', p_interva"
+        'l\n'
+        "             USING ERRCODE = 'invalid_parameter_value';\n"
+        '    END CASE;\n'
+        'END $fn$;\n'
+        '\n'
+        "-- Integer keys partitioned by a numeric width: the width's edge at or below p_value, and the\n"
+        '-- suffix of the partition starting there (1000000, m1000000 below zero).\n'
+        'CREATE FUNCTION {{ schema|ident }}.width_floor(p_value numeric, p_width bigint) RETURNS numeric\n'
+        'LANGUAGE sql IMMUTABLE STRICT AS $fn$ SELECT floor(p_value / p_width) * p_width $fn$;\n'
+        '\n'
+        'CREATE FUNCTION {{ schema|ident }}.width_suffix(p_boundary numeric) RETURNS text\n'
+        'LANGUAGE sql IMMUTABLE STRICT AS\n'
+        "$fn$ SELECT CASE WHEN p_boundary >= 0 THEN p_boundary::bigint::text ELSE 'm' || (-p_boundary)::bigint::text EN"
+        'D $fn$;\n'
+        '\n'
+        '-- base || suffix within 63 bytes: a longer base is cut (whole characters) and an md5 of the full\n'
+        '-- name inserted, exactly as identifiers.derived_name does.\n'
+        'CREATE FUNCTION {{ schema|ident }}.derived_name(p_base text, p_suffix text) RETURNS name\n'
+        'LANGUAGE plpgsql IMMUTABLE STRICT AS $fn$\n'
+        'DECLARE\n'
+        '    v_full text := p_base || p_suffix;\n'
+        '    v_digest text;\n'
+        '    v_room integer;\n'
+        '    v_cut text := p_base;\n'
+        'BEGIN\n'
+        '    IF octet_length(v_full) <= 63 THEN\n'
+        '        RETURN v_full;\n'
+        '    END IF;\n'
+        '    v_digest := left(md5(v_full), 6);\n'
+        '    v_room := 63 - octet_length(p_suffix) - length(v_digest) - 1;\n'
+        '    WHILE octet_length(v_cut) > v_room LOOP\n'
+        '        v_cut := left(v_cut, -1);\n'
+        '    END LOOP;\n'
+        "    RETURN v_cut || '_' || v_digest || p_suffix;\n"
+        'END $fn$;\n'
+        '\n'
+        'CREATE FUNCTION {{ schema|ident }}.partition_name(p_base text, p_suffix text) RETURNS name\n'
+        "LANGUAGE sql IMMUTABLE STRICT AS $fn$ SELECT {{ schema|ident }}.derived_name(p_base, '_' || p_suffix) $fn$;\n"
+        '\n'
+        "-- A calendar boundary as the text of a bound of the key's kind: '2025-04-01' (date),\n"
+        "-- '2025-04-01 00:00:00' (timestamp), '2025-04-01 00:00:00+00' (timestamptz: the UTC instant, HP13).\n"
+        'CREATE FUNCTION {{ schema|ident }}.bound_text(p_boundary date, p_kind text) RETURNS text\n'
+        'LANGUAGE plpgsql IMMUTABLE STRICT AS $fn$\n'
+        'BEGIN\n'
+        '    CASE p_kind\n'
+        "        WHEN 'date' THEN RETURN to_char(p_boundary, 'YYYY-MM-DD');\n"
+        "        WHEN 'timestamp' THEN RETURN to_char(p_boundary, 'YYYY-MM-DD') || ' 00:00:00';\n"
+        "        WHEN 'timestamptz' THEN RETURN to_char(p_boundary, 'YYYY-MM-DD') || ' 00:00:00+00';\n"
+        "        ELSE RAISE EXCEPTION 'a calendar bound needs a date, timestamp or timestamptz key, not %', p_kind\n"
+        "             USING ERRCODE = 'invalid_parameter_value';\n"
+        '    END CASE;\n'
+        'END $fn$;\n'
+        '\n'
+        '-- The date before which a partition is past retention: p_months back from p_today, the day\n'
+        "-- clamped to the month's length (12 months before 2025-05-10 is 2024-05-10; 1 month before\n"
+        '-- 2024-03-31 is 2024-02-29). A partition expires when its whole range lies before it.\n'
+        'CREATE FUNCTION {{ schema|ident }}.retention_cutoff(p_today date, p_months integer) RETURNS date\n'
+        'LANGUAGE sql IMMUTABLE STRICT AS $fn$ SELECT (p_today - make_interval(months => p_months))::date $fn$;\n'
+    ),
+    'maintenance/20_partitions': (
+        '{#- Maintenance functions, part 2: what a partitioned table has, and the plans (read-only).\n'
+        '    Every function that reads bounds runs with TimeZone=UTC and DateStyle=ISO whoever calls it, so\n'
+        '    pg_get_expr prints timestamptz bounds as UTC instants (HP13).\n'
+        '    Context: schema, state, marker, defaults. #}\n'
+        '\n'
+        '-- The partition key of a partitioned table: strategy, the key column, its type (format_type) and\n'
+        "-- kind ('date', 'timestamp', 'timestamptz', 'smallint', 'integer', 'bigint' or 'other'), and the\n"
+        '-- default partition (NULL when there is none). Only single-column keys are managed.\n'
+        'CREATE FUNCTION {{ schema|ident }}.partition_key(p_parent regclass,\n'
+        '    OUT strategy text, OUT key_column name, OUT key_type text, OUT key_kind text, OUT default_partition regcla'
+        'ss,\n'
+        '    OUT parent_schema name, OUT parent_name name)\n'
+        'LANGUAGE plpgsql STABLE AS $fn$\n'
+        'DECLARE\n'
+        '    v_natts integer;\n'
+        '    v_attnum integer;\n'
+        '    v_type oid;\n'
+        'BEGIN\n'
+        "    SELECT CASE pt.partstrat WHEN 'r' THEN 'range' WHEN 'l' THEN 'list' WHEN 'h' THEN 'hash' END,\n"
+        '           pt.partnatts, pt.partattrs[0], NULLIF(pt.partdefid, 0)::regclass, n.nspname, c.relname\n'
+        '      INTO strategy, v_natts, v_attnum, default_partition, parent_schema, parent_name\n'
+        '      FROM pg_catalog.pg_partitioned_table pt\n'
+        '      JOIN pg_catalog.pg_class c ON c.oid = pt.partrelid\n'
+        '      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n'
+        '     WHERE pt.partrelid = p_parent;\n'
+        '    IF NOT FOUND THEN\n'
+        "        RAISE EXCEPTION '% is not a partitioned table', p_parent USING ERRCODE = 'wrong_object_type';\n"
+        '    END IF;\n'
+        '    IF v_natts <> 1 OR v_attnum = 0 THEN\n'
+        "        RAISE EXCEPTION '% is partitioned by % columns or by an expression; only a single-column key is mainta"
+        "ined',\n"
+        "            p_parent, v_natts USING ERRCODE = 'feature_not_supported';\n"
+        '    END IF;\n'
+        '    SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.atttypid\n'
+        '      INTO key_column, key_type, v_type\n'
+        '      FROM pg_catalog.pg_attribute a WHERE a.attrelid = p_parent AND a.attnum = v_attnum;\n'
+        '    key_kind := CASE v_type\n'
+        "        WHEN 'pg_catalog.date'::regtype THEN 'date'\n"
+        "        WHEN 'pg_catalog.timestamp'::regtype THEN 'timestamp'\n"
+        "        WHEN 'pg_catalog.timestamptz'::regtype THEN 'timestamptz'\n"
+        "        WHEN 'pg_catalog.int2'::regtype THEN 'smallint'\n"
+        "        WHEN 'pg_catalog.int4'::regtype THEN 'integer'\n"
+        "        WHEN 'pg_catalog.int8'::regtype THEN 'bigint'\n"
+        "        ELSE 'other' END;\n"
+        'END $fn$;\n'
+        '\n'
+        "-- The text of one value of a single-column bound as pg_get_expr prints it: 'quoted' or bare;\n"
+        '-- NULL for MINVALUE/MAXVALUE.\n'
+        'CREATE FUNCTION {{ schema|ident }}.bound_value(p_text text) RETURNS text\n'
+        'LANGUAGE plpgsql IMMUTABLE AS $fn$\n'
+        'DECLARE\n'
+        '    v_match text[];\n'
+        'BEGIN\n'
+        "    IF p_text IS NULL OR upper(btrim(p_text)) IN ('MINVALUE', 'MAXVALUE') THEN\n"
+        '        RETURN NULL;\n'
+        '    END IF;\n'
+        "    v_match := regexp_match(btrim(p_text), $re$^'((?:[^']|'')*)'(?:::.*)?$$re$);\n"
+        '    IF v_match IS NULL THEN\n'
+        '        RETURN btrim(p_text);\n'
+        '    END IF;\n'
+        "    RETURN replace(v_match[1], '''''', '''');\n"
+        'END $fn$;\n'
+        '\n'
+        "-- Every partition of p_parent with its bounds: as text (the key's literal form, NULL for\n"
+        '-- MINVALUE/MAXVALUE), and comparable as instants (date, timestamp and timestamptz keys, in UTC)\n'
+        '-- or as numbers (integer keys), with -infinity/infinity for MINVALUE/MAXVALUE.\n'
+        'CREATE FUNCTION {{ schema|ident }}.partitions_of(p_parent regclass)\n'
+        'RETURNS TABLE(partition regclass, partition_schema name, partition_name name, kind text, detach_pending boolea'
+        'n,\n'
+        '              lower_bound text, upper_bound text, lower_at timestamptz, upper_at timestamptz,\n'
+        '              lower_num numeric, upper_num numeric)\n'
+        "LANGUAGE plpgsql STABLE SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' AS $fn$\n"
+        'DECLARE\n'
+        '    k record;\n'
+        '    r record;\n'
+        '    v_match text[];\n'
+        'BEGIN\n'
+        '    SELECT * INTO k FROM {{ schema|ident }}.partition_key(p_parent);\n'
+        '    FOR r IN\n'
+        '        SELECT c.oid::regclass AS rel, n.nspname, c.relname, i.inhdetachpending AS pending,\n'
+        '               pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound\n'
+        '          FROM pg_catalog.pg_inherits i\n'
+        '          JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid\n'
+        '          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n'
+        '         WHERE i.inhparent = p_parent\n'
+        '         ORDER BY c.relname\n'
+        '    LOOP\n'
+        '        partition := r.rel; partition_schema := r.nspname; partition_name := r.relname;\n'
+        '        detach_pending := r.pending;\n'
+        '        lower_bound := NULL; upper_bound := NULL; lower_at := NULL; upper_at := NULL;\n'
+        '        lower_num := NULL; upper_num := NULL;\n'
+        "        IF r.bound = 'DEFAULT' THEN\n"
+        "            kind := 'default';\n"
+        "        ELSIF r.bound LIKE 'FOR VALUES WITH %' THEN\n"
+        "            kind := 'hash';\n"
+        "        ELSIF r.bound LIKE 'FOR VALUES IN %' THEN\n"
+        "            kind := 'list';\n"
+        '        ELSE\n'
+        "            kind := 'range';\n"
+        "            v_match := regexp_match(r.bound, '^FOR VALUES FROM \\((.*)\\) TO \\((.*)\\)$');\n"
+        '            lower_bound := {{ schema|ident }}.bound_value(v_match[1]);\n'
+        '            upper_bound := {{ schema|ident }}.bound_value(v_match[2]);\n'
+        "            IF k.key_kind IN ('date', 'timestamp', 'timestamptz') THEN\n"
+        "                lower_at := coalesce(lower_bound::timestamptz, '-infinity');\n"
+        "                upper_at := coalesce(upper_bound::timestamptz, 'infinity');\n"
+        "            ELSIF k.key_kind IN ('smallint', 'integer', 'bigint') THEN\n"
+        "                lower_num := coalesce(lower_bound::numeric, '-Infinity');\n"
+        "                upper_num := coalesce(upper_bound::numeric, 'Infinity');\n"
+        '            END IF;\n'
+        '        END IF;\n'
+        '        RETURN NEXT;\n'
+        '    END LOOP;\n'
+        'END $fn$;\n'
+        '\n'
+        "-- A key value of the table's kind in SQL: 'v'::type, or MINVALUE/MAXVALUE for NULL.\n"
+        'CREATE FUNCTION {{ schema|ident }}.bound_sql(p_value text, p_key_type text, p_infinity text) RETURNS text\n'
+        'LANGUAGE sql IMMUTABLE AS\n'
+        "$fn$ SELECT CASE WHEN p_value IS NULL THEN p_infinity ELSE format('%L::%s', p_value, p_key_type) END $fn$;\n"
+        '\n'
+        '-- The condition "key in [lower, upper)" on the table\'s key (NOT NULL included: it is part of\n'
+        "-- every range partition's constraint).\n"
+        'CREATE FUNCTION {{ schema|ident }}.range_condition(p_key name, p_key_type text, p_lower text, p_upper text) RE'
+        'TURNS text\n'
+        'LANGUAGE sql IMMUTABLE AS $fn$\n'
+        "SELECT format('%I IS NOT NULL', p_key)\n"
+        "       || CASE WHEN p_lower IS NULL THEN '' ELSE format(' AND %I >= %L::%s', p_key, p_lower, p_key_type) END\n"
+        "       || CASE WHEN p_upper IS NULL THEN '' ELSE format(' AND %I < %L::%s', p_key, p_upper, p_key_type) END\n"
+        '$fn$;\n'
+        '\n'
+        '-- What a new range partition [p_lower, p_upper) named p_name would meet:\n'
+        '--   exists             a partition of that name covers the range\n'
+        '--   covered            another partition covers the whole range (detail names it)\n'
+        '--   overlap            partitions cover part of it (PostgreSQL would refuse it; detail names them)\n'
+        '--   name_taken         a relation of that name exists and is not a partition of p_parent\n'
+        '--   blocked_by_default the default partition holds rows of the range (default_rows: how many, HP14)\n'
+        '--   missing            nothing is in the way\n'
+        'CREATE FUNCTION {{ schema|ident }}.range_status(p_parent regclass, p_name name, p_lower text, p_upper text,\n'
+        '    OUT status text, OUT detail text, OUT default_rows bigint)\n'
+        "LANGUAGE plpgsql STABLE SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' AS $fn$\n"
+        'DECLARE\n'
+        '    k record;\n'
+        '    v_calendar boolean;\n'
+        '    v_lo_at timestamptz; v_hi_at timestamptz; v_lo_num numeric; v_hi_num numeric;\n'
+        "    v_over text[] := '{}';\n"
+        '    p record;\n'
+        'BEGIN\n'
+        '    SELECT * INTO k FROM {{ schema|ident }}.partition_key(p_parent);\n'
+        "    v_calendar := k.key_kind IN ('date', 'timestamp', 'timestamptz');\n"
+        '    IF v_calendar THEN\n'
+        "        v_lo_at := coalesce(p_lower::timestamptz, '-infinity'); v_hi_at := coalesce(p_upper::timestamptz, 'inf"
+        "inity');\n"
+        '    ELSE\n'
+        "        v_lo_num := coalesce(p_lower::numeric, '-Infinity'); v_hi_num := coalesce(p_upper::numeric, 'Infinity'"
+        ');\n'
+        '    END IF;\n'
+        "    FOR p IN SELECT * FROM {{ schema|ident }}.partitions_of(p_parent) x WHERE x.kind = 'range' ORDER BY x.lowe"
+        'r_at, x.lower_num\n'
+        '    LOOP\n'
+        '        IF (v_calendar AND p.lower_at < v_hi_at AND p.upper_at > v_lo_at)\n'
+        '           OR (NOT v_calendar AND p.lower_num < v_hi_num AND p.upper_num > v_lo_num) THEN\n'
+        '            IF (v_calendar AND p.lower_at <= v_lo_at AND p.upper_at >= v_hi_at)\n'
+        '               OR (NOT v_calendar AND p.lower_num <= v_lo_num AND p.upper_num >= v_hi_num) THEN\n'
+        "                status := CASE WHEN p.partition_name = p_name THEN 'exists' ELSE 'covered' END;\n"
+        "                detail := format('%I.%I [%s, %s)', p.partition_schema, p.partition_name,\n"
+        "                                 coalesce(p.lower_bound, 'MINVALUE'), coalesce(p.upper_bound, 'MAXVALUE'));\n"
+        '                RETURN;\n'
+        '            END IF;\n'
+        "            v_over := v_over || format('%I.%I [%s, %s)', p.partition_schema, p.partition_name,\n"
+        "                                       coalesce(p.lower_bound, 'MINVALUE'), coalesce(p.upper_bound, 'MAXVALUE'"
+        '));\n'
+        '        END IF;\n'
+        '    END LOOP;\n'
+        '    IF cardinality(v_over) > 0 THEN\n'
+        "        status := 'overlap';\n"
+        "        detail := 'overlaps ' || array_to_string(v_over, ', ');\n"
+        '        RETURN;\n'
+        '    END IF;\n'
+        '    IF EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n'
+        '                WHERE n.nspname = k.parent_schema AND c.relname = p_name) THEN\n'
+        "        status := 'name_taken';\n"
+        "        detail := format('%I.%I exists and is not a partition of %I.%I', k.parent_schema, p_name,\n"
+        '                         k.parent_schema, k.parent_name);\n'
+        '        RETURN;\n'
+        '    END IF;\n'
+        '    IF k.default_partition IS NOT NULL THEN\n'
+        "        EXECUTE format('SELECT count(*) FROM %s WHERE %s', k.default_partition,\n"
+        '                       {{ schema|ident }}.range_condition(k.key_column, k.key_type, p_lower, p_upper))\n'
+        '           INTO default_rows;\n'
+        '        IF default_rows > 0 THEN\n'
+        "            status := 'blocked_by_default';\n"
+        "            detail := format('%s rows of [%s, %s) are in the default partition %s', default_rows,\n"
+        "                             coalesce(p_lower, 'MINVALUE'), coalesce(p_upper, 'MAXVALUE'), k.default_partition"
+        ');\n'
+        '            RETURN;\n'
+        '        END IF;\n'
+        '    END IF;\n'
+        "    status := 'missing';\n"
+        'END $fn$;\n'
+        '\n'
+        '-- The partitions premake wants: from the period containing p_now (or, when the newest range\n'
+        '-- partition ends before it, from where that one ends) up to p_premake periods after the current\n'
+        '-- one, and at least up to p_until. Periods wholly past p_retention_months are left out.\n'
+        "-- Integer keys by a numeric width (p_interval '1000000'): p_premake widths after the one holding\n"
+        '-- the largest key (the newest partition that has a row), as phase 1 plans them.\n'
+        "-- p_base names the partitions (<p_base>_<suffix>): the table's own name, also for its twin.\n"
+        'CREATE FUNCTION {{ schema|ident }}.premake_plan(p_parent regclass, p_base name, p_interval text, p_premake int'
+        'eger,\n'
+        '    p_now timestamptz DEFAULT now(), p_retention_months integer DEFAULT NULL, p_until date DEFAULT NULL)\n'
+        'RETURNS TABLE(partition_name name, lower_bound text, upper_bound text, status text, detail text, default_rows '
+        'bigint)\n'
+        "LANGUAGE plpgsql STABLE SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' AS $fn$\n"
+        'DECLARE\n'
+        '    k record;\n'
+        '    s record;\n'
+        "    v_today date := (p_now AT TIME ZONE 'UTC')::date;\n"
+        '    v_b date; v_end date; v_cutoff date; v_newest timestamptz;\n'
+        '    v_w bigint; v_anchor numeric; v_wend numeric; v_wb numeric; v_max numeric; v_min numeric;\n'
+        '    v_has boolean;\n'
+        '    p record;\n'
+        '    v_count integer := 0;\n'
+        'BEGIN\n'
+        '    SELECT * INTO k FROM {{ schema|ident }}.partition_key(p_parent);\n'
+        "    IF k.strategy <> 'range' THEN\n"
+        "        RAISE EXCEPTION '% is partitioned by %: premake makes range partitions only', p_parent, k.strategy\n"
+        "            USING ERRCODE = 'wrong_object_type';\n"
+        '    END IF;\n'
+        "    IF p_interval ~ '^[0-9]+$' THEN\n"
+        "        IF k.key_kind NOT IN ('smallint', 'integer', 'bigint') THEN\n"
+        "            RAISE EXCEPTION 'a numeric interval (%) needs an integer key; %.% is %', p_interval, p_parent,\n"
+        "                k.key_column, k.key_type USING ERRCODE = 'invalid_parameter_value';\n"
+        '        END IF;\n'
+        '        v_w := p_interval::bigint;\n'
+        "        v_min := CASE k.key_kind WHEN 'smallint' THEN -32768 WHEN 'integer' THEN -2147483648 ELSE -92233720368"
+        '54775808 END;\n'
+        "        v_max := CASE k.key_kind WHEN 'smallint' THEN 32767 WHEN 'integer' THEN 2147483647 ELSE 92233720368547"
+        '75807 END;\n'
+        '        v_anchor := 0;\n'
+        '        FOR p IN SELECT * FROM {{ schema|ident }}.partitions_of(p_parent) x\n'
+        "                  WHERE x.kind = 'range' AND NOT x.detach_pending ORDER BY x.upper_num DESC\n"
+        '        LOOP\n'
+        "            EXECUTE format('SELECT EXISTS (SELECT FROM %s)', p.partition) INTO v_has;\n"
+        '            IF v_has THEN\n'
+        "                IF p.upper_num = 'Infinity' THEN\n"
+        '                    RETURN;                -- the newest rows sit in a partition open to MAXVALUE\n'
+        '                END IF;\n'
+        '                v_anchor := {{ schema|ident }}.width_floor(p.upper_num - 1, v_w);\n'
+        '                EXIT;\n'
+        '            END IF;\n'
+        '        END LOOP;\n'
+        '        v_wend := v_anchor + v_w * (p_premake + 1);\n'
+        '        v_wb := v_anchor;\n'
+        '        WHILE v_wb < v_wend AND v_wb <= v_max LOOP\n'
+        '            partition_name := {{ schema|ident }}.partition_name(p_base, {{ schema|ident }}.width_suffix(v_wb))'
+        ';\n'
+        '            lower_bound := CASE WHEN v_wb < v_min THEN NULL ELSE v_wb::text END;\n'
+        '            upper_bound := CASE WHEN v_wb + v_w > v_max THEN NULL ELSE (v_wb + v_w)::text END;\n'
+        '            SELECT * INTO s FROM {{ schema|ident }}.range_status(p_parent, partition_name, lower_bound, upper_'
+        'bound);\n'
+        '            status := s.status; detail := s.detail; default_rows := s.default_rows;\n'
+        '            RETURN NEXT;\n'
+        '            v_wb := v_wb + v_w;\n'
+        '        END LOOP;\n'
+        '        RETURN;\n'
+        '    END IF;\n'
+        "    IF k.key_kind NOT IN ('date', 'timestamp', 'timestamptz') THEN\n"
+        "        RAISE EXCEPTION 'range partitions by a calendar interval need a date, timestamp or timestamptz key; %."
+        "% is %',\n"
+        "            p_parent, k.key_column, k.key_type USING ERRCODE = 'invalid_parameter_value';\n"
+        '    END IF;\n'
+        '    v_b := {{ schema|ident }}.calendar_floor(v_today, p_interval);\n'
+        '    v_end := v_b;\n'
+        '    FOR i IN 0 .. p_premake LOOP\n'
+        '        v_end := {{ schema|ident }}.calendar_next(v_end, p_interval);\n'
+        '    END LOOP;\n'
+        '    WHILE p_until IS NOT NULL AND v_end < p_until LOOP\n'
+        '        v_end := {{ schema|ident }}.calendar_next(v_end, p_interval);\n'
+        '    END LOOP;\n'
+        '    -- rows of the recent past would land in the default partition when the newest partition ends\n'
+        '    -- before the current period (maintenance did not run for a while): fill the gap, from the\n'
+        '    -- first edge at or after where the newest partition ends\n'
+        '    SELECT max(x.upper_at) INTO v_newest FROM {{ schema|ident }}.partitions_of(p_parent) x\n'
+        "     WHERE x.kind = 'range' AND NOT x.detach_pending AND x.upper_at < 'infinity';\n"
+        '    IF v_newest IS NOT NULL AND v_newest < v_b::timestamptz THEN\n'
+        "        v_b := {{ schema|ident }}.calendar_floor((v_newest AT TIME ZONE 'UTC')::date, p_interval);\n"
+        '        IF v_b::timestamptz < v_newest THEN\n'
+        '            v_b := {{ schema|ident }}.calendar_next(v_b, p_interval);\n'
+        '        END IF;\n'
+        '    END IF;\n'
+        '    IF p_retention_months IS NOT NULL THEN\n'
+        '        v_cutoff := {{ schema|ident }}.retention_cutoff(v_today, p_retention_months);\n'
+        '    END IF;\n'
+        '    WHILE v_b < v_end LOOP\n'
+        '        v_count := v_count + 1;\n'
+        '        IF v_count > 10000 THEN\n'
+        "            RAISE EXCEPTION 'premake of % would make more than 10000 partitions', p_parent\n"
+        "                USING ERRCODE = 'program_limit_exceeded';\n"
+        '        END IF;\n'
+        '        IF v_cutoff IS NULL OR {{ schema|ident }}.calendar_next(v_b, p_interval) > v_cutoff THEN\n'
+        '            partition_name := {{ schema|ident }}.partition_name(p_base, {{ schema|ident }}.calendar_suffix(v_b'
+        ', p_interval));\n'
+        '            lower_bound := {{ schema|ident }}.bound_text(v_b, k.key_kind);\n'
+        '            upper_bound := {{ schema|ident }}.bound_text({{ schema|ident }}.calendar_next(v_b, p_interval), k.'
+        'key_kind);\n'
+        '            SELECT * INTO s FROM {{ schema|ident }}.range_status(p_parent, partition_name, lower_bound, upper_'
+        'bound);\n'
+        '            status := s.status; detail := s.detail; default_rows := s.default_rows;\n'
+        '            RETURN NEXT;\n'
+        '        END IF;\n'
+        '        v_b := {{ schema|ident }}.calendar_next(v_b, p_interval);\n'
+        '    END LOOP;\n'
+        'END $fn$;\n'
+        '\n'
+        '-- The partitions retention removes: range partitions whose whole range lies before the cutoff\n'
+        "-- (upper bound <= the cutoff's midnight, UTC) — never one that can hold a newer row — oldest\n"
+        '-- first (expired = true); and every partition left "detach pending" by an interrupted\n'
+        '-- DETACH ... CONCURRENTLY, which must be finished before anything else (pending = true).\n'
+        'CREATE FUNCTION {{ schema|ident }}.retention_plan(p_parent regclass, p_months integer, p_now timestamptz DEFAU'
+        'LT now())\n'
+        'RETURNS TABLE(partition regclass, partition_schema name, partition_name name, lower_bound text, upper_bound te'
+        'xt,\n'
+        '              pending boolean, expired boolean)\n'
+        "LANGUAGE plpgsql STABLE SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' AS $fn$\n"
+        'DECLARE\n'
+        '    k record;\n'
+        '    v_cutoff timestamptz;\n'
+        'BEGIN\n'
+        '    SELECT * INTO k FROM {{ schema|ident }}.partition_key(p_parent);\n'
+        "    IF k.strategy <> 'range' THEN\n"
+        "        RAISE EXCEPTION 'retention needs a range-partitioned table: % is partitioned by %, whose partitions ho"
+        "ld no time range',\n"
+        "            p_parent, k.strategy USING ERRCODE = 'wrong_object_type';\n"
+        '    END IF;\n'
+        "    IF k.key_kind NOT IN ('date', 'timestamp', 'timestamptz') THEN\n"
+        "        RAISE EXCEPTION 'retention counts months: it needs a date, timestamp or timestamptz key; %.% is %',\n"
+        "            p_parent, k.key_column, k.key_type USING ERRCODE = 'wrong_object_type';\n"
+        '    END IF;\n'
+        "    v_cutoff := {{ schema|ident }}.retention_cutoff((p_now AT TIME ZONE 'UTC')::date, p_months)::timestamptz;\n"
+        '    RETURN QUERY\n'
+        '        SELECT x.partition, x.partition_schema, x.partition_name, x.lower_bound, x.upper_bound, x.detach_pendi'
+        'ng,\n'
+        '               x.upper_at <= v_cutoff\n'
+        '          FROM {{ schema|ident }}.partitions_of(p_parent) x\n'
+        "         WHERE x.kind = 'range' AND (x.detach_pending OR x.upper_at <= v_cutoff)\n"
+        '         ORDER BY x.detach_pending DESC, x.upper_at;\n'
+        'END $fn$;\n'
+        '\n'
+        "-- What maintenance would do to one table now, step by step, in order; status 'todo' is work, every\n"
+        "-- other status is a report. Scopes: premake (and the default partition's rows), retention, all\n"
+        '-- (both), next_year (premake through the end of next year), archive (retention by p_months,\n'
+        '-- archiving). The modules and the functions below both plan with it.\n'
+        '--   step create   partition to make          todo | exists | covered | overlap | name_taken |\n'
+        '--                                             blocked_by_default | not_applicable\n'
+        '--   step finalize an interrupted DETACH ... CONCURRENTLY to finish\n'
+        '--   step detach   expired partition          todo\n'
+        '--   step retire   detached partition to archive, drop or keep (action)   todo | awaiting_dump\n'
+        '--   step default  rows in the default partition (premake and all)        rows\n'
+        '--   step retention                            refused (hash/list/integer keys) | skipped (before switchover)\n'
+        'CREATE FUNCTION {{ schema|ident }}.plan_table(p_table_name text, p_parent regclass, p_base name, p_interval te'
+        'xt,\n'
+        '    p_premake integer, p_retention integer, p_action text, p_dump_required boolean, p_retention_allowed boolea'
+        'n,\n'
+        '    p_scope text, p_months integer DEFAULT NULL, p_now timestamptz DEFAULT now())\n'
+        'RETURNS TABLE(step text, partition regclass, partition_schema name, partition_name name, lower_bound text,\n'
+        '              upper_bound text, status text, detail text, action text, rows bigint)\n'
+        "LANGUAGE plpgsql STABLE SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' AS $fn$\n"
+        '#variable_conflict use_variable\n'
+        'DECLARE\n'
+        '    k record;\n'
+        '    p record;\n'
+        "    v_today date := (p_now AT TIME ZONE 'UTC')::date;\n"
+        '    v_months integer := coalesce(p_months, p_retention);\n'
+        "    v_action text := CASE WHEN p_scope = 'archive' THEN 'archive' ELSE coalesce(p_action, 'detach') END;\n"
+        "    v_calendar boolean := p_interval IS NOT NULL AND p_interval !~ '^[0-9]+$';\n"
+        '    v_rows bigint;\n'
+        '    v_rel regclass;\n'
+        'BEGIN\n'
+        "    IF p_scope NOT IN ('all', 'premake', 'retention', 'next_year', 'archive') THEN\n"
+        "        RAISE EXCEPTION 'unknown scope %', p_scope USING ERRCODE = 'invalid_parameter_value';\n"
+        '    END IF;\n'
+        '    SELECT * INTO k FROM {{ schema|ident }}.partition_key(p_parent);\n'
+        "    IF p_scope IN ('all', 'premake', 'next_year') THEN\n"
+        "        IF k.strategy <> 'range' OR p_interval IS NULL OR (p_scope = 'next_year' AND NOT v_calendar) THEN\n"
+        "            IF p_scope = 'next_year' THEN\n"
+        "                RETURN QUERY SELECT 'create'::text, NULL::regclass, k.parent_schema, NULL::name, NULL::text, N"
+        'ULL::text,\n'
+        "                    'not_applicable'::text,\n"
+        "                    CASE WHEN k.strategy <> 'range'\n"
+        "                         THEN format('%s is partitioned by %s: its partitions are fixed, none is made by date'"
+        ',\n'
+        '                                     p_table_name, k.strategy)\n'
+        "                         ELSE format('%s is partitioned by an integer width: it has no calendar year', p_table"
+        '_name) END,\n'
+        '                    NULL::text, NULL::bigint;\n'
+        '            END IF;\n'
+        '        ELSE\n'
+        '            FOR p IN SELECT * FROM {{ schema|ident }}.premake_plan(p_parent, p_base, p_interval, coalesce(p_pr'
+        'emake, 0),\n'
+        '                         p_now, CASE WHEN v_calendar THEN p_retention END,\n'
+        "                         CASE WHEN p_scope = 'next_year' THEN make_date(extract(year FROM v_today)::integer + "
+        '2, 1, 1) END)\n'
+        '            LOOP\n'
+        "                RETURN QUERY SELECT 'create'::text, NULL::regclass, k.parent_schema, p.partition_name, p.lower"
+        '_bound,\n'
+        "                    p.upper_bound, CASE p.status WHEN 'missing' THEN 'todo' ELSE p.status END, p.detail, NULL:"
+        ':text,\n'
+        '                    p.default_rows;\n'
+        '            END LOOP;\n'
+        '        END IF;\n'
+        "        IF p_scope <> 'next_year' AND k.default_partition IS NOT NULL THEN\n"
+        "            EXECUTE format('SELECT count(*) FROM %s', k.default_partition) INTO v_rows;\n"
+        '            IF v_rows > 0 THEN\n'
+        "                RETURN QUERY SELECT 'default'::text, k.default_partition, NULL::name,\n"
+        '                    (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = k.default_partition), NULL::tex'
+        't,\n'
+        "                    NULL::text, 'rows'::text,\n"
+        "                    format('%s rows in the default partition %s (keys outside every partition)', v_rows,\n"
+        '                           {{ schema|ident }}.rel_name(k.default_partition)), NULL::text, v_rows;\n'
+        '            END IF;\n'
+        '        END IF;\n'
+        '    END IF;\n'
+        "    IF p_scope IN ('all', 'retention', 'archive') AND v_months IS NOT NULL THEN\n"
+        "        IF k.strategy <> 'range' OR k.key_kind NOT IN ('date', 'timestamp', 'timestamptz') THEN\n"
+        "            RETURN QUERY SELECT 'retention'::text, NULL::regclass, k.parent_schema, NULL::name, NULL::text, NU"
+        'LL::text,\n'
+        "                'refused'::text,\n"
+        "                format('retention needs range partitions by a date or timestamp key: %s is partitioned by %s ("
+        "%s %s)',\n"
+        '                       p_table_name, k.strategy, k.key_column, k.key_type), NULL::text, NULL::bigint;\n'
+        '            RETURN;\n'
+        '        END IF;\n'
+        '        IF NOT p_retention_allowed THEN\n'
+        "            RETURN QUERY SELECT 'retention'::text, NULL::regclass, k.parent_schema, NULL::name, NULL::text, NU"
+        'LL::text,\n'
+        "                'skipped'::text, format('%s is being migrated: retention starts after cleanup.yml (until then "
+        "its '\n"
+        "                                        'copy must stay equal to it)', p_table_name), NULL::text, NULL::bigint"
+        ';\n'
+        '            RETURN;\n'
+        '        END IF;\n'
+        '        FOR p IN SELECT * FROM {{ schema|ident }}.retention_plan(p_parent, v_months, p_now) LOOP\n'
+        "            RETURN QUERY SELECT CASE WHEN p.pending THEN 'finalize' ELSE 'detach' END, p.partition, p.partitio"
+        'n_schema,\n'
+        "                p.partition_name, p.lower_bound, p.upper_bound, 'todo'::text, NULL::text,\n"
+        "                CASE WHEN p.expired THEN v_action ELSE 'detach' END, NULL::bigint;\n"
+        '            -- a pending detach someone else began on a partition not expired yet: finished and kept\n'
+        "            RETURN QUERY SELECT 'retire'::text, NULL::regclass, p.partition_schema, p.partition_name, p.lower_"
+        'bound,\n'
+        '                p.upper_bound,\n'
+        "                CASE WHEN p.expired AND v_action = 'drop' AND p_dump_required THEN 'awaiting_dump' ELSE 'todo'"
+        ' END,\n'
+        "                NULL::text, CASE WHEN p.expired THEN v_action ELSE 'detach' END, NULL::bigint;\n"
+        '        END LOOP;\n'
+        '        -- detached by an earlier run, not retired yet (a kill, a failed dump, a busy archive name)\n'
+        "        IF to_regclass(format('%I.retention_log', {{ state|lit }})) IS NOT NULL THEN\n"
+        '            FOR p IN SELECT r.* FROM {{ state|ident }}.retention_log r\n'
+        "                      WHERE r.table_name = p_table_name AND r.status IN ('detaching', 'detached', 'dumped')\n"
+        '                      ORDER BY r.upper_bound\n'
+        '            LOOP\n'
+        "                v_rel := to_regclass(format('%I.%I', p.partition_schema, p.partition_name));\n"
+        '                CONTINUE WHEN v_rel IS NOT NULL\n'
+        '                              AND EXISTS (SELECT FROM pg_catalog.pg_inherits WHERE inhrelid = v_rel);\n'
+        "                RETURN QUERY SELECT 'retire'::text, NULL::regclass, p.partition_schema, p.partition_name,\n"
+        '                    p.lower_bound, p.upper_bound,\n'
+        "                    CASE WHEN p.action = 'drop' AND p_dump_required AND p.status <> 'dumped' THEN 'awaiting_du"
+        "mp'\n"
+        "                         ELSE 'todo' END, NULL::text, p.action, NULL::bigint;\n"
+        '            END LOOP;\n'
+        '        END IF;\n'
+        '    END IF;\n'
+        'END $fn$;\n'
+    ),
+    'maintenance/30_steps': (
+        "{#- Maintenance functions, part 3: the DDL steps. Each step is one short transaction's worth of\n"
+        '    work on one partition: the modules call one per transaction (retrying on a lock timeout, across\n'
+        "    transactions), the runbook's functions call several in the caller's transaction within the\n"
+        "    lock budget, the pg_cron job commits after each. A step takes the table's lock before a\n"
+        "    partition's (the order the application's queries take them, so no deadlock), waits at most\n"
+        '    p_budget_ms for any lock (lock_timeout; a waiting ACCESS EXCLUSIVE request stalls every query\n'
+        "    queued behind it, HP8), and returns lock_mode, its strongest lock on the application's relations,\n"
+        '    and lock_ms, how long it held that one: from granted to the end of the step (the caller adds its\n'
+        '    COMMIT). With p_dry_run it changes nothing and returns the statements it\n'
+        '    would run. docs/design.md "Partitions — HP13 to HP16" has the lock levels, measured on 15 and 18.\n'
+        '    Context: schema, state, marker, defaults. #}\n'
+        '\n'
+        "-- A relation's schema-qualified, quoted name (regclass::text leaves out a schema on the search_path).\n"
+        'CREATE FUNCTION {{ schema|ident }}.rel_name(p_rel regclass) RETURNS text\n'
+        'LANGUAGE sql STABLE STRICT AS $fn$\n'
+        "SELECT format('%I.%I', n.nspname, c.relname)\n"
+        '  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_rel\n'
+        '$fn$;\n'
+        '\n'
+        "-- Milliseconds since this transaction's first blocking maintenance lock (ACCESS EXCLUSIVE on the\n"
+        "-- table or its default partition; 0: none taken yet). The runbook's functions hold every lock until\n"
+        '-- their caller commits: they stop before this passes the budget.\n'
+        'CREATE FUNCTION {{ schema|ident }}.held_ms() RETURNS double precision\n'
+        'LANGUAGE sql VOLATILE AS $fn$\n'
+        'SELECT coalesce(extract(epoch FROM clock_timestamp()\n'
+        "                        - nullif(current_setting('dbops.first_lock_at', true), '')::timestamptz) * 1000, 0)::f"
+        'loat8\n'
+        '$fn$;\n'
+        '\n'
+        'CREATE FUNCTION {{ schema|ident }}.lock_taken() RETURNS timestamptz\n'
+        'LANGUAGE plpgsql VOLATILE AS $fn$\n'
+        'DECLARE\n'
+        '    v_now timestamptz := clock_timestamp();\n'
+        'BEGIN\n'
+        "    IF coalesce(current_setting('dbops.first_lock_at', true), '') = '' THEN\n"
+        "        PERFORM set_config('dbops.first_lock_at', v_now::text, true);\n"
+        '    END IF;\n'
+        '    RETURN v_now;\n'
+        'END $fn$;\n'
+        '\n'
+        '-- A new range partition [p_lower, p_upper) named p_name, without blocking the application:\n'
+        '-- CREATE TABLE ... (LIKE the table) with a CHECK constraint that matches the bound (so ATTACH\n'
+        '-- skips scanning the new table), then ATTACH PARTITION, which takes SHARE UPDATE EXCLUSIVE on the\n'
+        '-- table (writes and reads go on) where CREATE TABLE ... PARTITION OF would take ACCESS EXCLUSIVE.\n'
+        '-- With a default partition, ATTACH also locks it ACCESS EXCLUSIVE and scans it (HP14): the step\n'
+        '-- first times a scan of it under no blocking lock and does not attach (status default_too_large)\n'
+        '-- when that scan alone would take half the budget; rows of the new range in it are refused by\n'
+        '-- PostgreSQL (status blocked_by_default: they must move out first). The CHECK is dropped after the\n'
+        '-- ATTACH, under the lock ATTACH already holds. What LIKE does not copy comes from the newest range\n'
+        '-- partition: storage parameters, owner, grants, replica identity.\n'
+        '-- status: created | would_create | exists | covered | overlap | name_taken | blocked_by_default |\n'
+        '-- default_too_large\n'
+        'CREATE FUNCTION {{ schema|ident }}.create_range_partition(p_parent regclass, p_name name, p_lower text, p_uppe'
+        'r text,\n'
+        '    p_budget_ms integer DEFAULT {{ default_budget_ms }}, p_dry_run boolean DEFAULT false)\n'
+        'RETURNS TABLE(status text, detail text, lock_ms double precision, lock_mode text, statements text[])\n'
+        "LANGUAGE plpgsql SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' AS $fn$\n"
+        '#variable_conflict use_variable\n'
+        'DECLARE\n'
+        '    k record;\n'
+        '    s record;\n'
+        '    sib record;\n'
+        '    g record;\n'
+        '    v_parent text;\n'
+        '    v_new text;\n'
+        '    v_default text;\n'
+        "    v_check name := {{ schema|ident }}.derived_name(p_name, '_bound');\n"
+        "    v_opts text[] := '{}';\n"
+        '    v_spc name;\n'
+        '    v_owner name;\n'
+        "    v_prepare text[] := '{}';       -- before the default partition's lock\n"
+        "    v_attach text[] := '{}';        -- from the default partition's lock to the end\n"
+        '    v_index name;\n'
+        '    v_t0 timestamptz;\n'
+        '    v_t timestamptz;\n'
+        '    v_probe double precision;\n'
+        '    v_rows bigint;\n'
+        "    v_lock_timeout text := current_setting('lock_timeout');\n"
+        '    v_stmt text;\n'
+        'BEGIN\n'
+        '    SELECT * INTO k FROM {{ schema|ident }}.partition_key(p_parent);\n'
+        "    IF k.strategy <> 'range' THEN\n"
+        "        RAISE EXCEPTION '% is partitioned by %: only range partitions are created by bounds', p_parent, k.stra"
+        'tegy\n'
+        "            USING ERRCODE = 'wrong_object_type';\n"
+        '    END IF;\n'
+        "    -- a bad bound given by hand fails here, with the server's own message\n"
+        "    IF p_lower IS NOT NULL THEN EXECUTE format('SELECT %L::%s', p_lower, k.key_type); END IF;\n"
+        "    IF p_upper IS NOT NULL THEN EXECUTE format('SELECT %L::%s', p_upper, k.key_type); END IF;\n"
+        "    v_parent := format('%I.%I', k.parent_schema, k.parent_name);\n"
+        "    v_new := format('%I.%I', k.parent_schema, p_name);\n"
+        '    IF NOT p_dry_run THEN\n'
+        '        -- the table first, before the check below reads its default partition (parent before child)\n'
+        "        PERFORM set_config('lock_timeout', p_budget_ms || 'ms', true);\n"
+        "        EXECUTE format('LOCK TABLE ONLY %s IN SHARE UPDATE EXCLUSIVE MODE', v_parent);\n"
+        "        v_t0 := clock_timestamp();     -- SHARE UPDATE EXCLUSIVE: the application's reads and writes go on\n"
+        '    END IF;\n'
+        '    SELECT * INTO s FROM {{ schema|ident }}.range_status(p_parent, p_name, p_lower, p_upper);\n'
+        "    IF s.status <> 'missing' THEN\n"
+        "        PERFORM set_config('lock_timeout', v_lock_timeout, true);\n"
+        "        RETURN QUERY SELECT s.status, s.detail, NULL::float8, NULL::text, '{}'::text[];\n"
+        '        RETURN;\n'
+        '    END IF;\n'
+        '    v_default := {{ schema|ident }}.rel_name(k.default_partition);\n'
+        '\n'
+        '    SELECT c.oid, c.relowner, c.reloptions, t.reloptions AS toast_options, c.reltablespace, c.relreplident, c.'
+        'relacl\n'
+        '      INTO sib\n'
+        '      FROM {{ schema|ident }}.partitions_of(p_parent) x\n'
+        '      JOIN pg_catalog.pg_class c ON c.oid = x.partition\n'
+        '      LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid\n'
+        "     WHERE x.kind = 'range' AND NOT x.detach_pending\n"
+        '     ORDER BY x.upper_at DESC NULLS LAST, x.upper_num DESC NULLS LAST\n'
+        '     LIMIT 1;\n'
+        '    -- storage parameters: option names from the catalog, checked; values quoted\n'
+        "    SELECT coalesce(array_agg(format('%s = %L', o.opt, o.val)), '{}') INTO v_opts\n"
+        "      FROM (SELECT split_part(x, '=', 1) AS opt, substr(x, strpos(x, '=') + 1) AS val\n"
+        "              FROM unnest(coalesce(sib.reloptions, '{}')) x\n"
+        '            UNION ALL\n'
+        "            SELECT 'toast.' || split_part(x, '=', 1), substr(x, strpos(x, '=') + 1)\n"
+        "              FROM unnest(coalesce(sib.toast_options, '{}')) x) o\n"
+        "     WHERE o.opt ~ '^[a-z_][a-z0-9_.]*$';\n"
+        "    -- tablespace: the table's own default for new partitions (as PARTITION OF), else the newest partition's\n"
+        '    SELECT spcname INTO v_spc FROM pg_catalog.pg_tablespace\n'
+        '     WHERE oid = coalesce(NULLIF((SELECT reltablespace FROM pg_catalog.pg_class WHERE oid = p_parent), 0),\n'
+        '                          NULLIF(sib.reltablespace, 0));\n'
+        '    v_owner := pg_catalog.pg_get_userbyid(coalesce(sib.relowner, (SELECT relowner FROM pg_catalog.pg_class WHE'
+        'RE oid = p_parent)));\n'
+        '\n'
+        '    v_prepare := v_prepare || format(\n'
+        "        'CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORA"
+        "GE '\n"
+        "        'INCLUDING COMPRESSION)%s%s', v_new, v_parent,\n"
+        "        CASE WHEN cardinality(v_opts) > 0 THEN ' WITH (' || array_to_string(v_opts, ', ') || ')' ELSE '' END,\n"
+        "        CASE WHEN v_spc IS NOT NULL THEN format(' TABLESPACE %I', v_spc) ELSE '' END);\n"
+        "    v_prepare := v_prepare || format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (%s)', v_new, v_check,\n"
+        '        {{ schema|ident }}.range_condition(k.key_column, k.key_type, p_lower, p_upper));\n'
+        '    IF v_owner <> current_user THEN\n'
+        "        v_prepare := v_prepare || format('ALTER TABLE %s OWNER TO %I', v_new, v_owner);\n"
+        '    END IF;\n'
+        '    FOR g IN\n'
+        "        SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) E"
+        'ND AS grantee,\n'
+        "               string_agg(a.privilege_type, ', ' ORDER BY a.privilege_type) AS privileges, a.is_grantable\n"
+        '          FROM aclexplode(sib.relacl) a\n'
+        '         WHERE a.grantee <> sib.relowner\n'
+        '         GROUP BY 1, 3 ORDER BY 1, 3\n'
+        '    LOOP\n'
+        "        v_prepare := v_prepare || format('GRANT %s ON TABLE %s TO %s%s', g.privileges, v_new, g.grantee,\n"
+        "                                         CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);\n"
+        '    END LOOP;\n'
+        '    FOR g IN\n'
+        "        SELECT at.attname, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(a"
+        '.grantee)) END\n'
+        '                 AS grantee, a.privilege_type, a.is_grantable\n'
+        '          FROM pg_catalog.pg_attribute at, aclexplode(at.attacl) a\n'
+        '         WHERE at.attrelid = sib.oid AND at.attnum > 0 AND NOT at.attisdropped AND at.attacl IS NOT NULL\n'
+        '           AND a.grantee <> sib.relowner\n'
+        '         ORDER BY 1, 2, 3\n'
+        '    LOOP\n'
+        "        v_prepare := v_prepare || format('GRANT %s (%I) ON TABLE %s TO %s%s', g.privilege_type, g.attname, v_n"
+        'ew,\n'
+        "                                         g.grantee, CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE ''"
+        ' END);\n'
+        '    END LOOP;\n'
+        "    IF sib.relreplident IN ('f', 'n') THEN\n"
+        "        v_prepare := v_prepare || format('ALTER TABLE %s REPLICA IDENTITY %s', v_new,\n"
+        "                                         CASE sib.relreplident WHEN 'f' THEN 'FULL' ELSE 'NOTHING' END);\n"
+        '    END IF;\n'
+        '    IF v_default IS NOT NULL THEN\n'
+        "        v_attach := v_attach || format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', v_default);\n"
+        '    END IF;\n'
+        "    v_attach := v_attach || format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%s) TO (%s)', v_parent"
+        ', v_new,\n'
+        "        {{ schema|ident }}.bound_sql(p_lower, k.key_type, 'MINVALUE'),\n"
+        "        {{ schema|ident }}.bound_sql(p_upper, k.key_type, 'MAXVALUE'));\n"
+        "    v_attach := v_attach || format('ALTER TABLE %s DROP CONSTRAINT %I', v_new, v_check);\n"
+        "    lock_mode := CASE WHEN v_default IS NULL THEN 'SHARE UPDATE EXCLUSIVE'\n"
+        "                      ELSE 'ACCESS EXCLUSIVE (default partition)' END;\n"
+        "    statements := ARRAY[format('LOCK TABLE ONLY %s IN SHARE UPDATE EXCLUSIVE MODE', v_parent)] || v_prepare ||"
+        ' v_attach;\n'
+        '    IF p_dry_run THEN\n'
+        "        status := 'would_create';\n"
+        "        detail := format('%s [%s, %s)', v_new, coalesce(p_lower, 'MINVALUE'), coalesce(p_upper, 'MAXVALUE'));\n"
+        '        RETURN NEXT;\n'
+        '        RETURN;\n'
+        '    END IF;\n'
+        '\n'
+        '    BEGIN   -- a subtransaction: a refusal below undoes everything it did and releases its locks\n'
+        '        FOREACH v_stmt IN ARRAY v_prepare LOOP\n'
+        '            EXECUTE v_stmt;\n'
+        '        END LOOP;\n'
+        '        IF v_default IS NOT NULL AND pg_catalog.pg_relation_size(k.default_partition) > 0 THEN\n'
+        '            v_t := clock_timestamp();\n'
+        "            EXECUTE format('SELECT count(*) FROM %s', v_default) INTO v_rows;\n"
+        '            v_probe := extract(epoch FROM clock_timestamp() - v_t) * 1000;\n'
+        '            IF v_probe > p_budget_ms / 2.0 THEN\n'
+        "                RAISE EXCEPTION USING ERRCODE = 'DBP01', MESSAGE = format(\n"
+        "                    'the default partition %s (%s rows, %s) takes %s ms to scan, more than half the lock budge"
+        "t of %s ms: '\n"
+        "                    'ATTACH would scan it under ACCESS EXCLUSIVE; move its rows out first', v_default, v_rows,"
+        '\n'
+        '                    pg_catalog.pg_size_pretty(pg_catalog.pg_relation_size(k.default_partition)), round(v_probe'
+        '::numeric, 1),\n'
+        '                    p_budget_ms);\n'
+        '            END IF;\n'
+        '        END IF;\n'
+        '        FOREACH v_stmt IN ARRAY v_attach LOOP\n'
+        '            EXECUTE v_stmt;\n'
+        '            IF v_default IS NOT NULL AND v_stmt = v_attach[1] THEN\n'
+        "                v_t0 := {{ schema|ident }}.lock_taken();   -- the default partition's ACCESS EXCLUSIVE: it blo"
+        'cks\n'
+        '            END IF;\n'
+        '        END LOOP;\n'
+        "        IF sib.relreplident = 'i' THEN\n"
+        "            -- the new partition's index attached to the parent index whose partition index is the\n"
+        "            -- newest partition's replica identity\n"
+        '            SELECT ci.relname INTO v_index\n'
+        '              FROM pg_catalog.pg_index si\n'
+        '              JOIN pg_catalog.pg_inherits sh ON sh.inhrelid = si.indexrelid\n'
+        '              JOIN pg_catalog.pg_inherits nh ON nh.inhparent = sh.inhparent\n'
+        "              JOIN pg_catalog.pg_index ni ON ni.indexrelid = nh.inhrelid AND ni.indrelid = format('%s', v_new)"
+        '::regclass\n'
+        '              JOIN pg_catalog.pg_class ci ON ci.oid = ni.indexrelid\n'
+        '             WHERE si.indrelid = sib.oid AND si.indisreplident;\n'
+        '            IF v_index IS NOT NULL THEN\n'
+        "                v_stmt := format('ALTER TABLE %s REPLICA IDENTITY USING INDEX %I', v_new, v_index);\n"
+        '                EXECUTE v_stmt;\n'
+        '                statements := statements || v_stmt;\n'
+        '            END IF;\n'
+        '        END IF;\n'
+        "        status := 'created';\n"
+        "        detail := format('%s [%s, %s)%s', v_new, coalesce(p_lower, 'MINVALUE'), coalesce(p_upper, 'MAXVALUE'),"
+        '\n'
+        '                         CASE WHEN v_probe IS NOT NULL\n'
+        "                              THEN format('; the default partition was scanned in %s ms', round(v_probe::numer"
+        'ic, 1))\n'
+        "                              ELSE '' END);\n"
+        '        lock_ms := extract(epoch FROM clock_timestamp() - v_t0) * 1000;\n'
+        '    EXCEPTION\n'
+        "        WHEN SQLSTATE 'DBP01' THEN\n"
+        "            status := 'default_too_large';\n"
+        '            detail := SQLERRM;\n'
+        "            statements := '{}';\n"
+        '        WHEN check_violation THEN\n'
+        '            -- rows of the range reached the default partition after the plan looked (HP14)\n'
+        "            status := 'blocked_by_default';\n"
+        '            detail := SQLERRM;\n'
+        "            statements := '{}';\n"
+        '    END;\n'
+        "    PERFORM set_config('lock_timeout', v_lock_timeout, true);\n"
+        '    RETURN NEXT;\n'
+        'END $fn$;\n'
+        '\n'
+        "-- Retention's record of one partition (module_utils/maintain/retention.py and the steps below).\n"
+        'CREATE FUNCTION {{ schema|ident }}.retention_mark(p_table_name text, p_schema name, p_name name, p_lower text,'
+        '\n'
+        '    p_upper text, p_action text, p_status text) RETURNS void\n'
+        'LANGUAGE sql AS $fn$\n'
+        'INSERT INTO {{ state|ident }}.retention_log AS r (table_name, partition_schema, partition_name, lower_bound, u'
+        'pper_bound,\n'
+        '                                                 action, status, detached_at)\n'
+        'VALUES (p_table_name, p_schema, p_name, p_lower, p_upper, p_action, p_status,\n'
+        "        CASE WHEN p_status = 'detached' THEN now() END)\n"
+        'ON CONFLICT (table_name, partition_schema, partition_name) DO UPDATE\n'
+        '   SET lower_bound = EXCLUDED.lower_bound, upper_bound = EXCLUDED.upper_bound, action = EXCLUDED.action,\n'
+        '       status = EXCLUDED.status, detached_at = coalesce(EXCLUDED.detached_at, r.detached_at),\n'
+        '       archive_schema = NULL, dump_path = NULL, dump_sha256 = NULL, dump_bytes = NULL, dump_verified_at = NULL'
+        ',\n'
+        '       finished_at = NULL, updated_at = now()\n'
+        '$fn$;\n'
+        '\n'
+        '-- Detach one expired partition with a plain DETACH under the lock budget: the table, its default\n'
+        '-- partition and the partition ACCESS EXCLUSIVE, in that order; catalog work only, no scan. The\n'
+        '-- modules use DETACH ... CONCURRENTLY instead where PostgreSQL allows it (outside a transaction\n'
+        '-- block, no default partition: HP15); a function cannot. A partition left "detach pending" by an\n'
+        '-- interrupted concurrent detach is finished (FINALIZE). Recorded in retention_log, in the same\n'
+        '-- transaction. status: detached | finalized | would_detach | would_finalize\n'
+        'CREATE FUNCTION {{ schema|ident }}.detach_range_partition(p_parent regclass, p_partition regclass, p_table_nam'
+        'e text,\n'
+        '    p_action text, p_budget_ms integer DEFAULT {{ default_budget_ms }}, p_dry_run boolean DEFAULT false)\n'
+        'RETURNS TABLE(status text, detail text, lock_ms double precision, lock_mode text, statements text[])\n'
+        "LANGUAGE plpgsql SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' AS $fn$\n"
+        '#variable_conflict use_variable\n'
+        'DECLARE\n'
+        '    k record;\n'
+        '    x record;\n'
+        '    v_parent text;\n'
+        '    v_part text;\n'
+        '    v_t0 timestamptz;\n'
+        '    v_stmt text;\n'
+        "    v_lock_timeout text := current_setting('lock_timeout');\n"
+        'BEGIN\n'
+        '    SELECT * INTO k FROM {{ schema|ident }}.partition_key(p_parent);\n'
+        '    SELECT * INTO x FROM {{ schema|ident }}.partitions_of(p_parent) y WHERE y.partition = p_partition;\n'
+        "    IF NOT FOUND OR x.kind <> 'range' THEN\n"
+        "        RAISE EXCEPTION '% is not a range partition of %', p_partition, p_parent USING ERRCODE = 'wrong_object"
+        "_type';\n"
+        '    END IF;\n'
+        "    v_parent := format('%I.%I', k.parent_schema, k.parent_name);\n"
+        "    v_part := format('%I.%I', x.partition_schema, x.partition_name);\n"
+        '    IF x.detach_pending THEN\n'
+        "        statements := ARRAY[format('LOCK TABLE ONLY %s IN SHARE UPDATE EXCLUSIVE MODE', v_parent),\n"
+        "                            format('ALTER TABLE %s DETACH PARTITION %s FINALIZE', v_parent, v_part)];\n"
+        "        lock_mode := 'SHARE UPDATE EXCLUSIVE';\n"
+        '    ELSE\n'
+        "        statements := ARRAY[format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', v_parent)];\n"
+        '        IF k.default_partition IS NOT NULL THEN\n'
+        "            statements := statements || format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE',\n"
+        '                                               {{ schema|ident }}.rel_name(k.default_partition));\n'
+        '        END IF;\n'
+        "        statements := statements || format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', v_part)\n"
+        "                                 || format('ALTER TABLE %s DETACH PARTITION %s', v_parent, v_part);\n"
+        "        lock_mode := 'ACCESS EXCLUSIVE';\n"
+        '    END IF;\n'
+        "    detail := format('%s [%s, %s)', v_part, coalesce(x.lower_bound, 'MINVALUE'), coalesce(x.upper_bound, 'MAXV"
+        "ALUE'));\n"
+        '    IF p_dry_run THEN\n'
+        "        status := CASE WHEN x.detach_pending THEN 'would_finalize' ELSE 'would_detach' END;\n"
+        '        RETURN NEXT;\n'
+        '        RETURN;\n'
+        '    END IF;\n'
+        "    PERFORM set_config('lock_timeout', p_budget_ms || 'ms', true);\n"
+        '    EXECUTE statements[1];\n'
+        "    -- ACCESS EXCLUSIVE blocks the application; FINALIZE's SHARE UPDATE EXCLUSIVE does not\n"
+        '    v_t0 := CASE WHEN x.detach_pending THEN clock_timestamp() ELSE {{ schema|ident }}.lock_taken() END;\n'
+        '    FOREACH v_stmt IN ARRAY statements[2:] LOOP\n'
+        '        EXECUTE v_stmt;\n'
+        '    END LOOP;\n'
+        '    PERFORM {{ schema|ident }}.retention_mark(p_table_name, x.partition_schema, x.partition_name, x.lower_boun'
+        'd,\n'
+        "                                              x.upper_bound, p_action, 'detached');\n"
+        "    status := CASE WHEN x.detach_pending THEN 'finalized' ELSE 'detached' END;\n"
+        '    lock_ms := extract(epoch FROM clock_timestamp() - v_t0) * 1000;\n'
+        "    PERFORM set_config('lock_timeout', v_lock_timeout, true);\n"
+        '    RETURN NEXT;\n'
+        'END $fn$;\n'
+        '\n'
+        '-- What retention does with a partition once it is detached (retention_log says it is): archive\n'
+        '-- moves it intact to p_archive_schema (its name, rows, indexes and constraints), drop drops it,\n'
+        "-- detach keeps it where it is as a plain table. The table is no longer the application's, so its\n"
+        '-- ACCESS EXCLUSIVE lock blocks nobody. status: archived | dropped | kept | done (earlier run) |\n'
+        '-- archive_name_taken | missing | would_archive | would_drop\n'
+        'CREATE FUNCTION {{ schema|ident }}.retire_partition(p_table_name text, p_schema name, p_name name, p_action te'
+        'xt,\n'
+        '    p_archive_schema name DEFAULT {{ default_archive_schema|lit }}, p_budget_ms integer DEFAULT {{ default_bud'
+        'get_ms }},\n'
+        '    p_dry_run boolean DEFAULT false)\n'
+        'RETURNS TABLE(status text, detail text, lock_ms double precision, lock_mode text, statements text[])\n'
+        'LANGUAGE plpgsql AS $fn$\n'
+        '#variable_conflict use_variable\n'
+        'DECLARE\n'
+        '    v_log record;\n'
+        "    v_rel regclass := to_regclass(format('%I.%I', p_schema, p_name));\n"
+        '    v_t0 timestamptz;\n'
+        '    v_stmt text;\n'
+        '    v_done text;\n'
+        "    v_lock_timeout text := current_setting('lock_timeout');\n"
+        'BEGIN\n'
+        '    SELECT * INTO v_log FROM {{ state|ident }}.retention_log r\n'
+        '     WHERE r.table_name = p_table_name AND r.partition_schema = p_schema AND r.partition_name = p_name;\n'
+        "    statements := '{}';\n"
+        "    IF v_log.status IN ('archived', 'dropped', 'kept') THEN\n"
+        "        status := 'done';\n"
+        "        detail := format('%I.%I was %s earlier', p_schema, p_name, v_log.status);\n"
+        '        RETURN NEXT;\n'
+        '        RETURN;\n'
+        '    END IF;\n'
+        '    IF v_rel IS NULL THEN\n'
+        "        status := 'missing';\n"
+        "        detail := format('%I.%I is gone (dropped or renamed by someone else)', p_schema, p_name);\n"
+        '        RETURN NEXT;\n'
+        '        RETURN;\n'
+        '    END IF;\n'
+        '    IF (SELECT relispartition FROM pg_catalog.pg_class WHERE oid = v_rel) THEN\n'
+        "        RAISE EXCEPTION '%.% is still a partition: detach it first', p_schema, p_name USING ERRCODE = 'object_"
+        "in_use';\n"
+        '    END IF;\n'
+        "    detail := format('%I.%I [%s, %s)', p_schema, p_name, coalesce(v_log.lower_bound, 'MINVALUE'),\n"
+        "                     coalesce(v_log.upper_bound, 'MAXVALUE'));\n"
+        "    IF p_action = 'detach' THEN\n"
+        "        status := 'kept';\n"
+        "    ELSIF p_action = 'archive' THEN\n"
+        "        IF to_regclass(format('%I.%I', p_archive_schema, p_name)) IS NOT NULL THEN\n"
+        "            status := 'archive_name_taken';\n"
+        "            detail := format('%I.%I exists already: %s stays detached where it is', p_archive_schema, p_name, "
+        'detail);\n'
+        '            RETURN NEXT;\n'
+        '            RETURN;\n'
+        '        END IF;\n'
+        '        IF NOT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = p_archive_schema) THEN\n'
+        "            statements := statements || format('CREATE SCHEMA %I', p_archive_schema);\n"
+        '        END IF;\n'
+        "        statements := statements || format('LOCK TABLE ONLY %I.%I IN ACCESS EXCLUSIVE MODE', p_schema, p_name)"
+        '\n'
+        "                                 || format('ALTER TABLE %I.%I SET SCHEMA %I', p_schema, p_name, p_archive_sche"
+        'ma);\n'
+        "        status := 'archived';\n"
+        "        detail := detail || format(' -> %I.%I', p_archive_schema, p_name);\n"
+        "    ELSIF p_action = 'drop' THEN\n"
+        "        statements := statements || format('LOCK TABLE ONLY %I.%I IN ACCESS EXCLUSIVE MODE', p_schema, p_name)"
+        '\n'
+        "                                 || format('DROP TABLE %I.%I', p_schema, p_name);\n"
+        "        status := 'dropped';\n"
+        '    ELSE\n'
+        "        RAISE EXCEPTION 'unknown retention action %: detach, archive or drop', p_action USING ERRCODE = 'inval"
+        "id_parameter_value';\n"
+        '    END IF;\n'
+        '    IF p_dry_run THEN\n'
+        "        IF status <> 'kept' THEN\n"
+        "            status := 'would_' || CASE status WHEN 'archived' THEN 'archive' ELSE 'drop' END;\n"
+        '        END IF;\n'
+        '        RETURN NEXT;\n'
+        '        RETURN;\n'
+        '    END IF;\n'
+        "    PERFORM set_config('lock_timeout', p_budget_ms || 'ms', true);\n"
+        '    FOREACH v_stmt IN ARRAY statements LOOP\n'
+        '        EXECUTE v_stmt;\n'
+        "        IF v_t0 IS NULL AND v_stmt LIKE 'LOCK TABLE %' THEN\n"
+        '            v_t0 := clock_timestamp();\n'
+        "            lock_mode := 'ACCESS EXCLUSIVE (detached table)';\n"
+        '        END IF;\n'
+        '    END LOOP;\n'
+        '    v_done := status;\n'
+        '    UPDATE {{ state|ident }}.retention_log r\n'
+        "       SET status = v_done, archive_schema = CASE WHEN p_action = 'archive' THEN p_archive_schema END,\n"
+        '           finished_at = now(), updated_at = now()\n'
+        '     WHERE r.table_name = p_table_name AND r.partition_schema = p_schema AND r.partition_name = p_name;\n'
+        '    lock_ms := extract(epoch FROM clock_timestamp() - v_t0) * 1000;\n'
+        "    PERFORM set_config('lock_timeout', v_lock_timeout, true);\n"
+        '    RETURN NEXT;\n'
+        'END $fn$;\n'
+        '\n'
+        '-- The record of one step in maintenance_steps (the lock figures status.yml and the runbook read).\n'
+        'CREATE FUNCTION {{ schema|ident }}.record_step(p_table_name text, p_step text, p_partition name, p_status text'
+        ',\n'
+        '    p_lock_mode text, p_lock_ms double precision, p_attempts integer, p_source text, p_detail text) RETURNS bi'
+        'gint\n'
+        'LANGUAGE sql AS $fn$\n'
+        'INSERT INTO {{ state|ident }}.maintenance_steps (table_name, step, partition_name, status, lock_mode, lock_ms,'
+        ' attempts,\n'
+        '                                               source, detail)\n'
+        'VALUES (p_table_name, p_step, p_partition, p_status, p_lock_mode, p_lock_ms, p_attempts, p_source, p_detail)\n'
+        'RETURNING id\n'
+        '$fn$;\n'
+    ),
+    'maintenance/40_runbook': (
+        "{#- Maintenance functions, part 4: the runbook's functions\n"
+        '    (docs/runbooks/maintenance.md documents every column): create_next_year_partitions(),\n'
+        '    archive_old_partitions(months), maintain_partition_system(), create_quarterly_partition(table,\n'
+        '    from, to), and the procedure maintenance_job() for pg_cron. They run the steps of part 3, under\n'
+        '    the same lock budget and default-partition rules as the playbook.\n'
+        '    Context: schema, state, marker, defaults, holder_sql, work_key_prefix. #}\n'
+        '\n'
+        '-- The tables maintenance looks after, with their settings: those maintenance.yml registered\n'
+        '-- (maintained_tables) and those migrated by us that it has not seen yet (tables.spec). Before the\n'
+        '-- switchover the partitioned relation is the twin. Retention waits for the cleanup: until then the\n'
+        '-- twin, or <table>_old during the soak, must stay equal to the table.\n'
+        'CREATE OR REPLACE VIEW {{ schema|ident }}.maintenance_targets AS\n'
+        'SELECT m.table_name, m.table_schema, m.table_relname,\n'
+        "       CASE WHEN t.phase IN ('prepared', 'copying', 'copied', 'verified') THEN t.twin_relname ELSE m.table_rel"
+        'name END\n'
+        '           AS parent_name,\n'
+        '       m.strategy, m."interval", m.premake, m.retention, m.retention_action, m.archive_schema, m.lock_budget_m'
+        's,\n'
+        "       m.dump_required, coalesce(t.phase = 'cleaned', true) AS retention_allowed\n"
+        '  FROM {{ state|ident }}.maintained_tables m\n'
+        '  LEFT JOIN {{ state|ident }}.tables t ON t.table_name = m.table_name\n'
+        'UNION ALL\n'
+        'SELECT t.table_name, t.table_schema, t.table_relname,\n'
+        "       CASE WHEN t.phase IN ('prepared', 'copying', 'copied', 'verified') THEN t.twin_relname ELSE t.table_rel"
+        'name END,\n'
+        "       coalesce(t.spec ->> 'strategy', 'range'), t.spec ->> 'interval', (t.spec ->> 'premake')::integer,\n"
+        "       (t.spec ->> 'retention')::integer, coalesce(t.spec ->> 'retention_action', 'detach'),\n"
+        "       coalesce(t.spec ->> 'archive_schema', {{ default_archive_schema|lit }}),\n"
+        "       coalesce((t.spec ->> 'lock_budget_ms')::integer, {{ default_budget_ms }}),\n"
+        "       coalesce(t.spec ->> 'retention_dump_dir', '') <> '', t.phase = 'cleaned'\n"
+        '  FROM {{ state|ident }}.tables t\n'
+        " WHERE t.phase <> 'rolled_back'\n"
+        '   AND NOT EXISTS (SELECT FROM {{ state|ident }}.maintained_tables m WHERE m.table_name = t.table_name);\n'
+        '\n'
+        "-- Who holds a table's work lock (the modules' per-table advisory lock), as one line.\n"
+        'CREATE FUNCTION {{ schema|ident }}.work_holder(p_table_name text) RETURNS text\n'
+        'LANGUAGE plpgsql STABLE AS $fn$\n'
+        'DECLARE\n'
+        '    h record;\n'
+        'BEGIN\n'
+        '    SELECT * INTO h FROM ({{ holder_sql }}) x;\n'
+        "    RETURN format('pid %s, %s, since %s', coalesce(h.pid::text, '?'), coalesce(nullif(h.application_name, ''),"
+        " '?'),\n"
+        "                  coalesce(h.backend_start::text, '?'));\n"
+        'END $fn$;\n'
+        '\n'
+        '-- Who holds locks on a relation now (for "lock not granted" rows).\n'
+        'CREATE FUNCTION {{ schema|ident }}.lock_holders(p_rel regclass) RETURNS text\n'
+        'LANGUAGE sql STABLE AS $fn$\n'
+        "SELECT coalesce(string_agg(DISTINCT format('pid %s (%s, %s, in transaction since %s)', a.pid,\n"
+        "                                           coalesce(nullif(a.application_name, ''), a.usename), a.state, a.xac"
+        't_start),\n'
+        "                           '; '), 'nobody any more')\n"
+        '  FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid\n'
+        " WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()\n"
+        '   AND (l.relation = p_rel OR l.relation IN (SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = p_r'
+        'el))\n'
+        '$fn$;\n'
+        '\n'
+        "-- One result row of the runbook's functions, as jsonb (the procedure below collects them).\n"
+        'CREATE FUNCTION {{ schema|ident }}.result_row(p_table_name text, p_step text, p_partition name, p_lower text,\n'
+        '    p_upper text, p_status text, p_detail text, p_lock_ms double precision) RETURNS jsonb\n'
+        'LANGUAGE sql IMMUTABLE AS $fn$\n'
+        "SELECT jsonb_build_array(jsonb_build_object('table_name', p_table_name, 'step', p_step, 'partition_name', p_pa"
+        'rtition,\n'
+        "                                            'lower_bound', p_lower, 'upper_bound', p_upper, 'status', p_status"
+        ',\n'
+        "                                            'detail', p_detail, 'lock_ms', round(p_lock_ms::numeric, 3)))\n"
+        '$fn$;\n'
+        '\n'
+        '-- Maintenance of every table of maintenance_targets, step by step. p_commit = false (the\n'
+        "-- functions below): every step runs in the caller's transaction, which keeps each lock until it\n"
+        '-- commits, so a step is not started once the locks held since the first one (held_ms) plus the\n'
+        "-- longest step so far would pass the table's lock budget: the step is reported 'postponed' (the\n"
+        '-- next run does it). A lock not granted within the budget is retried with jittered backoff only\n'
+        '-- while the transaction holds no maintenance lock yet. p_commit = true (the pg_cron job, called\n'
+        "-- at top level with CALL): it commits after every step, so each step's locks end with it, and\n"
+        '-- retries up to 5 times. Work on a table whose work lock another run holds is skipped and the\n'
+        "-- holder named. Every step is recorded in maintenance_steps (source 'function' or 'job');\n"
+        '-- p_results collects the rows the functions return.\n'
+        'CREATE PROCEDURE {{ schema|ident }}.run_maintenance(p_scope text, p_months integer, p_now timestamptz,\n'
+        "    p_commit boolean, INOUT p_results jsonb DEFAULT '[]')\n"
+        'LANGUAGE plpgsql AS $fn$\n'
+        'DECLARE\n'
+        '    t record;\n'
+        '    p record;\n'
+        '    r record;\n'
+        '    v_parent regclass;\n'
+        '    v_key bigint;\n'
+        '    v_got boolean;\n'
+        '    v_longest double precision;\n'
+        '    v_held double precision;\n'
+        '    v_attempt integer;\n'
+        '    v_attempts integer;\n'
+        '    v_failed name[];\n'
+        '    v_status text;\n'
+        '    v_detail text;\n'
+        '    v_lock_ms double precision;\n'
+        '    v_lock_mode text;\n'
+        "    v_source text := CASE WHEN p_commit THEN 'job' ELSE 'function' END;\n"
+        'BEGIN\n'
+        "    p_results := coalesce(p_results, '[]');\n"
+        '    FOR t IN SELECT * FROM {{ schema|ident }}.maintenance_targets m ORDER BY m.table_name LOOP\n'
+        "        v_parent := to_regclass(format('%I.%I', t.table_schema, t.parent_name));\n"
+        '        IF v_parent IS NULL OR NOT EXISTS (SELECT FROM pg_catalog.pg_partitioned_table WHERE partrelid = v_par'
+        'ent) THEN\n'
+        "            p_results := p_results || {{ schema|ident }}.result_row(t.table_name, 'check', NULL, NULL, NULL, '"
+        "skipped',\n"
+        "                format('%I.%I is not a partitioned table (yet)', t.table_schema, t.parent_name), NULL);\n"
+        '            CONTINUE;\n'
+        '        END IF;\n'
+        '        v_key := pg_catalog.hashtextextended({{ work_key_prefix|lit }} || t.table_name, 0);\n'
+        '        v_got := CASE WHEN p_commit THEN pg_catalog.pg_try_advisory_lock(v_key)\n'
+        '                      ELSE pg_catalog.pg_try_advisory_xact_lock(v_key) END;\n'
+        '        IF NOT v_got THEN\n'
+        "            p_results := p_results || {{ schema|ident }}.result_row(t.table_name, 'check', NULL, NULL, NULL, '"
+        "skipped',\n"
+        "                'another run is working on it: ' || {{ schema|ident }}.work_holder(t.table_name), NULL);\n"
+        '            CONTINUE;\n'
+        '        END IF;\n'
+        '        v_longest := 0;\n'
+        "        v_failed := '{}';\n"
+        '        FOR p IN SELECT * FROM {{ schema|ident }}.plan_table(t.table_name, v_parent, t.table_relname, t."inter'
+        'val",\n'
+        '                     t.premake, t.retention, t.retention_action, t.dump_required, t.retention_allowed, p_scope'
+        ',\n'
+        '                     p_months, p_now)\n'
+        '        LOOP\n'
+        "            IF p.status <> 'todo' OR (p.step = 'retire' AND p.partition_name = ANY (v_failed)) THEN\n"
+        '                p_results := p_results || {{ schema|ident }}.result_row(t.table_name, p.step, p.partition_name'
+        ',\n'
+        "                    p.lower_bound, p.upper_bound, CASE WHEN p.status = 'todo' THEN 'postponed' ELSE p.status E"
+        'ND,\n'
+        "                    coalesce(p.detail, CASE WHEN p.status = 'awaiting_dump'\n"
+        "                                            THEN 'retention_dump_dir is set: maintenance.yml dumps it, then dr"
+        "ops it'\n"
+        "                                            ELSE 'its detach did not happen' END), NULL);\n"
+        '                CONTINUE;\n'
+        '            END IF;\n'
+        '            v_held := {{ schema|ident }}.held_ms();\n'
+        '            IF NOT p_commit AND v_held > 0 AND v_held + v_longest >= t.lock_budget_ms THEN\n'
+        '                v_failed := v_failed || p.partition_name;\n'
+        '                p_results := p_results || {{ schema|ident }}.result_row(t.table_name, p.step, p.partition_name'
+        ',\n'
+        "                    p.lower_bound, p.upper_bound, 'postponed',\n"
+        "                    format('this transaction has held maintenance locks for %s ms; the next step could pass th"
+        "e '\n"
+        "                           'lock budget of %s ms: run again (each run continues where this one stopped)',\n"
+        '                           round(v_held::numeric, 1), t.lock_budget_ms), NULL);\n'
+        '                CONTINUE;\n'
+        '            END IF;\n'
+        '            v_attempts := CASE WHEN p_commit OR v_held = 0 THEN 5 ELSE 1 END;\n'
+        '            v_attempt := 0;\n'
+        '            LOOP\n'
+        '                v_attempt := v_attempt + 1;\n'
+        '                BEGIN\n'
+        "                    IF p.step = 'create' THEN\n"
+        '                        SELECT * INTO r FROM {{ schema|ident }}.create_range_partition(v_parent, p.partition_n'
+        'ame,\n'
+        '                            p.lower_bound, p.upper_bound, t.lock_budget_ms);\n'
+        "                    ELSIF p.step IN ('detach', 'finalize') THEN\n"
+        '                        SELECT * INTO r FROM {{ schema|ident }}.detach_range_partition(v_parent, p.partition,\n'
+        '                            t.table_name, p.action, t.lock_budget_ms);\n'
+        '                    ELSE\n'
+        '                        SELECT * INTO r FROM {{ schema|ident }}.retire_partition(t.table_name, p.partition_sch'
+        'ema,\n'
+        '                            p.partition_name, p.action, t.archive_schema, t.lock_budget_ms);\n'
+        '                    END IF;\n'
+        '                    v_status := r.status; v_detail := r.detail; v_lock_ms := r.lock_ms; v_lock_mode := r.lock_'
+        'mode;\n'
+        '                    EXIT;\n'
+        '                EXCEPTION\n'
+        '                    WHEN lock_not_available THEN\n'
+        "                        v_status := 'lock_not_granted'; v_lock_ms := NULL; v_lock_mode := NULL;\n"
+        "                        v_detail := format('no lock within %s ms in %s attempt(s); holding locks on the table:"
+        " %s',\n"
+        '                                           t.lock_budget_ms, v_attempt, {{ schema|ident }}.lock_holders(v_pare'
+        'nt));\n'
+        '                        EXIT WHEN v_attempt >= v_attempts;\n'
+        '                        PERFORM pg_catalog.pg_sleep(least(10, 0.1 * 2 ^ (v_attempt - 1)) * (0.5 + random()));\n'
+        '                    WHEN OTHERS THEN\n'
+        "                        v_status := 'failed'; v_lock_ms := NULL; v_lock_mode := NULL;\n"
+        '                        v_detail := SQLERRM;\n'
+        '                        EXIT;\n'
+        '                END;\n'
+        '            END LOOP;\n'
+        "            IF v_status IN ('lock_not_granted', 'failed') THEN\n"
+        '                v_failed := v_failed || p.partition_name;\n'
+        '            END IF;\n'
+        '            v_longest := greatest(v_longest, coalesce(v_lock_ms, 0));\n'
+        '            PERFORM {{ schema|ident }}.record_step(t.table_name, p.step, p.partition_name, v_status, v_lock_mo'
+        'de,\n'
+        '                                                   v_lock_ms, v_attempt, v_source, v_detail);\n'
+        '            p_results := p_results || {{ schema|ident }}.result_row(t.table_name, p.step, p.partition_name,\n'
+        '                p.lower_bound, p.upper_bound, v_status, v_detail, v_lock_ms);\n'
+        '            IF p_commit THEN\n'
+        '                COMMIT;\n'
+        '            END IF;\n'
+        '        END LOOP;\n'
+        '        IF p_commit THEN\n'
+        '            PERFORM pg_catalog.pg_advisory_unlock(v_key);\n'
+        '        END IF;\n'
+        '    END LOOP;\n'
+        'END $fn$;\n'
+        '\n'
+        "-- The runbook's functions. Each returns one row per table and step:\n"
+        '--   table_name, step, partition_name, lower_bound, upper_bound, status, detail, lock_ms\n'
+        '-- (docs/runbooks/maintenance.md). p_now stands in for now() in drills.\n'
+        'CREATE FUNCTION {{ schema|ident }}.maintain_partition_system(p_now timestamptz DEFAULT now())\n'
+        'RETURNS TABLE(table_name text, step text, partition_name text, lower_bound text, upper_bound text, status text'
+        ',\n'
+        '              detail text, lock_ms double precision)\n'
+        'LANGUAGE plpgsql AS $fn$\n'
+        '#variable_conflict use_column\n'
+        'DECLARE\n'
+        "    v jsonb := '[]';\n"
+        'BEGIN\n'
+        "    CALL {{ schema|ident }}.run_maintenance('all', NULL, p_now, false, v);\n"
+        '    RETURN QUERY SELECT * FROM jsonb_to_recordset(v) AS x(table_name text, step text, partition_name text,\n'
+        '        lower_bound text, upper_bound text, status text, detail text, lock_ms double precision);\n'
+        'END $fn$;\n'
+        '\n'
+        'CREATE FUNCTION {{ schema|ident }}.create_next_year_partitions(p_now timestamptz DEFAULT now())\n'
+        'RETURNS TABLE(table_name text, step text, partition_name text, lower_bound text, upper_bound text, status text'
+        ',\n'
+        '              detail text, lock_ms double precision)\n'
+        'LANGUAGE plpgsql AS $fn$\n'
+        '#variable_conflict use_column\n'
+        'DECLARE\n'
+        "    v jsonb := '[]';\n"
+        'BEGIN\n'
+        "    CALL {{ schema|ident }}.run_maintenance('next_year', NULL, p_now, false, v);\n"
+        '    RETURN QUERY SELECT * FROM jsonb_to_recordset(v) AS x(table_name text, step text, partition_name text,\n'
+        '        lower_bound text, upper_bound text, status text, detail text, lock_ms double precision);\n'
+        'END $fn$;\n'
+        '\n'
+        'CREATE FUNCTION {{ schema|ident }}.archive_old_partitions(p_months integer, p_now timestamptz DEFAULT now())\n'
+        'RETURNS TABLE(table_name text, step text, partition_name text, lower_bound text, upper_bound text, status text'
+        ',\n'
+        '              detail text, lock_ms double precision)\n'
+        'LANGUAGE plpgsql AS $fn$\n'
+        '#variable_conflict use_column\n'
+        'DECLARE\n'
+        "    v jsonb := '[]';\n"
+        'BEGIN\n'
+        '    IF p_months IS NULL OR p_months <= 0 THEN\n'
+        "        RAISE EXCEPTION 'archive_old_partitions(months): months must be > 0, got %', p_months\n"
+        "            USING ERRCODE = 'invalid_parameter_value';\n"
+        '    END IF;\n'
+        "    CALL {{ schema|ident }}.run_maintenance('archive', p_months, p_now, false, v);\n"
+        '    RETURN QUERY SELECT * FROM jsonb_to_recordset(v) AS x(table_name text, step text, partition_name text,\n'
+        '        lower_bound text, upper_bound text, status text, detail text, lock_ms double precision);\n'
+        'END $fn$;\n'
+        '\n'
+        "-- The quarter [p_from, p_to) of p_table (as the caller's search_path finds it; before the\n"
+        '-- switchover, its twin), named <table>_YYYY_qN.\n'
+        'CREATE FUNCTION {{ schema|ident }}.create_quarterly_partition(p_table text, p_from date, p_to date)\n'
+        'RETURNS TABLE(table_name text, step text, partition_name text, lower_bound text, upper_bound text, status text'
+        ',\n'
+        '              detail text, lock_ms double precision)\n'
+        'LANGUAGE plpgsql AS $fn$\n'
+        '#variable_conflict use_variable\n'
+        'DECLARE\n'
+        '    v_rel regclass := p_table::regclass;\n'
+        '    v_schema name;\n'
+        '    v_relname name;\n'
+        '    v_name text;\n'
+        '    v_parent regclass;\n'
+        '    v_budget integer;\n'
+        '    t record;\n'
+        '    k record;\n'
+        '    r record;\n'
+        '    v_lower text;\n'
+        '    v_upper text;\n'
+        'BEGIN\n'
+        "    IF p_from IS NULL OR p_to IS NULL OR p_from <> {{ schema|ident }}.calendar_floor(p_from, 'quarterly')\n"
+        "       OR p_to <> {{ schema|ident }}.calendar_next(p_from, 'quarterly') THEN\n"
+        "        RAISE EXCEPTION 'create_quarterly_partition(%, %, %): from must be the first day of a quarter and to t"
+        "he first day '\n"
+        "            'of the next one (e.g. 2025-01-01, 2025-04-01)', p_table, p_from, p_to USING ERRCODE = 'invalid_pa"
+        "rameter_value';\n"
+        '    END IF;\n'
+        '    SELECT n.nspname, c.relname INTO v_schema, v_relname\n'
+        '      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = v_rel;'
+        '\n'
+        '    SELECT * INTO t FROM {{ schema|ident }}.maintenance_targets m\n'
+        '     WHERE m.table_schema = v_schema AND (m.table_relname = v_relname OR m.parent_name = v_relname);\n'
+        "    v_name := coalesce(t.table_name, CASE WHEN v_schema ~ '^[a-z_][a-z0-9_$]*$' THEN v_schema ELSE quote_ident"
+        '(v_schema) END\n'
+        "                                     || '.' || CASE WHEN v_relname ~ '^[a-z_][a-z0-9_$]*$' THEN v_relname\n"
+        '                                                    ELSE quote_ident(v_relname) END);\n'
+        '    v_parent := v_rel;\n'
+        '    IF t.table_name IS NOT NULL THEN\n'
+        "        v_parent := coalesce(to_regclass(format('%I.%I', t.table_schema, t.parent_name)), v_rel);\n"
+        '    END IF;\n'
+        '    v_budget := coalesce(t.lock_budget_ms, {{ default_budget_ms }});\n'
+        '    SELECT * INTO k FROM {{ schema|ident }}.partition_key(v_parent);\n'
+        "    IF k.key_kind NOT IN ('date', 'timestamp', 'timestamptz') THEN\n"
+        "        RAISE EXCEPTION '% is partitioned by % (%): a quarter needs a date or timestamp key', v_parent, k.key_"
+        'column,\n'
+        "            k.key_type USING ERRCODE = 'wrong_object_type';\n"
+        '    END IF;\n'
+        '    partition_name := {{ schema|ident }}.partition_name(coalesce(t.table_relname, v_relname),\n'
+        "                                                        {{ schema|ident }}.calendar_suffix(p_from, 'quarterly'"
+        '));\n'
+        '    v_lower := {{ schema|ident }}.bound_text(p_from, k.key_kind);\n'
+        '    v_upper := {{ schema|ident }}.bound_text(p_to, k.key_kind);\n'
+        "    table_name := v_name; step := 'create'; lower_bound := v_lower; upper_bound := v_upper;\n"
+        '    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended({{ work_key_prefix|lit }} || v_nam'
+        'e, 0)) THEN\n'
+        "        status := 'skipped';\n"
+        "        detail := 'another run is working on it: ' || {{ schema|ident }}.work_holder(v_name);\n"
+        '        RETURN NEXT;\n'
+        '        RETURN;\n'
+        '    END IF;\n'
+        '    BEGIN\n'
+        '        SELECT * INTO r FROM {{ schema|ident }}.create_range_partition(v_parent, partition_name, v_lower, v_up'
+        'per, v_budget);\n'
+        '        status := r.status; detail := r.detail; lock_ms := r.lock_ms;\n'
+        '    EXCEPTION WHEN lock_not_available THEN\n'
+        "        status := 'lock_not_granted';\n"
+        "        detail := format('no lock within %s ms; holding locks on the table: %s; run again',\n"
+        '                         v_budget, {{ schema|ident }}.lock_holders(v_parent));\n'
+        '    END;\n'
+        "    PERFORM {{ schema|ident }}.record_step(v_name, 'create', partition_name, status, r.lock_mode, lock_ms, 1, "
+        "'function',\n"
+        '                                           detail);\n'
+        '    RETURN NEXT;\n'
+        'END $fn$;\n'
+        '\n'
+        '-- The pg_cron job (docs/runbooks/maintenance.md): CALL partitioning.maintenance_job() at top level,\n'
+        "-- so that it commits after every step. Its results are in maintenance_steps (source 'job').\n"
+        'CREATE PROCEDURE {{ schema|ident }}.maintenance_job(p_now timestamptz DEFAULT now())\n'
+        'LANGUAGE plpgsql AS $fn$\n'
+        'DECLARE\n'
+        "    v jsonb := '[]';\n"
+        'BEGIN\n'
+        "    CALL {{ schema|ident }}.run_maintenance('all', NULL, p_now, true, v);\n"
+        'END $fn$;\n'
+        '\n'
+        '-- Install thin wrappers of the functions (and views) p_names of this schema into p_schema, where\n'
+        "-- the application's search_path finds them unqualified (partitioning_runbook_schema). A function\n"
+        '-- of that name and arguments that is not our wrapper is refused. Returns what was (re)created.\n'
+        'CREATE FUNCTION {{ schema|ident }}.install_runbook_wrappers(p_schema name, p_names text[], p_dry_run boolean D'
+        'EFAULT false)\n'
+        'RETURNS SETOF text\n'
+        'LANGUAGE plpgsql AS $fn$\n'
+        'DECLARE\n'
+        '    f record;\n'
+        '    v_body text;\n'
+        '    v_existing record;\n'
+        '    v_comment text;\n'
+        'BEGIN\n'
+        '    IF NOT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = p_schema) AND NOT p_dry_run THEN\n'
+        "        EXECUTE format('CREATE SCHEMA %I', p_schema);\n"
+        '    END IF;\n'
+        '    FOR f IN\n'
+        '        SELECT p.oid, p.proname, pg_catalog.pg_get_function_arguments(p.oid) AS args,\n'
+        '               pg_catalog.pg_get_function_identity_arguments(p.oid) AS identity_args,\n'
+        '               pg_catalog.pg_get_function_result(p.oid) AS result, p.pronargs\n'
+        '          FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace\n'
+        "         WHERE n.nspname = {{ schema|lit }} AND p.proname = ANY (p_names) AND p.prokind = 'f'\n"
+        '         ORDER BY p.proname\n'
+        '    LOOP\n'
+        "        v_comment := format('dbops.partitioning: runbook wrapper of %I.%I', {{ schema|lit }}, f.proname);\n"
+        "        v_body := format('SELECT * FROM %I.%I(%s)', {{ schema|lit }}, f.proname,\n"
+        "                         (SELECT coalesce(string_agg('$' || i, ', ' ORDER BY i), '') FROM generate_series(1, f"
+        '.pronargs) i));\n'
+        '        SELECT p.prosrc, pg_catalog.pg_get_function_result(p.oid) AS result,\n'
+        "               pg_catalog.obj_description(p.oid, 'pg_proc') AS comment\n"
+        '          INTO v_existing\n'
+        '          FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace\n'
+        '         WHERE n.nspname = p_schema AND p.proname = f.proname\n'
+        '           AND pg_catalog.pg_get_function_identity_arguments(p.oid) = f.identity_args;\n'
+        '        IF FOUND AND v_existing.comment IS DISTINCT FROM v_comment THEN\n'
+        "            RAISE EXCEPTION '%.%(%) exists and is not a dbops.partitioning wrapper: choose another partitionin"
+        "g_runbook_schema '\n"
+        "                'or drop it', p_schema, f.proname, f.identity_args USING ERRCODE = 'duplicate_function';\n"
+        '        END IF;\n'
+        '        CONTINUE WHEN FOUND AND v_existing.prosrc = v_body AND v_existing.result = f.result;\n'
+        '        IF p_dry_run THEN\n'
+        "            RETURN NEXT format('%I.%I(%s)', p_schema, f.proname, f.identity_args);\n"
+        '            CONTINUE;\n'
+        '        END IF;\n'
+        '        IF FOUND THEN\n'
+        "            EXECUTE format('DROP FUNCTION %I.%I(%s)', p_schema, f.proname, f.identity_args);\n"
+        '        END IF;\n'
+        "        EXECUTE format('CREATE FUNCTION %I.%I(%s) RETURNS %s LANGUAGE sql AS %L', p_schema, f.proname, f.args,"
+        '\n'
+        '                       f.result, v_body);\n'
+        "        EXECUTE format('COMMENT ON FUNCTION %I.%I(%s) IS %L', p_schema, f.proname, f.identity_args, v_comment)"
+        ';\n'
+        "        RETURN NEXT format('%I.%I(%s)', p_schema, f.proname, f.identity_args);\n"
+        '    END LOOP;\n'
+        '    FOR f IN\n'
+        '        SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n'
+        "         WHERE n.nspname = {{ schema|lit }} AND c.relname = ANY (p_names) AND c.relkind = 'v' ORDER BY c.relna"
+        'me\n'
+        '    LOOP\n'
+        "        v_comment := format('dbops.partitioning: runbook wrapper of %I.%I', {{ schema|lit }}, f.relname);\n"
+        "        v_body := format('SELECT * FROM %I.%I', {{ schema|lit }}, f.relname);\n"
+        "        SELECT pg_catalog.obj_description(c.oid, 'pg_class') AS comment, c.relkind INTO v_existing\n"
+        '          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n'
+        '         WHERE n.nspname = p_schema AND c.relname = f.relname;\n'
+        '        IF FOUND AND v_existing.comment IS DISTINCT FROM v_comment THEN\n'
+        "            RAISE EXCEPTION '%.% exists and is not a dbops.partitioning wrapper: choose another partitioning_r"
+        "unbook_schema '\n"
+        "                'or drop it', p_schema, f.relname USING ERRCODE = 'duplicate_table';\n"
+        '        END IF;\n'
+        '        CONTINUE WHEN FOUND;\n'
+        '        IF NOT p_dry_run THEN\n'
+        "            EXECUTE format('CREATE VIEW %I.%I AS %s', p_schema, f.relname, v_body);\n"
+        "            EXECUTE format('COMMENT ON VIEW %I.%I IS %L', p_schema, f.relname, v_comment);\n"
+        '        END IF;\n'
+        "        RETURN NEXT format('%I.%I', p_schema, f.relname);\n"
+        '    END LOOP;\n'
+        'END $fn$;\n'
+    ),
     'state/001_state_schema': (
         '{#- The state schema, version 1: what makes every playbook resumable and what status.yml reads.\n'
         "    Context: schema (the state schema's name). Applied once, in one transaction, by state.py. #}\n"
@@ -232,6 +1681,81 @@ TEXTS = {
         ');\n'
         '\n'
         'INSERT INTO {{ schema|ident }}.schema_version (version) VALUES (2) ON CONFLICT DO NOTHING;\n'
+    ),
+    'state/003_maintenance': (
+        "{#- The state schema, version 3 (maintenance): what the scheduled maintenance and the runbook's\n"
+        '    functions record. Context: schema. Applied once, in one transaction, by state.py.\n'
+        '    docs/design.md "Partitions — HP13 to HP16" and docs/runbooks/maintenance.md explain each table. #}\n'
+        '\n'
+        '-- The maintenance settings of each table, as the last maintenance run found them in\n'
+        '-- partitioning_tables: the database functions (maintain_partition_system(), the pg_cron job)\n'
+        '-- follow them. Tables migrated by us that maintenance never saw are read from tables.spec.\n'
+        'CREATE TABLE IF NOT EXISTS {{ schema|ident }}.maintained_tables (\n'
+        '    table_name      text PRIMARY KEY,\n'
+        '    table_schema    name NOT NULL,\n'
+        '    table_relname   name NOT NULL,\n'
+        "    strategy        text NOT NULL CHECK (strategy IN ('range', 'list', 'hash')),\n"
+        '    partition_key   name NOT NULL,\n'
+        '    "interval"      text,                 -- daily ... yearly, or an integer width as text\n'
+        '    premake         integer,\n'
+        '    retention       integer,              -- months; NULL keeps everything\n'
+        "    retention_action text NOT NULL CHECK (retention_action IN ('detach', 'archive', 'drop')),\n"
+        '    archive_schema  name NOT NULL,\n'
+        '    lock_budget_ms  integer NOT NULL CHECK (lock_budget_ms > 0),\n'
+        '    dump_required   boolean NOT NULL DEFAULT false,   -- retention_dump_dir set: only the playbook may drop\n'
+        '    updated_at      timestamptz NOT NULL DEFAULT now()\n'
+        ');\n'
+        '\n'
+        '-- Every DDL step of maintenance (modules, database functions, the pg_cron job) with the lock it\n'
+        "-- took on the application's table and how long it held it: from the lock granted to the commit.\n"
+        'CREATE TABLE IF NOT EXISTS {{ schema|ident }}.maintenance_steps (\n'
+        '    id              bigserial PRIMARY KEY,\n'
+        '    table_name      text NOT NULL,\n'
+        '    step            text NOT NULL,        -- create | detach | finalize | retire | dump | analyze\n'
+        '    partition_name  name,\n'
+        '    status          text NOT NULL,\n'
+        '    lock_mode       text,\n'
+        '    lock_ms         double precision,\n'
+        '    attempts        integer NOT NULL DEFAULT 1,\n'
+        '    source          text NOT NULL,        -- module | function | job\n'
+        '    detail          text,\n'
+        '    at              timestamptz NOT NULL DEFAULT now()\n'
+        ');\n'
+        'CREATE INDEX IF NOT EXISTS maintenance_steps_table_name_idx ON {{ schema|ident }}.maintenance_steps (table_nam'
+        'e, id);\n'
+        '\n'
+        '-- Retention, partition by partition: what makes it resumable (a kill between the detach and the\n'
+        "-- drop leaves a row here, and the next run finishes it) and where the dump's checksum is kept.\n"
+        'CREATE TABLE IF NOT EXISTS {{ schema|ident }}.retention_log (\n'
+        '    table_name        text NOT NULL,\n'
+        '    partition_schema  name NOT NULL,\n'
+        '    partition_name    name NOT NULL,\n'
+        '    lower_bound       text,\n'
+        '    upper_bound       text,\n'
+        "    action            text NOT NULL CHECK (action IN ('detach', 'archive', 'drop')),\n"
+        "    status            text NOT NULL CHECK (status IN ('detaching', 'detached', 'dumped', 'archived', 'dropped'"
+        ", 'kept')),\n"
+        '    archive_schema    name,\n'
+        '    dump_path         text,\n'
+        '    dump_sha256       text,\n'
+        '    dump_bytes        bigint,\n'
+        '    dump_verified_at  timestamptz,\n'
+        '    detached_at       timestamptz,\n'
+        '    finished_at       timestamptz,\n'
+        '    updated_at        timestamptz NOT NULL DEFAULT now(),\n'
+        '    PRIMARY KEY (table_name, partition_schema, partition_name)\n'
+        ');\n'
+        '\n'
+        '-- Which version of the generated SQL (the maintenance functions) is installed: a digest of\n'
+        '-- their rendered text, so that a run installs them only when they changed.\n'
+        'CREATE TABLE IF NOT EXISTS {{ schema|ident }}.installed_sql (\n'
+        '    component     text PRIMARY KEY,\n'
+        '    digest        text NOT NULL,\n'
+        "    objects       text[] NOT NULL DEFAULT '{}',   -- the functions and views it made (dropped on upgrade)\n"
+        '    installed_at  timestamptz NOT NULL DEFAULT now()\n'
+        ');\n'
+        '\n'
+        'INSERT INTO {{ schema|ident }}.schema_version (version) VALUES (3) ON CONFLICT DO NOTHING;\n'
     ),
     'sync/ddl_guard': (
         '{#- The DDL guard (docs/design.md, "DDL during a migration"), where the role may create an event\n'

@@ -130,8 +130,33 @@ def record_run(session, schema, table_name, action, status="ok", details=None):
                     (table_name, action, status, Json(details or {})))
 
 
+ADVISORY_PREFIX = "dbops.partitioning:"
+# The session holding a table's work lock (the maintenance functions in the database ask the same,
+# templates/sql/maintenance): {key} is the lock's key text.
+WORK_HOLDER_SQL = (
+    "SELECT a.pid, a.application_name, a.client_addr::text AS client, a.state, a.backend_start, a.query_start "
+    "FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a USING (pid) "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid() "
+    "AND ((l.classid::bigint << 32) | l.objid::bigint) = pg_catalog.hashtextextended({key}, 0) LIMIT 1")
+
+
 def advisory_key(table_name):
-    return "dbops.partitioning:" + table_name
+    return ADVISORY_PREFIX + table_name
+
+
+def try_lock_table_work(session, table_name):
+    """Take the per-table advisory lock; None when taken, else who holds it (a dict: pid,
+    application_name, client, state, backend_start, query_start; values as text)."""
+    got = session.scalar("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (advisory_key(table_name),))
+    if got:
+        return None
+    holder = session.query(sql.SQL(WORK_HOLDER_SQL).format(key=sql.Placeholder()), (advisory_key(table_name),))
+    return dict((k, str(v) if v is not None else None) for k, v in holder[0].items()) if holder else {}
+
+
+def describe_holder(who):
+    return "pid %s, %s, since %s" % (who.get("pid") or "?", who.get("application_name") or "?",
+                                     who.get("backend_start") or "?")
 
 
 def lock_table_work(session, table_name):
@@ -139,18 +164,10 @@ def lock_table_work(session, table_name):
 
     Session-level: released when the module's connection closes, also when it is killed.
     """
-    got = session.scalar("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (advisory_key(table_name),))
-    if not got:
-        holder = session.query(
-            "SELECT a.pid, a.application_name, a.client_addr::text AS client, a.state, a.query_start "
-            "FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-            "WHERE l.locktype = 'advisory' AND l.granted AND "
-            "((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(%s, 0) LIMIT 1",
-            (advisory_key(table_name),))
-        who = holder[0] if holder else {}
-        raise PartitioningError("Another run is working on %s (pid %s, %s); try again when it ends."
-                                % (table_name, who.get("pid", "?"), who.get("application_name", "?")),
-                                holder=who and dict((k, str(v)) for k, v in who.items()))
+    who = try_lock_table_work(session, table_name)
+    if who is not None:
+        raise PartitioningError("Another run is working on %s (%s); try again when it ends."
+                                % (table_name, describe_holder(who)), holder=who)
 
 
 def unlock_table_work(session, table_name):

@@ -176,11 +176,9 @@ queries:
   elements: str
 '''
 
-import datetime
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import parse_now
 from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
@@ -207,16 +205,6 @@ OPTIONS = dict(defaults=dict(type="dict", default={}),
                now=dict(type="str"))
 
 
-def _now(text):
-    if not text:
-        return None
-    try:
-        value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise PartitioningError("now must be an ISO 8601 timestamp (2025-06-01T00:00:00+00:00), got %r." % text)
-    return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
-
-
 def _target(params):
     """The whole table spec, validated before any connection: a bad spec changes nothing."""
     raw = dict(params["spec"] or {})
@@ -224,7 +212,7 @@ def _target(params):
         if params.get(name) is not None:
             raw[name] = params[name]
     spec = normalize_spec(raw, params["defaults"] or {})
-    return spec, params["state_schema"] or spec.state_schema, _now(params["now"])
+    return spec, params["state_schema"] or spec.state_schema, parse_now(params["now"])
 
 
 def prepare(module, session, target):

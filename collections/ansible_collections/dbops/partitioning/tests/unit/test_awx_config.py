@@ -43,3 +43,13 @@ def test_schedules_launch_known_templates_with_a_valid_rrule(config):
     for schedule in config["controller_schedules"]:
         assert schedule["unified_job_template"] in names
         assert re.match(r"DTSTART;TZID=\w+:\d{8}T\d{6} RRULE:FREQ=\w+", schedule["rrule"])
+
+
+def test_maintenance_runs_hourly(config):
+    templates = dict((t["name"], t) for t in config["controller_templates"])
+    maintenance = [t for t in templates.values() if t["playbook"] == "playbooks/maintenance.yml"]
+    assert len(maintenance) == 1 and not maintenance[0]["allow_simultaneous"]
+    schedules = [s for s in config["controller_schedules"] if s["unified_job_template"] == maintenance[0]["name"]]
+    assert len(schedules) == 1 and "FREQ=HOURLY;INTERVAL=1" in schedules[0]["rrule"]
+    questions = [q["variable"] for q in maintenance[0]["survey_spec"]["spec"]]
+    assert set(schedules[0]["extra_data"]) == set(questions)

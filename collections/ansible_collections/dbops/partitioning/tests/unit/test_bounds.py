@@ -441,3 +441,17 @@ def test_every_value_lies_in_its_own_period(interval):
             assert floor_boundary(next_boundary(lo, interval) - datetime.timedelta(days=1), interval) == lo
         suffix = suffix_for(lo, interval)
         assert seen.setdefault(suffix, lo) == lo                          # one suffix per period
+
+
+def test_expired_partitions_compare_instants_not_days():
+    """A bound inside a day (a table partitioned by other means) is compared as the instant it is:
+    a partition ending at noon of the cutoff day holds rows newer than the cutoff's midnight."""
+    s = spec(interval="monthly", retention=12)                 # cutoff 2024-05-10
+    noon = datetime.datetime(2024, 5, 10, 12, 0)
+    parts = [Partition(name="a", suffix="a", kind="range", lower=datetime.datetime(2024, 4, 1), upper=noon),
+             Partition(name="b", suffix="b", kind="range", lower=datetime.datetime(2024, 3, 1),
+                       upper=datetime.datetime(2024, 5, 10))]
+    assert [p.name for p in expired_partitions(s, parts, NOW)] == ["b"]
+    aware = [Partition(name="c", suffix="c", kind="range", lower=None,
+                       upper=datetime.datetime(2024, 5, 10, 0, 0, 1, tzinfo=datetime.timezone.utc))]
+    assert expired_partitions(s, aware, NOW) == []

@@ -47,7 +47,10 @@ def test_docs_are_valid_yaml_and_complete(name):
 
 # What each module needs to get as far as connecting; everything else is the module's default.
 ARGS = {"partition_create": dict(table="public.t", partition_key="d", interval="monthly"),
-        "partition_stats": dict(tables=["public.t"])}
+        "partition_stats": dict(tables=["public.t"]),
+        "partition_premake": dict(spec=dict(table="public.t", partition_key="d", interval="monthly")),
+        "partition_retention": dict(spec=dict(table="public.t", partition_key="d", interval="monthly", retention=12)),
+        "partition_functions": dict()}
 SECRET = "contract-probe-secret"
 
 

@@ -290,3 +290,22 @@ def test_approval_has_one_value_under_both_names(table, play, expected):
 ])
 def test_phase3_options_are_checked(key, value, expected):
     assert expected in one_problem(dict(RANGE, **{key: value}))
+
+
+def test_maintenance_knobs_default_and_override():
+    spec = normalize_spec(dict(RANGE))
+    assert spec.tuning["lock_budget_ms"] == 200 and spec.tuning["retention_dump_dir"] is None
+    spec = normalize_spec(dict(RANGE, lock_budget_ms="150", retention_dump_dir="/backups/partitions"),
+                          dict(partitioning_lock_budget_ms=500))
+    assert spec.tuning["lock_budget_ms"] == 150 and spec.tuning["retention_dump_dir"] == "/backups/partitions"
+    assert normalize_spec(dict(RANGE), dict(partitioning_lock_budget_ms=500)).tuning["lock_budget_ms"] == 500
+    assert normalize_spec(dict(RANGE, retention_dump_dir="")).tuning["retention_dump_dir"] is None
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("lock_budget_ms", 0, "lock_budget_ms: must be an integer > 0, got 0"),
+    ("lock_budget_ms", "fast", "lock_budget_ms: must be an integer > 0, got 'fast'"),
+    ("retention_dump_dir", ["/a"], "retention_dump_dir: must be a directory path (or empty for none)"),
+])
+def test_maintenance_knobs_are_checked(key, value, expected):
+    assert expected in one_problem(dict(RANGE, **{key: value}))

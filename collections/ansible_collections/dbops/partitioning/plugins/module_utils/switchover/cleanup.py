@@ -14,16 +14,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import datetime
-import os
-import shutil
-import subprocess
-
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.compare import compare_for_swap
-from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, connect_kwargs
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+from ansible_collections.dbops.partitioning.plugins.module_utils.dumps import dump_table, find_pg_dump  # noqa: F401
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import run_with_lock_retry
 
@@ -31,52 +27,6 @@ try:
     from psycopg2 import sql
 except ImportError:  # pragma: no cover
     sql = None
-
-
-def find_pg_dump(session, pg_dump=None):
-    """pg_dump of the server's own binaries directory when readable (same version), else PATH."""
-    if pg_dump:
-        if not os.access(pg_dump, os.X_OK):
-            raise PartitioningError("pg_dump %s is not an executable file." % pg_dump)
-        return pg_dump
-    try:
-        bindir = session.scalar("SELECT setting FROM pg_config WHERE name = 'BINDIR'")
-    except Exception:  # noqa: BLE001 - pg_config is superuser-only; PATH is the fallback
-        session.conn.rollback()
-        bindir = None
-    if bindir and os.access(os.path.join(bindir, "pg_dump"), os.X_OK):
-        return os.path.join(bindir, "pg_dump")
-    found = shutil.which("pg_dump")
-    if not found:
-        raise PartitioningError("pg_dump was not found (neither in the server's BINDIR %s nor in PATH): install the "
-                                "PostgreSQL client, set pg_dump, or run without dump_dir." % (bindir or "?"))
-    return found
-
-
-def dump_table(session, params, schema, old, dump_dir, pg_dump=None):
-    """``pg_dump -Fc -t schema.old`` into ``dump_dir``; returns the file's path."""
-    exe = find_pg_dump(session, pg_dump)
-    if not os.path.isdir(dump_dir):
-        raise PartitioningError("dump_dir %s is not a directory." % dump_dir)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = os.path.join(dump_dir, "%s.%s.%s.dump" % (schema, old, stamp))
-    kw = connect_kwargs(params)
-    env = dict(os.environ)
-    if kw.get("password"):
-        env["PGPASSWORD"] = kw["password"]
-    for key, var in (("sslmode", "PGSSLMODE"), ("sslrootcert", "PGSSLROOTCERT"), ("sslcert", "PGSSLCERT"),
-                     ("sslkey", "PGSSLKEY")):
-        if kw.get(key):
-            env[var] = str(kw[key])
-    cmd = [exe, "-Fc", "-f", path, "-t", sql.Identifier(schema, old).as_string(session.conn),
-           "-d", kw.get("dbname", "postgres"), "-U", kw.get("user", "postgres"), "-p", str(kw.get("port", 5432))]
-    if kw.get("host"):
-        cmd += ["-h", kw["host"]]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if p.returncode != 0:
-        raise PartitioningError("pg_dump of %s failed (nothing was dropped): %s" % (qualified(schema, old),
-                                                                                    p.stderr.strip()))
-    return path
 
 
 def cleanup(session, table, params=None, state_schema="partitioning", min_soak_s=0, dump_dir=None, pg_dump=None,
