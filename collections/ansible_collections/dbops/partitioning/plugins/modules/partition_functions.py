@@ -23,9 +23,10 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 options:
   state_schema:
-    description: The state schema, home of the functions.
+    description:
+      - The state schema, home of the functions.
+      - Default the spec's C(state_schema), else partitioning.
     type: str
-    default: partitioning
   runbook_schema:
     description: A schema on the application's search_path that gets wrappers of the runbook's functions; empty for none.
     type: str
@@ -81,12 +82,13 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     connection_argument_spec, open_session, run_module)
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_column
 from ansible_collections.dbops.partitioning.plugins.module_utils.maintain import functions
+from ansible_collections.dbops.partitioning.plugins.module_utils.spec import TUNING
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 
 
 def work(module, state):
     p = module.params
-    state_schema = parse_column(p["state_schema"])
+    state_schema = parse_column(p["state_schema"] or TUNING["state_schema"][0])
     runbook_schema = parse_column(p["runbook_schema"]) if p["runbook_schema"] else None
     templates = SqlTemplates.bundled()
     session = open_session(module, state, "partition_functions")
@@ -100,7 +102,7 @@ def work(module, state):
 
 def main():
     argument_spec = connection_argument_spec()
-    argument_spec.update(state_schema=dict(type="str", default="partitioning"), runbook_schema=dict(type="str"))
+    argument_spec.update(state_schema=dict(type="str"), runbook_schema=dict(type="str"))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     run_module(module, work)
 

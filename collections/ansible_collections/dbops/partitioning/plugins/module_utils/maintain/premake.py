@@ -25,7 +25,7 @@ import datetime
 from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import (
     bound_text, missing_partitions, read_partitions)
 from ansible_collections.dbops.partitioning.plugins.module_utils.maintain import steps
-from ansible_collections.dbops.partitioning.plugins.module_utils.maintain.functions import functions_schema
+from ansible_collections.dbops.partitioning.plugins.module_utils.maintain.functions import functions_schema, is_current
 from ansible_collections.dbops.partitioning.plugins.module_utils.maintain.target import start, while_held
 
 try:
@@ -94,12 +94,14 @@ def _premake(session, templates, spec, state_schema, now, analyze, result):
 def add_partitions(session, templates, state_schema, target, partitions):
     """Make those of ``partitions`` (bounds.Partition: a plan such as phase 1's) that are range
     partitions ``target`` lacks, with the step premake uses; rows in the default partition are
-    handed over as premake does. Returns dict(created, blocked, warnings, steps)."""
-    result = dict(created=[], blocked=[], warnings=[], steps=[])
+    handed over as premake does. Returns dict(created, blocked, warnings, steps, installed: whether the
+    maintenance functions were installed for it)."""
+    result = dict(created=[], blocked=[], warnings=[], steps=[], installed=False)
     existing = read_partitions(session, target.parent[0], target.parent[1], target.key_type)
     missing, _overlaps = missing_partitions([p for p in partitions if p.kind == "range"], existing)
     if not missing:
         return result
+    result["installed"] = not is_current(session, templates, state_schema)
     fn_schema = functions_schema(session, templates, state_schema)
     blocked = []
     for p in missing:

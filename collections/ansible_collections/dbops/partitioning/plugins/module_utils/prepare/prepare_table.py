@@ -32,6 +32,8 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import 
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import (
     run_statements_with_lock_retry, run_with_lock_retry)
+from ansible_collections.dbops.partitioning.plugins.module_utils.maintain.premake import add_partitions
+from ansible_collections.dbops.partitioning.plugins.module_utils.maintain.target import Target
 from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.preflight import preflight
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync_ddl
 from ansible_collections.dbops.partitioning.plugins.module_utils.sync import ROW_TRIGGER, install_sync
@@ -151,10 +153,7 @@ def _prepare(session, templates, spec, state_schema, now, lock_timeout_ms, retri
             with session.transaction():
                 _record_state_row(session, state_schema, spec, info, row)
             created.append("state row %s (phase prepared)" % spec.table_name)
-        # The twin exists (a resumed or repeated run): missing partitions (premake) and indexes the
-        # original gained meanwhile. Statement by statement outside a transaction, so that an index
-        # on a twin that holds rows is built CONCURRENTLY (HP16); each lock wait is short and the
-        # whole step is retried (ensure_twin is idempotent).
+        # The twin exists (a resumed or repeated run).
         # DDL the application ran on the original meanwhile (docs/design.md, "DDL during a
         # migration"): the twin's columns follow it, and the rows whose values the sync could not
         # carry are queued for the reconcile (phase 2).
@@ -162,6 +161,23 @@ def _prepare(session, templates, spec, state_schema, now, lock_timeout_ms, retri
             session, lambda s: sync_ddl.align(s, table, spec.twin), lock_timeout_ms, retries,
             relations=[spec.twin], what="bringing %s in step" % qualified(*spec.twin))
         created.extend(followed)
+        # Its missing range partitions (premake as time passes) are made by maintenance's step:
+        # SHARE UPDATE EXCLUSIVE on the twin, which the sync trigger writes in every application
+        # write, where CREATE TABLE ... PARTITION OF would take ACCESS EXCLUSIVE; a range with rows in
+        # the default partition is reported, not made (HP14).
+        target = Target(spec=spec, parent=spec.twin, phase=row["phase"] if row else "prepared",
+                        strategy=spec.strategy, key_type=key_col.type)
+        premade = add_partitions(session, templates, state_schema, target, partitions)
+        if premade["installed"]:
+            created.append("maintenance functions in %s" % display(state_schema))
+        created.extend("partition %s" % qualified(spec.schema, n) for n in premade["created"])
+        twin_warnings.extend(premade["warnings"])
+        blocked = set(b["partition_name"] for b in premade["blocked"])
+        partitions = [p for p in partitions if p.name not in blocked]
+        # Then whatever else is missing, and indexes the original gained meanwhile. Statement by
+        # statement outside a transaction, so that an index on a twin that holds rows is built
+        # CONCURRENTLY (HP16); each lock wait is short and the whole step is retried (ensure_twin
+        # is idempotent).
         created.extend(run_statements_with_lock_retry(
             session, lambda s: ensure_twin(s, info, spec, partitions, twin_warnings), lock_timeout_ms, retries,
             relations=[spec.twin], what="completing the twin %s" % qualified(*spec.twin)))
