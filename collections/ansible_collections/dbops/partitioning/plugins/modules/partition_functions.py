@@ -21,6 +21,7 @@ version_added: 0.2.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
   - ansible.builtin.action_common_attributes
+  - dbops.partitioning.attributes
 options:
   state_schema:
     description:
@@ -30,12 +31,6 @@ options:
   runbook_schema:
     description: A schema on the application's search_path that gets wrappers of the runbook's functions; empty for none.
     type: str
-attributes:
-  check_mode:
-    support: full
-    details: Nothing changes; the statements that would run are returned in C(queries) (the maintenance functions are called with their dry run).
-  diff_mode:
-    support: none
 seealso:
   - module: dbops.partitioning.partition_premake
     description: Premake, with the same plans and steps.
@@ -45,7 +40,7 @@ seealso:
     description: Runs CALL partitioning.maintenance_job() on a schedule where there is no AWX.
     link: https://github.com/citusdata/pg_cron
 author:
-  - dbops.partitioning contributors
+  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''

@@ -30,17 +30,12 @@ extends_documentation_fragment:
   - dbops.partitioning.managed_table
   - dbops.partitioning.maintained_table
   - ansible.builtin.action_common_attributes
+  - dbops.partitioning.attributes
 options:
   analyze:
     description: ANALYZE each partition made (empty, so instant), so the planner knows it holds no rows.
     type: bool
     default: true
-attributes:
-  check_mode:
-    support: full
-    details: Nothing changes; the statements that would run are returned in C(queries) (the maintenance functions are called with their dry run).
-  diff_mode:
-    support: none
 seealso:
   - module: dbops.partitioning.partition_retention
     description: The other half of scheduled maintenance.
@@ -52,7 +47,7 @@ seealso:
     description: The lock levels of attaching a partition.
     link: https://www.postgresql.org/docs/current/sql-altertable.html
 author:
-  - dbops.partitioning contributors
+  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''

@@ -29,6 +29,7 @@ extends_documentation_fragment:
   - dbops.partitioning.managed_table
   - dbops.partitioning.maintained_table
   - ansible.builtin.action_common_attributes
+  - dbops.partitioning.attributes
 options:
   retention_dump_dir:
     description: Directory (on the host running the module) for a pg_dump of each partition before it goes; overrides the spec's.
@@ -39,12 +40,6 @@ options:
   pg_restore:
     description: The pg_restore executable that checks each dump (by default the server's BINDIR, then PATH).
     type: path
-attributes:
-  check_mode:
-    support: full
-    details: Nothing changes; the statements that would run are returned in C(queries) (the maintenance functions are called with their dry run).
-  diff_mode:
-    support: none
 seealso:
   - module: dbops.partitioning.partition_premake
     description: The other half of scheduled maintenance.
@@ -54,7 +49,7 @@ seealso:
     description: CONCURRENTLY, FINALIZE, and why neither works with a default partition or in a transaction block.
     link: https://www.postgresql.org/docs/current/sql-altertable.html
 author:
-  - dbops.partitioning contributors
+  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''

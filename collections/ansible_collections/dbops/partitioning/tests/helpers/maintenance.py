@@ -13,8 +13,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.maintain.target
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 
-from .phase3_setup import run  # noqa: F401 - the tests' statement runner, shared
-from .switchover import one as rows  # noqa: F401 - the tests' query runner, shared
+from .switchover import one as rows
 
 UTC = datetime.timezone.utc
 STATE = "partitioning"
@@ -57,8 +56,8 @@ def make_table(conn, name="ev", kind="timestamptz", interval="monthly", first=da
         cur.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} DEFAULT").format(
             sql.Identifier("public", name + "_default"), sql.Identifier("public", name)))
     if grant_to:
-        cur.execute(sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(sql.Identifier("public", name),
-                                                                      sql.Identifier(grant_to)))
+        cur.execute(sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(
+            sql.Identifier("public", name), sql.Identifier(grant_to)))
     cur.close()
     return made, last
 
@@ -66,7 +65,7 @@ def make_table(conn, name="ev", kind="timestamptz", interval="monthly", first=da
 def _after(first, interval, periods):
     from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import next_boundary
     end = first
-    for _ in range(periods):
+    for _period in range(periods):
         end = next_boundary(end, interval)
     return end
 

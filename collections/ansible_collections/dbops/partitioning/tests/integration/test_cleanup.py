@@ -16,6 +16,7 @@ from ..helpers.phase3_setup import Writers, make_verified, phase, rows_of
 from ..helpers.switchover import TABLES, one, switch
 from ..helpers.playbook_runner import run_playbook
 
+from ansible_collections.dbops.partitioning.plugins.module_utils.dumps import find_program
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import cleanup
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
 
@@ -68,8 +69,8 @@ def test_cleanup_playbook_with_dump_check_mode_idempotent(pg, db):
         dumps = os.listdir(d)
         assert len(dumps) == 1 and dumps[0].startswith("public.revenues_old.")
         # the dump restores the dropped table
-        restore = os.path.join(os.path.dirname(cleanup.find_pg_dump(Session(pg.connect(db)))), "pg_restore")
-        if os.access(restore, os.X_OK):
+        restore = find_program(Session(pg.connect(db)), "pg_restore")
+        if restore:
             p = subprocess.run([restore, "-h", pg.host, "-p", str(pg.port), "-U", "postgres", "-d", db,
                                 os.path.join(d, dumps[0])], capture_output=True, text=True, check=False)
             assert p.returncode == 0, p.stderr

@@ -23,7 +23,8 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.dumps import fi
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 
-from ..helpers.maintenance import KEY_TYPES, make_table, partitions, rows, run, run_premake, run_retention, spec_of, utc
+from ..helpers.maintenance import KEY_TYPES, make_table, partitions, rows, run_premake, run_retention, spec_of, utc
+from ..helpers.phase3_setup import run
 
 EDGES = [utc(2024, 2, 29, 12), utc(2024, 12, 31, 23, 59, 59), utc(2025, 1, 1), utc(2025, 3, 31, 23, 59, 59),
          utc(2025, 4, 1), utc(2025, 6, 30, 23, 0)]
@@ -32,7 +33,7 @@ EDGES = [utc(2024, 2, 29, 12), utc(2024, 12, 31, 23, 59, 59), utc(2025, 1, 1), u
 def expected_premake(spec, kind, now, premake):
     first = floor_boundary(now, spec.interval)
     end = first
-    for _ in range(premake + 1):
+    for _period in range(premake + 1):
         end = next_boundary(end, spec.interval)
     return [p.name for p in plan_range(spec, KEY_TYPES[kind], first, end)]
 
@@ -108,7 +109,7 @@ def _snapshot(conn, schema, name):
 
 
 def test_retention_archives_exactly_the_expired_partitions_intact(pg, db, conn):
-    made, _ = make_table(conn, periods=18, first=datetime.date(2024, 1, 1))     # 2024-01 .. 2025-06
+    made, _last = make_table(conn, periods=18, first=datetime.date(2024, 1, 1))     # 2024-01 .. 2025-06
     spec = spec_of(premake=0, retention=12, retention_action="archive")
     now = utc(2025, 6, 15, 9)
     expired = ["ev_2024_%02d" % m for m in range(1, 6)]          # cutoff 2024-06-15: 2024-06 ends 07-01, stays

@@ -32,7 +32,7 @@ def _days():
     edges = [D(1999, 12, 31), D(2000, 1, 1), D(2000, 2, 29), D(2000, 3, 1), D(2020, 12, 28), D(2021, 1, 3),
              D(2026, 12, 28), D(2027, 1, 4), D(2100, 2, 28), D(2100, 3, 1), D(2096, 2, 29)]
     rng = random.Random(8)
-    sample = [D(1900, 1, 1) + datetime.timedelta(days=rng.randrange(0, 300 * 365)) for _ in range(400)]
+    sample = [D(1900, 1, 1) + datetime.timedelta(days=rng.randrange(0, 300 * 365)) for _date in range(400)]
     return span + edges + sample
 
 
@@ -97,7 +97,7 @@ def _nows():
             datetime.datetime(2025, 12, 29, 0, 0, tzinfo=UTC)]
     rng = random.Random(15)
     return base + [datetime.datetime(2024, 1, 1, tzinfo=UTC) + datetime.timedelta(minutes=rng.randrange(0, 2 * 525600))
-                   for _ in range(12)]
+                   for _now in range(12)]
 
 
 @pytest.mark.parametrize("kind", sorted(KEY_TYPES))
@@ -114,7 +114,7 @@ def test_premake_plans_what_bounds_plans(session, conn, kind):
                                  "partitioning.premake_plan('public.ev', 'ev', %s, 3, %s)", (interval, now))
             first = floor_boundary(now, interval)
             end = first
-            for _ in range(4):
+            for _period in range(4):
                 end = next_boundary(end, interval)
             want = plan_range(spec, KEY_TYPES[kind], first, end)
             assert [r["partition_name"] for r in rows] == [p.name for p in want], (interval, now)

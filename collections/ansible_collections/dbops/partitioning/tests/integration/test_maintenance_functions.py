@@ -21,7 +21,8 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.spec import nor
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 
 from ..helpers.maintenance import (
-    STATE, install, make_table, partitions, registered, rows, run, run_premake, run_retention, spec_of, utc)
+    STATE, install, make_table, partitions, registered, rows, run_premake, run_retention, spec_of, utc)
+from ..helpers.phase3_setup import run
 
 COLUMNS = ["table_name", "step", "partition_name", "lower_bound", "upper_bound", "status", "detail", "lock_ms"]
 
@@ -44,12 +45,11 @@ def test_the_runbook_by_hand_in_psql(pg, db, conn):
     assert functions.install_wrappers(Session(conn), SqlTemplates.bundled(), STATE, "public")
     registered(conn, spec_of("revenues", "quarterly", premake=2))
 
-    out = pg.psql("SELECT create_quarterly_partition('revenues', '%d-01-01', '%d-04-01');" % (today.year + 3,
-                                                                                               today.year + 3), db)
+    quarter = "SELECT create_quarterly_partition('revenues', '%d-01-01', '%d-04-01');" % (today.year + 3, today.year + 3)
+    out = pg.psql(quarter, db)
     assert "created" in out.stdout, out
     assert "revenues_%d_q1" % (today.year + 3) in partitions(conn, "revenues")
-    out = pg.psql("SELECT create_quarterly_partition('revenues', '%d-01-01', '%d-04-01');" % (today.year + 3,
-                                                                                               today.year + 3), db)
+    out = pg.psql(quarter, db)
     assert "exists" in out.stdout, out
     bad = pg.psql("SELECT create_quarterly_partition('revenues', '2025-02-01', '2025-05-01');", db, check=False)
     assert bad.returncode != 0 and "first day of a quarter" in bad.stderr
@@ -75,7 +75,7 @@ def test_the_runbook_by_hand_in_psql(pg, db, conn):
 
 def until_done(pg, db, line):
     """Run a runbook line until nothing is left 'postponed' (each call stays within the lock budget)."""
-    for _ in range(30):
+    for _attempt in range(30):
         out = pg.psql(line, db)
         if "postponed" not in out.stdout:
             return out

@@ -17,7 +17,8 @@ import time
 import psycopg2
 import pytest
 
-from ..helpers.maintenance import LOCKS_SQL, install, make_table, rows, run, run_premake, run_retention, spec_of, utc
+from ..helpers.maintenance import LOCKS_SQL, install, make_table, rows, run_premake, run_retention, spec_of, utc
+from ..helpers.phase3_setup import run
 
 CREATE_Q4 = ("SELECT status, lock_ms, lock_mode FROM partitioning.create_range_partition("
              "'public.ev', 'ev_2025_10', '2025-10-01 00:00:00+00', '2025-11-01 00:00:00+00', %s)")
@@ -207,7 +208,7 @@ def test_recorded_lock_times_stay_within_the_budget(pg, db, table):
     assert gone["dropped"] == ["ev_2025_01", "ev_2025_02"], gone
     recorded = rows(table, "SELECT step, partition_name, lock_mode, lock_ms, source FROM partitioning.maintenance_steps "
                            "ORDER BY id")
-    assert [(s, p) for s, p, *_ in recorded] == [
+    assert [r[:2] for r in recorded] == [
         ("create", "ev_2025_07"), ("create", "ev_2025_08"), ("detach", "ev_2025_01"), ("retire", "ev_2025_01"),
         ("detach", "ev_2025_02"), ("retire", "ev_2025_02")]
     for step, partition, mode, ms, source in recorded:
@@ -215,4 +216,4 @@ def test_recorded_lock_times_stay_within_the_budget(pg, db, table):
     for result in (made, gone):
         assert result["over_budget"] == [] and result["longest_lock_ms"] <= spec.tuning["lock_budget_ms"]
         assert [(o["step"], o["partition"]) for o in result["steps"]] == [
-            (s, p) for s, p, *_ in recorded if s in {o["step"] for o in result["steps"]}]
+            r[:2] for r in recorded if r[0] in {o["step"] for o in result["steps"]}]

@@ -8,8 +8,8 @@ import datetime
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import cleanup
 
-from ..helpers.maintenance import make_table, partitions, rows, run
-from ..helpers.phase3_setup import make_verified
+from ..helpers.maintenance import make_table, partitions, rows
+from ..helpers.phase3_setup import make_verified, run
 from ..helpers.switchover import switch
 from ..helpers.playbook_runner import run_playbook
 

@@ -155,6 +155,6 @@ def _line(target, result, check_mode):
     if result["default_rows"]:
         parts.append("%d rows in the default partition" % result["default_rows"])
     if result.get("longest_lock_ms") is not None:
-        parts.append("longest lock %.1f ms %s (budget %d ms)" % (result["longest_lock_ms"],
-                                                                result["longest_lock_mode"], target.lock_budget_ms))
+        parts.append("longest lock %.1f ms %s (budget %d ms)"
+                     % (result["longest_lock_ms"], result["longest_lock_mode"], target.lock_budget_ms))
     return "%s: premake %s" % (target.display, "; ".join(parts))

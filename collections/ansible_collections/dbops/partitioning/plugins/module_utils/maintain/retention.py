@@ -162,6 +162,6 @@ def _line(target, result, check_mode):
     if result["dumps"]:
         parts.append("%d dumped" % len(result["dumps"]))
     if result.get("longest_lock_ms") is not None:
-        parts.append("longest lock %.1f ms %s (budget %d ms)" % (result["longest_lock_ms"],
-                                                                result["longest_lock_mode"], target.lock_budget_ms))
+        parts.append("longest lock %.1f ms %s (budget %d ms)"
+                     % (result["longest_lock_ms"], result["longest_lock_mode"], target.lock_budget_ms))
     return "%s: retention %s" % (target.display, "; ".join(parts) or "nothing expired")

@@ -127,8 +127,8 @@ def resolve(session, spec, state_schema):
                                 % (qualified(*parent), columns[0]))
     problems = []
     if strategy != spec.strategy:
-        problems.append("its spec says strategy %s but %s is partitioned by %s" % (spec.strategy, qualified(*parent),
-                                                                                  strategy))
+        problems.append("its spec says strategy %s but %s is partitioned by %s"
+                        % (spec.strategy, qualified(*parent), strategy))
     if key != spec.partition_key:
         problems.append("its spec says partition_key %s but %s is partitioned by %s"
                         % (spec.partition_key, qualified(*parent), key))

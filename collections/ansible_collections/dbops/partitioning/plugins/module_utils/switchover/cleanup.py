@@ -19,7 +19,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils import sync
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.compare import compare_for_swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
-from ansible_collections.dbops.partitioning.plugins.module_utils.dumps import dump_table, find_pg_dump  # noqa: F401
+from ansible_collections.dbops.partitioning.plugins.module_utils.dumps import dump_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import run_with_lock_retry
 
