@@ -22,6 +22,10 @@ those objects around its renames, and their text must name the same objects afte
 
 Grants have one representation everywhere: ``Grant`` rows as ``aclexplode`` gives them, the
 grantee ``'PUBLIC'`` for PUBLIC, and ``grant_statement`` turns them back into GRANTs.
+
+Longer than our other modules because it is the whole model in one place: about half of it is
+the dataclasses (the contract), the rest one reader per aspect and the few builders of SQL from
+the model's parts; the queries themselves are in ``catalog_sql.py``.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -444,6 +448,11 @@ def attached_indexes(session, schema, index):
     index ``schema.index``."""
     return dict(((r["schema"], r["partition"]), r["index"])
                 for r in session.query(q.ATTACHED_INDEXES_SQL, dict(schema=schema, index=index)))
+
+
+def row_type(session, schema, name):
+    """[(column, type oid)] of any relation ``schema.name`` in order (empty when there is none)."""
+    return [(r["name"], r["type_oid"]) for r in session.query(q.ROW_TYPE_SQL, dict(schema=schema, name=name))]
 
 
 def index_is_valid(session, schema, name):

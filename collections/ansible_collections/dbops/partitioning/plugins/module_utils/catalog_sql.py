@@ -337,6 +337,16 @@ SELECT tn.nspname AS schema, t.relname AS partition, ci.relname AS index
  WHERE pn.nspname = %(schema)s AND pi.relname = %(index)s
 """
 
+# The columns of any relation by name, in order: what SELECT * of it returns.
+ROW_TYPE_SQL = """
+SELECT a.attname AS name, a.atttypid AS type_oid
+  FROM pg_catalog.pg_attribute a
+  JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY a.attnum
+"""
+
 INDEX_VALID_SQL = """
 SELECT i.indisvalid FROM pg_catalog.pg_index i
   JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid

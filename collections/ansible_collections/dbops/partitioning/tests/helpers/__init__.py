@@ -7,4 +7,5 @@ phase 2 driven in-process, and playbooks run as an operator runs them.
 - ``phase2_setup``: a table that phase 1 brought to 'prepared'.
 - ``backfill_driver``: phase 2's copy driven in-process, and modules run as subprocesses.
 - ``phase3_setup``: a table brought to 'verified', and an application-like write load with an oracle.
+- ``render_sql``: composed SQL printed without a server (unit tests of pure statement builders).
 """

@@ -1,5 +1,5 @@
-"""swap.retarget_definition: a deparsed query pointed at the twin keeps its column references valid."""
-from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.swap import retarget_definition
+"""matviews.retarget_definition: a deparsed query pointed at the twin keeps its column references valid."""
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.matviews import retarget_definition
 
 OLD, NEW = "public.revenues", "public.revenues_partitioned"
 

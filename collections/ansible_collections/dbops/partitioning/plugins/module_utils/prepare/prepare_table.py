@@ -28,7 +28,7 @@ import json
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import plan_partitions
-from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
+from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_relation, describe_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import (
     run_statements_with_lock_retry, run_with_lock_retry)
@@ -43,10 +43,6 @@ try:
     from psycopg2 import sql
 except ImportError:  # pragma: no cover
     sql = None
-
-
-def _exists(session, rel):
-    return bool(session.scalar("SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(*rel).as_string(session.conn),)))
 
 
 def key_extent(session, spec):
@@ -137,7 +133,7 @@ def _prepare(session, templates, spec, state_schema, now, lock_timeout_ms, retri
 
     twin_warnings = []
     carry = []
-    if not _exists(session, spec.twin):
+    if describe_relation(session, *spec.twin) is None:
         # A new, empty twin: one transaction, with the state row (see the module docstring).
         # Its foreign keys lock the referenced tables (SHARE ROW EXCLUSIVE): short lock timeout.
         def build(s):

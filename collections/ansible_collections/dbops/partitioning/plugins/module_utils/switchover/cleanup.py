@@ -16,12 +16,13 @@ __metaclass__ = type
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync
-from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
+from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_relation
 from ansible_collections.dbops.partitioning.plugins.module_utils.compare import compare_for_swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.dumps import dump_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import run_with_lock_retry
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.pair import capture
 
 try:
     from psycopg2 import sql
@@ -49,15 +50,13 @@ def cleanup(session, table, params=None, state_schema="partitioning", min_soak_s
                                 "/ partitioning_soak_hours); run again later." % (table_name, soaked or 0, min_soak_s))
     done = []
     check = None
-    old_rel = swap.relation(session, schema, old)
+    old_rel = describe_relation(session, schema, old)
     if old_rel is not None:
-        cap = swap.capture(session, schema, name, old)
+        pair = capture(session, schema, name, old)
         # the columns both hold (DDL on the new table since the switchover is not carried to _old)
-        standby = dict((c["name"], c) for c in cap["standby_columns"])
-        cols = [c["name"] for c in cap["columns"]
-                if not c["generated"] and c["name"] in standby and not standby[c["name"]]["generated"]]
+        cols = [c for c in pair.active.stored_columns if c in pair.standby.stored_columns]
         check = compare_for_swap(session, state_schema, table_name, (schema, name), (schema, old), cols,
-                                 cap["standby_pk"])
+                                 pair.standby.pk_columns)
         if not check["equal"]:
             raise PartitioningError("Cleanup of %s refused: the verification after the switch found %s and %s "
                                     "different (rows %d vs %d); investigate before dropping anything (rollback.yml "

@@ -8,7 +8,7 @@
   row; inbound foreign keys that phase 1 dropped are re-created (NOT VALID, then VALIDATE, so the
   referencing table is not locked for a full scan).
 * After the switchover (switched): the same short-lock swap as the switchover, in reverse
-  (swap.swap_tables): ``<table>_old`` — kept equal by the reverse sync — becomes ``<table>``
+  (statements.swap_statements, transaction.run_swap): ``<table>_old`` — kept equal by the reverse sync — becomes ``<table>``
   again with views, triggers, sequences, RLS and publications; the partitioned table becomes
   ``<table>_partitioned`` without any sync, then is dropped (``keep_twin: false``, default) or
   kept for inspection (``keep_twin: true``: it is *not* kept in step any more).
@@ -22,11 +22,16 @@ __metaclass__ = type
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync_ddl
-from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
+from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_relation
 from ansible_collections.dbops.partitioning.plugins.module_utils.compare import compare_for_swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import run_with_lock_retry
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import checks, matviews
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.pair import capture
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.statements import (
+    SwapNames, swap_statements)
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.transaction import run_swap
 
 try:
     from psycopg2 import sql
@@ -86,13 +91,10 @@ def rollback_before_switch(session, row, schema, name, state_schema, table_name,
         run_with_lock_retry(session, lambda s: [s.execute(x) for x in drops], lock_timeout_ms, retries,
                             relations=[(schema, name)], what="dropping the sync triggers on %s" % table_name)
         done.append("sync triggers and function on %s dropped" % table_name)
-    twin_rel = swap.relation(session, schema, twin)
-    if twin_rel is not None:
+    if describe_relation(session, schema, twin) is not None:
         # materialized views pre-built on the twin for a postponed switchover go with it; anything
         # else depending on the twin makes the DROP fail (no CASCADE: we drop only what we made)
-        stmts = [sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(sql.Identifier(r["schema"], r["name"]))
-                 for r in session.query(swap.VIEWS_SQL, (twin_rel["oid"], twin_rel["oid"]))
-                 if r["kind"] == "m" and r["name"].endswith(swap.PREBUILT_SUFFIX)]
+        stmts = matviews.drop_prebuilt(session, schema, twin)
         stmts.append(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, twin)))
         # the twin is not used by the application: its lock queue is ours alone (the sync trigger is gone)
         run_with_lock_retry(session, lambda s: [s.execute(x) for x in stmts],
@@ -108,19 +110,17 @@ def rollback_before_switch(session, row, schema, name, state_schema, table_name,
     return done
 
 
-def losses(session, state_schema, table_name, cap, limit=10):
+def losses(session, state_schema, table_name, pair, limit=10):
     """What swapping back would lose, all read in ONE repeatable-read snapshot (pending keys left
     out: the swap reconciles them under its lock): columns of the partitioned table that
     ``<table>_old`` lacks, with how many rows hold a value; rows whose version only the partitioned
     table holds (a write that did not reach ``<table>_old``); rows only ``<table>_old`` holds (deleted
     or truncated since the switchover: they would come back). Returns dict(lost=[sentences],
     check=compare_for_swap's result, columns, rows_only_new, rows_only_old)."""
-    schema, new, old = cap["schema"], cap["active"], cap["standby"]
-    old_cols = set(c["name"] for c in cap["standby_columns"])
-    generated = set(c["name"] for c in cap["columns"] + cap["standby_columns"] if c["generated"])
-    missing = [c["name"] for c in cap["columns"] if c["name"] not in old_cols and not c["generated"]]
-    common = [c["name"] for c in cap["columns"] if c["name"] in old_cols and c["name"] not in generated]
-    pk = [c for c in cap["standby_pk"] if c in common] or common
+    schema, new, old = pair.schema, pair.active.name, pair.standby.name
+    missing = [c for c in pair.active.stored_columns if pair.standby.column(c) is None]
+    common = [c for c in pair.active.stored_columns if c in pair.standby.stored_columns]
+    pk = [c for c in pair.standby.pk_columns if c in common] or common
     check = compare_for_swap(session, state_schema, table_name, (schema, new), (schema, old), common, pk)
     out = dict(lost=[], check=check, columns={}, rows_only_new=[], rows_only_old=[])
     for col in missing:
@@ -178,10 +178,10 @@ def rollback_after_switch(session, templates, row, schema, name, state_schema, t
     """The swap in reverse: ``<table>_old`` is the application's table again."""
     old, twin = row["old_relname"], row["twin_relname"]
     done = []
-    if swap.relation(session, schema, old) is None:
+    if describe_relation(session, schema, old) is None:
         raise PartitioningError("%s is switched but %s is missing (dropped by hand?): the original cannot come back; "
                                 "the partitioned table stays." % (table_name, qualified(schema, old)))
-    if swap.relation(session, schema, twin) is not None:
+    if describe_relation(session, schema, twin) is not None:
         raise PartitioningError("%s exists: the partitioned table cannot take that name back; rename or drop it."
                                 % qualified(schema, twin))
     # DDL the application ran on the partitioned table since the switchover: <table>_old follows it
@@ -199,12 +199,12 @@ def rollback_after_switch(session, templates, row, schema, name, state_schema, t
         with session.transaction():
             done.extend(sync_ddl.queue_rows(session, (schema, name), (schema, old), carry, old_pk, old_pk,
                                             state_schema, table_name))
-    cap = swap.capture(session, schema, name, old)
+    pair = capture(session, schema, name, old)
     # columns <table>_old lacks are a loss (below); the other refusals of the forward swap do not apply
-    problems = [p for p in swap.refusals(cap) if "primary key" in p]
+    problems = checks.key_problems(pair)
     if problems:
         raise PartitioningError("Rollback of %s refused, nothing changed: %s." % (table_name, "; ".join(problems)))
-    loss = losses(session, state_schema, table_name, cap)
+    loss = losses(session, state_schema, table_name, pair)
     if loss["lost"] and not accept_loss:
         raise PartitioningError(
             "Rollback of %s refused, the switchover stands: it would lose %s. Find out how %s and %s came apart "
@@ -213,13 +213,15 @@ def rollback_after_switch(session, templates, row, schema, name, state_schema, t
             "-e partitioning_accept_loss=%s (module option accept_loss)."
             % (table_name, "; ".join(loss["lost"]), table_name, qualified(schema, old), qualified(schema, old),
                table_name), losses=loss)
-    prebuilt = swap.prebuild_matviews(session, cap)
+    prebuilt = matviews.prebuild(session, pair)
 
-    finish = [sql.SQL("UPDATE {} SET phase = 'rolled_back', updated_at = now() WHERE table_name = {}").format(
-        sql.Identifier(state_schema, "tables"), sql.Literal(table_name))]
     # the original's indexes come back from <name>_old; the partitioned table's get their twin names
-    result = swap.swap_tables(session, cap, twin, "_p", "_old", prebuilt, state_schema, table_name,
-                              lock_timeout_ms=lock_timeout_ms, retries=retries, finish=finish)
+    statements = swap_statements(pair, SwapNames(twin, "_p", "_old"), prebuilt, state_schema, table_name,
+                                 lock_timeout_ms)
+    statements.append(sql.SQL("UPDATE {} SET phase = 'rolled_back', updated_at = now() WHERE table_name = {}").format(
+        sql.Identifier(state_schema, "tables"), sql.Literal(table_name)))
+    result = run_swap(session, statements, pair.relations, table_name, lock_timeout_ms=lock_timeout_ms,
+                      retries=retries)
     if loss["lost"]:
         done.append("loss accepted: %s" % "; ".join(loss["lost"]))
     if session.check_mode:
@@ -253,7 +255,7 @@ def rollback(session, templates, table, state_schema="partitioning", lock_timeou
     if phase == "rolled_back":
         # resume: a rollback interrupted after the swap still has a twin to drop
         done = []
-        if not keep_twin and swap.relation(session, schema, twin) is not None and \
+        if not keep_twin and describe_relation(session, schema, twin) is not None and \
                 not sync.sync_triggers(session, (schema, name)):
             session.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, twin)))
             done.append("%s dropped" % qualified(schema, twin))
@@ -271,11 +273,12 @@ def rollback(session, templates, table, state_schema="partitioning", lock_timeou
                     msg="%s rolled back from phase %s: %s" % (table_name, phase, "; ".join(done) or "state removed"))
     if phase == "switched":
         done, result, loss = rollback_after_switch(session, templates, row, schema, name, state_schema, table_name,
-                                                    lock_timeout_ms, swap_retries, keep_twin, forget,
-                                                    accept_loss=accept_loss)
+                                                   lock_timeout_ms, swap_retries, keep_twin, forget,
+                                                   accept_loss=accept_loss)
         st.record_run(session, state_schema, table_name, "rollback",
                       details=dict(done=done, from_phase=phase, lock_ms=result["lock_ms"]))
         return dict(changed=True, table=table_name, phase="rolled_back", from_phase=phase, done=done,
                     swap_lock_ms=result["lock_ms"], attempts=result["attempts"], retries=result["retries"],
-                    check_before=loss["check"], losses=loss if loss["lost"] else None, msg="%s rolled back after switchover: %s" % (table_name, "; ".join(done)))
+                    check_before=loss["check"], losses=loss if loss["lost"] else None,
+                    msg="%s rolled back after switchover: %s" % (table_name, "; ".join(done)))
     raise PartitioningError("%s is in an unknown phase %r." % (table_name, phase))
