@@ -221,6 +221,7 @@ class PartitionInfo:
     name: str
     oid: int
     bound: str                     # pg_get_expr(relpartbound): 'FOR VALUES ...' or 'DEFAULT'
+    constraint: Optional[str] = None  # pg_get_partition_constraintdef: the bound as a condition on a row
 
 
 @dataclass
@@ -242,6 +243,9 @@ class Relation:
     estimated_rows: int            # reltuples (>= 0)
     quoted: Tuple[str, str] = ("", "")     # (schema, name) as the deparsers print them (quote_ident)
     parent: Optional[int] = None   # the partitioned table's oid, when this is a partition
+    parents: int = 0               # tables it inherits from (pg_inherits: a partition has one)
+    children: int = 0              # tables inheriting from it (a partitioned table's partitions)
+    typed: bool = False            # CREATE TABLE ... OF type
     grants: List[Grant] = field(default_factory=list)          # aclexplode(relacl or its default)
     column_grants: List[Grant] = field(default_factory=list)   # aclexplode(attacl), column set
     toast_reloptions: List[str] = field(default_factory=list)  # 'toast.' storage parameters, prefixed
@@ -324,7 +328,8 @@ def describe_relation(session, schema, name):
         owner=t["owner"], acl=list(t["acl"]), comment=t["comment"], reloptions=list(t["reloptions"]),
         tablespace=t["tablespace"], replica_identity=t["replica_identity"], rls_enabled=t["rls_enabled"],
         rls_forced=t["rls_forced"], estimated_rows=int(t["estimated_rows"]),
-        quoted=(t["quoted_schema"], t["quoted_name"]), parent=t["parent"],
+        quoted=(t["quoted_schema"], t["quoted_name"]), parent=t["parent"], parents=int(t["parents"]),
+        children=int(t["children"]), typed=t["typed"],
         toast_reloptions=["toast." + o for o in t["toast_reloptions"]], partition_key=t["partition_key"],
         server_version=session.server_version)
     rel.grants = _grants_by_relation(session, [rel.oid]).get(rel.oid, [])
@@ -437,9 +442,15 @@ def _names_qualified(session):
             session.query("SELECT pg_catalog.set_config('search_path', %s, false)", (old,))
 
 
+def schema_relations(session, schema):
+    """Every relation of ``schema`` by name: [(name, relkind, name of the table it is a child of)]."""
+    return [(r["name"], r["kind"], r["parent"]) for r in session.query(q.SCHEMA_RELATIONS_SQL, dict(schema=schema))]
+
+
 def partitions_of(session, schema, name):
     """The partitions of the partitioned table ``schema.name``, by name, with their bounds."""
-    return [PartitionInfo(schema=r["schema"], name=r["name"], oid=r["oid"], bound=r["bound"])
+    return [PartitionInfo(schema=r["schema"], name=r["name"], oid=r["oid"], bound=r["bound"],
+                          constraint=r["constraint"])
             for r in session.query(q.PARTITIONS_SQL, dict(schema=schema, name=name))]
 
 

@@ -28,6 +28,9 @@ SELECT c.oid, n.nspname AS schema, c.relname AS name, c.relkind AS kind,
        CASE WHEN c.relkind = 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END AS partition_key,
        (SELECT i.inhparent FROM pg_catalog.pg_inherits i
          WHERE i.inhrelid = c.oid AND c.relispartition ORDER BY i.inhseqno LIMIT 1) AS parent,
+       (SELECT count(*) FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid) AS parents,
+       (SELECT count(*) FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid) AS children,
+       c.reloftype <> 0 AS typed,
        pg_catalog.quote_ident(n.nspname) AS quoted_schema, pg_catalog.quote_ident(c.relname) AS quoted_name
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -313,9 +316,23 @@ PUBLICATION_MEMBERSHIP_15 = (
     "  WHERE a.attrelid = pr.prrelid AND a.attnum = ANY (pr.prattrs)) AS columns")
 PUBLICATION_MEMBERSHIP_14 = "NULL::text AS row_filter, NULL::text[] AS columns"
 
-# The partitions of a partitioned table with their bounds (pg_get_expr of relpartbound).
+# Every relation of a schema (tables, indexes, views, sequences...), with the table it is a
+# partition (or an inheritance child) of.
+SCHEMA_RELATIONS_SQL = """
+SELECT c.relname AS name, c.relkind AS kind,
+       (SELECT p.relname FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+         WHERE i.inhrelid = c.oid ORDER BY i.inhseqno LIMIT 1) AS parent
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = %(schema)s
+ ORDER BY c.relname
+"""
+
+# The partitions of a partitioned table with their bounds (pg_get_expr of relpartbound) and
+# the constraint a row of each satisfies (its bound as a condition; a default partition's is
+# the negation of its siblings').
 PARTITIONS_SQL = """
-SELECT n.nspname AS schema, c.relname AS name, c.oid, pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound
+SELECT n.nspname AS schema, c.relname AS name, c.oid, pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound,
+       pg_catalog.pg_get_partition_constraintdef(c.oid) AS constraint
   FROM pg_catalog.pg_inherits i
   JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace

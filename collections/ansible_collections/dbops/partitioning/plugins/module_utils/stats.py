@@ -9,7 +9,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import re
+
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
+from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_relation, partitions_of
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
 
 try:
@@ -21,10 +24,9 @@ except ImportError:  # pragma: no cover
 # afterwards the table under its own name).
 _TWIN_PHASES = ("prepared", "copying", "copied", "verified")
 
-PARTITIONS_SQL = """
-SELECT c.relname AS name,
-       pg_get_expr(c.relpartbound, c.oid) AS bound,
-       c.relpartbound IS NOT NULL AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT' AS is_default,
+# Sizes and use of the partitions (catalog.partitions_of lists them).
+PARTITION_STATS_SQL = """
+SELECT c.oid,
        greatest(c.reltuples, 0)::bigint AS rows_estimate,
        pg_total_relation_size(c.oid) AS total_bytes,
        pg_indexes_size(c.oid) AS index_bytes,
@@ -33,12 +35,12 @@ SELECT c.relname AS name,
        coalesce(s.n_live_tup, 0) AS live_rows,
        coalesce(s.n_dead_tup, 0) AS dead_rows,
        greatest(s.last_analyze, s.last_autoanalyze) AS last_analyzed
-FROM pg_inherits i
-JOIN pg_class c ON c.oid = i.inhrelid
+FROM pg_class c
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-WHERE i.inhparent = %(parent)s::regclass
-ORDER BY pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT', c.relname
+WHERE c.oid = ANY (%(oids)s)
 """
+# The lower bound of a range partition whose key is a date or a timestamp, as it prints.
+_DATED_LOWER_BOUND = re.compile(r"FROM \('(\d{4}-\d\d-\d\d[^']*)'\)")
 
 INDEX_USE_SQL = """
 SELECT pi.relname AS index_name,
@@ -50,15 +52,10 @@ JOIN pg_class pi ON pi.oid = px.indexrelid
 LEFT JOIN pg_inherits ci ON ci.inhparent = px.indexrelid
 LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = ci.inhrelid
 LEFT JOIN pg_index x ON x.indexrelid = ci.inhrelid
-WHERE px.indrelid = %(parent)s::regclass
+WHERE px.indrelid = %(parent)s
 GROUP BY pi.relname
 ORDER BY pi.relname
 """
-
-
-def _regclass(session, schema, name):
-    text = sql.Identifier(schema, name).as_string(session.conn)
-    return text if session.scalar("SELECT to_regclass(%s) IS NOT NULL", (text,)) else None
 
 
 def _default_rows(session, schema, name):
@@ -81,8 +78,8 @@ def table_facts(session, state_schema, table_name, premake=None):
         partitioned = row["twin_relname"]
     else:
         partitioned = name
-    parent = _regclass(session, schema, partitioned)
-    facts["partitioned_table"] = qualified(schema, partitioned) if parent else None
+    rel = describe_relation(session, schema, partitioned)
+    facts["partitioned_table"] = qualified(schema, partitioned) if rel else None
     if row:
         progress = session.query(sql.SQL("SELECT * FROM {} WHERE table_name = %s").format(
             sql.Identifier(state_schema, "progress")), (canonical,))
@@ -106,14 +103,20 @@ def table_facts(session, state_schema, table_name, premake=None):
         facts["swap_lock_ms"] = row.get("swap_lock_ms")
         if verification.get("status") == "different":
             facts["health"].append("last verification found differences: see partition_verify")
-    if not parent or not session.scalar("SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass", (parent,)):
+    if rel is None or rel.kind != "p":
         return facts
-    parts = session.query(PARTITIONS_SQL, dict(parent=parent))
-    facts["partitions"] = [dict((k, (str(v) if k == "last_analyzed" and v is not None else v))
-                                for k, v in p.items()) for p in parts]
+    partitions = partitions_of(session, schema, partitioned)
+    use = dict((r["oid"], r) for r in session.query(PARTITION_STATS_SQL, dict(oids=[p.oid for p in partitions])))
+    parts = []
+    for p in sorted(partitions, key=lambda p: (p.bound == "DEFAULT", p.name)):
+        part = dict(name=p.name, bound=p.bound, is_default=p.bound == "DEFAULT")
+        part.update((k, (str(v) if k == "last_analyzed" and v is not None else v))
+                    for k, v in use[p.oid].items() if k != "oid")
+        parts.append(part)
+    facts["partitions"] = parts
     facts["total_bytes"] = sum(p["total_bytes"] for p in parts)
     facts["rows_estimate"] = sum(p["rows_estimate"] for p in parts)
-    facts["indexes"] = session.query(INDEX_USE_SQL, dict(parent=parent))
+    facts["indexes"] = session.query(INDEX_USE_SQL, dict(parent=rel.oid))
     for ix in facts["indexes"]:
         if not ix["valid"]:
             facts["health"].append("index %s has an invalid partition index (a failed concurrent build)"
@@ -130,14 +133,9 @@ def table_facts(session, state_schema, table_name, premake=None):
     # timestamp and timestamptz keys alike, so one comparison serves every key type. Integer
     # ranges (a numeric width: bounds print as '0', '1000000') have no future: None, and no
     # premake check; only bounds that start with a date count.
-    timed = session.query(
-        "SELECT count(*) FILTER (WHERE lower_bound > now()::text) AS future, count(lower_bound) AS timed "
-        "FROM (SELECT (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''(\\d{4}-\\d\\d-\\d\\d[^'']*)''\\)'))[1] "
-        "             AS lower_bound "
-        "        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "       WHERE i.inhparent = %s::regclass) b",
-        (parent,))[0]
-    facts["future_partitions"] = timed["future"] if timed["timed"] else None
+    lower_bounds = [m.group(1) for m in (_DATED_LOWER_BOUND.search(p.bound) for p in partitions) if m]
+    now = session.scalar("SELECT now()::text")
+    facts["future_partitions"] = sum(1 for b in lower_bounds if b > now) if lower_bounds else None
     if premake and facts["future_partitions"] is not None and facts["future_partitions"] < premake:
         facts["health"].append("only %s future partitions ready (premake %s): run maintenance"
                                % (facts["future_partitions"], premake))

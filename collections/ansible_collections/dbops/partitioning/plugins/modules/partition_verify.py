@@ -113,7 +113,7 @@ def verify_copy(module, session, target):
                     verified_at=str(row["verified_at"]), msg="%s was verified at %s" % (table_name, row["verified_at"]))
     ctx = backfill.load_context(session, state_schema, row)
     if module.check_mode:
-        names = [r["name"] for r in verify.partition_ranges(session, ctx)] + [verify.TOTAL_RANGE]
+        names = [name for name, _partition, _condition in verify.partition_ranges(session, ctx)] + [verify.TOTAL_RANGE]
         resumable = last.get("status") == "running" and not p["full"]
         return dict(changed=True, status="not checked (check mode)", phase=row["phase"], differences=[],
                     would_check=names, resumes_run=last.get("run_id") if resumable else None)

@@ -8,4 +8,5 @@ phase 2 driven in-process, and playbooks run as an operator runs them.
 - ``backfill_driver``: phase 2's copy driven in-process, and modules run as subprocesses.
 - ``phase3_setup``: a table brought to 'verified', and an application-like write load with an oracle.
 - ``render_sql``: composed SQL printed without a server (unit tests of pure statement builders).
+- ``swap_pair``: a captured switchover pair built by hand (unit tests of the switchover's pure pieces).
 """

@@ -251,7 +251,10 @@ def test_partitions_and_relations(conn):
     assert info.kind == "p" and info.partition_key == "RANGE (k)"
     assert [(x.name, x.bound) for x in info.partitions] == [("p_1", "FOR VALUES FROM (0) TO (10)"),
                                                             ("p_d", "DEFAULT")]
-    assert catalog.describe_relation(s, "public", "p_1").parent == info.oid
+    assert "(k >= 0)" in info.partitions[0].constraint and "NOT" in info.partitions[1].constraint
+    p_1 = catalog.describe_relation(s, "public", "p_1")
+    assert (p_1.parent, p_1.parents, p_1.children, p_1.typed) == (info.oid, 1, 0, False)
+    assert (info.parents, info.children) == (0, 2)
     assert catalog.describe_relation(s, "public", "pv").kind == "v"
     assert catalog.describe_relation(s, "public", "nope") is None
     assert catalog.attached_indexes(s, "public", "p_pkey") == {("public", "p_1"): "p_1_pkey",

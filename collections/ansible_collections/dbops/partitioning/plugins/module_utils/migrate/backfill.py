@@ -23,6 +23,7 @@ from typing import List, Tuple
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync
+from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, sleep_ms
 from ansible_collections.dbops.partitioning.plugins.module_utils.keys import key_in_range, key_json, key_order
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import throttle
@@ -64,17 +65,6 @@ class CopyContext:
     fast_fallbacks: int = field(default=0, repr=False, compare=False)
 
 
-def _relation_exists(session, rel):
-    return session.scalar("SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(*rel).as_string(session.conn),))
-
-
-def _columns(session, rel):
-    return session.query(
-        "SELECT attname AS name, attgenerated <> '' AS generated, attidentity = 'a' AS identity_always "
-        "FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-        (sql.Identifier(*rel).as_string(session.conn),))
-
-
 def require_row(session, state_schema, table_name, allowed):
     """The state row, or an operator error telling what to run first."""
     row = state_store.get_table(session, state_schema, table_name)
@@ -100,23 +90,24 @@ def load_context(session, state_schema, row):
     guard_session(session)
     src = (row["table_schema"], row["table_relname"])
     dst = (row["table_schema"], row["twin_relname"])
+    tables = []
     for rel, what in ((src, "original table"), (dst, "partitioned twin")):
-        if not _relation_exists(session, rel):
+        tables.append(describe_table(session, *rel))
+        if tables[-1] is None:
             raise PartitioningError("The %s %s.%s does not exist: run phase1_prepare first."
                                     % (what, rel[0], rel[1]))
     sync.refuse_if_drifted(session, state_schema, row, "Phase 2")
-    src_cols = _columns(session, src)
-    dst_cols = dict((c["name"], c) for c in _columns(session, dst))
-    missing = [c["name"] for c in src_cols if c["name"] not in dst_cols]
+    original, twin = tables
+    missing = [c.name for c in original.columns if twin.column(c.name) is None]
     if missing:
         raise PartitioningError("The twin %s.%s lacks columns %s of the original: run phase1_prepare again."
                                 % (dst[0], dst[1], ", ".join(missing)))
-    cols = [c["name"] for c in src_cols if not c["generated"] and not dst_cols[c["name"]]["generated"]]
+    cols = [c for c in original.stored_columns if not twin.column(c).generated]
     return CopyContext(
         state_schema=state_schema, table_name=row["table_name"], src=src, dst=dst,
         pk_cols=list(row["pk_columns"]), partition_key=row["partition_key"], cols=cols,
-        all_cols=[c["name"] for c in src_cols],
-        overriding=any(dst_cols[c]["identity_always"] for c in cols))
+        all_cols=[c.name for c in original.columns],
+        overriding=any(twin.column(c).identity == "a" for c in cols))
 
 
 # --- ranges ----------------------------------------------------------------------------------

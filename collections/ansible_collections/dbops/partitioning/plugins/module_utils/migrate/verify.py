@@ -18,6 +18,7 @@ __metaclass__ = type
 import json
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
+from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import partitions_of
 from ansible_collections.dbops.partitioning.plugins.module_utils.compare import MAX_DIFFERENCES, compare_tables
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.keys import key_in_range
@@ -80,22 +81,12 @@ def format_differences(diffs, limit=20):
 # --- full verification ------------------------------------------------------------------------
 
 def partition_ranges(session, ctx):
-    """One range per leaf partition of the twin: (name, oid, condition on the original).
+    """One range per partition of the twin: (its name, the partition, the condition on the original).
 
-    The condition is PostgreSQL's own partition constraint of the leaf
-    (``pg_get_partition_constraintdef``: bounds and, for a default partition, the negation
+    The condition is PostgreSQL's own partition constraint of the partition
+    (``pg_get_partition_constraintdef``: its bounds and, for a default partition, the negation
     of every sibling's), applied to the original's rows."""
-    return session.query(
-        "SELECT c.relname AS name, c.oid, c.relnamespace::regnamespace::text AS schema_text, "
-        "       pg_get_partition_constraintdef(c.oid) AS cond "
-        "FROM pg_partition_tree(%s::regclass) t JOIN pg_class c ON c.oid = t.relid "
-        "WHERE t.isleaf ORDER BY c.relname", (sql.Identifier(*ctx.dst).as_string(session.conn),))
-
-
-def _leaf_ident(ctx, session, oid):
-    row = session.query("SELECT n.nspname AS s, c.relname AS r FROM pg_class c JOIN pg_namespace n "
-                        "ON n.oid = c.relnamespace WHERE c.oid = %s", (oid,))[0]
-    return sql.Identifier(row["s"], row["r"])
+    return [(p.name, sql.Identifier(p.schema, p.name), p.constraint) for p in partitions_of(session, *ctx.dst)]
 
 
 def start_run(session, ctx, row, full):
@@ -140,7 +131,7 @@ def verify_table(session, ctx, row, full=False, before_range=None):
     run_id, resumed = start_run(session, ctx, row, full)
     already = done_ranges(session, ctx, run_id) if resumed else set()
     checked, skipped, differences, rows = [], [], [], 0
-    ranges = [(r["name"], _leaf_ident(ctx, session, r["oid"]), r["cond"]) for r in partition_ranges(session, ctx)]
+    ranges = partition_ranges(session, ctx)
     ranges.append((TOTAL_RANGE, None, None))
     for name, leaf, cond in ranges:
         if name in already:

@@ -40,6 +40,7 @@ import re
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import is_width, partition_name, range_key_kind
+from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_relation, schema_relations
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import did_you_mean, display, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.twin import plan_warnings
@@ -60,12 +61,6 @@ SHAPE_FIELDS = ("partition_key", "strategy", "interval", "partitions", "values")
 _RELKINDS = {"v": "a view", "m": "a materialized view", "f": "a foreign table", "p": "a partitioned table",
              "S": "a sequence", "c": "a composite type", "i": "an index", "I": "a partitioned index",
              "t": "a TOAST table", "r": "a table"}
-
-_RELATION_SQL = """
-SELECT c.oid, c.relkind AS kind, c.relpersistence AS persistence
-  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = %(schema)s AND c.relname = %(name)s
-"""
 
 # A default operator class of the access method for the type (directly, through a
 # binary-compatible cast such as varchar -> text, through a domain's base type, or through
@@ -89,20 +84,11 @@ SELECT EXISTS (
 )
 """
 
-_INHERITANCE_SQL = """
-SELECT (SELECT count(*) FROM pg_catalog.pg_inherits WHERE inhrelid = %(oid)s) AS parents,
-       (SELECT count(*) FROM pg_catalog.pg_inherits WHERE inhparent = %(oid)s) AS children,
-       c.reloftype <> 0 AS typed,
-       pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') AS owner,
-       pg_catalog.has_schema_privilege(n.oid, 'CREATE') AS can_create
-  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE c.oid = %(oid)s
+# What the connecting role may do: own the table (be a member of its owner), create in its schema.
+_PRIVILEGES_SQL = """
+SELECT pg_catalog.pg_has_role(current_user, %(owner)s, 'USAGE') AS owner,
+       pg_catalog.has_schema_privilege(%(schema)s, 'CREATE') AS can_create
 """
-
-
-def _rel(session, schema, name):
-    rows = session.query(_RELATION_SQL, dict(schema=schema, name=name))
-    return rows[0] if rows else None
 
 
 def _fk_text(fk):
@@ -146,13 +132,13 @@ def preflight(session, spec, info, state_row, state_schema):
     _check_partition_names(session, spec, problems)
 
     if info is None or info.kind != "r":
-        rel = _rel(session, spec.schema, spec.name)
+        rel = describe_relation(session, spec.schema, spec.name)
         if rel is None:
             problems.append("%s does not exist (check the schema and the spelling; unqualified names mean "
                             "public)." % label)
         else:
-            what = _RELKINDS.get(rel["kind"], "not a plain table")
-            extra = " (already partitioned: nothing to migrate)" if rel["kind"] == "p" else ""
+            what = _RELKINDS.get(rel.kind, "not a plain table")
+            extra = " (already partitioned: nothing to migrate)" if rel.kind == "p" else ""
             problems.append("%s is %s%s; only plain tables can be partitioned online." % (label, what, extra))
         return _finish(label, problems, warnings)
 
@@ -162,17 +148,17 @@ def preflight(session, spec, info, state_row, state_schema):
     elif info.persistence == "t":
         problems.append("%s is a temporary table; only permanent tables can be partitioned." % label)
 
-    extra = session.query(_INHERITANCE_SQL, dict(oid=info.oid))[0]
-    if extra["parents"] or extra["children"]:
+    if info.parents or info.children:
         problems.append("%s takes part in table inheritance (%d parent(s), %d child table(s)); a partitioned "
-                        "table cannot: detach the inheritance first." % (label, extra["parents"], extra["children"]))
-    if extra["typed"]:
+                        "table cannot: detach the inheritance first." % (label, info.parents, info.children))
+    if info.typed:
         problems.append("%s is a typed table (CREATE TABLE ... OF type); a partitioned twin cannot be." % label)
-    if not extra["owner"]:
+    may = session.query(_PRIVILEGES_SQL, dict(owner=info.owner, schema=spec.schema))[0]
+    if not may["owner"]:
         problems.append("%s: the role %s does not own the table (owner: %s): it needs to, to create the sync "
                         "triggers and to rename the table at switchover."
                         % (label, session.scalar("SELECT current_user"), info.owner))
-    if not extra["can_create"]:
+    if not may["can_create"]:
         problems.append("%s: the role %s may not CREATE in schema %s (the twin goes there)."
                         % (label, session.scalar("SELECT current_user"), spec.schema))
 
@@ -206,7 +192,7 @@ def preflight(session, spec, info, state_row, state_schema):
 
 def _check_state(session, spec, state_row, phase, problems):
     label = spec.table_name
-    twin = _rel(session, *spec.twin)
+    twin = describe_relation(session, *spec.twin)
     if state_row is None or phase == "rolled_back":
         if twin is not None and phase == "rolled_back":
             problems.append("%s: the last migration was rolled back but its twin %s still exists; drop it "
@@ -214,7 +200,7 @@ def _check_state(session, spec, state_row, phase, problems):
         elif twin is not None:
             problems.append("%s already exists but no migration of %s is recorded in the state schema; it is not "
                             "ours to reuse: drop or rename it." % (qualified(*spec.twin), label))
-        old = _rel(session, *spec.old)
+        old = describe_relation(session, *spec.old)
         if old is not None:
             problems.append("%s already exists; the switchover needs that name for the original table: drop or "
                             "rename it." % qualified(*spec.old))
@@ -225,7 +211,7 @@ def _check_state(session, spec, state_row, phase, problems):
     if twin is None and phase != "prepared":
         problems.append("%s: the state schema says phase %s but the twin %s is missing; run rollback.yml to start "
                         "over." % (label, phase, qualified(*spec.twin)))
-    elif twin is not None and twin["kind"] != "p":
+    elif twin is not None and twin.kind != "p":
         problems.append("%s exists but is not a partitioned table; it is not the twin this tool created."
                         % qualified(*spec.twin))
     recorded, wanted = _spec_shape(state_row.get("spec")), _spec_shape(spec.to_json())
@@ -259,14 +245,6 @@ def _check_state_schema(session, state_schema, problems):
                                                          session.scalar("SELECT current_user")))
 
 
-_NAMES_SQL = """
-SELECT c.relname AS name, c.relkind AS kind,
-       (SELECT p.relname FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
-         WHERE i.inhrelid = c.oid) AS parent
-  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = %(schema)s
-"""
-
 _SUFFIXES = {"daily": r"\d{4}_\d{2}_\d{2}", "weekly": r"\d{4}_w\d{2}", "monthly": r"\d{4}_\d{2}",
              "quarterly": r"\d{4}_q[1-4]", "yearly": r"\d{4}"}
 
@@ -288,14 +266,13 @@ def _check_partition_names(session, spec, problems):
     partitions, and not a partition of the twin, would stop phase 1 half-way."""
     pattern = _suffix_pattern(spec)
     twin_name = spec.twin[1]
-    for row in session.query(_NAMES_SQL, dict(schema=spec.schema)):
-        m = pattern.search(row["name"])
-        if not m or partition_name(spec.name, m.group(1)) != row["name"] or row["parent"] == twin_name:
+    for name, kind, parent in schema_relations(session, spec.schema):
+        m = pattern.search(name)
+        if not m or partition_name(spec.name, m.group(1)) != name or parent == twin_name:
             continue
         problems.append("%s already exists (%s) and is not a partition of %s; phase 1 needs that name for a "
-                        "partition: rename or drop it." % (qualified(spec.schema, row["name"]),
-                                                           _RELKINDS.get(row["kind"], "a relation"),
-                                                           qualified(*spec.twin)))
+                        "partition: rename or drop it." % (qualified(spec.schema, name),
+                                                           _RELKINDS.get(kind, "a relation"), qualified(*spec.twin)))
 
 
 def _check_key(session, spec, info, problems):

@@ -22,7 +22,7 @@ __metaclass__ = type
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync_ddl
-from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_relation
+from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_relation, describe_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.compare import compare_for_swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
@@ -62,11 +62,8 @@ def _fk_exists(session, fk):
     if isinstance(fk, str):
         return False
     table = fk.get("table")
-    schema, name = (table if isinstance(table, (list, tuple)) else parse_table(table))
-    return bool(session.scalar(
-        "SELECT count(*) FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid "
-        "JOIN pg_namespace n ON n.oid = r.relnamespace WHERE n.nspname = %s AND r.relname = %s AND c.conname = %s",
-        (schema, name, fk["name"])))
+    info = describe_table(session, *(table if isinstance(table, (list, tuple)) else parse_table(table)))
+    return info is not None and any(f.name == fk["name"] for f in info.foreign_keys)
 
 
 def _finish_state(session, state_schema, table_name, forget):
