@@ -19,6 +19,10 @@ Names: ``<table>_<suffix>`` via ``identifiers.derived_name`` (<= 63 bytes):
 ``_2025_q1`` quarterly, ``_2025`` yearly, ``_1000000`` (``_m1000000`` below 0) for an integer
 key by a numeric width, ``_p00``.. hash (zero-padded to the width of
 N-1, at least 2), ``_<name>`` list, ``_default``.
+
+Longer than our other modules because it is the one home of partition arithmetic for every
+strategy (calendar and numeric ranges, hash, list) and of the plans built from it (phase 1's
+layout, premake, retention): splitting it would put the edge rules of one range in two files.
 """
 from __future__ import absolute_import, division, print_function
 

@@ -28,6 +28,8 @@ except ImportError:  # pragma: no cover
 
 LOCK_NOT_AVAILABLE = "55P03"
 MAX_SLEEP_MS = 10000
+# the first wait after a lock timeout, doubled per attempt (backoff_ms)
+BACKOFF_MS = 100
 
 # Who holds a lock on the relations (oids): other backends' granted locks, and with %(waiting)s
 # their queued requests too; with %(min_age_s)s only transactions older than that. Oldest first.
@@ -105,7 +107,7 @@ def backoff_ms(attempt, base_ms):
     return delay * (0.5 + random.random())
 
 
-def run_with_lock_retry(session, fn, lock_timeout_ms=50, retries=30, backoff=100, relations=None, what=None,
+def run_with_lock_retry(session, fn, lock_timeout_ms, retries, backoff=BACKOFF_MS, relations=None, what=None,
                         report=None):
     """Run ``fn(session)`` in one transaction whose lock waits last at most ``lock_timeout_ms``.
 
@@ -151,7 +153,7 @@ def _not_granted(session, relations, what, lock_timeout_ms, attempts, advice):
         blockers=blockers)
 
 
-def run_statements_with_lock_retry(session, fn, lock_timeout_ms=50, retries=30, backoff=100, relations=None,
+def run_statements_with_lock_retry(session, fn, lock_timeout_ms, retries, backoff=BACKOFF_MS, relations=None,
                                    what=None):
     """Like ``run_with_lock_retry`` for work that must run outside a transaction block (CREATE INDEX
     CONCURRENTLY): each statement commits on its own, under a session-level ``lock_timeout``.

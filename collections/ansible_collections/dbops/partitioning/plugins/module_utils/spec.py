@@ -24,6 +24,9 @@ the play sets comes from here (``TUNING``, ``DEFAULT_PREMAKE`` and the fallbacks
 the play's ``partitioning_*`` variables through ``playbook_defaults``) and hand each module
 the resolved spec; a module called on its own resolves its table's tuning with
 ``resolve_tuning``. Neither the playbooks nor the modules' argument specs repeat a default.
+
+Longer than our other modules because it is the whole contract of a table spec in one place:
+every key, its default and its validation, so that one reading tells what an operator may write.
 """
 from __future__ import absolute_import, division, print_function
 

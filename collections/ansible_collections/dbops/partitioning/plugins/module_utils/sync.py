@@ -24,6 +24,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import 
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import derived_name, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import run_with_lock_retry
+from ansible_collections.dbops.partitioning.plugins.module_utils.spec import TUNING
 
 try:
     from psycopg2 import sql
@@ -111,10 +112,16 @@ def _regclass(session, rel):
     return text if session.scalar("SELECT to_regclass(%s) IS NOT NULL", (text,)) else None
 
 
-def _tuning(spec, key, default):
+def _lock_knobs(spec, lock_timeout_ms, retries):
+    """The lock timeout and retries for DDL on a table: the caller's, else the spec's tuning, else
+    spec.TUNING's defaults."""
     tuning = getattr(spec, "tuning", None) or {}
-    value = tuning.get(key)
-    return default if value is None else value
+
+    def knob(given, key):
+        if given is not None:
+            return given
+        return TUNING[key][0] if tuning.get(key) is None else tuning[key]
+    return knob(lock_timeout_ms, "lock_timeout_ms"), knob(retries, "swap_retries")
 
 
 def sync_context(session, state_schema, spec, src, dst, info=None, direction="forward", guarded=False):
@@ -269,8 +276,7 @@ def install_sync(session, templates, state_schema, spec, src, dst, info=None, di
         return None
 
     if created:
-        run_with_lock_retry(session, work, _tuning(spec, "lock_timeout_ms", 50) if lock_timeout_ms is None
-                            else lock_timeout_ms, _tuning(spec, "swap_retries", 30) if retries is None else retries,
+        run_with_lock_retry(session, work, *_lock_knobs(spec, lock_timeout_ms, retries),
                             relations=[tuple(src)], what="the sync triggers on %s" % qualified(*src))
     elif then is not None:
         with session.transaction():
@@ -339,9 +345,7 @@ def drop_sync(session, state_schema, spec, src, direction="forward", lock_timeou
     if not stmts:
         return []
     dropped = ["trigger %s on %s" % (t["name"], qualified(*src)) for t in mine] + ["function %s" % qualified(*fn)]
-    run_with_lock_retry(session, lambda s: [s.execute(x) for x in stmts],
-                        _tuning(spec, "lock_timeout_ms", 50) if lock_timeout_ms is None else lock_timeout_ms,
-                        _tuning(spec, "swap_retries", 30) if retries is None else retries,
+    run_with_lock_retry(session, lambda s: [s.execute(x) for x in stmts], *_lock_knobs(spec, lock_timeout_ms, retries),
                         relations=[tuple(src)], what="dropping the sync triggers on %s" % qualified(*src))
     return dropped
 

@@ -2,6 +2,7 @@
 switched table carries over everything the phase-3 fixture table has, the rolled-back one is
 the original again."""
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
+from ansible_collections.dbops.partitioning.plugins.module_utils.spec import resolve_tuning
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import rollback, swap
 
@@ -18,10 +19,25 @@ def one(conn, q, args=None):
     return r
 
 
+def lock_knobs(**kw):
+    """The keyword arguments rollback and cleanup take from the table's tuning: the defaults, then ``kw``."""
+    t = resolve_tuning()
+    return dict(dict(state_schema=t["state_schema"], lock_timeout_ms=t["lock_timeout_ms"],
+                     swap_retries=t["swap_retries"]), **kw)
+
+
+def swap_knobs(**kw):
+    """The keyword arguments of the switchover, as table_swap passes them: the defaults, then ``kw``."""
+    t = resolve_tuning()
+    return lock_knobs(**dict(dict(max_xact_age_s=t["max_xact_age_s"], max_replica_lag_s=t["max_replica_lag_s"],
+                                  require_approval=t["switchover_requires_approval"], final_check=t["final_check"]),
+                             **kw))
+
+
 def switch(pg, db, **kw):
     s = Session(pg.connect(db), check_mode=kw.pop("check_mode", False))
     try:
-        return swap.switchover(s, SqlTemplates.bundled(), "public.revenues", **kw), s.queries
+        return swap.switchover(s, SqlTemplates.bundled(), "public.revenues", **swap_knobs(**kw)), s.queries
     finally:
         s.close()
 
@@ -29,7 +45,7 @@ def switch(pg, db, **kw):
 def roll(pg, db, **kw):
     s = Session(pg.connect(db), check_mode=kw.pop("check_mode", False))
     try:
-        return rollback.rollback(s, SqlTemplates.bundled(), "public.revenues", **kw), s.queries
+        return rollback.rollback(s, SqlTemplates.bundled(), "public.revenues", **lock_knobs(**kw)), s.queries
     finally:
         s.close()
 

@@ -13,7 +13,7 @@ import tempfile
 import pytest
 
 from ..helpers.phase3_setup import Writers, make_verified, phase, rows_of
-from ..helpers.switchover import TABLES, one, switch
+from ..helpers.switchover import TABLES, lock_knobs, one, switch
 from ..helpers.playbook_runner import run_playbook
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.dumps import find_program
@@ -24,7 +24,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.db import Parti
 def clean(pg, db, **kw):
     s = Session(pg.connect(db), check_mode=kw.pop("check_mode", False))
     try:
-        return cleanup.cleanup(s, "public.revenues", params=pg.module_params(db), **kw)
+        return cleanup.cleanup(s, "public.revenues", params=pg.module_params(db), **lock_knobs(**kw))
     finally:
         s.close()
 

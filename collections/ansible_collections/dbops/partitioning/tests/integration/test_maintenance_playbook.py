@@ -10,7 +10,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.switchover impo
 
 from ..helpers.maintenance import make_table, partitions, rows
 from ..helpers.phase3_setup import make_verified, run
-from ..helpers.switchover import switch
+from ..helpers.switchover import lock_knobs, switch
 from ..helpers.playbook_runner import run_playbook
 
 REVENUES = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="monthly", premake=2,
@@ -23,7 +23,7 @@ NOW = {"partitioning_now": "2026-12-15T10:00:00Z"}
 def clean(pg, db):
     s = Session(pg.connect(db))
     try:
-        cleanup.cleanup(s, "public.revenues", params=pg.module_params(db))
+        cleanup.cleanup(s, "public.revenues", params=pg.module_params(db), **lock_knobs())
     finally:
         s.close()
 

@@ -16,7 +16,7 @@ import pytest
 
 from ..helpers.phase3_setup import Writers, is_partitioned, make_verified, phase, rows_of
 from ..helpers.playbook_runner import run_playbook
-from ..helpers.switchover import TABLES, assert_carried_over, one, roll, switch
+from ..helpers.switchover import TABLES, assert_carried_over, lock_knobs, one, roll, swap_knobs, switch
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
@@ -233,7 +233,7 @@ def test_quoted_schema_and_table_names_switch_and_roll_back(pg, db):
     conn = pg.connect(db)
     s = Session(pg.connect(db))
     try:
-        assert swap.switchover(s, SqlTemplates.bundled(), table)["changed"]
+        assert swap.switchover(s, SqlTemplates.bundled(), table, **swap_knobs())["changed"]
     finally:
         s.close()
     assert is_partitioned(conn, '"Fin Ops"."Rev"')
@@ -244,7 +244,7 @@ def test_quoted_schema_and_table_names_switch_and_roll_back(pg, db):
     assert one(conn, 'SELECT count(*) FROM "Fin Ops"."Rev_old"') == [(501,)]
     s = Session(pg.connect(db))
     try:
-        assert rollback.rollback(s, SqlTemplates.bundled(), table)["changed"]
+        assert rollback.rollback(s, SqlTemplates.bundled(), table, **lock_knobs())["changed"]
     finally:
         s.close()
     assert not is_partitioned(conn, '"Fin Ops"."Rev"')

@@ -12,6 +12,7 @@ import datetime
 import pytest
 
 from ..helpers.phase3_setup import SPEC, STATE, create_original, run
+from ..helpers.switchover import swap_knobs
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync, sync_ddl
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
@@ -113,7 +114,7 @@ def test_ddl_during_the_migration_never_fails_a_write(pg, db, case, guarded):
                               (STATE, "public__revenues__fwd")) == []
     else:
         with pytest.raises(PartitioningError) as err:
-            swap.switchover(session, SqlTemplates.bundled(), "public.revenues", STATE)
+            swap.switchover(session, SqlTemplates.bundled(), "public.revenues", **swap_knobs(state_schema=STATE))
         assert "altered during the migration" in err.value.msg and "phase1_prepare.yml" in err.value.msg
         with pytest.raises(PartitioningError) as err:
             backfill.load_context(session, STATE, row)

@@ -14,7 +14,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_relation
 from ansible_collections.dbops.partitioning.plugins.module_utils.compare import compare_for_swap
@@ -30,11 +30,11 @@ except ImportError:  # pragma: no cover
     sql = None
 
 
-def cleanup(session, table, params=None, state_schema="partitioning", min_soak_s=0, dump_dir=None, pg_dump=None,
-            lock_timeout_ms=50, swap_retries=30):
+def cleanup(session, table, *, state_schema, lock_timeout_ms, swap_retries, params=None, min_soak_s=0, dump_dir=None,
+            pg_dump=None):
     schema, name = parse_table(table)
     table_name = qualified(schema, name)
-    row = st.get_table(session, state_schema, table_name)
+    row = state_store.get_table(session, state_schema, table_name)
     if row is None:
         raise PartitioningError("%s is not being migrated (no state row): nothing to clean up." % table_name)
     if row["phase"] == "cleaned":
@@ -42,7 +42,7 @@ def cleanup(session, table, params=None, state_schema="partitioning", min_soak_s
     if row["phase"] != "switched":
         raise PartitioningError("Cleanup of %s refused: it is in phase %r; cleanup comes after the switchover "
                                 "(phase 'switched') and drops the original." % (table_name, row["phase"]))
-    st.lock_table_work(session, table_name)
+    state_store.lock_table_work(session, table_name)
     old = row["old_relname"]
     soaked = session.scalar("SELECT extract(epoch FROM now() - %s)::float8", (row["switched_at"],))
     if soaked is None or soaked < float(min_soak_s):
@@ -76,13 +76,13 @@ def cleanup(session, table, params=None, state_schema="partitioning", min_soak_s
     def work(s):
         for stmt in stmts:
             s.execute(stmt)
-        st.update_table(s, state_schema, table_name, phase="cleaned",
+        state_store.update_table(s, state_schema, table_name, phase="cleaned",
                         verification=dict(status="ok", after_switch=check) if check else row.get("verification"))
     run_with_lock_retry(session, work, lock_timeout_ms, swap_retries, relations=[(schema, name), (schema, old)],
                         what="dropping the reverse sync and %s" % qualified(schema, old))
     done.append("reverse sync dropped" if reverse else "no reverse sync left")
     if old_rel is not None:
         done.append("%s dropped" % qualified(schema, old))
-    st.record_run(session, state_schema, table_name, "cleanup", details=dict(done=done))
+    state_store.record_run(session, state_schema, table_name, "cleanup", details=dict(done=done))
     return dict(changed=True, table=table_name, phase="cleaned", verification=check, done=done,
                 msg="%s cleaned up: %s" % (table_name, "; ".join(done)))

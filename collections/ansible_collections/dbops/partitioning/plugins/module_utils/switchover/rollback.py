@@ -19,7 +19,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync_ddl
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_relation, describe_table
@@ -69,9 +69,9 @@ def _fk_exists(session, fk):
 def _finish_state(session, state_schema, table_name, forget):
     with session.transaction():
         if forget:
-            st.delete_table(session, state_schema, table_name)
+            state_store.delete_table(session, state_schema, table_name)
         else:
-            st.update_table(session, state_schema, table_name, phase="rolled_back")
+            state_store.update_table(session, state_schema, table_name, phase="rolled_back")
             for rel in ("pending_keys", "verify_ranges"):
                 session.execute(sql.SQL("DELETE FROM {} WHERE table_name = %s").format(
                     sql.Identifier(state_schema, rel)), (table_name,))
@@ -235,11 +235,11 @@ def rollback_after_switch(session, templates, row, schema, name, state_schema, t
     return done, result, loss
 
 
-def rollback(session, templates, table, state_schema="partitioning", lock_timeout_ms=50, swap_retries=30,
-             keep_twin=False, forget=False, accept_loss=False):
+def rollback(session, templates, table, *, state_schema, lock_timeout_ms, swap_retries, keep_twin=False, forget=False,
+             accept_loss=False):
     schema, name = parse_table(table)
     table_name = qualified(schema, name)
-    row = st.get_table(session, state_schema, table_name)
+    row = state_store.get_table(session, state_schema, table_name)
     if row is None:
         return dict(changed=False, table=table_name, phase=None,
                     msg="%s is not being migrated: nothing to roll back." % table_name)
@@ -247,7 +247,7 @@ def rollback(session, templates, table, state_schema="partitioning", lock_timeou
     if phase == "cleaned":
         raise PartitioningError("%s was cleaned up: %s no longer exists, the switchover cannot be undone by rollback."
                                 % (table_name, qualified(schema, row["old_relname"])))
-    st.lock_table_work(session, table_name)
+    state_store.lock_table_work(session, table_name)
     twin = row["twin_relname"]
     if phase == "rolled_back":
         # resume: a rollback interrupted after the swap still has a twin to drop
@@ -258,21 +258,21 @@ def rollback(session, templates, table, state_schema="partitioning", lock_timeou
             done.append("%s dropped" % qualified(schema, twin))
         if forget:
             with session.transaction():
-                st.delete_table(session, state_schema, table_name)
+                state_store.delete_table(session, state_schema, table_name)
             done.append("state row deleted")
         return dict(changed=bool(done), table=table_name, phase="rolled_back", done=done,
                     msg="%s: %s" % (table_name, "; ".join(done) if done else "already rolled back"))
     if phase in BEFORE_SWITCH:
         done = rollback_before_switch(session, row, schema, name, state_schema, table_name, lock_timeout_ms,
                                       swap_retries, forget)
-        st.record_run(session, state_schema, table_name, "rollback", details=dict(done=done, from_phase=phase))
+        state_store.record_run(session, state_schema, table_name, "rollback", details=dict(done=done, from_phase=phase))
         return dict(changed=True, table=table_name, phase="rolled_back", from_phase=phase, done=done,
                     msg="%s rolled back from phase %s: %s" % (table_name, phase, "; ".join(done) or "state removed"))
     if phase == "switched":
         done, result, loss = rollback_after_switch(session, templates, row, schema, name, state_schema, table_name,
                                                    lock_timeout_ms, swap_retries, keep_twin, forget,
                                                    accept_loss=accept_loss)
-        st.record_run(session, state_schema, table_name, "rollback",
+        state_store.record_run(session, state_schema, table_name, "rollback",
                       details=dict(done=done, from_phase=phase, lock_ms=result["lock_ms"]))
         return dict(changed=True, table=table_name, phase="rolled_back", from_phase=phase, done=done,
                     swap_lock_ms=result["lock_ms"], attempts=result["attempts"], retries=result["retries"],

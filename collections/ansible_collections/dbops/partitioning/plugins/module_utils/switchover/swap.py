@@ -21,7 +21,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import state as st
+from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_relation
 from ansible_collections.dbops.partitioning.plugins.module_utils.compare import compare_for_swap
@@ -41,18 +41,18 @@ except ImportError:  # pragma: no cover
     sql = None
 
 
-def switchover(session, templates, table, state_schema="partitioning", lock_timeout_ms=50, swap_retries=30,
-               max_xact_age_s=60, max_replica_lag_s=30, require_approval=False, final_check="full",
-               analyze=True, backoff_ms_base=100):
-    """Switch ``table`` to its partitioned twin. Returns the module result (changed, msg, ...)."""
+def switchover(session, templates, table, *, state_schema, lock_timeout_ms, swap_retries, max_xact_age_s,
+               max_replica_lag_s, require_approval, final_check, analyze=True):
+    """Switch ``table`` to its partitioned twin. Returns the module result (changed, msg, ...).
+    The knobs are the table's resolved tuning (spec.TUNING holds their defaults)."""
     schema, name = parse_table(table)
     table_name = qualified(schema, name)
-    row = st.get_table(session, state_schema, table_name)
+    row = state_store.get_table(session, state_schema, table_name)
     done = _already_switched(row, state_schema, table_name)
     if done:
         return done
     twin, old = row["twin_relname"], row["old_relname"]
-    st.lock_table_work(session, table_name)
+    state_store.lock_table_work(session, table_name)
     sync.refuse_if_drifted(session, state_schema, row, "Switchover")
     if describe_relation(session, schema, old) is not None:
         raise PartitioningError("%s already exists: it would be overwritten by the original; rename or drop it."
@@ -81,14 +81,14 @@ def switchover(session, templates, table, state_schema="partitioning", lock_time
                                  lock_timeout_ms)
     statements += _after_the_swap(session, templates, pair, row, state_schema, table_name, old)
     result = run_swap(session, statements, pair.relations, table_name, lock_timeout_ms=lock_timeout_ms,
-                      retries=swap_retries, backoff=backoff_ms_base)
+                      retries=swap_retries)
     if not session.check_mode:
         # the lock time including COMMIT, measured from the granted LOCK to the returned COMMIT
         session.execute(sql.SQL("UPDATE {} SET swap_lock_ms = %s WHERE table_name = %s").format(
             sql.Identifier(state_schema, "tables")), (result["lock_ms"], table_name), record=False)
     if analyze:
         session.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, name)))
-    st.record_run(session, state_schema, table_name, "switchover",
+    state_store.record_run(session, state_schema, table_name, "switchover",
                   details=dict(lock_ms=result["lock_ms"], attempts=result["attempts"], retries=result["retries"]))
     if session.check_mode:
         return dict(changed=True, table=table_name, phase=row["phase"], final_check=check, warnings=warnings,
@@ -160,4 +160,4 @@ def _after_the_swap(session, templates, pair, row, state_schema, table_name, old
                 "swap_lock_ms = extract(epoch FROM clock_timestamp() - "
                 "current_setting('dbops.lock_at')::timestamptz) * 1000, updated_at = now() "
                 "WHERE table_name = {}").format(sql.Identifier(state_schema, "tables"),
-                                                sql.Literal(st.dumps(captured)), sql.Literal(table_name))]
+                                                sql.Literal(state_store.dumps(captured)), sql.Literal(table_name))]

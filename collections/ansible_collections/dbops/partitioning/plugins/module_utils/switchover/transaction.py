@@ -17,7 +17,7 @@ import time
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import (
-    backoff_ms, blocking_sessions, describe_blockers)
+    BACKOFF_MS, backoff_ms, blocking_sessions, describe_blockers)
 
 try:
     import psycopg2
@@ -37,7 +37,7 @@ def _is_retryable(exc):
     return getattr(exc, "pgcode", None) in (LOCK_NOT_AVAILABLE, DEADLOCK)
 
 
-def run_swap(session, statements, relations, table_name, lock_timeout_ms=50, retries=30, backoff=100):
+def run_swap(session, statements, relations, table_name, lock_timeout_ms, retries, backoff=BACKOFF_MS):
     """Run ``statements`` as one transaction, retried. Returns dict(lock_ms, attempts, retries=[...],
     reconciled).
 
