@@ -6,7 +6,8 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # The standard connection options, named as in community.postgresql.
+    # What every module of the collection shares: the standard connection options, named as in
+    # community.postgresql, and the attributes (all support check mode, none diff mode).
     DOCUMENTATION = r'''
 options:
   login_host:
@@ -60,6 +61,19 @@ options:
     description: Seconds to wait for the connection.
     type: int
     default: 10
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying the database.
+    support: full
+    details: Nothing changes; the statements that would run are returned in C(queries).
+  diff_mode:
+    description: Would return details on what has changed in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+    details: The host that runs the module (the controller, as the playbooks run it) connects to PostgreSQL.
 notes:
   - Sessions run with C(TimeZone=UTC) so that partition bounds never depend on the server's time zone.
 requirements:

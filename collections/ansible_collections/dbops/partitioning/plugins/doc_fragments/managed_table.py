@@ -30,3 +30,18 @@ options:
       - Default the spec's C(state_schema), else C(partitioning).
     type: str
 '''
+
+    # The short-lock retries of a module that locks application tables.
+    LOCK_RETRY = r'''
+options:
+  lock_timeout_ms:
+    description:
+      - How long one attempt waits for its locks (the application waits at most this long behind it).
+      - Default the spec's C(lock_timeout_ms) (docs/table-spec.md).
+    type: int
+  swap_retries:
+    description:
+      - Attempts after the first one, with exponential backoff and jitter between them.
+      - Default the spec's C(swap_retries) (docs/table-spec.md).
+    type: int
+'''

@@ -117,29 +117,36 @@ def run_with_lock_retry(session, fn, lock_timeout_ms, retries, backoff=BACKOFF_M
     Returns what ``fn`` returned. Any other error propagates at once. ``report`` (a dict), when
     given, receives ``attempts`` and ``commit_ms`` (the COMMIT's round trip: locks end with it).
     """
+    def once(attempt):
+        with session.transaction():
+            # SET LOCAL: the timeout ends with this transaction and never leaks into the
+            # rest of the session (reads after it may legitimately wait).
+            # (query, not execute: a setting changes nothing, also in check mode, and must not
+            # count as a change.)
+            session.query(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal("%dms" % int(lock_timeout_ms))))
+            result = fn(session)
+            committing = time.monotonic()
+        if report is not None:
+            report.update(attempts=attempt + 1, commit_ms=(time.monotonic() - committing) * 1000.0)
+        return result
+
+    return _retrying(session, once, lock_timeout_ms, retries, backoff, relations, what,
+                     "a longer partitioning_lock_timeout_ms makes the application wait longer behind us.")
+
+
+def _retrying(session, once, lock_timeout_ms, retries, backoff, relations, what, advice):
+    """``once(attempt)`` until it does not end in a lock timeout, at most ``retries`` more times,
+    with jittered exponential backoff; then the operator's error naming who holds the locks."""
     attempts = max(0, int(retries)) + 1
     for attempt in range(attempts):
         try:
-            with session.transaction():
-                # SET LOCAL: the timeout ends with this transaction and never leaks into the
-                # rest of the session (reads after it may legitimately wait).
-                # (query, not execute: a setting changes nothing, also in check mode, and must not
-                # count as a change.)
-                session.query(sql.SQL("SET LOCAL lock_timeout = {}").format(
-                    sql.Literal("%dms" % int(lock_timeout_ms))))
-                result = fn(session)
-                committing = time.monotonic()
-            if report is not None:
-                report.update(attempts=attempt + 1, commit_ms=(time.monotonic() - committing) * 1000.0)
-            return result
+            return once(attempt)
         except psycopg2.Error as e:
             if not _is_lock_timeout(e):
                 raise
-            if attempt + 1 < attempts:
-                time.sleep(backoff_ms(attempt, backoff) / 1000.0)
-                continue
-            raise _not_granted(session, relations, what, lock_timeout_ms, attempts,
-                               "a longer partitioning_lock_timeout_ms makes the application wait longer behind us.")
+            if attempt + 1 == attempts:
+                raise _not_granted(session, relations, what, lock_timeout_ms, attempts, advice)
+            time.sleep(backoff_ms(attempt, backoff) / 1000.0)
     return None  # pragma: no cover
 
 
@@ -161,23 +168,18 @@ def run_statements_with_lock_retry(session, fn, lock_timeout_ms, retries, backof
     ``fn`` must be idempotent (it is run again from the start after a lock timeout, and finds
     done what the earlier attempt committed). The previous ``lock_timeout`` is restored.
     """
-    attempts = max(0, int(retries)) + 1
     previous = session.scalar("SELECT current_setting('lock_timeout')")
+
+    def once(_attempt):
+        session.query(sql.SQL("SET lock_timeout = {}").format(sql.Literal("%dms" % int(lock_timeout_ms))))
+        try:
+            return fn(session)
+        except psycopg2.Error:
+            if not session.conn.autocommit:
+                session.conn.rollback()
+            raise
+
     try:
-        for attempt in range(attempts):
-            session.query(sql.SQL("SET lock_timeout = {}").format(sql.Literal("%dms" % int(lock_timeout_ms))))
-            try:
-                return fn(session)
-            except psycopg2.Error as e:
-                if not session.conn.autocommit:
-                    session.conn.rollback()
-                if not _is_lock_timeout(e):
-                    raise
-                if attempt + 1 < attempts:
-                    time.sleep(backoff_ms(attempt, backoff) / 1000.0)
-                    continue
-                raise _not_granted(session, relations, what, lock_timeout_ms, attempts,
-                                   "what was done is kept.")
+        return _retrying(session, once, lock_timeout_ms, retries, backoff, relations, what, "what was done is kept.")
     finally:
         session.query(sql.SQL("SET lock_timeout = {}").format(sql.Literal(previous)))
-    return None  # pragma: no cover

@@ -1310,8 +1310,11 @@ TEXTS = {
         '\n'
         "-- The runbook's functions. Each returns one row per table and step:\n"
         '--   table_name, step, partition_name, lower_bound, upper_bound, status, detail, lock_ms\n'
-        '-- (docs/runbooks/maintenance.md). p_now stands in for now() in drills.\n'
-        'CREATE FUNCTION {{ schema|ident }}.maintain_partition_system(p_now timestamptz DEFAULT now())\n'
+        '-- (docs/runbooks/maintenance.md). p_now stands in for now() in drills. The first three are\n'
+        '-- run_maintenance in one mode each, written by one macro.\n'
+        '{% macro run_maintenance_in(fn, mode) %}\n'
+        "CREATE FUNCTION {{ schema|ident }}.{{ fn|ident }}({% if mode == 'archive' %}p_months integer, {% endif %}p_now"
+        ' timestamptz DEFAULT now())\n'
         'RETURNS TABLE(table_name text, step text, partition_name text, lower_bound text, upper_bound text, status text'
         ',\n'
         '              detail text, lock_ms double precision)\n'
@@ -1320,42 +1323,21 @@ TEXTS = {
         'DECLARE\n'
         "    v jsonb := '[]';\n"
         'BEGIN\n'
-        "    CALL {{ schema|ident }}.run_maintenance('all', NULL, p_now, false, v);\n"
-        '    RETURN QUERY SELECT * FROM jsonb_to_recordset(v) AS x(table_name text, step text, partition_name text,\n'
-        '        lower_bound text, upper_bound text, status text, detail text, lock_ms double precision);\n'
-        'END $fn$;\n'
-        '\n'
-        'CREATE FUNCTION {{ schema|ident }}.create_next_year_partitions(p_now timestamptz DEFAULT now())\n'
-        'RETURNS TABLE(table_name text, step text, partition_name text, lower_bound text, upper_bound text, status text'
-        ',\n'
-        '              detail text, lock_ms double precision)\n'
-        'LANGUAGE plpgsql AS $fn$\n'
-        '#variable_conflict use_column\n'
-        'DECLARE\n'
-        "    v jsonb := '[]';\n"
-        'BEGIN\n'
-        "    CALL {{ schema|ident }}.run_maintenance('next_year', NULL, p_now, false, v);\n"
-        '    RETURN QUERY SELECT * FROM jsonb_to_recordset(v) AS x(table_name text, step text, partition_name text,\n'
-        '        lower_bound text, upper_bound text, status text, detail text, lock_ms double precision);\n'
-        'END $fn$;\n'
-        '\n'
-        'CREATE FUNCTION {{ schema|ident }}.archive_old_partitions(p_months integer, p_now timestamptz DEFAULT now())\n'
-        'RETURNS TABLE(table_name text, step text, partition_name text, lower_bound text, upper_bound text, status text'
-        ',\n'
-        '              detail text, lock_ms double precision)\n'
-        'LANGUAGE plpgsql AS $fn$\n'
-        '#variable_conflict use_column\n'
-        'DECLARE\n'
-        "    v jsonb := '[]';\n"
-        'BEGIN\n'
+        "{% if mode == 'archive' %}\n"
         '    IF p_months IS NULL OR p_months <= 0 THEN\n'
         "        RAISE EXCEPTION 'archive_old_partitions(months): months must be > 0, got %', p_months\n"
         "            USING ERRCODE = 'invalid_parameter_value';\n"
         '    END IF;\n'
-        "    CALL {{ schema|ident }}.run_maintenance('archive', p_months, p_now, false, v);\n"
+        '{% endif %}\n'
+        "    CALL {{ schema|ident }}.run_maintenance({{ mode|lit }}, {% if mode == 'archive' %}p_months{% else %}NULL{%"
+        ' endif %}, p_now, false, v);\n'
         '    RETURN QUERY SELECT * FROM jsonb_to_recordset(v) AS x(table_name text, step text, partition_name text,\n'
         '        lower_bound text, upper_bound text, status text, detail text, lock_ms double precision);\n'
         'END $fn$;\n'
+        '{% endmacro %}\n'
+        "{{ run_maintenance_in('maintain_partition_system', 'all') }}\n"
+        "{{ run_maintenance_in('create_next_year_partitions', 'next_year') }}\n"
+        "{{ run_maintenance_in('archive_old_partitions', 'archive') }}\n"
         '\n'
         "-- The quarter [p_from, p_to) of p_table (as the caller's search_path finds it; before the\n"
         '-- switchover, its twin), named <table>_YYYY_qN.\n'

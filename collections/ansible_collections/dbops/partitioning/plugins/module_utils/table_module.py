@@ -20,6 +20,8 @@ __metaclass__ = type
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
+from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     PartitioningError, connection_argument_spec, open_session, run_module)
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
@@ -71,8 +73,9 @@ def table_argument_spec(options):
     return argument_spec
 
 
-def run_table_module(module, name, phase, knobs=None, resolve=None):
-    """Run ``phase(module, session, target)`` for the module ``name`` and exit with its result.
+def run_table_module(name, phase, options, knobs=None, resolve=None):
+    """The ``main()`` of the module ``name``: its argument spec is ``table_argument_spec(options)``;
+    runs ``phase(module, session, target)`` and exits with its result.
 
     ``target`` is ``resolve(module.params)`` (default: the ManagedTable, with ``knobs`` mapping
     option names to the tuning knobs they set), computed before the connection so that bad
@@ -88,4 +91,5 @@ def run_table_module(module, name, phase, knobs=None, resolve=None):
         result["queries"] = session.queries
         return result
 
+    module = AnsibleModule(argument_spec=table_argument_spec(options), supports_check_mode=True)
     run_module(module, work)

@@ -27,8 +27,6 @@ version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
-  - ansible.builtin.action_common_attributes
-  - dbops.partitioning.attributes
 options:
   batch_size:
     description:
@@ -151,8 +149,6 @@ queries:
 
 import time
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
@@ -160,7 +156,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconci
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.throttle import Limits
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
-    managed_table, run_table_module, table_argument_spec)
+    managed_table, run_table_module)
 
 ALLOWED = backfill.COPY_PHASES + backfill.DONE_PHASES
 OPTIONS = dict(batch_size=dict(type="int"),
@@ -305,8 +301,7 @@ def copy_rows(module, session, target):
 
 
 def main():
-    module = AnsibleModule(argument_spec=table_argument_spec(OPTIONS), supports_check_mode=True)
-    run_table_module(module, "batch_copy", copy_rows, resolve=_target)
+    run_table_module("batch_copy", copy_rows, OPTIONS, resolve=_target)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,7 @@ version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
-  - ansible.builtin.action_common_attributes
-  - dbops.partitioning.attributes
-  - dbops.partitioning.attributes.lock_retry
+  - dbops.partitioning.managed_table.lock_retry
 options:
   min_soak_s:
     description: Seconds that must have passed since the switchover.
@@ -77,12 +75,10 @@ queries:
   elements: str
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import cleanup
 from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
-    managed_table, run_table_module, table_argument_spec)
+    managed_table, run_table_module)
 
 OPTIONS = dict(min_soak_s=dict(type="float", default=86400),
                dump_dir=dict(type="path"),
@@ -105,8 +101,7 @@ def clean_up(module, session, target):
 
 
 def main():
-    module = AnsibleModule(argument_spec=table_argument_spec(OPTIONS), supports_check_mode=True)
-    run_table_module(module, "partition_cleanup", clean_up, resolve=_target)
+    run_table_module("partition_cleanup", clean_up, OPTIONS, resolve=_target)
 
 
 if __name__ == "__main__":

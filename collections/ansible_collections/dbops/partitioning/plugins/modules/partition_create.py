@@ -26,8 +26,6 @@ version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
-  - ansible.builtin.action_common_attributes
-  - dbops.partitioning.attributes
 options:
   defaults:
     description:
@@ -176,14 +174,11 @@ queries:
   elements: str
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import parse_now
 from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
-from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
-    run_table_module, table_argument_spec)
+from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import run_table_module
 
 SPEC_OPTIONS = ("table", "partition_key", "strategy", "interval", "premake", "start", "partitions", "values",
                 "default_partition", "inbound_foreign_keys", "retention", "retention_action", "lock_timeout_ms",
@@ -221,8 +216,7 @@ def prepare(module, session, target):
 
 
 def main():
-    module = AnsibleModule(argument_spec=table_argument_spec(OPTIONS), supports_check_mode=True)
-    run_table_module(module, "partition_create", prepare, resolve=_target)
+    run_table_module("partition_create", prepare, OPTIONS, resolve=_target)
 
 
 if __name__ == "__main__":

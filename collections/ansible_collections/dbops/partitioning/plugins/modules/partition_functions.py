@@ -20,8 +20,6 @@ description:
 version_added: 0.2.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
-  - ansible.builtin.action_common_attributes
-  - dbops.partitioning.attributes
 options:
   state_schema:
     description:

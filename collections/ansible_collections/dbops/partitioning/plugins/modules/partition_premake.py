@@ -29,8 +29,6 @@ extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
   - dbops.partitioning.maintained_table
-  - ansible.builtin.action_common_attributes
-  - dbops.partitioning.attributes
 options:
   analyze:
     description: ANALYZE each partition made (empty, so instant), so the planner knows it holds no rows.
@@ -137,13 +135,10 @@ queries:
   elements: str
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.dbops.partitioning.plugins.module_utils.maintain import target
 from ansible_collections.dbops.partitioning.plugins.module_utils.maintain.premake import premake
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
-from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
-    run_table_module, table_argument_spec)
+from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import run_table_module
 
 
 def work(module, session, resolved):
@@ -152,9 +147,8 @@ def work(module, session, resolved):
 
 
 def main():
-    module = AnsibleModule(argument_spec=table_argument_spec(dict(target.ARGUMENT_SPEC, analyze=dict(
-        type="bool", default=True))), supports_check_mode=True)
-    run_table_module(module, "partition_premake", work, resolve=target.from_params)
+    run_table_module("partition_premake", work, dict(target.ARGUMENT_SPEC, analyze=dict(type="bool", default=True)),
+                     resolve=target.from_params)
 
 
 if __name__ == "__main__":

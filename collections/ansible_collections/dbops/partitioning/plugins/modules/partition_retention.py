@@ -28,8 +28,6 @@ extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
   - dbops.partitioning.maintained_table
-  - ansible.builtin.action_common_attributes
-  - dbops.partitioning.attributes
 options:
   retention_dump_dir:
     description: Directory (on the host running the module) for a pg_dump of each partition before it goes; overrides the spec's.
@@ -137,13 +135,10 @@ queries:
   elements: str
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.dbops.partitioning.plugins.module_utils.maintain import target
 from ansible_collections.dbops.partitioning.plugins.module_utils.maintain.retention import retention
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
-from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
-    run_table_module, table_argument_spec)
+from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import run_table_module
 
 
 def work(module, session, resolved):
@@ -154,10 +149,9 @@ def work(module, session, resolved):
 
 
 def main():
-    module = AnsibleModule(argument_spec=table_argument_spec(dict(
+    run_table_module("partition_retention", work, dict(
         target.ARGUMENT_SPEC, retention_dump_dir=dict(type="path"), pg_dump=dict(type="path"),
-        pg_restore=dict(type="path"))), supports_check_mode=True)
-    run_table_module(module, "partition_retention", work, resolve=target.from_params)
+        pg_restore=dict(type="path")), resolve=target.from_params)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,7 @@ version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
-  - ansible.builtin.action_common_attributes
-  - dbops.partitioning.attributes
-  - dbops.partitioning.attributes.lock_retry
+  - dbops.partitioning.managed_table.lock_retry
 options:
   keep_twin:
     description: After a switchover, keep the partitioned table (renamed C(<table>_partitioned), no longer synced) instead of dropping it.
@@ -89,12 +87,9 @@ queries:
   elements: str
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import rollback
-from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
-    run_table_module, table_argument_spec)
+from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import run_table_module
 
 OPTIONS = dict(lock_timeout_ms=dict(type="int"),
                swap_retries=dict(type="int"),
@@ -114,8 +109,7 @@ def roll_back(module, session, target):
 
 
 def main():
-    module = AnsibleModule(argument_spec=table_argument_spec(OPTIONS), supports_check_mode=True)
-    run_table_module(module, "partition_rollback", roll_back)
+    run_table_module("partition_rollback", roll_back, OPTIONS)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ description:
 version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
-  - ansible.builtin.action_common_attributes
-  - dbops.partitioning.attributes
 options:
   tables:
     description:

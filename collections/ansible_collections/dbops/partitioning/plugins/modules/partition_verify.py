@@ -26,8 +26,6 @@ version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
-  - ansible.builtin.action_common_attributes
-  - dbops.partitioning.attributes
 options:
   full:
     description: Verify every range again, also those already verified, and also a table already C(verified).
@@ -82,14 +80,11 @@ queries:
   elements: str
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill, verify
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
-from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
-    run_table_module, table_argument_spec)
+from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import run_table_module
 
 OPTIONS = dict(full=dict(type="bool", default=False))
 
@@ -134,8 +129,7 @@ def verify_copy(module, session, target):
 
 
 def main():
-    module = AnsibleModule(argument_spec=table_argument_spec(OPTIONS), supports_check_mode=True)
-    run_table_module(module, "partition_verify", verify_copy)
+    run_table_module("partition_verify", verify_copy, OPTIONS)
 
 
 if __name__ == "__main__":

@@ -32,9 +32,7 @@ version_added: 0.1.0
 extends_documentation_fragment:
   - dbops.partitioning.connection
   - dbops.partitioning.managed_table
-  - ansible.builtin.action_common_attributes
-  - dbops.partitioning.attributes
-  - dbops.partitioning.attributes.lock_retry
+  - dbops.partitioning.managed_table.lock_retry
 options:
   max_xact_age_s:
     description:
@@ -128,12 +126,9 @@ queries:
   elements: str
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
-from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
-    run_table_module, table_argument_spec)
+from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import run_table_module
 
 OPTIONS = dict(lock_timeout_ms=dict(type="int"),
                swap_retries=dict(type="int"),
@@ -154,8 +149,7 @@ def switch_over(module, session, target):
 
 
 def main():
-    module = AnsibleModule(argument_spec=table_argument_spec(OPTIONS), supports_check_mode=True)
-    run_table_module(module, "table_swap", switch_over, knobs=dict(require_approval="switchover_requires_approval"))
+    run_table_module("table_swap", switch_over, OPTIONS, knobs=dict(require_approval="switchover_requires_approval"))
 
 
 if __name__ == "__main__":
