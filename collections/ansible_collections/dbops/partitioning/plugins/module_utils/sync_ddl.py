@@ -176,8 +176,8 @@ def refuse_if_drifted(session, state_schema, src, dst, fn, table_name, what, pla
         raise PartitioningError(
             "%s of %s refused, nothing changed: the table was altered during the migration (%s). The application's "
             "writes go on (the sync logs every row it cannot mirror); run %s again (-e partitioning_only=%s) to "
-            "bring %s in step, then this playbook." % (what, table_name, "; ".join(problems), playbook, table_name,
-                                                      qualified(*dst)), drift=problems)
+            "bring %s in step, then this playbook."
+            % (what, table_name, "; ".join(problems), playbook, table_name, qualified(*dst)), drift=problems)
 
 
 def primary_key(session, rel):
@@ -199,9 +199,9 @@ def align(session, src, dst, add_missing=False):
         raise PartitioningError(
             "%s: column(s) %s of the key of %s (%s) were dropped, renamed, retyped or made nullable on %s: the "
             "destination cannot follow. Undo that change on %s (e.g. ALTER TABLE %s ALTER COLUMN … SET NOT NULL), "
-            "or roll back (rollback.yml) and prepare again." % (qualified(*src), ", ".join(sorted(set(blocked))),
-                                                              qualified(*dst), ", ".join(key_cols), qualified(*src),
-                                                              qualified(*src), qualified(*src)))
+            "or roll back (rollback.yml) and prepare again."
+            % (qualified(*src), ", ".join(sorted(set(blocked))), qualified(*dst), ", ".join(key_cols),
+               qualified(*src), qualified(*src), qualified(*src)))
     done = []
     for col in diff["extra"]:
         session.execute(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(sql.Identifier(*dst), sql.Identifier(col)))
@@ -238,5 +238,5 @@ def queue_rows(session, src, dst, columns, key_cols, pk_cols, state_schema, tabl
         "JOIN {} d ON {} WHERE {}").format(
         sql.Identifier(state_schema, "pending_keys"), sql.Literal(table_name), pk, sql.Identifier(*src),
         sql.Identifier(*dst), keys, differ))
-    return ["rows whose %s differ queued for the reconcile%s" % (", ".join(columns),
-                                                                  "" if n is None else " (%s)" % n)]
+    counted = "" if n is None else " (%s)" % n
+    return ["rows whose %s differ queued for the reconcile%s" % (", ".join(columns), counted)]

@@ -133,7 +133,7 @@ def test_cleanup_takes_its_locks_in_the_writers_order(pg, db):
             out["error"] = e
     t = threading.Thread(target=run_cleanup)
     t.start()
-    for _ in range(400):     # until cleanup waits for a lock
+    for _attempt in range(400):     # until cleanup waits for a lock
         if one(conn, "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'relation'")[0][0]:
             break
         time.sleep(0.05)

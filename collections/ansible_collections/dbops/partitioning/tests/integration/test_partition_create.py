@@ -23,6 +23,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates i
 from lab.schema import create_demo_schema
 
 from ..helpers.paths import ROOT
+from ..helpers.switchover import lock_knobs
 from ..helpers.sync_helpers import assert_equal
 
 TEMPLATES = SqlTemplates.bundled()
@@ -232,7 +233,7 @@ def test_prepare_again_after_rollback(params, conn):
     prepare(params, raw)
     s = Session(connect(params))
     try:
-        rollback(s, TEMPLATES, "public.invoices")
+        rollback(s, TEMPLATES, "public.invoices", **lock_knobs())
     finally:
         s.close()
     assert q(conn, "SELECT phase FROM partitioning.tables") == [("rolled_back",)]

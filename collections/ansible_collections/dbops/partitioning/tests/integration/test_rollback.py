@@ -183,7 +183,7 @@ def test_switchover_and_rollback_under_a_steady_load_with_identity_key(pg, db):
     writers.wait_ops(20)
     assert switch(pg, db, lock_timeout_ms=50, swap_retries=30)[0]["changed"]
     writers.wait_ops(20)
-    result, _ = roll(pg, db, lock_timeout_ms=50, swap_retries=30)
+    result = roll(pg, db, lock_timeout_ms=50, swap_retries=30)[0]
     writers.wait_ops(20)
     writers.stop()
     assert writers.errors == []
@@ -207,7 +207,7 @@ def test_truncate_of_one_partition_after_switchover_is_mirrored(pg, db):
     one(conn, "TRUNCATE public.revenues_default")       # the default partition: its constraint is read at the time
     expected = rows_of(conn, "public.revenues")
     assert expected == rows_of(conn, "public.revenues_old") and len(expected) == 600 - march
-    result, _ = roll(pg, db)
+    result = roll(pg, db)[0]
     assert result["changed"] and result["losses"] is None
     assert rows_of(conn, "public.revenues") == expected
     conn.close()
@@ -243,7 +243,7 @@ def test_rollback_refuses_what_it_would_lose_unless_accepted(pg, db):
     with pytest.raises(PartitioningError) as err:
         roll(pg, db)
     assert "column channel" not in err.value.msg and "(id=%d)" % ids[1] in err.value.msg
-    result, _ = roll(pg, db, accept_loss=True)
+    result = roll(pg, db, accept_loss=True)[0]
     assert result["changed"] and phase(conn) == "rolled_back"
     assert sorted(k["id"] for k in result["losses"]["rows_only_old"]) == sorted(ids)
     assert any(d.startswith("loss accepted") for d in result["done"])

@@ -76,8 +76,8 @@ def cleanup(session, table, *, state_schema, lock_timeout_ms, swap_retries, para
     def work(s):
         for stmt in stmts:
             s.execute(stmt)
-        state_store.update_table(s, state_schema, table_name, phase="cleaned",
-                        verification=dict(status="ok", after_switch=check) if check else row.get("verification"))
+        verification = dict(status="ok", after_switch=check) if check else row.get("verification")
+        state_store.update_table(s, state_schema, table_name, phase="cleaned", verification=verification)
     run_with_lock_retry(session, work, lock_timeout_ms, swap_retries, relations=[(schema, name), (schema, old)],
                         what="dropping the reverse sync and %s" % qualified(schema, old))
     done.append("reverse sync dropped" if reverse else "no reverse sync left")

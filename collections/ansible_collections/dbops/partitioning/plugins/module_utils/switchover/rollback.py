@@ -273,7 +273,7 @@ def rollback(session, templates, table, *, state_schema, lock_timeout_ms, swap_r
                                                    lock_timeout_ms, swap_retries, keep_twin, forget,
                                                    accept_loss=accept_loss)
         state_store.record_run(session, state_schema, table_name, "rollback",
-                      details=dict(done=done, from_phase=phase, lock_ms=result["lock_ms"]))
+                               details=dict(done=done, from_phase=phase, lock_ms=result["lock_ms"]))
         return dict(changed=True, table=table_name, phase="rolled_back", from_phase=phase, done=done,
                     swap_lock_ms=result["lock_ms"], attempts=result["attempts"], retries=result["retries"],
                     check_before=loss["check"], losses=loss if loss["lost"] else None,

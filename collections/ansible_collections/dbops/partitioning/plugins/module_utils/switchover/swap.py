@@ -89,7 +89,8 @@ def switchover(session, templates, table, *, state_schema, lock_timeout_ms, swap
     if analyze:
         session.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, name)))
     state_store.record_run(session, state_schema, table_name, "switchover",
-                  details=dict(lock_ms=result["lock_ms"], attempts=result["attempts"], retries=result["retries"]))
+                           details=dict(lock_ms=result["lock_ms"], attempts=result["attempts"],
+                                        retries=result["retries"]))
     if session.check_mode:
         return dict(changed=True, table=table_name, phase=row["phase"], final_check=check, warnings=warnings,
                     msg="%s would be switched over to the partitioned table: the swap's statements are in queries "
