@@ -2,6 +2,7 @@
 maintenance code run as the modules run it."""
 import datetime
 
+import psycopg2
 from psycopg2 import sql
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import literal, plan_range
@@ -13,6 +14,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.maintain.target
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 
+from .phase3_setup import run
 from .switchover import one as rows
 
 UTC = datetime.timezone.utc
@@ -110,3 +112,20 @@ def partitions(conn, name="ev"):
     return dict(rows(conn, "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
                            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass",
                      ("public." + name,)))
+
+
+def interrupt_concurrent_detach(pg, db, partition):
+    """Leave ``public.<partition>`` "detach pending", as an interrupted DETACH … CONCURRENTLY does:
+    an older transaction that used the table makes its wait time out."""
+    reader = pg.connect(db, autocommit=False)
+    rows(reader, "SELECT count(*) FROM public.ev")
+    try:
+        run(pg.connect(db), "SET lock_timeout = '100ms'",
+            sql.SQL("ALTER TABLE public.ev DETACH PARTITION {} CONCURRENTLY").format(sql.Identifier("public", partition)))
+    except psycopg2.errors.LockNotAvailable:
+        pass
+    else:
+        raise AssertionError("DETACH CONCURRENTLY of %s was not interrupted" % partition)
+    finally:
+        reader.rollback()
+        reader.close()

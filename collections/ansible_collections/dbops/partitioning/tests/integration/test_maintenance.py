@@ -23,7 +23,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.dumps import fi
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 
-from ..helpers.maintenance import KEY_TYPES, make_table, partitions, rows, run_premake, run_retention, spec_of, utc
+from ..helpers.maintenance import KEY_TYPES, interrupt_concurrent_detach, make_table, partitions, rows, run_premake, run_retention, spec_of, utc
 from ..helpers.phase3_setup import run
 
 EDGES = [utc(2024, 2, 29, 12), utc(2024, 12, 31, 23, 59, 59), utc(2025, 1, 1), utc(2025, 3, 31, 23, 59, 59),
@@ -172,14 +172,7 @@ def test_a_failed_dump_drops_nothing_and_the_next_run_finishes(pg, db, conn):
 
 def test_an_interrupted_concurrent_detach_is_finalized(pg, db, conn):
     make_table(conn, periods=3, first=datetime.date(2024, 12, 1), default=False)
-    reader = pg.connect(db, autocommit=False)
-    rows(reader, "SELECT count(*) FROM public.ev")
-    import psycopg2
-    with pytest.raises(psycopg2.errors.LockNotAvailable):
-        run(pg.connect(db), "SET lock_timeout = '100ms'",
-            "ALTER TABLE public.ev DETACH PARTITION public.ev_2025_01 CONCURRENTLY")
-    reader.rollback()
-    reader.close()
+    interrupt_concurrent_detach(pg, db, "ev_2025_01")
     result = run_retention(pg, db, spec_of(retention=1, retention_action="archive"), utc(2025, 2, 10))
     # the pending one is finished first and, not expired (it ends 2025-02-01, after the cutoff 2025-01-10),
     # kept where it is; ev_2024_12 expired and is archived

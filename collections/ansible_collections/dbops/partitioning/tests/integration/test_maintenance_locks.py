@@ -17,7 +17,7 @@ import time
 import psycopg2
 import pytest
 
-from ..helpers.maintenance import LOCKS_SQL, install, make_table, rows, run_premake, run_retention, spec_of, utc
+from ..helpers.maintenance import LOCKS_SQL, install, interrupt_concurrent_detach, make_table, rows, run_premake, run_retention, spec_of, utc
 from ..helpers.phase3_setup import run
 
 CREATE_Q4 = ("SELECT status, lock_ms, lock_mode FROM partitioning.create_range_partition("
@@ -137,13 +137,7 @@ def test_detach_concurrently_waits_holding_no_table_lock_then_finalize(pg, db, c
     assert rows(conn, "SELECT count(*) FROM pg_inherits WHERE inhrelid = 'public.ev_2025_01'::regclass")[0][0] == 0
 
     # interrupted: the wait times out, the partition is left "detach pending"; FINALIZE finishes it
-    reader = pg.connect(db, autocommit=False)
-    rows(reader, "SELECT count(*) FROM public.ev")
-    with pytest.raises(psycopg2.errors.LockNotAvailable):
-        run(pg.connect(db), "SET lock_timeout = '100ms'",
-            "ALTER TABLE public.ev DETACH PARTITION public.ev_2025_02 CONCURRENTLY")
-    reader.rollback()
-    reader.close()
+    interrupt_concurrent_detach(pg, db, "ev_2025_02")
     assert rows(conn, "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = 'public.ev_2025_02'::regclass") == [(True,)]
     step = pg.connect(db, autocommit=False)
     try:
