@@ -49,6 +49,16 @@ def table_spec(**overrides):
     return normalize_spec(raw)
 
 
+def switch_over(sess, table, **spec_overrides):
+    """Phase 3 as table_swap runs it: the switchover with the table spec's resolved tuning."""
+    from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.swap import switchover
+    t = table_spec(**spec_overrides).tuning
+    return switchover(sess, templates(), table, state_schema=STATE_SCHEMA, lock_timeout_ms=t["lock_timeout_ms"],
+                      swap_retries=t["swap_retries"], max_xact_age_s=t["max_xact_age_s"],
+                      max_replica_lag_s=t["max_replica_lag_s"], require_approval=t["switchover_requires_approval"],
+                      final_check=t["final_check"])
+
+
 def prepare_with_phase1(conn, **spec_overrides):
     """Phase 1 exactly as the playbook runs it (twin, partitions, triggers, state row).
 

@@ -97,7 +97,7 @@ def build(srv, opts):
     facts["verify_s"] = bf.verify_full(srv, DBNAME)
     sess = bf.module_session(srv, DBNAME)
     try:
-        res = switchover(sess, product.templates(), seed.TABLE[0] + "." + seed.TABLE[1], product.STATE_SCHEMA)
+        res = product.switch_over(sess, seed.TABLE[0] + "." + seed.TABLE[1], **seed.SPEC)
     finally:
         sess.close()
     facts["swap_lock_ms"] = res.get("swap_lock_ms")

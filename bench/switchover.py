@@ -168,7 +168,7 @@ def run_once(srv, opts, rnd):
     sess.conn.cursor().execute("SET log_min_duration_statement = 0")
     log_offset = _log_size(srv)
     t_call = time.time()
-    result = switchover(sess, product.templates(), "public.revenues", product.STATE_SCHEMA)
+    result = product.switch_over(sess, "public.revenues")
     t_done = time.time()
     sess.close()
     time.sleep(0.5)
