@@ -35,7 +35,7 @@ Measured, side by side in one run on one server:
    on the plain table too (what the index does, apart from what the partitioning does).
 4. **Removing a year of data**, last (it destroys it): ``DELETE … WHERE occurred_at < …`` on the
    plain table (and the ``VACUUM`` that makes the space reusable) against retention on the
-   partitioned one (detach + drop of the expired partitions), one quarter per step, four steps
+   partitioned one (retention's own steps: detach + drop of the expired partitions), one quarter per step, four steps
    alternated: time and WAL bytes (``pg_current_wal_insert_lsn()`` differences) with
    ``full_page_writes`` on for this stage (as in production; the lab servers run without it) and
    a ``CHECKPOINT`` before every step; autovacuum is off on the plain table meanwhile so that
@@ -48,7 +48,7 @@ import time
 from psycopg2 import sql
 
 from bench import backfill as bf
-from bench import common, phase4_standin, product
+from bench import common, product
 from bench import seed_revenues as seed
 from bench.common import fmt, log, median
 
@@ -341,27 +341,74 @@ def explain_all(conn, variants):
 
 # --- phase 4 ---------------------------------------------------------------------------------------
 
+PHASE4_BY = ("module_utils/maintain/optimize.py (phase 4, partition_optimize: the spec's indexes checked by "
+             "PostgreSQL, indexes.build_online, ANALYZE)")
+RETENTION_BY = ("module_utils/maintain/steps.py (retention's steps detach_range_partition and retire_partition "
+                "under the lock budget)")
+
+
+def _spec():
+    """The first user's spec with phase 4's indexes, as an operator writes it."""
+    return product.table_spec(**dict(seed.SPEC, indexes=PHASE4_INDEXES))
+
+
 def phase4(srv, conn):
-    """Build PHASE4_INDEXES on the partitioned table the way phase 4 does; (seconds, by)."""
-    t0 = time.monotonic()
-    phase4_standin.build_spec_indexes(srv, DBNAME, PARTITIONED, PHASE4_INDEXES, "occurred_at")
-    seconds = time.monotonic() - t0
-    conn.cursor().execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*PARTITIONED)))
-    return seconds, phase4_standin.BY
+    """Build PHASE4_INDEXES on the partitioned table with phase 4's own code (indexes, then ANALYZE);
+    (seconds, by)."""
+    from ansible_collections.dbops.partitioning.plugins.module_utils.maintain.optimize import optimize
+    sess = bf.module_session(srv, DBNAME)
+    try:
+        t0 = time.monotonic()
+        result = optimize(sess, _spec(), product.STATE_SCHEMA)
+        seconds = time.monotonic() - t0
+    finally:
+        sess.close()
+    if [ix["status"] for ix in result["indexes"]] != ["built"] * len(PHASE4_INDEXES):
+        raise RuntimeError("phase 4 built %s" % result["indexes"])
+    return seconds, PHASE4_BY
 
 
-def same_indexes_on_plain(conn):
-    """The control: PHASE4_INDEXES on the plain table too (plain CREATE INDEX); returns their names."""
+def same_indexes_on_plain(srv, conn):
+    """The control: PHASE4_INDEXES on the plain table too, as PostgreSQL parses them for phase 4
+    (optimize.probe), with a plain CREATE INDEX; returns their names."""
+    from ansible_collections.dbops.partitioning.plugins.module_utils.indexes import index_statement
+    from ansible_collections.dbops.partitioning.plugins.module_utils.maintain.optimize import probe
+    sess = bf.module_session(srv, DBNAME)
+    try:
+        statements = [(index_statement(PLAIN, index.name + "_plain", probe(sess, PLAIN, index, 1000)),
+                       index.name + "_plain") for index in _spec().indexes]
+    finally:
+        sess.close()
     cur = conn.cursor()
-    names = []
     cur.execute("SET maintenance_work_mem = '256MB'")
-    for entry in PHASE4_INDEXES:
-        stmt, name = phase4_standin.plain_index_statement(conn, PLAIN, entry, "_plain")
+    for stmt, _name in statements:
         cur.execute(stmt)
-        names.append(name)
     cur.execute("RESET maintenance_work_mem")
     cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*PLAIN)))
-    return names
+    return [name for _stmt, name in statements]
+
+
+def drop_expired_partitions(sess, partitions):
+    """Retention with ``retention_action: drop`` of ``partitions`` (names in the partitioned table's
+    schema), one step at a time with retention's own steps: the detach (with a default partition
+    PostgreSQL refuses DETACH ... CONCURRENTLY, HP15, so a plain one under the lock budget), then the
+    drop. The playbook's plan is not asked: it waits for cleanup, and the benchmark keeps
+    ``revenues_old`` as its plain side."""
+    from ansible_collections.dbops.partitioning.plugins.module_utils.maintain import steps, target
+    from ansible_collections.dbops.partitioning.plugins.module_utils.maintain.functions import functions_schema
+    spec = _spec()
+    tgt = target.resolve(sess, spec, product.STATE_SCHEMA)
+    fn_schema = functions_schema(sess, product.templates(), product.STATE_SCHEMA)
+    for name in partitions:
+        part = sql.Identifier(PARTITIONED[0], name).as_string(sess.conn)
+        for step, function, args in (
+                ("detach", "detach_range_partition", dict(p_parent=tgt.regclass(sess), p_partition=part,
+                                                          p_table_name=tgt.table_name, p_action="drop")),
+                ("retire", "retire_partition", dict(p_table_name=tgt.table_name, p_schema=PARTITIONED[0], p_name=name,
+                                                    p_action="drop", p_archive_schema=spec.tuning["archive_schema"]))):
+            out = steps.run_step(sess, fn_schema, product.STATE_SCHEMA, tgt, step, name, function, args)
+            if out["status"] not in ("detached", "dropped"):
+                raise RuntimeError("retention's %s of %s: %s (%s)" % (step, name, out["status"], out["detail"]))
 
 
 def drop_indexes(conn, names):
@@ -416,7 +463,7 @@ def remove_a_year(srv, conn, year=2023):
                         cur, lambda: cur.execute(sql.SQL("VACUUM {}").format(sql.Identifier(*PLAIN))))
                 else:
                     step["drop_s"], step["drop_wal"], _ = _measured(
-                        cur, lambda: phase4_standin.drop_expired_partitions(sess, PARTITIONED, [part]))
+                        cur, lambda: drop_expired_partitions(sess, [part]))
             steps.append(step)
             log("reports: removed %s: DELETE %.1f s / %d kB WAL (+ VACUUM %.1f s / %d kB), detach + drop %.3f s / "
                 "%d kB" % (step["quarter"], step["delete_s"], step["delete_wal"] // 1024, step["vacuum_s"],
@@ -439,7 +486,7 @@ def remove_a_year(srv, conn, year=2023):
     total["wal_ratio"] = common.ratio(total["delete_wal"] + total["vacuum_wal"], total["drop_wal"])
     per_step = [common.ratio(s["delete_s"] + s["vacuum_s"], s["drop_s"]) for s in steps]
     total["time_ratio_min"], total["time_ratio_max"] = min(per_step), max(per_step)
-    return dict(year=year, steps=steps, total=total, rows_left=counts[0], full_page_writes_before=fpw)
+    return dict(year=year, steps=steps, total=total, rows_left=counts[0], full_page_writes_before=fpw, by=RETENTION_BY)
 
 
 # --- the run -------------------------------------------------------------------------------------------
@@ -483,7 +530,7 @@ def run_server(srv, opts):
     stage("phase4", {"partitioned + phase 4": PARTITIONED})
 
     # The control: is it the partitioning or the index? The same indexes on the plain table.
-    extra = same_indexes_on_plain(conn)
+    extra = same_indexes_on_plain(srv, conn)
     out["sizes"]["plain_same_indexes"] = sizes(cur, PLAIN)
     stage("control", {"plain + the same indexes": PLAIN})
     drop_indexes(conn, extra)

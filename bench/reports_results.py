@@ -218,8 +218,9 @@ def report(results, opts, method, plans=True):
              % (r["phase4_s"], r["phase4_by"], indexes_yaml(r["phase4_indexes"]))),
             ("Removing a year (PostgreSQL %d)" % major,
              "%d rows of %d, one quarter per step, the two sides alternated; `full_page_writes` on, a CHECKPOINT "
-             "before each step. Time ratio over the steps: %s–%s.\n\n"
-             % (t["rows"], r["facts"]["rows"], fmt(t["time_ratio_min"], 0), fmt(t["time_ratio_max"], 0))
+             "before each step; the partitions removed by %s. Time ratio over the steps: %s–%s.\n\n"
+             % (t["rows"], r["facts"]["rows"], r["retention"].get("by", "DETACH + DROP"), fmt(t["time_ratio_min"], 0),
+                fmt(t["time_ratio_max"], 0))
              + retention_table(r)),
             ("Setup (PostgreSQL %d)" % major, "\n".join(
                 "- %s: %s" % (k, v) for k, v in sorted(list(r["facts"].items()) + [

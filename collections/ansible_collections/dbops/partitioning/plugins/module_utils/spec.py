@@ -10,8 +10,9 @@ list and refuses a table listed twice.
 
 Raw keys (INTERFACE.md): table, partition_key, strategy, interval, premake, retention,
 retention_action, inbound_foreign_keys, default_partition, partitions, values, start,
-plus per-table tuning overrides named as the playbook variables without the
-``partitioning_`` prefix (batch_size, batch_sleep_ms, ...).
+indexes (phase 4's partition-specific indexes: index_spec.py), plus per-table tuning
+overrides named as the playbook variables without the ``partitioning_`` prefix
+(batch_size, batch_sleep_ms, ...).
 
 ``defaults`` carries the playbook-level values: the tuning names (with or without the
 ``partitioning_`` prefix) and ``premake``/``retention_action``/``inbound_foreign_keys``.
@@ -40,6 +41,7 @@ from typing import Any, Dict, List, Optional
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import (
     derived_name, did_you_mean, parse_column, parse_table, qualified)
+from ansible_collections.dbops.partitioning.plugins.module_utils.index_spec import IndexSpec, collect_indexes
 
 STRATEGIES = ("range", "list", "hash")
 INTERVALS = ("daily", "weekly", "monthly", "quarterly", "yearly")
@@ -82,7 +84,7 @@ SYNONYMS = {"switchover_requires_approval": ("postpone",)}
 _SECOND_NAMES = dict((second, first) for first, seconds in SYNONYMS.items() for second in seconds)
 
 SPEC_KEYS = ("table", "partition_key", "strategy", "interval", "premake", "retention", "retention_action",
-             "inbound_foreign_keys", "default_partition", "partitions", "values", "start")
+             "inbound_foreign_keys", "default_partition", "partitions", "values", "start", "indexes")
 ALL_KEYS = SPEC_KEYS + tuple(TUNING)
 # Spec keys a playbook may set for every table at once.
 DEFAULTABLE = ("premake", "retention_action", "inbound_foreign_keys") + tuple(TUNING)
@@ -112,6 +114,7 @@ class TableSpec:
     retention: Optional[int] = None          # range only: months kept attached; None keeps all
     retention_action: str = "detach"
     tuning: Dict[str, Any] = field(default_factory=dict)
+    indexes: List[IndexSpec] = field(default_factory=list)   # phase 4 builds them online
 
     @property
     def twin(self):
@@ -139,6 +142,8 @@ class TableSpec:
             out.update(partitions=self.partitions)
         else:
             out.update(values=dict((k, list(v)) for k, v in self.values.items()))
+        if self.indexes:
+            out["indexes"] = [index.to_json() for index in self.indexes]
         out.update(self.tuning)
         return out
 
@@ -372,6 +377,7 @@ def _collect(raw, defaults, problems):
         else:
             out[name] = value.strip().lower()
 
+    out["indexes"] = collect_indexes(raw.get("indexes"), out.get("name", "table"), problems.add)
     out["tuning"] = _collect_tuning(raw, defaults, problems)
     return out
 

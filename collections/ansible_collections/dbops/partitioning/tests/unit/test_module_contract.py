@@ -50,7 +50,8 @@ ARGS = {"partition_create": dict(table="public.t", partition_key="d", interval="
         "partition_stats": dict(tables=["public.t"]),
         "partition_premake": dict(spec=dict(table="public.t", partition_key="d", interval="monthly")),
         "partition_retention": dict(spec=dict(table="public.t", partition_key="d", interval="monthly", retention=12)),
-        "partition_functions": dict()}
+        "partition_functions": dict(),
+        "partition_optimize": dict(spec=dict(table="public.t", partition_key="d", interval="monthly"))}
 SECRET = "contract-probe-secret"
 
 

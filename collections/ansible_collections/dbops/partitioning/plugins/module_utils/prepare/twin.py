@@ -43,10 +43,10 @@ __metaclass__ = type
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import bound_clause
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import (
-    attached_indexes, describe_relation, describe_table, grant_statement, index_is_valid, missing_grants,
-    policy_statement, reloption_sql)
+    attached_indexes, describe_relation, describe_table, grant_statement, missing_grants, policy_statement)
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import derived_name, qualified
+from ansible_collections.dbops.partitioning.plugins.module_utils.indexes import build_online, index_statement, with_options
 
 try:
     from psycopg2 import sql
@@ -164,12 +164,6 @@ def _idents(names):
     return sql.SQL(", ").join(sql.Identifier(n) for n in names)
 
 
-def _with_options(reloptions):
-    if not reloptions:
-        return None
-    return sql.SQL("WITH ({})").format(sql.SQL(", ").join(reloption_sql(o) for o in reloptions))
-
-
 def _key_constraint_sql(twin, name, con, index, key):
     """PRIMARY KEY / UNIQUE on the twin, extended with the partition key."""
     parts = [sql.SQL("ALTER TABLE {} ADD CONSTRAINT {}").format(sql.Identifier(*twin), sql.Identifier(name))]
@@ -184,7 +178,7 @@ def _key_constraint_sql(twin, name, con, index, key):
         include = [c for c in index.include_columns if c != key]
         if include:
             parts.append(sql.SQL("INCLUDE ({})").format(_idents(include)))
-        opts = _with_options(index.reloptions)
+        opts = with_options(index.reloptions)
         if opts is not None:
             parts.append(opts)
         if index.tablespace:
@@ -193,35 +187,6 @@ def _key_constraint_sql(twin, name, con, index, key):
         parts.append(sql.SQL("DEFERRABLE"))
         if index is not None and index.initially_deferred:
             parts.append(sql.SQL("INITIALLY DEFERRED"))
-    return sql.SQL(" ").join(parts)
-
-
-def _index_sql(twin, name, ix, key, only=False, concurrently=False):
-    """CREATE INDEX on the twin's parent (or, ``concurrently``, on one partition), built from the
-    index's parts (never a rewritten definition)."""
-    elements = [sql.SQL(s) for s in ix.key_specs]                 # catalog-built, trusted text
-    include = list(ix.include_columns)
-    if ix.is_unique and key not in ix.key_columns:
-        elements.append(sql.Identifier(key))
-        include = [c for c in include if c != key]
-    head = "CREATE UNIQUE INDEX" if ix.is_unique else "CREATE INDEX"
-    if concurrently:
-        head += " CONCURRENTLY"
-    parts = [sql.SQL(head), sql.Identifier(name),
-             sql.SQL("ON ONLY {} USING {} ({})" if only else "ON {} USING {} ({})").format(
-                 sql.Identifier(*twin), sql.Identifier(ix.method),
-        sql.SQL(", ").join(elements))]
-    if include:
-        parts.append(sql.SQL("INCLUDE ({})").format(_idents(include)))
-    if ix.nulls_not_distinct:
-        parts.append(sql.SQL("NULLS NOT DISTINCT"))
-    opts = _with_options(ix.reloptions)
-    if opts is not None:
-        parts.append(opts)
-    if ix.tablespace:
-        parts.append(sql.SQL("TABLESPACE {}").format(sql.Identifier(ix.tablespace)))
-    if ix.predicate:
-        parts.append(sql.SQL("WHERE {}").format(sql.SQL(ix.predicate)))
     return sql.SQL(" ").join(parts)
 
 
@@ -367,9 +332,11 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
             continue
         name = twin_index_name(ix.name)
         if online and have.index_valid(name) is not True:
-            _build_index_online(session, have, twin, name, ix, key, run)
+            created.extend(build_online(session, twin, name, ix, key, base=ix.name,
+                                        lock_timeout_ms=spec.tuning["lock_timeout_ms"],
+                                        retries=spec.tuning["swap_retries"]))
         elif name not in have.indexes:
-            run(_index_sql(twin, name, ix, key), "index " + qualified(schema, name))
+            run(index_statement(twin, name, ix, key), "index " + qualified(schema, name))
 
     # 4. Outbound foreign keys.
     for fk in info.foreign_keys:
@@ -384,7 +351,7 @@ def ensure_twin(session, info, spec, partitions, warnings=None):
     # 5. Partitions (storage parameters of the original go here: a partitioned parent takes none).
     key_type = key_col.type
     partition_oids = []
-    options = _with_options(list(info.reloptions) + list(info.toast_reloptions))
+    options = with_options(list(info.reloptions) + list(info.toast_reloptions))
     for part in partitions:
         ident = (schema, part.name)
         rel = have.relation(ident)
@@ -507,32 +474,6 @@ def _ensure_replica_identity(session, info, have, twin, partitions, run):
             clause = sql.SQL("FULL" if mode == "f" else "NOTHING")
         run(sql.SQL("ALTER TABLE {} REPLICA IDENTITY {}").format(sql.Identifier(*ident), clause),
             "replica identity of %s" % qualified(*ident))
-
-
-def _build_index_online(session, have, twin, name, ix, key, run):
-    """``name`` on the twin without a long lock: ON ONLY, then each partition CONCURRENTLY + ATTACH.
-
-    Resumable: an attached partition is skipped, an invalid leftover of an interrupted
-    CONCURRENTLY build is dropped and built again. The parent index becomes valid by itself
-    once every partition's index is attached."""
-    schema = twin[0]
-    if name not in have.indexes:
-        run(_index_sql(twin, name, ix, key, only=True), "index " + qualified(schema, name))
-    attached = attached_indexes(session, schema, name)
-    for partition in have.partitions:
-        part = (partition.schema, partition.name)
-        if attached.get(part):
-            continue
-        child = derived_name("%s_%s" % (partition.name, ix.name), "")
-        valid = index_is_valid(session, schema, child)
-        if valid is False:
-            run(sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(schema, child)),
-                "dropped invalid index " + qualified(schema, child))
-        if valid is not True:
-            run(_index_sql(part, child, ix, key, concurrently=True), "index " + qualified(schema, child))
-        run(sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
-            sql.Identifier(schema, name), sql.Identifier(schema, child)),
-            "attached %s to %s" % (qualified(schema, child), qualified(schema, name)))
 
 
 _STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
