@@ -36,13 +36,14 @@ from typing import Any, List, Optional
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import partitions_of
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import derived_name
+from ansible_collections.dbops.partitioning.plugins.module_utils.spec import PARTITIONS_LIMIT
 
 try:
     from psycopg2 import sql
 except ImportError:  # pragma: no cover
     sql = None
 
-MAX_PARTITIONS = 10000
+MAX_PARTITIONS = PARTITIONS_LIMIT
 RANGE_KEY_KINDS = ("date", "timestamp", "timestamptz")
 # Integer keys are range-partitioned by a numeric width (``interval: 1000000``).
 INTEGER_KINDS = ("smallint", "integer", "bigint")
@@ -106,7 +107,7 @@ class Partition:
 
 
 def _iso(value):
-    return value.isoformat() if value is not None else None
+    return value.isoformat() if hasattr(value, "isoformat") else value
 
 
 def key_kind(key_type):
@@ -269,45 +270,151 @@ def _default_partition(spec):
 
 
 def range_partition(spec, boundary, kind):
-    """The range partition of ``spec`` starting at ``boundary`` (a date on the interval's edge)."""
+    """The range partition of ``spec`` starting at ``boundary`` (a date on the interval's edge).
+    A calendar period whose end Python cannot write (after 9999-12-31) ends at MAXVALUE."""
     suffix = suffix_for(boundary, spec.interval)
+    upper = _next_or_none(boundary, spec.interval)
     return Partition(name=partition_name(spec.name, suffix), suffix=suffix, kind="range",
-                     lower=bound_value(boundary, kind),
-                     upper=bound_value(next_boundary(boundary, spec.interval), kind))
+                     lower=bound_value(boundary, kind), upper=None if upper is None else bound_value(upper, kind))
+
+
+def _next_or_none(boundary, interval):
+    """``next_boundary``; None past the last date ``datetime.date`` holds (9999-12-31)."""
+    try:
+        return next_boundary(boundary, interval)
+    except (ValueError, OverflowError):
+        return None
 
 
 def plan_range(spec, key_type, first, last_exclusive):
-    """Range partitions of ``spec`` from the period containing ``first`` up to ``last_exclusive``."""
+    """Range partitions of ``spec`` from the period containing ``first`` up to ``last_exclusive``
+    (None: through the last period, which ends at MAXVALUE)."""
     kind = range_key_kind(key_type, spec.interval)
     if kind is None:
         raise _range_key_error(spec, key_type)
     b = floor_boundary(first, spec.interval)
-    end = last_exclusive if is_width(spec.interval) else _as_date(last_exclusive)
+    end = last_exclusive if last_exclusive is None or is_width(spec.interval) else _as_date(last_exclusive)
     out = []
-    while b < end and (not out or out[-1].upper is not None):
+    while b is not None and (end is None or b < end) and (not out or out[-1].upper is not None):
         if len(out) >= MAX_PARTITIONS:
-            raise PartitioningError(
-                "%s: %s partitions from %s to %s would be more than %d; choose a longer interval or a later "
-                "start (rows far in the past or future widen the range: check min/max of %s)."
-                % (spec.table_name, spec.interval, floor_boundary(first, spec.interval), end, MAX_PARTITIONS,
-                   spec.partition_key))
+            raise PartitioningError("%s: more than %d %s partitions from %s; choose a longer interval or a later "
+                                    "start." % (spec.table_name, MAX_PARTITIONS, spec.interval,
+                                                floor_boundary(first, spec.interval)))
         out.append(range_partition(spec, b, kind))
-        b = next_boundary(b, spec.interval)
+        b = _next_or_none(b, spec.interval)
     return out
+
+
+@dataclass
+class Layout:
+    """The span of a range table's partitions (docs/table-spec.md, "Partition names and bounds"):
+    boundaries ``first`` (inclusive) to ``end`` (exclusive; None: through MAXVALUE), dates or
+    integers. ``source`` says what chose ``first``: 'start' (the spec), 'min(key)' (the earliest
+    row), 'now' (an empty table, or rows only from the current period on). Keys outside the span go
+    to the default partition."""
+    first: Any
+    end: Any
+    source: str
+    count: int
+
+    def describe(self):
+        """The layout as the modules return it (``first``, ``end``, ``partitions``, ``starts_at``)."""
+        return dict(first=show_key(self.first), end=show_key(self.end), partitions=self.count, starts_at=self.source)
+
+    def bounds(self, kind):
+        """``(lower, upper)`` as values of the key's kind (``bound_value``); None: unbounded."""
+        lower = bound_value(self.first, kind)
+        return lower, None if self.end is None else bound_value(self.end, kind)
+
+
+def range_layout(spec, min_value, max_value, now):
+    """The Layout of ``spec`` (strategy range) for a table whose finite keys run from
+    ``min_value`` to ``max_value`` (None: no rows), at ``now``.
+
+    Calendar intervals: from ``start`` (earlier or later than the rows), else from the period of
+    the earliest key when it is before now, else from now; through ``premake`` periods after the
+    current one (or after ``start``'s, when that is later). A later key does not widen it: a row
+    dated 2099 or 9999-12-31, or ``infinity``, waits in the default partition (maintenance moves
+    rows out when premake reaches their period). Integer widths (no "now"): from ``start``, else
+    from the width of the earliest key (0 for an empty table), through ``premake`` widths after the
+    one holding the largest key. Without a default partition (``default_partition: false``) every
+    key needs a partition, so the span is widened to hold the earliest and the latest key.
+    More than ``max_partitions`` partitions is refused, naming what set the span."""
+    interval = spec.interval
+    if spec.start is not None:
+        first, source = floor_boundary(spec.start, interval), "start"
+    elif is_width(interval):
+        first, source = (floor_boundary(min_value, interval), "min(key)") if min_value is not None else (0, "now")
+    elif min_value is not None and floor_boundary(min_value, interval) < floor_boundary(now, interval):
+        first, source = floor_boundary(min_value, interval), "min(key)"
+    else:
+        first, source = floor_boundary(now, interval), "now"
+    if is_width(interval):
+        top = floor_boundary(max(max_value, first), interval) if max_value is not None else first
+        end = top + (spec.premake + 1) * interval
+    else:
+        end = max(first, floor_boundary(now, interval))
+        for _period in range(spec.premake + 1):
+            end = _next_or_none(end, interval) if end is not None else None
+    widened = []
+    if not spec.default_partition and min_value is not None:
+        if floor_boundary(min_value, interval) < first:
+            first = floor_boundary(min_value, interval)
+            widened.append("the earliest key %s" % show_key(min_value))
+        if max_value is not None and end is not None and floor_boundary(max_value, interval) >= end:
+            end = _next_or_none(floor_boundary(max_value, interval), interval)
+            widened.append("the latest key %s" % show_key(max_value))
+    count = _count(first, end, interval)
+    if count > spec.max_partitions:
+        why = {"start": "start %s" % show_key(spec.start),
+               "min(key)": "the earliest key, %s" % show_key(min_value),
+               "now": "the current period"}[source]
+        if widened:
+            why += "; without a default partition the span must also hold %s" % " and ".join(widened)
+            fix = "Keep default_partition: true (keys outside the layout then wait there)"
+        else:
+            fix = "Set start: to the first period to partition (earlier keys then go to the default partition)"
+        raise PartitioningError(
+            "%s: the %s from %s to %s would be %d, more than max_partitions (%d): the span starts at %s. %s, choose "
+            "a longer interval, or raise max_partitions (at most %d)."
+            % (spec.table_name, "partitions of width %d" % interval if is_width(interval) else "%s partitions" % interval,
+               show_key(first), show_key(end), count, spec.max_partitions, why, fix,
+               MAX_PARTITIONS))
+    return Layout(first=first, end=end, source=source, count=count)
+
+
+def sparse_start(spec, layout, bulk_from):
+    """When the layout starts at a few early rows: ``(suggested start, periods before it)`` if the
+    rows' bulk (``bulk_from``: the key below which about 1% of the rows lie) begins at least 12
+    periods and half the layout after the layout's first period, else None."""
+    if layout.source != "min(key)" or bulk_from is None or bulk_from in (datetime.datetime.max, datetime.date.max):
+        return None
+    bulk = floor_boundary(bulk_from, spec.interval)
+    if bulk <= layout.first:
+        return None
+    periods = _count(layout.first, bulk, spec.interval)
+    return (bulk, periods) if periods >= max(12, layout.count // 2) else None
+
+
+def _count(first, end, interval):
+    """How many periods of ``interval`` lie in [first, end) (None: through 9999), counted, not listed."""
+    if is_width(interval):
+        return (end - first) // interval
+    a = _as_date(first)
+    if end is None:
+        return _count(first, datetime.date(9999, 12, 31), interval) + 1
+    b = _as_date(end)
+    months = (b.year - a.year) * 12 + b.month - a.month
+    return {"daily": (b - a).days, "weekly": (b - a).days // 7, "monthly": months,
+            "quarterly": months // 3, "yearly": b.year - a.year}[interval]
 
 
 def plan_partitions(spec, key_type, min_value, max_value, now):
     """Every partition the twin of ``spec`` should have (the default partition last).
 
-    range: from the period of the earliest of ``min_value``, ``spec.start`` and ``now`` up
-    to and including ``spec.premake`` periods after the one containing ``now``, and at
-    least through the period of ``max_value`` (future-dated rows); ``min_value``/
-    ``max_value`` are None for an empty table. More than 10000 partitions is refused.
-    range by a numeric width (integer keys; ``now`` is not used): from the width containing
-    the earliest of ``min_value`` and ``spec.start`` (0 for an empty table) through the one
-    containing ``max_value``, plus ``spec.premake`` more; a bound beyond the type's range is
-    MINVALUE/MAXVALUE (``lower``/``upper`` None).
-    hash: ``spec.partitions`` partitions p00..; list: one per ``spec.values`` entry.
+    range: the partitions of ``range_layout`` (``min_value``/``max_value`` are the table's
+    earliest and latest finite keys, None for an empty table). hash: ``spec.partitions``
+    partitions p00..; list: one per ``spec.values`` entry.
     """
     if now is None:
         now = datetime.datetime.now(UTC)
@@ -315,10 +422,8 @@ def plan_partitions(spec, key_type, min_value, max_value, now):
     if spec.strategy == "range":
         if range_key_kind(key_type, spec.interval) is None:
             raise _range_key_error(spec, key_type)
-        if is_width(spec.interval):
-            out = _plan_width(spec, key_type, min_value, max_value)
-        else:
-            out = _plan_calendar(spec, key_type, min_value, max_value, now)
+        layout = range_layout(spec, min_value, max_value, now)
+        out = plan_range(spec, key_type, layout.first, layout.end)
     elif spec.strategy == "hash":
         n = spec.partitions
         width = max(2, len(str(n - 1)))
@@ -336,55 +441,6 @@ def plan_partitions(spec, key_type, min_value, max_value, now):
         out.append(_default_partition(spec))
     _check_unique_names(spec, out)
     return out
-
-
-def _refuse_too_many(spec, first, end):
-    if _too_many(first, end, spec.interval):
-        raise PartitioningError(
-            "%s: %s partitions from %s to %s would be more than %d; choose a longer interval or a later "
-            "start (rows far in the past or future widen the range: check min/max of %s)."
-            % (spec.table_name, spec.interval, floor_boundary(first, spec.interval), end, MAX_PARTITIONS,
-               spec.partition_key))
-
-
-def _plan_width(spec, key_type, min_value, max_value):
-    """Integer keys: from the width containing min(key) (or ``start``, or 0 for an empty table)
-    through the one containing max(key), plus ``premake`` more for the keys to come."""
-    lows = [v for v in (min_value, spec.start) if v is not None]
-    first = floor_boundary(min(lows) if lows else 0, spec.interval)
-    top = max_value if max_value is not None else first
-    end = next_boundary(floor_boundary(top, spec.interval), spec.interval) + spec.premake * spec.interval
-    _refuse_too_many(spec, first, end)
-    return plan_range(spec, key_type, first, end)
-
-
-def _plan_calendar(spec, key_type, min_value, max_value, now):
-    """Calendar intervals: see plan_partitions."""
-    starts = [_as_date(now)]
-    if min_value is not None:
-        starts.append(_as_date(min_value))
-    if spec.start is not None:
-        starts.append(_as_date(spec.start))
-    first = min(starts)
-    current = floor_boundary(now, spec.interval)
-    end = next_boundary(current, spec.interval)
-    for _unused in range(spec.premake):
-        end = next_boundary(end, spec.interval)
-    if max_value is not None:
-        end = max(end, next_boundary(floor_boundary(max_value, spec.interval), spec.interval))
-    _refuse_too_many(spec, first, end)
-    return plan_range(spec, key_type, first, end)
-
-
-def _too_many(first, end, interval):
-    """Count before building the list (a row dated in year 1 would otherwise loop long)."""
-    if is_width(interval):
-        return (end - floor_boundary(first, interval)) // interval > MAX_PARTITIONS
-    a, b = floor_boundary(first, interval), _as_date(end)
-    months = (b.year - a.year) * 12 + b.month - a.month
-    count = {"daily": (b - a).days, "weekly": (b - a).days // 7, "monthly": months,
-             "quarterly": months // 3, "yearly": b.year - a.year}[interval]
-    return count > MAX_PARTITIONS
 
 
 def _check_unique_names(spec, partitions):
@@ -573,6 +629,15 @@ def blocked_by_default(session, schema, default_name, key, partitions, key_type)
 
 def _show(value):
     return "-inf/+inf" if value is None else _iso(value)
+
+
+def show_key(value):
+    """A key or a layout boundary for the operator: instants in UTC (HP13), None (an open end) as MAXVALUE."""
+    if value is None:
+        return "MAXVALUE"
+    if isinstance(value, datetime.datetime):
+        return (value.astimezone(UTC) if value.tzinfo is not None else value).isoformat(sep=" ")
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 def _overlaps(a, b):

@@ -49,6 +49,9 @@ RETENTION_ACTIONS = ("detach", "archive", "drop")
 INBOUND_FK_ACTIONS = ("refuse", "drop")
 MAX_HASH_PARTITIONS = 1024
 DEFAULT_PREMAKE = 4
+# Range partitions of one table: the spec's cap (max_partitions) and the most it may be raised to.
+DEFAULT_MAX_PARTITIONS = 1000
+PARTITIONS_LIMIT = 10000
 
 # Tuning knobs: name -> (default, kind). Kinds: 'pos' integer > 0, 'nonneg' integer >= 0,
 # 'limit' integer > 0 or None/0 meaning "no limit", 'ident' a schema name, 'bool' a boolean,
@@ -84,10 +87,10 @@ SYNONYMS = {"switchover_requires_approval": ("postpone",)}
 _SECOND_NAMES = dict((second, first) for first, seconds in SYNONYMS.items() for second in seconds)
 
 SPEC_KEYS = ("table", "partition_key", "strategy", "interval", "premake", "retention", "retention_action",
-             "inbound_foreign_keys", "default_partition", "partitions", "values", "start", "indexes")
+             "inbound_foreign_keys", "default_partition", "partitions", "values", "start", "max_partitions", "indexes")
 ALL_KEYS = SPEC_KEYS + tuple(TUNING)
 # Spec keys a playbook may set for every table at once.
-DEFAULTABLE = ("premake", "retention_action", "inbound_foreign_keys") + tuple(TUNING)
+DEFAULTABLE = ("premake", "retention_action", "inbound_foreign_keys", "max_partitions") + tuple(TUNING)
 # ... as the play's variables that set them (validated_specs reads these names, and no other).
 PLAY_VARIABLES = dict(("partitioning_" + key, key) for key in DEFAULTABLE + ("retention",))
 
@@ -106,7 +109,9 @@ class TableSpec:
     interval: Any = None            # range only: daily | weekly | monthly | quarterly | yearly, or an
     #                                 int width for integer keys (interval: 1000000 -> [0, 1000000), ...)
     premake: int = DEFAULT_PREMAKE  # range only: partitions kept ready beyond the current one
-    start: Any = None               # range only: first partition no later than this (date; int for widths)
+    start: Any = None               # range only: the first partition's period (date; int for widths); earlier
+    #                                 keys go to the default partition
+    max_partitions: int = DEFAULT_MAX_PARTITIONS   # range only: more partitions in the layout is refused
     partitions: Optional[int] = None        # hash only: number of partitions
     values: Dict[str, List[Any]] = field(default_factory=dict)  # list only: partition name -> values
     default_partition: bool = True
@@ -136,7 +141,7 @@ class TableSpec:
                    default_partition=self.default_partition, inbound_foreign_keys=self.inbound_foreign_keys)
         if self.strategy == "range":
             out.update(interval=self.interval, premake=self.premake, retention=self.retention,
-                       retention_action=self.retention_action,
+                       retention_action=self.retention_action, max_partitions=self.max_partitions,
                        start=self.start.isoformat() if hasattr(self.start, "isoformat") else self.start)
         elif self.strategy == "hash":
             out.update(partitions=self.partitions)
@@ -285,6 +290,7 @@ def _collect(raw, defaults, problems):
     refuse_unless("interval", ("range",))
     refuse_unless("premake", ("range",))
     refuse_unless("start", ("range",))
+    refuse_unless("max_partitions", ("range",))
     refuse_unless("retention", ("range",))
     refuse_unless("partitions", ("hash",))
     refuse_unless("values", ("list",))
@@ -314,6 +320,16 @@ def _collect(raw, defaults, problems):
             out["premake"] = premake
         except ValueError:
             problems.add("premake", "must be an integer >= 0 (future partitions kept ready), got %r" % (premake,))
+
+        cap = raw.get("max_partitions", defaults.get("max_partitions"))
+        try:
+            cap = DEFAULT_MAX_PARTITIONS if cap is None else _int(cap)
+            if not 1 <= cap <= PARTITIONS_LIMIT:
+                raise ValueError
+            out["max_partitions"] = cap
+        except ValueError:
+            problems.add("max_partitions", "must be an integer from 1 to %d (the most range partitions the layout "
+                         "may have), got %r" % (PARTITIONS_LIMIT, cap))
 
         if given("start"):
             try:

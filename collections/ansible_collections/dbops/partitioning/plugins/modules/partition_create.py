@@ -48,8 +48,16 @@ options:
     description: Range only. Future partitions kept ready beyond the current one.
     type: int
   start:
-    description: Range only. The first partition starts no later than this (date, or integer for widths).
+    description:
+      - Range only. The first partition's period (date, or integer for widths), earlier or later than the rows;
+        keys before it go to the default partition and are reported. Default the period of the earliest finite
+        key (of now, when every key is later).
     type: raw
+  max_partitions:
+    description:
+      - Range only. More range partitions in the layout (from O(start) through O(premake) periods after now) is
+        refused, naming what set the span; 1 to 10000. Default 1000.
+    type: int
   partitions:
     description: Hash only. Number of partitions (2..1024).
     type: int
@@ -139,6 +147,21 @@ twin:
   returned: success
   type: str
   sample: public.revenues_partitioned
+layout:
+  description:
+    - Range only. The span of the range partitions, C(first) (inclusive) to C(end) (exclusive; C(MAXVALUE) when
+      open), how many (C(partitions)) and what chose C(first) (C(starts_at)); start, min(key) or now.
+  returned: success, range
+  type: dict
+  sample: {first: '2025-01-01', end: '2026-06-01', partitions: 17, starts_at: min(key)}
+outside_layout:
+  description:
+    - Range only. The rows whose keys lie outside the layout (C(infinity), far past or future) and go to the
+      default partition, counted when the twin is made; C(before) and C(after) counts, C(earliest) and C(latest)
+      keys as text.
+  returned: when there are some
+  type: dict
+  sample: {before: 0, after: 3, earliest: null, latest: infinity}
 partitions:
   description: Names of the twin's partitions as planned (existing and created).
   returned: success
@@ -180,15 +203,16 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.spec import nor
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import run_table_module
 
-SPEC_OPTIONS = ("table", "partition_key", "strategy", "interval", "premake", "start", "partitions", "values",
-                "default_partition", "inbound_foreign_keys", "retention", "retention_action", "lock_timeout_ms",
-                "swap_retries")
+SPEC_OPTIONS = ("table", "partition_key", "strategy", "interval", "premake", "start", "max_partitions", "partitions",
+                "values", "default_partition", "inbound_foreign_keys", "retention", "retention_action",
+                "lock_timeout_ms", "swap_retries")
 OPTIONS = dict(defaults=dict(type="dict", default={}),
                partition_key=dict(type="str", no_log=False),  # a column name, not a secret
                strategy=dict(type="str"),
                interval=dict(type="raw"),
                premake=dict(type="int"),
                start=dict(type="raw"),
+               max_partitions=dict(type="int"),
                partitions=dict(type="int"),
                values=dict(type="dict"),
                default_partition=dict(type="bool"),

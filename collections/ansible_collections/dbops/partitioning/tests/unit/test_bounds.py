@@ -9,8 +9,8 @@ from psycopg2 import sql
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import (
     MAX_PARTITIONS, Partition, blocked_by_default, bound_clause, expired_partitions, floor_boundary, key_kind, missing_partitions,
-    next_boundary, parse_bound, partition_for, plan_partitions, range_key_kind, read_partitions,
-    retention_cutoff, suffix_for)
+    next_boundary, parse_bound, partition_for, plan_partitions, range_key_kind, range_layout, read_partitions,
+    retention_cutoff, sparse_start, suffix_for)
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
@@ -137,10 +137,31 @@ def test_min_far_in_the_past():
     assert names(parts)[0] == "1999" and names(parts)[-2] == "2026" and len(parts) == 2026 - 1999 + 1 + 1
 
 
-def test_future_rows_extend_the_range():
-    parts = plan_partitions(spec(premake=1), "timestamp with time zone", DT(2025, 4, 2, tzinfo=UTC),
-                            DT(2026, 1, 15, 8, 0, tzinfo=UTC), NOW)
-    assert names(parts)[:2] == ["2025_04", "2025_05"] and names(parts)[-2] == "2026_01"
+def test_future_rows_wait_in_the_default_partition():
+    """The layout ends premake periods after now: a far-future key does not widen it (issue 9: a row
+    dated 2099 made 290 empty partitions, one in year 3000 made phase 1 refuse)."""
+    for far in (DT(2026, 1, 15, 8, 0, tzinfo=UTC), DT(3000, 1, 1, tzinfo=UTC), DT.max.replace(tzinfo=UTC)):
+        parts = plan_partitions(spec(premake=1), "timestamp with time zone", DT(2025, 4, 2, tzinfo=UTC), far, NOW)
+        assert names(parts) == ["2025_04", "2025_05", "2025_06", "default"]
+
+
+def test_without_a_default_partition_the_layout_holds_every_key():
+    parts = plan_partitions(spec(premake=1, default_partition=False), "timestamp with time zone",
+                            DT(2025, 4, 2, tzinfo=UTC), DT(2026, 1, 15, 8, 0, tzinfo=UTC), NOW)
+    assert names(parts)[:2] == ["2025_04", "2025_05"] and names(parts)[-1] == "2026_01"
+    parts = plan_partitions(spec(premake=0, start="2025-04-01", default_partition=False), "date",
+                            D(2025, 2, 1), None, NOW)
+    assert names(parts)[0] == "2025_02"
+
+
+def test_a_key_in_the_last_year_python_writes_ends_at_maxvalue():
+    """9999-12-31 (and infinity, which psycopg2 reads as it) has no period end Python can write: the
+    last partition is open (MAXVALUE), never a ValueError."""
+    parts = plan_partitions(spec(interval="yearly", premake=0, start="9990-01-01", default_partition=False),
+                            "date", D(9990, 5, 1), D(9999, 12, 31), D(9990, 6, 1))
+    assert names(parts)[-1] == "9999" and (parts[-1].lower, parts[-1].upper) == (D(9999, 1, 1), None)
+    assert len(parts) == 10
+    assert range_layout(spec(interval="quarterly", premake=1), None, None, D(9999, 11, 1)).end is None
 
 
 def test_start_earlier_than_the_data():
@@ -148,14 +169,24 @@ def test_start_earlier_than_the_data():
     assert names(parts)[0] == "2025_01"
 
 
-def test_start_later_than_the_data_does_not_drop_rows():
-    parts = plan_partitions(spec(premake=0, start="2025-04-01"), "date", D(2025, 2, 1), None, NOW)
-    assert names(parts)[0] == "2025_02"
+def test_start_later_than_the_data_bounds_the_layout():
+    """start moves the first partition later too: earlier keys go to the default partition."""
+    parts = plan_partitions(spec(premake=0, start="2025-04-01"), "date", D(1970, 1, 1), D(2099, 1, 1), NOW)
+    assert names(parts) == ["2025_04", "2025_05", "default"]
+    layout = range_layout(spec(premake=0, start="2025-04-01"), D(1970, 1, 1), D(2099, 1, 1), NOW)
+    assert (layout.first, layout.end, layout.source, layout.count) == (D(2025, 4, 1), D(2025, 6, 1), "start", 2)
+    assert layout.bounds("timestamptz") == (DT(2025, 4, 1, tzinfo=UTC), DT(2025, 6, 1, tzinfo=UTC))
 
 
-def test_data_only_in_the_future_still_gets_the_current_period():
+def test_start_after_now_makes_premake_periods_from_it():
+    assert names(plan_partitions(spec(premake=1, start="2026-01-01"), "date", None, None, NOW)) == [
+        "2026_01", "2026_02", "default"]
+
+
+def test_data_only_in_the_future_gets_the_current_period_and_premake():
     parts = plan_partitions(spec(premake=0), "date", D(2025, 8, 1), D(2025, 8, 2), NOW)
-    assert names(parts) == ["2025_05", "2025_06", "2025_07", "2025_08", "default"]
+    assert names(parts) == ["2025_05", "default"]
+    assert range_layout(spec(premake=0), D(2025, 8, 1), D(2025, 8, 2), NOW).source == "now"
 
 
 def test_now_may_be_a_date_or_naive():
@@ -163,10 +194,19 @@ def test_now_may_be_a_date_or_naive():
     assert names(plan_partitions(spec(premake=0), "date", None, None, DT(2025, 5, 10))) == ["2025_05", "default"]
 
 
-def test_too_many_partitions_are_refused():
-    with pytest.raises(PartitioningError, match="more than %d" % MAX_PARTITIONS) as e:
-        plan_partitions(spec(interval="daily"), "date", D(1, 1, 1), None, NOW)
-    assert "public.revenues" in e.value.msg and "occurred_at" in e.value.msg
+def test_too_many_partitions_are_refused_naming_the_fix():
+    with pytest.raises(PartitioningError, match=r"more than max_partitions \(1000\)") as e:
+        plan_partitions(spec(interval="monthly"), "date", D(1930, 1, 1), None, NOW)
+    assert e.value.msg.startswith("public.revenues: the monthly partitions from 1930-01-01 to 2025-10-01 would be "
+                                  "1149, more than max_partitions (1000): the span starts at the earliest key, "
+                                  "1930-01-01. Set start:") and "at most %d" % MAX_PARTITIONS in e.value.msg
+    assert len(plan_partitions(spec(interval="monthly", max_partitions=1200), "date", D(1930, 1, 1), None, NOW)) \
+        == 1150
+    with pytest.raises(PartitioningError, match="the span starts at start 1990-01-01"):
+        plan_partitions(spec(interval="daily", start="1990-01-01"), "date", None, None, NOW)
+    with pytest.raises(PartitioningError, match="without a default partition the span must also hold the latest key "
+                                                "3000-01-01"):
+        plan_partitions(spec(default_partition=False), "date", D(2025, 1, 1), D(3000, 1, 1), NOW)
 
 
 def test_range_needs_a_time_key():
@@ -319,7 +359,7 @@ def test_width_at_the_end_of_the_type_becomes_maxvalue():
 def test_width_refuses_time_keys_and_vice_versa():
     with pytest.raises(PartitioningError, match="numeric interval .1000. needs a smallint, integer or bigint key"):
         plan_partitions(wspec(), "date", None, None, NOW)
-    with pytest.raises(PartitioningError, match="more than 10000"):
+    with pytest.raises(PartitioningError, match="partitions of width 1 from 0 to 20002 would be 20002, more than max_partitions"):
         plan_partitions(wspec(interval=1), "bigint", 0, 20000, NOW)
 
 
@@ -455,3 +495,13 @@ def test_expired_partitions_compare_instants_not_days():
     aware = [Partition(name="c", suffix="c", kind="range", lower=None,
                        upper=datetime.datetime(2024, 5, 10, 0, 0, 1, tzinfo=datetime.timezone.utc))]
     assert expired_partitions(s, aware, NOW) == []
+
+
+def test_sparse_start_names_where_the_rows_begin():
+    s = spec(interval="quarterly", premake=1)
+    layout = range_layout(s, D(1970, 1, 1), D(2025, 8, 1), NOW)
+    assert sparse_start(s, layout, DT(2024, 2, 3, tzinfo=UTC)) == (D(2024, 1, 1), 216)
+    assert sparse_start(s, layout, D(1972, 1, 1)) is None                  # the rows begin near the first period
+    assert sparse_start(s, layout, None) is None                            # never analyzed
+    started = range_layout(spec(interval="quarterly", start="1970-01-01"), D(1970, 1, 1), None, NOW)
+    assert sparse_start(s, started, D(2024, 1, 1)) is None                  # start chose it: the operator's call

@@ -27,8 +27,10 @@ import datetime
 import json
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
-from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import plan_partitions
+from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import (
+    RANGE_KEY_KINDS, key_kind, plan_partitions, range_layout, show_key, sparse_start)
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_relation, describe_table
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import (
     run_statements_with_lock_retry, run_with_lock_retry)
@@ -45,16 +47,72 @@ except ImportError:  # pragma: no cover
     sql = None
 
 
-def key_extent(session, spec):
-    """``(min, max)`` of the partition key. With a btree index leading with the key the planner
-    reads both ends of the index (two index probes); without one it is a scan of the table,
-    which the original's size makes the price of phase 1 (preflight already scans for NULLs
-    only when the column is nullable)."""
+def key_extent(session, spec, kind):
+    """``(min, max)`` of the finite values of the partition key (``-infinity`` and ``infinity``
+    are outside every range partition: they go to the default partition). With a btree index
+    leading with the key the planner reads both ends of the index (index probes); without one it
+    is a scan of the table, which the original's size makes the price of phase 1 (preflight
+    already scans for NULLs only when the column is nullable)."""
     if spec.strategy != "range":
         return None, None
-    row = session.query(sql.SQL("SELECT min({k}) AS lo, max({k}) AS hi FROM {t}").format(
-        k=sql.Identifier(spec.partition_key), t=sql.Identifier(spec.schema, spec.name)))[0]
-    return row["lo"], row["hi"]
+    k, t = sql.Identifier(spec.partition_key), sql.Identifier(spec.schema, spec.name)
+    if kind not in RANGE_KEY_KINDS:
+        row = session.query(sql.SQL("SELECT min({k}) AS lo, max({k}) AS hi FROM {t}").format(k=k, t=t))[0]
+        return row["lo"], row["hi"]
+    row = session.query(sql.SQL("SELECT min({k}) AS lo, max({k}) AS hi, NOT isfinite(min({k})) AS lo_inf, "
+                                "NOT isfinite(max({k})) AS hi_inf FROM {t}").format(k=k, t=t))[0]
+    lo, hi = row["lo"], row["hi"]
+    if row["lo_inf"]:
+        lo = session.scalar(sql.SQL("SELECT min({k}) FROM {t} WHERE {k} > '-infinity'").format(k=k, t=t))
+    if row["hi_inf"]:
+        hi = session.scalar(sql.SQL("SELECT max({k}) FROM {t} WHERE {k} < 'infinity'").format(k=k, t=t))
+    return lo, hi
+
+
+def outside_layout(session, spec, kind, layout):
+    """The original's rows whose keys lie outside ``layout`` (bounds.Layout): what goes to the
+    default partition. ``dict(before, after, earliest, latest)`` (keys as text, instants in UTC,
+    so that ``infinity`` reads as such), or None when every row is inside. Two range counts:
+    index scans when an index leads with the key, each as long as what it counts."""
+    lower, upper = layout.bounds(kind)
+    k, t = sql.Identifier(spec.partition_key), sql.Identifier(spec.schema, spec.name)
+    out = dict(before=0, after=0, earliest=None, latest=None)
+    for side, bound, extreme, where, name in (("before", lower, "min", "<", "earliest"),
+                                               ("after", upper, "max", ">=", "latest")):
+        if bound is None:
+            continue
+        key = sql.SQL("{}({})").format(sql.SQL(extreme), k)
+        if kind == "timestamptz":     # the session's time zone must not show in the report
+            key = sql.SQL("({} AT TIME ZONE 'UTC')").format(key)
+        row = session.query(sql.SQL("SELECT count(*) AS n, {key}::text AS key FROM {t} WHERE {k} {op} %s").format(
+            key=key, t=t, k=k, op=sql.SQL(where)), (bound,))[0]
+        text = row["key"]
+        if kind == "timestamptz" and text is not None and text.lstrip("-") != "infinity":
+            text += "+00"
+        out.update({side: int(row["n"]), name: text})
+    return out if out["before"] or out["after"] else None
+
+
+def bulk_from(session, spec, key_type):
+    """The key below which about 1% of the original's rows lie, from the planner's statistics
+    (``pg_stats``, no scan); None when the table has not been analyzed."""
+    return session.scalar(sql.SQL("SELECT (histogram_bounds::text::{}[])[2] FROM pg_stats WHERE schemaname = %s "
+                                  "AND tablename = %s AND attname = %s").format(sql.SQL(key_type)),
+                          (spec.schema, spec.name, spec.partition_key))
+
+
+def _layout_report(spec, layout, outside):
+    """The warning for rows outside the layout (they wait in the default partition)."""
+    parts = []
+    if outside["before"]:
+        parts.append("%d before %s (the earliest %s)" % (outside["before"], show_key(layout.first),
+                                                         outside["earliest"]))
+    if outside["after"]:
+        parts.append("%d from %s on (the latest %s)" % (outside["after"], show_key(layout.end), outside["latest"]))
+    return ("%s: %d rows have keys outside the range partitions and go to the default partition: %s. Keys before "
+            "start stay there; later keys move into their own partitions when premake reaches their period "
+            "(maintenance.yml). To give them partitions now, set start: earlier (or raise premake)."
+            % (spec.table_name, outside["before"] + outside["after"], "; ".join(parts)))
 
 
 def max_key(session, spec, pk_columns):
@@ -123,13 +181,37 @@ def _prepare(session, templates, spec, state_schema, now, lock_timeout_ms, retri
     created = result["created"]
     fresh = row is None or row["phase"] == "rolled_back"
 
-    if state_store.ensure_state_schema(session, templates, state_schema):
-        created.append("state schema %s" % display(state_schema))
-
+    # The partitions, and the rows they leave to the default partition (docs/table-spec.md): planned
+    # before the first change, so that a refused layout changes nothing.
     key_col = info.column(spec.partition_key)
-    lo, hi = key_extent(session, spec)
+    kind = key_kind(key_col.type)
+    lo, hi = key_extent(session, spec, kind)
     partitions = plan_partitions(spec, key_col.type, lo, hi, now)
     result["partitions"] = [p.name for p in partitions]
+    if spec.strategy == "range":
+        layout = range_layout(spec, lo, hi, now)
+        result["layout"] = layout.describe()
+        outside = (outside_layout(session, spec, kind, layout)
+                   if fresh or describe_relation(session, *spec.twin) is None else None)
+        if outside and not spec.default_partition:
+            raise PartitioningError(
+                "%s: %d rows have keys no partition can hold (%s .. %s: infinity, or beyond what a partition bound "
+                "can be written as) and the table has no default partition: keep default_partition: true."
+                % (spec.table_name, outside["before"] + outside["after"], outside["earliest"] or "",
+                   outside["latest"] or ""))
+        if outside:
+            result["outside_layout"] = outside
+            warnings.append(_layout_report(spec, layout, outside))
+        sparse = sparse_start(spec, layout, bulk_from(session, spec, key_col.type)) if fresh else None
+        if sparse:
+            warnings.append("%s: the partitions start at the earliest key (%s), but the statistics put 99%% of the "
+                            "rows from %s on: %d of the %d partitions would hold about 1%% of the rows. Set start: %s "
+                            "to send the earlier rows to the default partition instead."
+                            % (spec.table_name, show_key(layout.first), show_key(sparse[0]), sparse[1], layout.count,
+                               show_key(sparse[0])))
+
+    if state_store.ensure_state_schema(session, templates, state_schema):
+        created.append("state schema %s" % display(state_schema))
 
     twin_warnings = []
     carry = []
