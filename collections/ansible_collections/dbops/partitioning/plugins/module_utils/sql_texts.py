@@ -1503,6 +1503,224 @@ TEXTS = {
         '    END LOOP;\n'
         'END $fn$;\n'
     ),
+    'maintenance/50_monitoring': (
+        "{#- Maintenance functions, part 5: the runbook's monitoring (docs/runbooks/phase4.md documents every\n"
+        '    column): the view partition_sizes, get_partition_stats(), analyze_partition_performance(), and\n'
+        '    what they keep in the state schema: the registered report queries (register_report_query) and\n'
+        '    the history of sizes (record_partition_sizes). partition_stats and status.yml read their facts\n'
+        '    through the same view and functions. Read-only but for the two functions that record.\n'
+        '    Context: schema, state. #}\n'
+        '\n'
+        '-- Every leaf partition of every partitioned table of the database (outside the system schemas)\n'
+        "-- and its sizes. table_name is the root of its partition tree; bound is PostgreSQL's text (in the\n"
+        "-- session's TimeZone). It depends on the catalogs only, so that an upgrade of the functions never\n"
+        "-- has to drop it (nor the runbook schema's view of it).\n"
+        'CREATE OR REPLACE VIEW {{ schema|ident }}.partition_sizes AS\n'
+        "SELECT format('%I.%I', rn.nspname, r.relname) AS table_name, n.nspname AS partition_schema,\n"
+        '       c.relname AS partition_name, t.level,\n'
+        "       pg_catalog.pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT' AS is_default,\n"
+        '       pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound,\n'
+        '       greatest(c.reltuples, 0)::bigint AS rows_estimate,\n'
+        '       pg_catalog.pg_table_size(c.oid) AS table_bytes,\n'
+        '       pg_catalog.pg_indexes_size(c.oid) AS index_bytes,\n'
+        '       pg_catalog.pg_total_relation_size(c.oid) AS total_bytes,\n'
+        '       pg_catalog.pg_size_pretty(pg_catalog.pg_total_relation_size(c.oid)) AS total_size\n'
+        '  FROM pg_catalog.pg_class r\n'
+        '  JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace\n'
+        '  CROSS JOIN LATERAL pg_catalog.pg_partition_tree(r.oid) t\n'
+        '  JOIN pg_catalog.pg_class c ON c.oid = t.relid\n'
+        '  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n'
+        " WHERE r.relkind = 'p' AND NOT r.relispartition AND t.isleaf\n"
+        "   AND rn.nspname NOT IN ('pg_catalog', 'information_schema') AND rn.nspname NOT LIKE 'pg\\_%';\n"
+        '\n'
+        "-- Per partition of p_table (NULL: of every partitioned table): partition_sizes with the range's\n"
+        "-- bounds (the key's values, in UTC; NULL for MINVALUE/MAXVALUE and for list, hash and default\n"
+        "-- partitions), the statistics views' counters (since their last reset), the last vacuum and analyze.\n"
+        'CREATE FUNCTION {{ schema|ident }}.get_partition_stats(p_table regclass DEFAULT NULL)\n'
+        'RETURNS TABLE(table_name text, partition_name name, is_default boolean, bound text, lower_bound text,\n'
+        '              upper_bound text, rows_estimate bigint, live_rows bigint, dead_rows bigint, total_bytes bigint,\n'
+        '              table_bytes bigint, index_bytes bigint, total_size text, seq_scans bigint, seq_rows_read bigint,'
+        '\n'
+        '              index_scans bigint, last_vacuum timestamptz, last_analyze timestamptz)\n'
+        "LANGUAGE sql STABLE SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' AS $fn$\n"
+        'SELECT z.table_name, z.partition_name, z.is_default, z.bound, {{ schema|ident }}.bound_value(b.m[1]),\n'
+        '       {{ schema|ident }}.bound_value(b.m[2]), z.rows_estimate, coalesce(s.n_live_tup, 0), coalesce(s.n_dead_t'
+        'up, 0),\n'
+        '       z.total_bytes, z.table_bytes, z.index_bytes, z.total_size, coalesce(s.seq_scan, 0),\n'
+        '       coalesce(s.seq_tup_read, 0), coalesce(s.idx_scan, 0), greatest(s.last_vacuum, s.last_autovacuum),\n'
+        '       greatest(s.last_analyze, s.last_autoanalyze)\n'
+        '  FROM {{ schema|ident }}.partition_sizes z\n'
+        "  CROSS JOIN LATERAL (SELECT regexp_match(z.bound, '^FOR VALUES FROM \\((.*)\\) TO \\((.*)\\)$') AS m) b\n"
+        '  LEFT JOIN pg_catalog.pg_stat_user_tables s ON s.schemaname = z.partition_schema AND s.relname = z.partition_'
+        'name\n'
+        ' WHERE p_table IS NULL OR z.table_name = {{ schema|ident }}.rel_name(p_table)\n'
+        ' ORDER BY z.table_name, z.is_default, {{ schema|ident }}.bound_value(b.m[1]) NULLS FIRST, z.partition_name\n'
+        '$fn$;\n'
+        '\n'
+        '-- A report query whose pruning analyze_partition_performance() checks: p_query is EXPLAINed\n'
+        '-- (never run) now, so that a query PostgreSQL cannot plan is refused at once, and at every call.\n'
+        '-- Its text must be one statement without parameters ($1).\n'
+        'CREATE FUNCTION {{ schema|ident }}.register_report_query(p_name text, p_table regclass, p_query text)\n'
+        'RETURNS text\n'
+        'LANGUAGE plpgsql AS $fn$\n'
+        'DECLARE\n'
+        '    v_plan json;\n'
+        'BEGIN\n'
+        "    IF coalesce(btrim(p_name), '') = '' THEN\n"
+        "        RAISE EXCEPTION 'register_report_query: a name is required' USING ERRCODE = 'invalid_parameter_value';"
+        '\n'
+        '    END IF;\n'
+        '    v_plan := {{ schema|ident }}.explain_report_query(p_query);\n'
+        '    INSERT INTO {{ state|ident }}.report_queries (name, table_name, query)\n'
+        '    VALUES (p_name, {{ schema|ident }}.rel_name(p_table), p_query)\n'
+        '    ON CONFLICT (name) DO UPDATE SET table_name = EXCLUDED.table_name, query = EXCLUDED.query, registered_at ='
+        ' now();\n'
+        '    RETURN p_name;\n'
+        'END $fn$;\n'
+        '\n'
+        'CREATE FUNCTION {{ schema|ident }}.unregister_report_query(p_name text) RETURNS boolean\n'
+        'LANGUAGE sql AS $fn$\n'
+        'WITH gone AS (DELETE FROM {{ state|ident }}.report_queries WHERE name = p_name RETURNING 1)\n'
+        'SELECT EXISTS (SELECT FROM gone)\n'
+        '$fn$;\n'
+        '\n'
+        '-- The plan of p_query (EXPLAIN (VERBOSE, FORMAT JSON): it plans and does not run it; VERBOSE names\n'
+        "-- each relation's schema). Whatever the text\n"
+        '-- would do beyond that is undone: it runs in a subtransaction that is always rolled back.\n'
+        'CREATE FUNCTION {{ schema|ident }}.explain_report_query(p_query text) RETURNS json\n'
+        'LANGUAGE plpgsql AS $fn$\n'
+        'DECLARE\n'
+        '    v_plan json;\n'
+        'BEGIN\n'
+        "    IF p_query IS NULL OR p_query ~ ';\\s*\\S' THEN\n"
+        "        RAISE EXCEPTION 'a report query is one statement: nothing may follow a '';'' (also not in a string: wr"
+        "ite chr(59))'\n"
+        "            USING ERRCODE = 'invalid_parameter_value';\n"
+        '    END IF;\n'
+        '    BEGIN\n'
+        "        EXECUTE 'EXPLAIN (VERBOSE, FORMAT JSON) ' || rtrim(btrim(p_query), ';') INTO v_plan;\n"
+        "        RAISE EXCEPTION USING ERRCODE = 'DBU01', MESSAGE = 'dbops.partitioning: undo the explain';\n"
+        "    EXCEPTION WHEN SQLSTATE 'DBU01' THEN\n"
+        '        NULL;\n'
+        '    END;\n'
+        '    RETURN v_plan;\n'
+        'END $fn$;\n'
+        '\n'
+        '-- The partitions a plan reads: the relations of its scan nodes, and how many partitions the\n'
+        '-- executor removed at start (run-time pruning, generic plans).\n'
+        'CREATE FUNCTION {{ schema|ident }}.plan_relations(p_plan json, OUT relations text[], OUT removed integer)\n'
+        'LANGUAGE sql IMMUTABLE AS $fn$\n'
+        'WITH RECURSIVE node(n) AS (\n'
+        "    SELECT p_plan -> 0 -> 'Plan'\n"
+        '    UNION ALL\n'
+        "    SELECT child FROM node, json_array_elements(coalesce(node.n -> 'Plans', '[]')) child\n"
+        ')\n'
+        "SELECT coalesce(array_agg(DISTINCT CASE WHEN n ->> 'Relation Name' IS NOT NULL\n"
+        "                                         THEN format('%I.%I', n ->> 'Schema', n ->> 'Relation Name') END)\n"
+        "                    FILTER (WHERE n ->> 'Relation Name' IS NOT NULL), '{}'),\n"
+        "       coalesce(sum((n ->> 'Subplans Removed')::integer), 0)::integer\n"
+        '  FROM node\n'
+        '$fn$;\n'
+        '\n'
+        '-- What the runbook\'s "analyze partition performance" asks, per p_table (NULL: every partitioned\n'
+        '-- table), one row per finding:\n'
+        "--   kind 'index'        an index of a partition (object: its parent index, or its own name): scans, size,\n"
+        "--                       finding 'unused' (no scan since the statistics were reset), 'invalid' or 'used';\n"
+        "--   kind 'partition'    a partition's sequential scans (scans) and the rows they read (rows_read);\n"
+        "--                       finding 'only sequential scans', 'more sequential than index scans' or 'ok';\n"
+        "--   kind 'report_query' a registered report query (object: its name), EXPLAINed now: the partitions\n"
+        "--                       its plan reads of the table's partitions; finding 'prunes to N of M partitions',\n"
+        "--                       'reads every partition: no pruning' or the planner's error.\n"
+        'CREATE FUNCTION {{ schema|ident }}.analyze_partition_performance(p_table regclass DEFAULT NULL)\n'
+        'RETURNS TABLE(table_name text, kind text, object text, partition_name name, scans bigint, rows_read bigint,\n'
+        '              bytes bigint, partitions_read integer, partitions_total integer, finding text)\n'
+        'LANGUAGE plpgsql AS $fn$\n'
+        '#variable_conflict use_column\n'
+        'DECLARE\n'
+        '    q record;\n'
+        '    v_plan json;\n'
+        '    v_read record;\n'
+        '    v_total integer;\n'
+        '    v_hit integer;\n'
+        'BEGIN\n'
+        '    RETURN QUERY\n'
+        "    SELECT z.table_name, 'index'::text, coalesce(format('%I.%I', pn.nspname, pc.relname),\n"
+        "                                                  format('%I.%I', z.partition_schema, ic.relname)),\n"
+        '           z.partition_name, coalesce(si.idx_scan, 0), coalesce(si.idx_tup_read, 0),\n'
+        '           pg_catalog.pg_relation_size(x.indexrelid), NULL::integer, NULL::integer,\n'
+        "           CASE WHEN NOT x.indisvalid THEN 'invalid' WHEN coalesce(si.idx_scan, 0) = 0 THEN 'unused' ELSE 'use"
+        "d' END\n"
+        '      FROM {{ schema|ident }}.partition_sizes z\n'
+        "      JOIN pg_catalog.pg_index x ON x.indrelid = pg_catalog.to_regclass(format('%I.%I', z.partition_schema,\n"
+        '                                                                                z.partition_name))\n'
+        '      JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid\n'
+        '      LEFT JOIN pg_catalog.pg_stat_user_indexes si ON si.indexrelid = x.indexrelid\n'
+        '      LEFT JOIN pg_catalog.pg_inherits h ON h.inhrelid = x.indexrelid\n'
+        '      LEFT JOIN pg_catalog.pg_class pc ON pc.oid = h.inhparent\n'
+        '      LEFT JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace\n'
+        '     WHERE p_table IS NULL OR z.table_name = {{ schema|ident }}.rel_name(p_table)\n'
+        '     ORDER BY 1, 3, 4;\n'
+        '\n'
+        '    RETURN QUERY\n'
+        "    SELECT s.table_name, 'partition'::text, s.table_name, s.partition_name, s.seq_scans, s.seq_rows_read,\n"
+        '           s.total_bytes, NULL::integer, NULL::integer,\n'
+        "           CASE WHEN s.seq_scans > 0 AND s.index_scans = 0 THEN 'only sequential scans'\n"
+        "                WHEN s.seq_scans > s.index_scans THEN 'more sequential than index scans'\n"
+        "                ELSE 'ok' END\n"
+        '      FROM {{ schema|ident }}.get_partition_stats(p_table) s;\n'
+        '\n'
+        "    IF pg_catalog.to_regclass(format('%I.report_queries', {{ state|lit }})) IS NULL THEN\n"
+        '        RETURN;                                -- read from pg_temp where the state schema is older\n'
+        '    END IF;\n'
+        '    FOR q IN\n'
+        '        SELECT r.name, r.table_name, r.query FROM {{ state|ident }}.report_queries r\n'
+        '         WHERE p_table IS NULL OR r.table_name = {{ schema|ident }}.rel_name(p_table)\n'
+        '         ORDER BY r.table_name, r.name\n'
+        '    LOOP\n'
+        '        SELECT count(*)::integer INTO v_total FROM {{ schema|ident }}.partition_sizes z WHERE z.table_name = q'
+        '.table_name;\n'
+        '        BEGIN\n'
+        '            v_plan := {{ schema|ident }}.explain_report_query(q.query);\n'
+        '        EXCEPTION WHEN OTHERS THEN\n'
+        "            table_name := q.table_name; kind := 'report_query'; object := q.name; partition_name := NULL;\n"
+        '            scans := NULL; rows_read := NULL; bytes := NULL; partitions_read := NULL; partitions_total := v_to'
+        'tal;\n'
+        "            finding := 'cannot be planned: ' || SQLERRM;\n"
+        '            RETURN NEXT;\n'
+        '            CONTINUE;\n'
+        '        END;\n'
+        '        SELECT * INTO v_read FROM {{ schema|ident }}.plan_relations(v_plan);\n'
+        '        SELECT count(*)::integer INTO v_hit FROM {{ schema|ident }}.partition_sizes z\n'
+        '         WHERE z.table_name = q.table_name\n'
+        "           AND format('%I.%I', z.partition_schema, z.partition_name) = ANY (v_read.relations);\n"
+        '        v_hit := greatest(v_hit - v_read.removed, 0);\n'
+        "        table_name := q.table_name; kind := 'report_query'; object := q.name; partition_name := NULL;\n"
+        '        scans := NULL; rows_read := NULL; bytes := NULL; partitions_read := v_hit; partitions_total := v_total'
+        ';\n'
+        "        finding := CASE WHEN v_total > 1 AND v_hit >= v_total THEN 'reads every partition: no pruning'\n"
+        "                        ELSE format('prunes to %s of %s partitions', v_hit, v_total) END;\n"
+        '        RETURN NEXT;\n'
+        '    END LOOP;\n'
+        'END $fn$;\n'
+        '\n'
+        "-- One snapshot of the sizes of p_table's partitions (NULL: of every partitioned table) in the\n"
+        '-- history the HTML report charts (status.yml records one per run); returns the rows recorded.\n'
+        'CREATE FUNCTION {{ schema|ident }}.record_partition_sizes(p_table regclass DEFAULT NULL, p_source text DEFAULT'
+        " 'function')\n"
+        'RETURNS integer\n'
+        'LANGUAGE sql AS $fn$\n'
+        'WITH recorded AS (\n'
+        '    INSERT INTO {{ state|ident }}.partition_size_history (table_name, partition_name, rows_estimate, total_byt'
+        'es,\n'
+        '                                                          source)\n'
+        '    SELECT z.table_name, z.partition_name, z.rows_estimate, z.total_bytes, p_source\n'
+        '      FROM {{ schema|ident }}.partition_sizes z\n'
+        '     WHERE p_table IS NULL OR z.table_name = {{ schema|ident }}.rel_name(p_table)\n'
+        '    RETURNING 1\n'
+        ')\n'
+        'SELECT count(*)::integer FROM recorded\n'
+        '$fn$;\n'
+    ),
     'state/001_state_schema': (
         '{#- The state schema, version 1: what makes every playbook resumable and what status.yml reads.\n'
         "    Context: schema (the state schema's name). Applied once, in one transaction, by state.py. #}\n"
@@ -1738,6 +1956,34 @@ TEXTS = {
         ');\n'
         '\n'
         'INSERT INTO {{ schema|ident }}.schema_version (version) VALUES (3) ON CONFLICT DO NOTHING;\n'
+    ),
+    'state/004_monitoring': (
+        "{#- The state schema, version 4 (monitoring): what the runbook's monitoring functions keep.\n"
+        '    Context: schema. Applied once, in one transaction, by state.py.\n'
+        '    docs/runbooks/phase4.md explains both tables. #}\n'
+        '\n'
+        "-- The operator's report queries whose pruning analyze_partition_performance() checks (EXPLAIN,\n"
+        '-- never run); registered with register_report_query(name, table, query).\n'
+        'CREATE TABLE IF NOT EXISTS {{ schema|ident }}.report_queries (\n'
+        '    name           text PRIMARY KEY,\n'
+        "    table_name     text NOT NULL,         -- schema.table as format('%I.%I') prints it\n"
+        '    query          text NOT NULL,\n'
+        '    registered_at  timestamptz NOT NULL DEFAULT now()\n'
+        ');\n'
+        '\n'
+        '-- Sizes of partitions over time: one snapshot per status run (record_partition_sizes()), the\n'
+        '-- history the HTML report charts.\n'
+        'CREATE TABLE IF NOT EXISTS {{ schema|ident }}.partition_size_history (\n'
+        '    at              timestamptz NOT NULL DEFAULT now(),\n'
+        '    table_name      text NOT NULL,\n'
+        '    partition_name  name NOT NULL,\n'
+        '    rows_estimate   bigint NOT NULL,\n'
+        '    total_bytes     bigint NOT NULL,\n'
+        '    source          text NOT NULL,        -- status | function | ...\n'
+        '    PRIMARY KEY (table_name, at, partition_name)\n'
+        ');\n'
+        '\n'
+        'INSERT INTO {{ schema|ident }}.schema_version (version) VALUES (4) ON CONFLICT DO NOTHING;\n'
     ),
     'sync/ddl_guard': (
         '{#- The DDL guard (docs/design.md, "DDL during a migration"), where the role may create an event\n'

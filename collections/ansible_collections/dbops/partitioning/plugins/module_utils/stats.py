@@ -3,7 +3,10 @@
 """Read-only facts about managed tables: phase, progress, partitions, sizes, health.
 
 Nothing here writes: ``partition_stats`` and ``status.yml`` are safe on a production
-primary at any time (catalog reads, statistics views and the state schema only).
+primary at any time (catalog reads, statistics views and the state schema only). The partitions
+and index use are read through the runbook's monitoring functions, in the state schema when they
+are installed and current, else created for the session alone in ``pg_temp``
+(maintain/functions.reading_schema).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -12,8 +15,10 @@ __metaclass__ = type
 import re
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
-from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_relation, partitions_of
+from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_relation
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
+from ansible_collections.dbops.partitioning.plugins.module_utils.maintain.functions import reading_schema
+from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 
 try:
     from psycopg2 import sql
@@ -24,38 +29,38 @@ except ImportError:  # pragma: no cover
 # afterwards the table under its own name).
 _TWIN_PHASES = ("prepared", "copying", "copied", "verified")
 
-# Sizes and use of the partitions (catalog.partitions_of lists them).
-PARTITION_STATS_SQL = """
-SELECT c.oid,
-       greatest(c.reltuples, 0)::bigint AS rows_estimate,
-       pg_total_relation_size(c.oid) AS total_bytes,
-       pg_indexes_size(c.oid) AS index_bytes,
-       coalesce(s.seq_scan, 0) AS seq_scans,
-       coalesce(s.idx_scan, 0) AS index_scans,
-       coalesce(s.n_live_tup, 0) AS live_rows,
-       coalesce(s.n_dead_tup, 0) AS dead_rows,
-       greatest(s.last_analyze, s.last_autoanalyze) AS last_analyzed
-FROM pg_class c
-LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-WHERE c.oid = ANY (%(oids)s)
-"""
-# The lower bound of a range partition whose key is a date or a timestamp, as it prints.
-_DATED_LOWER_BOUND = re.compile(r"FROM \('(\d{4}-\d\d-\d\d[^']*)'\)")
+# The partitions and the index use come from the runbook's monitoring functions (templates/sql/
+# maintenance/50_monitoring.sql.j2): what an operator sees with SELECT * FROM get_partition_stats()
+# is what status reports. Columns kept in the facts, by their names there.
+PARTITION_COLUMNS = ("partition_name", "is_default", "bound", "lower_bound", "upper_bound", "rows_estimate",
+                     "live_rows", "dead_rows", "total_bytes", "table_bytes", "index_bytes", "seq_scans",
+                     "seq_rows_read", "index_scans", "last_vacuum", "last_analyze")
 
-INDEX_USE_SQL = """
-SELECT pi.relname AS index_name,
-       sum(coalesce(s.idx_scan, 0))::bigint AS scans,
-       sum(pg_relation_size(ci.inhrelid))::bigint AS bytes,
-       bool_and(coalesce(x.indisvalid, true)) AS valid
-FROM pg_index px
-JOIN pg_class pi ON pi.oid = px.indexrelid
-LEFT JOIN pg_inherits ci ON ci.inhparent = px.indexrelid
-LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = ci.inhrelid
-LEFT JOIN pg_index x ON x.indexrelid = ci.inhrelid
-WHERE px.indrelid = %(parent)s
-GROUP BY pi.relname
-ORDER BY pi.relname
-"""
+
+_DATE = re.compile(r"^\d{4}-\d\d-\d\d")
+
+
+def _partition(row):
+    """One partition's facts: the columns of get_partition_stats (partition_name as name), times as text."""
+    out = dict((k, row[k]) for k in PARTITION_COLUMNS)
+    out["name"] = out.pop("partition_name")
+    for k in ("last_vacuum", "last_analyze"):
+        out[k] = str(out[k]) if out[k] is not None else None
+    return out
+
+
+def _index_use(rows):
+    """Index use summed over the partitions (analyze_partition_performance's index rows): per index
+    of the table, its scans, bytes and whether every partition's index is valid."""
+    out = {}
+    for r in rows:
+        ix = out.setdefault(r["object"], dict(index_name=r["object"], scans=0, bytes=0, valid=True, unused_on=[]))
+        ix["scans"] += r["scans"]
+        ix["bytes"] += r["bytes"]
+        ix["valid"] = ix["valid"] and r["finding"] != "invalid"
+        if r["finding"] == "unused":
+            ix["unused_on"].append(r["partition_name"])
+    return [out[k] for k in sorted(out)]
 
 
 def _default_rows(session, schema, name):
@@ -73,7 +78,7 @@ def table_facts(session, state_schema, table_name, premake=None):
     facts = dict(table=canonical, managed=row is not None, phase=row["phase"] if row else None, health=[],
                  partitioned_table=None, progress=None, verification=None, verified_at=None, switched_at=None,
                  swap_lock_ms=None, partitions=[], indexes=[], total_bytes=0, rows_estimate=0,
-                 default_partition_rows=None, future_partitions=None)
+                 default_partition_rows=None, future_partitions=None, report_queries=[])
     if row and row["phase"] in _TWIN_PHASES:
         partitioned = row["twin_relname"]
     else:
@@ -105,18 +110,19 @@ def table_facts(session, state_schema, table_name, premake=None):
             facts["health"].append("last verification found differences: see partition_verify")
     if rel is None or rel.kind != "p":
         return facts
-    partitions = partitions_of(session, schema, partitioned)
-    use = dict((r["oid"], r) for r in session.query(PARTITION_STATS_SQL, dict(oids=[p.oid for p in partitions])))
-    parts = []
-    for p in sorted(partitions, key=lambda p: (p.bound == "DEFAULT", p.name)):
-        part = dict(name=p.name, bound=p.bound, is_default=p.bound == "DEFAULT")
-        part.update((k, (str(v) if k == "last_analyzed" and v is not None else v))
-                    for k, v in use[p.oid].items() if k != "oid")
-        parts.append(part)
+    parent = sql.Identifier(schema, partitioned).as_string(session.conn)
+    fn_schema = reading_schema(session, SqlTemplates.bundled(), state_schema)
+    parts = [_partition(p) for p in session.query(sql.SQL("SELECT * FROM {}(%s)").format(
+        sql.Identifier(fn_schema, "get_partition_stats")), (parent,))]
     facts["partitions"] = parts
     facts["total_bytes"] = sum(p["total_bytes"] for p in parts)
     facts["rows_estimate"] = sum(p["rows_estimate"] for p in parts)
-    facts["indexes"] = session.query(INDEX_USE_SQL, dict(parent=rel.oid))
+    performance = session.query(sql.SQL("SELECT * FROM {}(%s)").format(
+        sql.Identifier(fn_schema, "analyze_partition_performance")), (parent,))
+    facts["indexes"] = _index_use([r for r in performance if r["kind"] == "index"])
+    facts["report_queries"] = [dict(name=r["object"], partitions_read=r["partitions_read"],
+                                    partitions_total=r["partitions_total"], finding=r["finding"])
+                               for r in performance if r["kind"] == "report_query"]
     for ix in facts["indexes"]:
         if not ix["valid"]:
             facts["health"].append("index %s has an invalid partition index (a failed concurrent build)"
@@ -128,14 +134,15 @@ def table_facts(session, state_schema, table_name, premake=None):
         if rows:
             facts["health"].append("%d rows in the default partition %s (keys outside every range)"
                                    % (rows, default[0]["name"]))
-    # Range partitions whose lower bound lies in the future. Bounds print in ISO form in our
-    # sessions (TimeZone=UTC, DateStyle=ISO), which sorts chronologically as text for date,
-    # timestamp and timestamptz keys alike, so one comparison serves every key type. Integer
-    # ranges (a numeric width: bounds print as '0', '1000000') have no future: None, and no
-    # premake check; only bounds that start with a date count.
-    lower_bounds = [m.group(1) for m in (_DATED_LOWER_BOUND.search(p.bound) for p in partitions) if m]
-    now = session.scalar("SELECT now()::text")
-    facts["future_partitions"] = sum(1 for b in lower_bounds if b > now) if lower_bounds else None
+    # Range partitions whose lower bound lies in the future. get_partition_stats prints bounds
+    # in ISO form in UTC, which sorts chronologically as text for date, timestamp and timestamptz
+    # keys alike, so one comparison serves every key type. Integer ranges (a numeric width: bounds
+    # '0', '1000000') have no future: None, and no premake check; only bounds that start with a
+    # date count.
+    now = session.scalar("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')")
+    timed = [p["lower_bound"] for p in parts if p["lower_bound"] and _DATE.match(p["lower_bound"])]
+    timed = dict(future=sum(1 for b in timed if b > now), timed=len(timed))
+    facts["future_partitions"] = timed["future"] if timed["timed"] else None
     if premake and facts["future_partitions"] is not None and facts["future_partitions"] < premake:
         facts["health"].append("only %s future partitions ready (premake %s): run maintenance"
                                % (facts["future_partitions"], premake))

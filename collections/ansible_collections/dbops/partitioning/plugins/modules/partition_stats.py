@@ -14,6 +14,9 @@ description:
     reconciliation), the last verification, and the partitions of the partitioned table
     (bounds, estimated rows, sizes, scans), index use summed over partitions, rows in the
     default partition and health warnings.
+  - The partitions and the index use are read through the runbook's monitoring functions (C(get_partition_stats()),
+    C(analyze_partition_performance()), docs/runbooks/phase4.md) - in the state schema when they are installed and
+    current, else created for this session alone in its C(pg_temp).
   - Never changes anything; safe to run at any time, also while a phase runs.
 version_added: 0.1.0
 extends_documentation_fragment:
@@ -70,8 +73,16 @@ tables:
     partitioned_table: {description: The partitioned relation (the twin before switchover)., type: str}
     progress: {description: Backfill progress as in the state schema's progress view., type: dict}
     verification: {description: Status of the last verification (ok or different)., type: str}
-    partitions: {description: "Per partition: name, bound, is_default, rows_estimate, total_bytes, index_bytes, scans.", type: list}
-    indexes: {description: "Index use summed over partitions (scans, bytes, valid).", type: list}
+    partitions:
+      description:
+        - "Per partition, the columns of get_partition_stats() (partition_name as name): name, is_default, bound,
+          lower_bound, upper_bound, rows_estimate, live_rows, dead_rows, total_bytes, table_bytes, index_bytes,
+          seq_scans, seq_rows_read, index_scans, last_vacuum, last_analyze."
+      type: list
+    indexes: {description: "Per index of the table, its use summed over partitions - index_name, scans, bytes, valid, unused_on.", type: list}
+    report_queries:
+      description: "The registered report queries and their pruning - name, partitions_read, partitions_total, finding."
+      type: list
     default_partition_rows: {description: Rows currently in the default partition., type: int}
     health: {description: Warnings an operator should act on., type: list, elements: str}
 queries:

@@ -31,12 +31,15 @@ except ImportError:  # pragma: no cover
 
 COMPONENT = "maintenance"
 TEMPLATE_DIR = "maintenance/"
-# What check mode installs into pg_temp: everything that plans and steps, nothing that needs a
-# state table to exist at creation (views, the runbook's functions).
-CHECK_MODE_PARTS = ("maintenance/10_calendar", "maintenance/20_partitions", "maintenance/30_steps")
+# What check mode installs into pg_temp: everything that plans and steps, and the monitoring
+# (partition_stats reads through it), nothing that needs a state table to exist at creation (the
+# runbook's maintenance functions).
+CHECK_MODE_PARTS = ("maintenance/10_calendar", "maintenance/20_partitions", "maintenance/30_steps",
+                    "maintenance/50_monitoring")
 # What the first user's runbook calls unqualified: partitioning_runbook_schema gets thin wrappers.
 RUNBOOK_OBJECTS = ["create_next_year_partitions", "archive_old_partitions", "maintain_partition_system",
-                   "create_quarterly_partition"]
+                   "create_quarterly_partition", "get_partition_stats", "analyze_partition_performance",
+                   "partition_sizes"]
 _OBJECT = re.compile(r'CREATE (?:OR REPLACE )?(FUNCTION|PROCEDURE|VIEW) "((?:[^"]|"")+)"\.([a-z_][a-z0-9_]*)')
 
 
@@ -112,6 +115,21 @@ def functions_schema(session, templates, state_schema):
         ensure_functions(session, templates, state_schema)
         return state_schema
     ensure_functions(session, templates, state_schema)          # recorded in queries, nothing runs
+    return _in_pg_temp(session, templates, state_schema)
+
+
+def reading_schema(session, templates, state_schema):
+    """The schema to read the monitoring view and functions in without installing anything: the
+    state schema when they are current there, else ``pg_temp`` (the session's own, gone when it
+    disconnects)."""
+    if is_current(session, templates, state_schema):
+        return state_schema
+    return _in_pg_temp(session, templates, state_schema)
+
+
+def _in_pg_temp(session, templates, state_schema):
+    if session.scalar("SELECT to_regprocedure('pg_temp.get_partition_stats(regclass)') IS NOT NULL"):
+        return "pg_temp"                                        # made earlier in this session
     text = render(session, templates, "pg_temp", state_schema, CHECK_MODE_PARTS)
     cur = session.conn.cursor()
     try:
