@@ -4,10 +4,17 @@
 
 The sync triggers write both tables in the application's own transaction, so a single
 ``REPEATABLE READ`` snapshot shows them equal even while writes continue. A comparison reads
-the count and the checksum (``sum`` of a 64-bit hash of each row's text form, over the given
-columns in order) of the selected rows on both sides in one snapshot; when they differ it can
-list the differing keys (``EXCEPT ALL`` both ways, capped) and how many of them are pending
-reconciliation in that same snapshot.
+the count and the checksum (``sum`` of a 64-bit hash of each row, over the given columns in
+order) of the selected rows on both sides in one snapshot; when they differ it can list the
+differing keys (``EXCEPT ALL`` of the rows' text forms both ways, capped) and how many of them
+are pending reconciliation in that same snapshot.
+
+The row hash is ``hash_record_extended`` over the columns: a column whose type's own hash
+tells values apart exactly (integers, booleans, dates and times, uuid, bytea, and text types
+under the byte-wise collation "C") is hashed as it is; any other column (numeric, floats,
+intervals, json, arrays, user types: types whose equality is looser than identity) through
+its text form, as PostgreSQL prints it. Hashing ``timestamptz`` or ``bigint`` values without
+printing them makes a comparison about three times cheaper than hashing the text of the row.
 
 Used by the phase 2 verification (per batch range and per partition), by the switchover's
 final check, by rollback and by cleanup.
@@ -28,6 +35,18 @@ except ImportError:  # pragma: no cover
 
 MAX_DIFFERENCES = 100
 TRUE = "true"
+# Types hashed as they are (their equality is identity); text types under COLLATE "C".
+EXACT_HASH_TYPES = frozenset(("int2", "int4", "int8", "bool", "date", "timestamp", "timestamptz", "time", "uuid",
+                              "bytea", "oid", "text", "varchar", "bpchar"))
+BYTEWISE_TYPES = frozenset(("text", "varchar", "bpchar"))
+
+COLUMN_TYPES_SQL = """
+SELECT a.attname AS name, b.typname AS type, b.typnamespace = 'pg_catalog'::regnamespace AND b.typtype = 'b' AS builtin
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+"""
 
 
 @dataclass
@@ -58,6 +77,22 @@ def row_text(columns, alias):
         sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in columns))
 
 
+def row_hash(session, rel, columns, alias):
+    """``hash_record_extended(ROW(...), 0)`` of ``columns`` of ``rel`` (a (schema, name)) on ``alias``."""
+    types = dict((r["name"], r) for r in session.query(COLUMN_TYPES_SQL, (sql.Identifier(*rel).as_string(session.conn),)))
+    parts = []
+    for c in columns:
+        t = types.get(c)
+        ref = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c))
+        if t is None or not t["builtin"] or t["type"] not in EXACT_HASH_TYPES:
+            parts.append(sql.SQL("{}::text").format(ref))
+        elif t["type"] in BYTEWISE_TYPES:
+            parts.append(sql.SQL('{} COLLATE "C"').format(ref))
+        else:
+            parts.append(ref)
+    return sql.SQL("pg_catalog.hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(parts))
+
+
 def _condition(where):
     if where is None:
         return sql.SQL(TRUE)
@@ -70,10 +105,10 @@ def _not_pending(pending, key_columns):
         sql.Identifier(state_schema, "pending_keys"), sql.Literal(table_name), key_json(key_columns, "o"))
 
 
-def _stats(session, rel, columns, where, params):
+def _stats(session, rel, row_hash_o, where, params):
     return session.query(sql.SQL(
-        "SELECT count(*) AS n, coalesce(sum(pg_catalog.hashtextextended({}, 0)), 0)::text AS checksum "
-        "FROM {} AS o WHERE {}").format(row_text(columns, "o"), rel, where), params)[0]
+        "SELECT count(*) AS n, coalesce(sum({}), 0)::text AS checksum "
+        "FROM {} AS o WHERE {}").format(row_hash_o, rel, where), params)[0]
 
 
 def _differences(session, a, where_a, b, where_b, columns, key_columns, params, limit):
@@ -106,8 +141,8 @@ def _pending_set(session, pending):
 
 def compare_tables(session, a, b, columns, key_columns, where_a=None, where_b=None, params=None,
                    pending=None, skip_pending=False, list_differences=0):
-    """Compare relations ``a`` and ``b`` (``(schema, name)`` or a composed identifier) in one
-    ``REPEATABLE READ, READ ONLY`` snapshot; returns a ``Comparison``.
+    """Compare relations ``a`` and ``b`` (each ``(schema, name)``) in one ``REPEATABLE READ, READ
+    ONLY`` snapshot; returns a ``Comparison``. Column types are read from ``a``.
 
     ``columns`` are hashed in order on both sides; ``key_columns`` name a row's key;
     ``where_a``/``where_b`` select the rows (SQL on alias ``o``, ``params`` for their
@@ -116,8 +151,8 @@ def compare_tables(session, a, b, columns, key_columns, where_a=None, where_b=No
     differ and ``list_differences`` > 0, that many differing keys are listed with how many of
     them are pending.
     """
-    rel_a = sql.Identifier(*a) if isinstance(a, tuple) else a
-    rel_b = sql.Identifier(*b) if isinstance(b, tuple) else b
+    rel_a, rel_b = sql.Identifier(*a), sql.Identifier(*b)
+    hashed = row_hash(session, a, columns, "o")
     where_a, where_b, params = _condition(where_a), _condition(where_b), params or {}
     if pending is not None and not session.scalar("SELECT to_regclass(%s) IS NOT NULL", (
             sql.Identifier(pending[0], "pending_keys").as_string(session.conn),)):
@@ -127,8 +162,8 @@ def compare_tables(session, a, b, columns, key_columns, where_a=None, where_b=No
         where_b = sql.SQL("({}) AND {}").format(where_b, _not_pending(pending, key_columns))
     with session.transaction():
         session.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        sa = _stats(session, rel_a, columns, where_a, params)
-        sb = _stats(session, rel_b, columns, where_b, params)
+        sa = _stats(session, rel_a, hashed, where_a, params)
+        sb = _stats(session, rel_b, hashed, where_b, params)
         res = Comparison(rows_a=int(sa["n"]), rows_b=int(sb["n"]), checksum_a=sa["checksum"],
                          checksum_b=sb["checksum"])
         if pending is not None:

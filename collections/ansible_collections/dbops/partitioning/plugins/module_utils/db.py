@@ -27,6 +27,12 @@ except ImportError:  # pragma: no cover - reported to the operator by run_module
     PSYCOPG2_IMPORT_ERROR = traceback.format_exc()
 
 SSL_MODES = ["allow", "disable", "prefer", "require", "verify-ca", "verify-full"]
+# Timeouts a DBA may have set on the role or the database (HP22) would cancel our own work half
+# way (a whole-table verification, a batch of wide rows): our sessions start with none, and set
+# the limits their statements need themselves (SET LOCAL lock_timeout around DDL, a batch's
+# statement_timeout in migrate/batch.py). PostgreSQL 17's transaction_timeout is reset in
+# connect() (the option would be refused by older servers).
+SESSION_TIMEOUTS = "-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0"
 APPLICATION_NAME = "dbops.partitioning"
 
 
@@ -75,7 +81,8 @@ def connect_kwargs(params, application_suffix=""):
         # Bounds of timestamptz partitions are written as instants in UTC; a session
         # time zone of UTC makes every bound and every date arithmetic independent of
         # the server's or the role's TimeZone setting (HP13, docs/design.md).
-        options="-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3",
+        options="-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3 "
+                + SESSION_TIMEOUTS,
     )
     kwargs.update(params.get("connect_params") or {})
     return dict((k, v) for k, v in kwargs.items() if v is not None)
@@ -89,6 +96,11 @@ def connect(params, application_suffix="", autocommit=True):
         conn = psycopg2.connect(**connect_kwargs(params, application_suffix))
     except psycopg2.OperationalError as e:
         raise PartitioningError("Cannot connect to PostgreSQL: %s" % str(e).strip())
+    conn.autocommit = True
+    if conn.server_version >= 170000:
+        cur = conn.cursor()
+        cur.execute("SET transaction_timeout = 0")
+        cur.close()
     conn.autocommit = autocommit
     return conn
 

@@ -62,12 +62,15 @@ def key_bound(columns, rel, placeholder):
             sql.Identifier(*rel), _param(placeholder), sql.Identifier(c)) for c in columns))
 
 
-def key_in_range(columns, rel, alias, has_lower, lo="lo", hi="hi"):
-    """``key > lo AND key <= hi`` on ``alias`` (jsonb placeholders ``lo``, ``hi``)."""
-    cond = sql.SQL("{} <= {}").format(key_row(columns, alias), key_bound(columns, rel, hi))
+def key_in_range(columns, rel, alias, has_lower, lo="lo", hi="hi", has_upper=True):
+    """``key > lo AND key <= hi`` on ``alias`` (jsonb placeholders ``lo``, ``hi``); without a
+    lower (upper) bound that side is left out."""
+    conds = []
     if has_lower:
-        cond = sql.SQL("{} > {} AND {}").format(key_row(columns, alias), key_bound(columns, rel, lo), cond)
-    return cond
+        conds.append(sql.SQL("{} > {}").format(key_row(columns, alias), key_bound(columns, rel, lo)))
+    if has_upper:
+        conds.append(sql.SQL("{} <= {}").format(key_row(columns, alias), key_bound(columns, rel, hi)))
+    return sql.SQL(" AND ").join(conds) if conds else sql.SQL("true")
 
 
 def key_order(columns, alias, desc=False):

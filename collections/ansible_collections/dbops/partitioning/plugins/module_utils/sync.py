@@ -39,6 +39,10 @@ GUARD_ROWS = 32
 ROW_TRIGGER = "partitioning_sync"
 TRUNCATE_TRIGGER = "partitioning_sync_truncate"
 TRIGGER_NAMES = (ROW_TRIGGER, TRUNCATE_TRIGGER)
+# The backfill's key log (migrate/key_log.py): on the original while phase 2 copies. Ours too: not
+# the application's, dropped with the sync triggers by a rollback during the copy.
+KEY_LOG_TRIGGERS = ("partitioning_sync_keylog_delete", "partitioning_sync_keylog_move")
+OUR_TRIGGER_NAMES = TRIGGER_NAMES + KEY_LOG_TRIGGERS
 DIRECTIONS = {"forward": "__fwd", "reverse": "__rev"}
 # The guarded twin of a function: its name with the suffix swapped (same length, so the DDL guard
 # finds one from the other in SQL): docs/design.md, "DDL during a migration".
@@ -77,8 +81,8 @@ WHERE t.level > 0 ORDER BY t.level, c.relname
 
 
 def is_sync_trigger(name):
-    """True for the name of one of our sync triggers (whatever their direction)."""
-    return name in TRIGGER_NAMES
+    """True for the name of one of our triggers (the sync's, whatever their direction, and the key log's)."""
+    return name in OUR_TRIGGER_NAMES
 
 
 def application_triggers(triggers):
@@ -185,15 +189,15 @@ def _function_up_to_date(session, fn, text, comment=None):
     return bool(m) and rows[0]["prosrc"] == m.group(1)
 
 
-def sync_triggers(session, rel):
-    """Our sync triggers on ``rel`` ((schema, name); none when it does not exist) and on its
-    partitions, parent's first, as dicts: rel (schema, name), name, enabled, fn_schema, fn_name
-    (the function the trigger calls)."""
+def sync_triggers(session, rel, names=TRIGGER_NAMES):
+    """Our sync triggers (or those of ``names``, e.g. OUR_TRIGGER_NAMES) on ``rel`` ((schema, name);
+    none when it does not exist) and on its partitions, parent's first, as dicts: rel (schema,
+    name), name, enabled, fn_schema, fn_name (the function the trigger calls)."""
     text = _regclass(session, rel)
     if not text:
         return []
     return [dict(r, rel=(r["rel_schema"], r["rel_name"]))
-            for r in session.query(TRIGGERS_SQL, dict(rel=text, names=list(TRIGGER_NAMES)))]
+            for r in session.query(TRIGGERS_SQL, dict(rel=text, names=list(names)))]
 
 
 def partitions(session, rel):

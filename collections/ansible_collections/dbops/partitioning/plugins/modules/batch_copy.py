@@ -12,16 +12,20 @@ description:
   - Phase 2 of an online partitioning. The twin and its sync triggers must exist (phase 1,
     C(playbooks/phase1_prepare.yml)); the triggers keep every new write in sync while this
     module copies the rows that existed before them.
-  - Each batch is one transaction that walks the primary key in keyset order, reads its rows
-    C(FOR SHARE SKIP LOCKED), inserts them with C(ON CONFLICT DO NOTHING), logs the keys it saw
-    but could not lock for reconciliation, and moves the checkpoint, all committed together
-    (docs/design.md, "The backfill"). A kill at any point resumes at the last checkpoint.
+  - When the backfill starts, two row triggers (the key log) start logging the keys of rows that
+    writes delete or move; they are dropped when the copy ends. Each batch is one transaction that
+    walks the primary key in keyset order, copies its rows without locking them (a plain C(INSERT),
+    C(ON CONFLICT DO NOTHING) after a conflict with a row the application wrote first, C(FOR SHARE
+    SKIP LOCKED) when a writer holds a row of the batch) and moves the checkpoint, all committed
+    together; logged keys are reconciled once the checkpoint has passed them (docs/design.md,
+    "The backfill"). A kill at any point resumes at the last checkpoint.
   - One call runs batches for at most I(max_call_s) seconds (and never past I(deadline)) and
     returns the progress, so that a playbook can print one line per call. Call it again until
     C(done) is true; the table's phase moves from C(prepared) to C(copying) to C(copied).
-  - Before every batch it waits while the table is paused (C(partitioning.pause('schema.table'))),
-    while replica replay lag exceeds I(max_replica_lag_s), or while active backends or lock waiters
-    exceed their thresholds; batch sizes adapt to I(batch_target_ms).
+  - It waits while the table is paused (C(partitioning.pause('schema.table'))), and, read on a
+    connection of its own, while replica replay lag exceeds I(max_replica_lag_s) or active
+    backends or lock waiters exceed their thresholds; batch sizes adapt to I(batch_target_ms), and
+    a batch that runs longer than 20 times that target is cancelled and runs again smaller.
   - In check mode nothing changes; the module reports what would be copied (estimate, ranges).
 version_added: 0.1.0
 extends_documentation_fragment:
@@ -59,6 +63,18 @@ options:
       - Wait while more backends than this wait for a lock (0 = not checked).
       - Default the spec's C(max_lock_waiters), else not checked.
     type: int
+  max_app_latency_ms:
+    description:
+      - The latency guard. While the application is working on the server, a probe timed every
+        100 ms on a connection of the module's own stands for one of its short statements; when the
+        probe takes more than this many milliseconds longer than while no batch runs, or an
+        application statement waits longer than this for a row of a batch, each worker sleeps after
+        its batch for a growing multiple of the batch's duration, until the application is
+        unhindered again (docs/design.md, "Load"). 0 = not watched.
+      - Without C(pg_read_all_stats) (or C(pg_monitor)) the application's sessions are invisible to
+        the probe. It then assumes that the application always works, and warns.
+      - Default the spec's C(max_app_latency_ms), else 10.
+    type: float
   copy_workers:
     description:
       - Connections copying disjoint key ranges at once. The ranges are fixed when the backfill
@@ -67,9 +83,23 @@ options:
     type: int
   verify_batches:
     description:
-      - After every batch, compare count and checksum of its key range in both tables in one snapshot.
+      - Compare the copied key ranges (count and checksum in one snapshot) behind the copy, on a
+        connection of its own. When every range was compared during the copy, the keys written
+        above the backfill's upper key are compared when it ends and the table goes straight to
+        C(verified).
       - Default the spec's C(verify_batches), else true.
     type: bool
+  lock_timeout_ms:
+    description:
+      - The longest a batch waits for a row that an open transaction is writing before it runs
+        in its locking form instead, and the lock timeout of the key log's CREATE and DROP TRIGGER.
+      - Default the spec's C(lock_timeout_ms), else 50.
+    type: int
+  swap_retries:
+    description:
+      - Attempts after the first to take the table lock that the key log's triggers need.
+      - Default the spec's C(swap_retries), else 30.
+    type: int
   max_call_s:
     description: Seconds of work per call; the module returns its progress after that.
     type: float
@@ -83,11 +113,11 @@ seealso:
   - module: dbops.partitioning.partition_create
     description: Phase 1, which creates the twin and the sync triggers this copy relies on.
   - module: dbops.partitioning.partition_verify
-    description: The full verification that ends phase 2.
+    description: The full verification that ends phase 2 (when the copy did not compare every key range itself).
   - module: dbops.partitioning.partition_stats
     description: Progress of a running copy, also from another terminal.
   - name: SELECT ... FOR SHARE SKIP LOCKED
-    description: How a batch locks the rows it copies without waiting for the application.
+    description: The locking form a batch falls back to when a writer holds one of its rows.
     link: https://www.postgresql.org/docs/current/sql-select.html#SQL-FOR-UPDATE-SHARE
 author:
   - dbops.partitioning maintainers (@dbops-partitioning)
@@ -133,7 +163,17 @@ ranges:
   type: list
   elements: dict
 call:
-  description: "This call: batches, rows, seconds, waited_s (throttled), stopped_by, skipped_keys, reconciled."
+  description:
+    - "This call: batches, rows, seconds, waited_s (waited for pause, lag, load), throttled_s (slept by the
+      latency guard and batch_sleep_ms), stopped_by, skipped_keys, reconciled, timeouts (batches cancelled and
+      run again smaller), fallbacks (batches that left the plain form), app_latency (the latency guard: probes,
+      strained readings, its factor, the probe's median while idle and while a batch ran)."
+  returned: always
+  type: dict
+verification:
+  description:
+    - The table's last verification (status, rows, ranges, method), e.g. the one the copy made of every key
+      range when I(verify_batches) is on and it ended the copy in phase C(verified).
   returned: always
   type: dict
 progress_line:
@@ -151,9 +191,8 @@ import time
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
-from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill, batch, ranges
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import pending_count
-from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.throttle import Limits
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
     managed_table, run_table_module)
@@ -165,8 +204,11 @@ OPTIONS = dict(batch_size=dict(type="int"),
                max_replica_lag_s=dict(type="float"),
                max_active_backends=dict(type="int"),
                max_lock_waiters=dict(type="int"),
+               max_app_latency_ms=dict(type="float"),
                copy_workers=dict(type="int"),
                verify_batches=dict(type="bool"),
+               lock_timeout_ms=dict(type="int"),
+               swap_retries=dict(type="int"),
                max_call_s=dict(type="float", default=60),
                deadline=dict(type="float"))
 
@@ -181,7 +223,7 @@ def _target(params):
     return target
 
 
-def progress(session, ctx_name, state_schema, call, ranges, pending):
+def progress(session, ctx_name, state_schema, call, range_rows, pending):
     row = state_store.get_table(session, state_schema, ctx_name)
     done = row["phase"] in backfill.DONE_PHASES
     copied, est = int(row["rows_copied"] or 0), int(row["rows_estimated"] or 0)
@@ -196,10 +238,10 @@ def progress(session, ctx_name, state_schema, call, ranges, pending):
                percent=percent, rows_per_s=round(rate, 1) if rate else 0.0, eta_s=eta,
                batches=int(row["batches"] or 0), batch_size=row["batch_size"], paused=bool(row["paused"]),
                throttle_reason=call.get("stopped_by"),
-               pending_keys=pending, call=call,
+               pending_keys=pending, call=call, verification=row.get("verification") or {},
                ranges=[dict(range_no=r["range_no"], lower=r["lower_key"], upper=r["upper_key"],
                             checkpoint=r["checkpoint"], rows_copied=r["rows_copied"], done=r["done"])
-                       for r in ranges])
+                       for r in range_rows])
     line = "%s: %d/%d rows (%.1f%%)" % (ctx_name, copied, est, percent)
     if done:
         line += ", copied"
@@ -230,26 +272,28 @@ def copy_rows(module, session, target):
     table_name, state_schema = target.table_name, target.state_schema
     templates = SqlTemplates.bundled()
     row = backfill.require_row(session, state_schema, table_name, ALLOWED)
-    if row["phase"] in backfill.DONE_PHASES:
-        ranges = []
-        if state_store.installed_version(session, state_schema) >= 2:
-            ranges = backfill.ranges_of(session, state_schema, table_name)
-        return dict(progress(session, table_name, state_schema, dict(batches=0, rows=0), ranges, 0),
-                    changed=False)
-
-    if not module.check_mode:
+    if not module.check_mode and row["phase"] not in backfill.DONE_PHASES:
         state_store.ensure_state_schema(session, templates, state_schema)
         _lock(session, table_name, min(p["max_call_s"], 120))
+        # Another run may have worked on the table while this one waited for the lock: only the
+        # state read with the lock held counts (else a waiting run would start the backfill again).
+        row = backfill.require_row(session, state_schema, table_name, ALLOWED)
+    if row["phase"] in backfill.DONE_PHASES:
+        done = []
+        if state_store.installed_version(session, state_schema) >= 2:
+            done = ranges.ranges_of(session, state_schema, table_name)
+        return dict(progress(session, table_name, state_schema, dict(batches=0, rows=0), done, 0),
+                    changed=False)
     ctx = backfill.load_context(session, state_schema, row)
-    sample = backfill.render_batch(templates, session, ctx, True)
+    sample = batch.render(templates, session, ctx, True, "plain")
 
     if module.check_mode:
         has_ranges = state_store.installed_version(session, state_schema) >= 2
-        ranges = backfill.get_ranges(session, ctx) if has_ranges else []
-        if row["phase"] == "prepared" or not ranges:
-            upper, est, planned = backfill.plan_ranges(session, ctx, row, t["copy_workers"])
-            ranges = [dict(range_no=i, lower_key=lo, upper_key=hi, checkpoint=lo, rows_copied=0, done=False)
-                      for i, (lo, hi) in enumerate(planned)]
+        planned_ranges = ranges.get_ranges(session, ctx) if has_ranges else []
+        if row["phase"] == "prepared" or not planned_ranges:
+            upper, est, planned = ranges.plan_ranges(session, ctx, row, t["copy_workers"])
+            planned_ranges = [dict(range_no=i, lower_key=lo, upper_key=hi, checkpoint=lo, rows_copied=0, done=False)
+                              for i, (lo, hi) in enumerate(planned)]
             row_est = est
         else:
             row_est = row["rows_estimated"]
@@ -260,9 +304,9 @@ def copy_rows(module, session, target):
                    throttle_reason=None, pending_keys=pending_count(session, ctx), call=dict(batches=0, rows=0),
                    ranges=[dict(range_no=r["range_no"], lower=r["lower_key"], upper=r["upper_key"],
                                 checkpoint=r["checkpoint"], rows_copied=r["rows_copied"], done=r["done"])
-                           for r in ranges],
+                           for r in planned_ranges],
                    progress_line="%s: would copy about %d rows in %d range(s) (check mode)"
-                                 % (table_name, int(row_est or 0), len([r for r in ranges if not r["done"]])))
+                                 % (table_name, int(row_est or 0), len([r for r in planned_ranges if not r["done"]])))
         return dict(out, changed=True)
 
     started = time.time()
@@ -270,34 +314,35 @@ def copy_rows(module, session, target):
     if p["deadline"] is not None:
         deadline = min(deadline, p["deadline"])
     changed = False
-    call = dict(batches=0, rows=0, seconds=0.0, waited_s=0.0, stopped_by=None, skipped_keys=0, reconciled=0)
-    if row["phase"] == "prepared" or not backfill.get_ranges(session, ctx):
-        backfill.start_backfill(session, ctx, row, t["copy_workers"])
+    warnings = []
+    call = dict(batches=0, rows=0, seconds=0.0, waited_s=0.0, stopped_by=None, skipped_keys=0, reconciled=0,
+                timeouts=0, fallbacks=0)
+    if row["phase"] == "prepared" or not ranges.get_ranges(session, ctx):
+        backfill.start_backfill(session, templates, ctx, row, t["copy_workers"], t["lock_timeout_ms"],
+                                t["swap_retries"])
         changed = True
     if time.time() >= deadline:
         call["stopped_by"] = "maximum run time reached"
     else:
         session.queries.append(sample)
-        opts = backfill.CopyOptions(batch_size=t["batch_size"], batch_sleep_ms=t["batch_sleep_ms"],
-                                    batch_target_ms=t["batch_target_ms"], copy_workers=t["copy_workers"],
-                                    verify_batches=t["verify_batches"],
-                                    limits=Limits(t["max_replica_lag_s"], t["max_active_backends"],
-                                                  t["max_lock_waiters"]))
+        opts = backfill.CopyOptions.from_tuning(t)
         totals = backfill.copy_for(session, lambda: Session.open(p, False, "batch_copy/worker"), templates, ctx,
                                    opts, deadline)
         call.update(batches=totals["batches"], rows=totals["rows"], waited_s=round(totals["waited_s"], 2),
                     stopped_by=totals["stopped_by"], skipped_keys=totals["skipped"],
-                    reconciled=totals["reconciled"])
+                    reconciled=totals["reconciled"], timeouts=totals["timeouts"], fallbacks=totals["fallbacks"],
+                    throttled_s=round(totals["throttled_s"], 2), app_latency=totals["app_latency"])
+        warnings = totals["warnings"]
         changed = changed or totals["batches"] > 0
-    if backfill.finish_if_done(session, ctx):
+    if backfill.finish_if_done(session, ctx, t["lock_timeout_ms"], t["swap_retries"]):
         changed = True
         call["stopped_by"] = None
     call["seconds"] = round(time.time() - started - call["waited_s"], 3)
     if changed:
         state_store.record_run(session, state_schema, table_name, "batch_copy", details=call)
-    out = progress(session, table_name, state_schema, call, backfill.get_ranges(session, ctx),
+    out = progress(session, table_name, state_schema, call, ranges.get_ranges(session, ctx),
                    pending_count(session, ctx))
-    return dict(out, changed=changed)
+    return dict(out, changed=changed, warnings=warnings)
 
 
 def main():

@@ -94,6 +94,12 @@ def verify_copy(module, session, target):
     table_name, state_schema = target.table_name, target.state_schema
     templates = SqlTemplates.bundled()
     row = state_store.get_table(session, state_schema, table_name)
+    if row is not None and not module.check_mode:
+        # the lock first: the state that counts is the one read with it held (another run may
+        # have been working on the table meanwhile)
+        state_store.ensure_state_schema(session, templates, state_schema)
+        state_store.lock_table_work(session, table_name)
+        row = state_store.get_table(session, state_schema, table_name)
     if row is not None and row["phase"] in ("prepared", "copying"):
         raise PartitioningError("%s is in phase %r: its rows are not all copied yet; run batch_copy "
                                 "(playbooks/phase2_migrate.yml) before verifying." % (table_name, row["phase"]),
@@ -112,8 +118,6 @@ def verify_copy(module, session, target):
         resumable = last.get("status") == "running" and not p["full"]
         return dict(changed=True, status="not checked (check mode)", phase=row["phase"], differences=[],
                     would_check=names, resumes_run=last.get("run_id") if resumable else None)
-    state_store.ensure_state_schema(session, templates, state_schema)
-    state_store.lock_table_work(session, table_name)
     result = verify.verify_table(session, ctx, row, full=p["full"])
     after = state_store.get_table(session, state_schema, table_name)
     out = dict(changed=True, status=result["status"], phase=after["phase"], run_id=result["run_id"],

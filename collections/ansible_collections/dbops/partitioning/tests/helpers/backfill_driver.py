@@ -24,7 +24,7 @@ def start(pg, db, workers=1):
         row = state_store.get_table(s, STATE, TABLE)
         ctx = backfill.load_context(s, STATE, row)
         if row["phase"] == "prepared":
-            backfill.start_backfill(s, ctx, row, workers)
+            backfill.start_backfill(s, templates(), ctx, row, workers)
     finally:
         s.close()
 

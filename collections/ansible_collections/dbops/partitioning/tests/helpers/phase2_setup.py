@@ -82,6 +82,17 @@ def context(sess):
     return backfill.load_context(sess, STATE, row), row
 
 
+def next_batch(sess, ctx, limit, range_no=0, before_commit=None):
+    """The next batch of backfill range ``range_no`` from its committed checkpoint (as a worker
+    runs it); None when the range is done."""
+    from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import batch, ranges
+    rng = [r for r in ranges.get_ranges(sess, ctx) if r["range_no"] == range_no][0]
+    if rng["done"]:
+        return None
+    return batch.copy_batch(sess, templates(), ctx, range_no, rng["checkpoint"], rng["upper_key"], limit,
+                            before_commit=before_commit)
+
+
 def rows_of(conn, table, cols=COLS):
     cur = conn.cursor()
     cur.execute("SELECT %s FROM %s ORDER BY %s" % (cols, table, cols))

@@ -19,7 +19,10 @@ def test_composite_key_in_keyset_order(pg, db, conn):
     make_prepared(pg, db, rows=2500, composite=True)
     drv.copy(pg, db, batch_size=300, verify_batches=True)
     assert_equal_tables(conn, cols="org_id, id, occurred_at, region, amount, note")
-    assert state_row(conn)["phase"] == "copied"
+    # every key range was compared during the copy: verified without a second pass
+    row = state_row(conn)
+    assert row["phase"] == "verified" and row["verification"]["status"] == "ok", row["verification"]
+    assert row["verification"]["rows"] == 2500
 
 
 def test_parallel_workers_copy_disjoint_ranges_exactly(pg, db, conn):
@@ -81,8 +84,7 @@ def test_plain_insert_falls_back_to_on_conflict_when_the_twin_has_the_key(pg, db
     """The batch tries a plain INSERT first; a key the sync trigger already wrote (an update of a
     row not copied yet) makes it conflict: rolled back to the savepoint, the batch runs with
     ON CONFLICT DO NOTHING in the same transaction, and the trigger's newer version stays."""
-    from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
-    from ..helpers.phase2_setup import context, session, templates
+    from ..helpers.phase2_setup import context, next_batch, session
 
     make_prepared(pg, db, rows=2000)
     drv.start(pg, db)
@@ -93,14 +95,15 @@ def test_plain_insert_falls_back_to_on_conflict_when_the_twin_has_the_key(pg, db
         ctx, _row = context(sess)
         results = []
         while True:
-            res = backfill.copy_batch(sess, templates(), ctx, 0, 500)
+            res = next_batch(sess, ctx, 500)
             if res is None:
                 break
             results.append(res)
             if res["done"]:
                 break
-        assert ctx.fast_insert is True
-        assert ctx.fast_fallbacks == 1        # the first batch met id 150 and fell back
+        assert ctx.forms["plain_allowed"] is True
+        assert ctx.forms["fallbacks"] == 1        # the first batch met id 150 and fell back
+        assert [r["form"] for r in results] == ["conflict"] * 5
         assert [r["locked"] for r in results] == [500, 500, 500, 500, 0]
         # batch 1: fell back (148 + 351 inserted, 150 kept); 2, 3: backoff (ON CONFLICT); 4 too (1650 kept)
         assert [r["inserted"] for r in results] == [499, 500, 500, 499, 0]
@@ -111,8 +114,7 @@ def test_plain_insert_falls_back_to_on_conflict_when_the_twin_has_the_key(pg, db
 
 
 def test_plain_insert_is_used_when_nothing_conflicts(pg, db, conn):
-    from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill
-    from ..helpers.phase2_setup import context, session, templates
+    from ..helpers.phase2_setup import context, next_batch, session
 
     make_prepared(pg, db, rows=1200)
     drv.start(pg, db)
@@ -120,11 +122,11 @@ def test_plain_insert_is_used_when_nothing_conflicts(pg, db, conn):
     try:
         ctx, _row = context(sess)
         while True:
-            res = backfill.copy_batch(sess, templates(), ctx, 0, 500)
+            res = next_batch(sess, ctx, 500)
             if res is None or res["done"]:
                 break
-        assert ctx.fast_insert is True and ctx.fast_fallbacks == 0
-        assert (True, False) in ctx.batch_sql and (True, True) not in ctx.batch_sql
+        assert ctx.forms["plain_allowed"] is True and ctx.forms.get("fallbacks", 0) == 0
+        assert set(ctx.batch_sql) == {(False, "plain"), (True, "plain")}
     finally:
         sess.close()
     assert_equal_tables(conn)

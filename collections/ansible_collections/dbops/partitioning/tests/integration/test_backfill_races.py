@@ -16,16 +16,19 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import 
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import reconcile
 
 from ..helpers import backfill_driver as drv
-from ..helpers.phase2_setup import assert_equal_tables, context, make_prepared, pending, scalar, session, templates
+from ..helpers.phase2_setup import assert_equal_tables, context, make_prepared, next_batch, pending, scalar, session
 
 ROWS = 200
 
 
-def _wait_blocked(conn, pid, timeout=20):
+def _wait_blocked(conn, pid, timeout=20, writer=None):
+    """Until the writer waits for a lock (or, given ``writer``, has finished without waiting)."""
     end = time.time() + timeout
     while time.time() < end:
         if scalar(conn, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)) == "Lock":
-            return
+            return True
+        if writer is not None and writer.thread is not None and not writer.thread.is_alive():
+            return False
         time.sleep(0.02)
     raise AssertionError("the writer never blocked on the batch's lock")
 
@@ -66,13 +69,15 @@ class Writer:
         self.conn.close()
 
 
-def _first_batch(pg, db, hook, limit=ROWS):
+def _first_batch(pg, db, hook, limit=ROWS, locked=True):
+    """The backfill's first batch, in the locking form or (``locked=False``) as a worker runs it."""
     drv.start(pg, db)
     s = session(pg, db)
     try:
         ctx, _unused = context(s)
-        res = backfill.copy_batch(s, templates(), ctx, 0, limit, before_commit=hook)
-        return res
+        if locked:
+            ctx.forms["only_locked"] = True
+        return next_batch(s, ctx, limit, before_commit=hook)
     finally:
         s.close()
 
@@ -100,9 +105,32 @@ def _after_lock(pg, db, conn, stmt):
     return res
 
 
+def _end_and_settle(pg, db, conn, writer, outcome):
+    """The writer commits or rolls back; the reconcile then settles every key: equal tables."""
+    if outcome == "commit":
+        writer.conn.commit()
+    else:
+        writer.conn.rollback()
+    writer.close()
+    _reconcile(pg, db)
+    assert pending(conn) == []
+    assert_equal_tables(conn)
+
+
+def _assert_moved_once(conn, key, partition):
+    """The row of ``key`` is in the twin once, in ``partition``, and the tables are equal."""
+    assert scalar(conn, "SELECT count(*) FROM public.revenues_partitioned WHERE id = %s", (key,)) == 1
+    assert scalar(conn, "SELECT tableoid::regclass::text FROM public.revenues_partitioned WHERE id = %s",
+                  (key,)) == partition
+    assert_equal_tables(conn)
+
+
 @pytest.fixture
 def prepared(pg, db, conn):
+    """Phase 1 done and the backfill started: its key log is installed (CREATE TRIGGER waits for
+    writers in flight, so the tests' writers come after it)."""
     make_prepared(pg, db, rows=ROWS)
+    drv.start(pg, db)
     return conn
 
 
@@ -116,10 +144,7 @@ def test_delete_after_the_batch_read_the_row_is_not_resurrected(pg, db, prepared
 def test_partition_key_update_after_read_moves_the_row_without_ghost(pg, db, prepared):
     conn = prepared
     _after_lock(pg, db, conn, "UPDATE public.revenues SET occurred_at = '2025-02-02 12:00+00' WHERE id = 60")
-    assert scalar(conn, "SELECT count(*) FROM public.revenues_partitioned WHERE id = 60") == 1
-    assert scalar(conn, "SELECT tableoid::regclass::text FROM public.revenues_partitioned WHERE id = 60") \
-        == "revenues_2025_02"
-    assert_equal_tables(conn)
+    _assert_moved_once(conn, 60, "revenues_2025_02")
 
 
 def test_primary_key_update_after_read_moves_the_row_without_ghost(pg, db, prepared):
@@ -155,14 +180,7 @@ def test_row_held_by_a_writer_is_skipped_then_reconciled(pg, db, prepared, stmt,
     # While the writer still holds the row the reconcile leaves it pending (never waits).
     assert _reconcile(pg, db)["busy"] == 1
     assert pending(conn) == [{"id": 90}]
-    if outcome == "commit":
-        w.conn.commit()
-    else:
-        w.conn.rollback()
-    w.close()
-    _reconcile(pg, db)
-    assert pending(conn) == []
-    assert_equal_tables(conn)
+    _end_and_settle(pg, db, conn, w, outcome)
 
 
 def test_repeatable_read_writer_older_than_the_batch_is_reconciled(pg, db, prepared):
@@ -193,3 +211,163 @@ def test_insert_during_the_batch_is_copied_once(pg, db, prepared):
     w.close()
     drv.copy(pg, db, batch_size=ROWS)
     assert_equal_tables(conn)
+
+
+# --- the unlocked batch (the default) ---------------------------------------------------------
+
+def _unlocked_race(pg, db, conn, stmt, reconcile_in_flight=True):
+    """The batch reads its rows without locks; ``stmt`` runs and commits before the batch commits
+    (a writer that waits for the batch's twin row finishes after it). While the batch is in
+    flight a reconcile runs and must leave the keys of the batch's range alone; after the commit
+    the reconcile settles them. Returns (batch result, ghosts of the keys seen before the reconcile)."""
+    w = Writer(pg, db)
+    seen = {}
+
+    def hook(res):
+        w.run_async(stmt)
+        if not _wait_blocked(conn, w.pid, writer=w):
+            w.join()
+            seen["pending_in_flight"] = pending(conn)
+            if reconcile_in_flight:
+                seen["consumed_in_flight"] = _reconcile(pg, db)["consumed"]
+
+    res = _first_batch(pg, db, hook, locked=False)
+    w.join()
+    w.close()
+    seen["twin_rows"] = scalar(conn, "SELECT count(*) FROM public.revenues_partitioned")
+    seen["pending"] = pending(conn)
+    _reconcile(pg, db)
+    return res, seen
+
+
+def test_unlocked_batch_delete_during_the_batch_leaves_a_ghost_that_the_key_log_removes(pg, db, prepared):
+    conn = prepared
+    res, seen = _unlocked_race(pg, db, conn, "DELETE FROM public.revenues WHERE id = 50")
+    assert res["form"] == "plain" and res["seen"] == ROWS
+    # the window is real: the batch copied the row after the delete's trigger ran
+    assert seen["twin_rows"] == ROWS and seen["pending"] == [{"id": 50}]
+    # a reconcile while the batch was in flight left the key alone (its checkpoint had not passed it)
+    assert seen["pending_in_flight"] == [{"id": 50}] and seen["consumed_in_flight"] == 0
+    assert pending(conn) == []
+    assert scalar(conn, "SELECT count(*) FROM public.revenues_partitioned WHERE id = 50") == 0
+    assert_equal_tables(conn)
+
+
+def test_unlocked_batch_partition_key_move_leaves_no_ghost_after_the_reconcile(pg, db, prepared):
+    conn = prepared
+    _res, seen = _unlocked_race(pg, db, conn,
+                                "UPDATE public.revenues SET occurred_at = '2025-02-02 12:00+00' WHERE id = 60")
+    assert seen["pending"] == [{"id": 60}]
+    _assert_moved_once(conn, 60, "revenues_2025_02")
+
+
+def test_unlocked_batch_primary_key_move_leaves_no_ghost_after_the_reconcile(pg, db, prepared):
+    conn = prepared
+    _res, seen = _unlocked_race(pg, db, conn, "UPDATE public.revenues SET id = 100000 WHERE id = 70")
+    assert seen["pending"] == [{"id": 70}]
+    assert scalar(conn, "SELECT count(*) FROM public.revenues_partitioned WHERE id = 70") == 0
+    assert scalar(conn, "SELECT count(*) FROM public.revenues_partitioned WHERE id = 100000") == 1
+    assert_equal_tables(conn)
+
+
+def test_unlocked_batch_update_of_a_copied_row_waits_for_the_batch_and_wins(pg, db, prepared):
+    """The writer's trigger meets the batch's uncommitted twin row: its insert waits for the
+    batch to commit, then updates it (ON CONFLICT DO UPDATE): the newer version, no key logged."""
+    conn = prepared
+    w = Writer(pg, db)
+    blocked = []
+
+    def hook(res):
+        w.run_async("UPDATE public.revenues SET amount = 4242, note = 'newer' WHERE id = 80")
+        blocked.append(_wait_blocked(conn, w.pid, writer=w))
+
+    _first_batch(pg, db, hook, locked=False)
+    w.join()
+    w.close()
+    assert blocked == [True]
+    assert pending(conn) == []
+    assert scalar(conn, "SELECT note FROM public.revenues_partitioned WHERE id = 80") == "newer"
+    assert_equal_tables(conn)
+
+
+def test_unlocked_batch_repeatable_read_writer_is_reconciled_after_the_checkpoint(pg, db, prepared):
+    """A REPEATABLE READ writer updates a row of the batch in flight: its trigger cannot see the
+    batch's row and logs the key; a reconcile in flight must not consume it (it would copy the
+    newer version before the batch's older one lands and be lost to ON CONFLICT)."""
+    conn = prepared
+    w = Writer(pg, db, isolation="REPEATABLE READ")
+    w.run("SELECT count(*) FROM public.revenues", commit=False)  # takes the snapshot
+    consumed = []
+
+    def hook(res):
+        w.run("UPDATE public.revenues SET note = 'rr' WHERE id = 30")
+        consumed.append(_reconcile(pg, db)["consumed"])
+
+    _first_batch(pg, db, hook, locked=False)
+    w.close()
+    assert consumed == [0]
+    assert {"id": 30} in pending(conn)
+    _reconcile(pg, db)
+    assert scalar(conn, "SELECT note FROM public.revenues_partitioned WHERE id = 30") == "rr"
+    assert_equal_tables(conn)
+
+
+@pytest.mark.parametrize("stmt,outcome,form", [
+    ("UPDATE public.revenues SET note = 'held' WHERE id = 90", "commit", "locked"),
+    ("UPDATE public.revenues SET occurred_at = '2025-12-24 00:00+00' WHERE id = 90", "commit", "plain"),
+    ("DELETE FROM public.revenues WHERE id = 90", "commit", "plain"),
+    ("SELECT 1 FROM public.revenues WHERE id = 90 FOR UPDATE", "commit", "plain"),
+    ("UPDATE public.revenues SET note = 'undone' WHERE id = 90", "rollback", "locked"),
+    ("DELETE FROM public.revenues WHERE id = 90", "rollback", "plain"),
+], ids=["update", "move", "delete", "select-for-update", "rolled-back-update", "rolled-back-delete"])
+def test_unlocked_batch_with_a_row_held_by_a_writer(pg, db, prepared, stmt, outcome, form):
+    """A writer that wrote the twin row of a key before the batch (an update of a row not copied
+    yet) makes the batch wait for it: after lock_timeout_ms the batch runs in the locking form,
+    skips the row and logs it. A writer whose trigger did not write that key (a move writes the
+    new key, a delete writes nothing) does not: the batch copies the old row, and a move or
+    delete that commits is reconciled from the key log."""
+    conn = prepared
+    w = Writer(pg, db)
+    w.run(stmt, commit=False)  # the writer holds the row while the batch runs
+    res = _first_batch(pg, db, None, locked=False)
+    assert res["form"] == form
+    assert res["skipped"] == (1 if form == "locked" else 0)
+    _end_and_settle(pg, db, conn, w, outcome)
+
+
+def test_the_key_log_is_dropped_only_after_the_writers_it_logged_have_ended(pg, db, prepared):
+    """The last batch commits a row whose delete is still uncommitted (the key log's entry too).
+    finish_if_done drops the key log first: DROP TRIGGER waits for that writer, so the entry is
+    committed when the last reconcile runs, and the ghost goes."""
+    conn = prepared
+    w = Writer(pg, db)
+
+    def hook(res):
+        w.run("DELETE FROM public.revenues WHERE id = 150", commit=False)
+
+    res = _first_batch(pg, db, hook, limit=ROWS + 1, locked=False)
+    assert res["done"]
+    assert scalar(conn, "SELECT count(*) FROM public.revenues_partitioned WHERE id = 150") == 1
+    finished = []
+    t = threading.Thread(target=lambda: finished.append(_finish(pg, db)))
+    t.start()
+    end = time.time() + 20
+    while time.time() < end and not scalar(
+            conn, "SELECT count(*) FROM pg_locks WHERE NOT granted AND mode = 'AccessExclusiveLock'"):
+        time.sleep(0.02)
+    assert not finished, "the key log was dropped while a writer it logged was still open"
+    w.conn.commit()
+    w.close()
+    t.join(60)
+    assert finished == [True]
+    assert scalar(conn, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'partitioning_sync_keylog%%'") == 0
+    assert_equal_tables(conn)
+
+
+def _finish(pg, db):
+    s = session(pg, db)
+    try:
+        ctx, _unused = context(s)
+        return backfill.finish_if_done(s, ctx, lock_timeout_ms=50, retries=60)
+    finally:
+        s.close()

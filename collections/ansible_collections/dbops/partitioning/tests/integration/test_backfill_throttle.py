@@ -90,6 +90,17 @@ def test_replica_lag_is_read_from_a_real_streaming_replica(pg, db, prepared, pg_
         assert reading["replicas"] == 1
         assert 0 <= reading["lag"] < 30
         assert throttle.check(s, "partitioning", TABLE, Limits(max_replica_lag_s=30)) is None
+        assert health.replica_lag_warnings(s) == []
+        # a role without pg_monitor reads NULL lags: warned, never taken for "no lag"
+        role = "lag_" + db.lower()
+        s.query("CREATE ROLE %s" % role)
+        try:
+            s.query("SET ROLE %s" % role)
+            assert any("pg_monitor" in w for w in health.replica_lag_warnings(s))
+            s.query("RESET ROLE")
+        finally:
+            s.query("RESET ROLE")
+            s.query("DROP ROLE %s" % role)
     finally:
         s.close()
         if rep is not None:

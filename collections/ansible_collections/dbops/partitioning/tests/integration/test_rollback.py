@@ -262,4 +262,24 @@ def test_rollback_playbook_passes_accept_loss(pg, db):
     assert run.failed and "would come back" in run.output and phase(conn) == "switched", run
     run = run_playbook("rollback", pg, db, TABLES, extra_vars={"partitioning_accept_loss": "public.revenues"})
     assert not run.failed and phase(conn) == "rolled_back", run
+
+
+def test_rollback_during_the_copy_drops_the_key_log(pg, db):
+    """A rollback while the backfill copies removes the key log's triggers and function with the
+    sync triggers: nothing of ours stays on the application's table."""
+    from ..helpers import backfill_driver as drv
+    from ..helpers.phase2_setup import make_prepared
+    make_prepared(pg, db, rows=500)
+    conn = pg.connect(db)
+    one(conn, "SELECT partitioning.pause('public.revenues')")
+    drv.copy(pg, db, batch_size=100, seconds=0.3, finish=False)
+    assert phase(conn) == "copying"
+    assert one(conn, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.revenues'::regclass "
+                     "AND tgname LIKE 'partitioning_sync_keylog%%'") == [(2,)]
+    result, _queries = roll(pg, db)
+    assert result["changed"], result
+    assert one(conn, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.revenues'::regclass "
+                     "AND tgname LIKE 'partitioning%%'") == [(0,)]
+    assert one(conn, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'public__revenues__%%'") == [(0,)]
+    assert phase(conn) == "rolled_back"
     conn.close()

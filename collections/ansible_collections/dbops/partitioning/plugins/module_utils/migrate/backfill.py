@@ -2,21 +2,28 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Phase 2: copy the original's existing rows into the partitioned twin, exactly.
 
-docs/design.md, "The backfill", explains why it is exact: every batch is one READ
-COMMITTED transaction that reads its key range twice in one statement (the snapshot's
-keys, and the rows it can lock ``FOR SHARE SKIP LOCKED``), inserts the locked rows with
-``ON CONFLICT DO NOTHING``, logs the keys it saw but could not lock to ``pending_keys`` and
-moves its range's checkpoint, all committed together. A kill anywhere resumes at the last
-committed checkpoint; a repeated batch is harmless.
+docs/design.md, "The backfill", explains why it is exact. In short: the key log
+(``key_log.py``) is installed before the first batch; each batch (``batch.py``) is one READ
+COMMITTED transaction that copies the next keys of its range without locking them and
+moves the range's checkpoint; keys that a write deleted or moved while a batch could have
+copied them are reconciled (``reconcile.py``) once the checkpoint has passed them; the key
+log is dropped, and everything left reconciled, when every range is done. A kill anywhere
+resumes at the last committed checkpoint; a repeated batch is harmless.
 
-The key space ``(nothing, backfill_upper]`` is split into one or more ranges
-(``<state>.backfill_ranges``, state/002) so that ``copy_workers`` connections can walk
-disjoint ranges at once, each with its own checkpoint.
+Nothing but the batch runs per batch: the progress in the state row is refreshed and the
+pending keys reconciled at most every ``REFRESH_S``; the throttle's readings (replica lag,
+load, the application's latency) come from the monitor's own connection (``throttle.py``);
+with ``verify_batches`` the verifier (``verify.Verifier``) compares the copied key ranges on
+its own connection, behind the copy.
+
+The key space ``(nothing, backfill_upper]`` is split into ranges (``ranges.py``) so that
+``copy_workers`` connections walk disjoint ranges at once, each with its own checkpoint.
 """
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import List, Tuple
@@ -25,10 +32,11 @@ from ansible_collections.dbops.partitioning.plugins.module_utils import state as
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, sleep_ms
-from ansible_collections.dbops.partitioning.plugins.module_utils.keys import key_in_range, key_json, key_order
-from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import throttle
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import batch, key_log, throttle
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.ranges import (
+    get_ranges, plan_ranges, ranges_table, split_for_workers)
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import reconcile
-from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.verify import verify_batch
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.verify import Verifier, verify_rest
 
 try:
     from psycopg2 import errors as psycopg2_errors
@@ -41,7 +49,8 @@ except ImportError:  # pragma: no cover
 
 COPY_PHASES = ("prepared", "copying")
 DONE_PHASES = ("copied", "verified") + state_store.SWITCHED_PHASES
-MIN_BATCH = 10
+# Progress in the state row and the reconcile of pending keys: at most this often, not per batch.
+REFRESH_S = 1.0
 
 
 @dataclass
@@ -56,13 +65,10 @@ class CopyContext:
     cols: List[str] = field(default_factory=list)      # insertable (not generated)
     all_cols: List[str] = field(default_factory=list)  # every column, for checksums
     overriding: bool = False
-    # Rendered batch statements by (has_lower, on_conflict): rendering builds a Jinja environment
-    # and compiles the template (~90 ms per call on a loaded 2-core box): once per table, not per batch.
+    # The batch statements rendered once per table, by (has_lower, form) (batch.py).
     batch_sql: dict = field(default_factory=dict, repr=False, compare=False)
-    # Plain INSERT first (run_batch_statement): None = not checked yet; backoff after a conflict.
-    fast_insert: object = field(default=None, repr=False, compare=False)
-    fast_backoff: int = field(default=0, repr=False, compare=False)
-    fast_fallbacks: int = field(default=0, repr=False, compare=False)
+    # Which form the next batches start with, and how many fell back (batch.first_form).
+    forms: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def require_row(session, state_schema, table_name, allowed):
@@ -110,132 +116,13 @@ def load_context(session, state_schema, row):
         overriding=any(twin.column(c).identity == "a" for c in cols))
 
 
-# --- ranges ----------------------------------------------------------------------------------
+def start_backfill(session, templates, ctx, row, workers, lock_timeout_ms=50, retries=30):
+    """Install the key log, create the ranges and move the table to phase 'copying' (once).
 
-def ranges_table(ctx):
-    return sql.Identifier(ctx.state_schema, "backfill_ranges")
-
-
-def ranges_of(session, state_schema, table_name):
-    return session.query(sql.SQL("SELECT * FROM {} WHERE table_name = %s ORDER BY range_no").format(
-        sql.Identifier(state_schema, "backfill_ranges")), (table_name,))
-
-
-def get_ranges(session, ctx):
-    return ranges_of(session, ctx.state_schema, ctx.table_name)
-
-
-def max_key(session, ctx):
-    return session.scalar(sql.SQL("SELECT {} FROM {} AS o ORDER BY {} LIMIT 1").format(
-        key_json(ctx.pk_cols, "o"), sql.Identifier(*ctx.src), key_order(ctx.pk_cols, "o", desc=True)))
-
-
-def estimate_rows(session, ctx):
-    """reltuples when the table was analyzed; otherwise an exact count (once, at the start)."""
-    est = session.scalar("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                         (sql.Identifier(*ctx.src).as_string(session.conn),))
-    if est is None or est < 0:
-        est = session.scalar(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*ctx.src)))
-    return int(est)
-
-
-def split_points(session, ctx, upper, workers, estimated, lower=None):
-    """``workers - 1`` keys that cut ``(lower, upper]`` into ranges of similar size.
-
-    Sampled (TABLESAMPLE SYSTEM, about 10000 keys of the whole table) so that a big table is
-    not scanned; a range too small for the sample to cut is read whole (it is small)."""
-    if workers <= 1:
-        return []
-    params = dict(hi=Json(upper), lo=Json(lower) if lower is not None else None,
-                  pct=min(100.0, 100.0 * 10000 / max(estimated, 1)))
-    cond = key_in_range(ctx.pk_cols, ctx.src, "o", lower is not None)
-    keys = [r["k"] for r in session.query(
-        sql.SQL("SELECT {} AS k FROM {} AS o TABLESAMPLE SYSTEM (%(pct)s) WHERE {} ORDER BY {}").format(
-            key_json(ctx.pk_cols, "o"), sql.Identifier(*ctx.src), cond, key_order(ctx.pk_cols, "o")), params)]
-    if len(keys) < workers:
-        keys = [r["k"] for r in session.query(
-            sql.SQL("SELECT {} AS k FROM {} AS o WHERE {} ORDER BY {}").format(
-                key_json(ctx.pk_cols, "o"), sql.Identifier(*ctx.src), cond, key_order(ctx.pk_cols, "o")), params)]
-    points = []
-    for i in range(1, workers):
-        k = keys[(i * len(keys)) // workers] if keys else None
-        if k is not None and k != upper and (not points or points[-1] != k):
-            points.append(k)
-    return points
-
-
-def split_for_workers(session, ctx, workers):
-    """More workers than unfinished ranges (``copy_workers`` raised on a resumed backfill):
-    cut the unfinished ranges' rest ``(checkpoint, upper]`` into more ranges, each range in
-    one transaction with its row locked, so a checkpoint never moves back and no key is in two
-    ranges. Returns the number of ranges added."""
-    todo = [r for r in get_ranges(session, ctx) if not r["done"]]
-    if not todo or len(todo) >= workers:
-        return 0
-    estimated = estimate_rows(session, ctx)
-    per_range = max(1, workers // len(todo))
-    added = 0
-    for r in todo:
-        if per_range <= 1:
-            break
-        with session.transaction():
-            rows = session.query(sql.SQL("SELECT * FROM {} WHERE table_name = %s AND range_no = %s FOR UPDATE")
-                                 .format(ranges_table(ctx)), (ctx.table_name, r["range_no"]))
-            if not rows or rows[0]["done"]:
-                continue
-            rng = rows[0]
-            points = split_points(session, ctx, rng["upper_key"], per_range, estimated, lower=rng["checkpoint"])
-            if not points:
-                continue
-            next_no = session.scalar(sql.SQL("SELECT max(range_no) + 1 FROM {} WHERE table_name = %s").format(
-                ranges_table(ctx)), (ctx.table_name,))
-            bounds = points + [rng["upper_key"]]
-            session.execute(sql.SQL("UPDATE {} SET upper_key = %s, updated_at = now() "
-                                    "WHERE table_name = %s AND range_no = %s").format(ranges_table(ctx)),
-                            (Json(points[0]), ctx.table_name, rng["range_no"]), record=False)
-            for i in range(len(points)):
-                session.execute(sql.SQL("INSERT INTO {} (table_name, range_no, lower_key, upper_key, checkpoint) "
-                                        "VALUES (%s, %s, %s, %s, %s)").format(ranges_table(ctx)),
-                                (ctx.table_name, next_no + i, Json(bounds[i]), Json(bounds[i + 1]), Json(bounds[i])),
-                                record=False)
-            added += len(points)
-    return added
-
-
-def normalize_key(ctx, value):
-    """A key as the backfill stores it: ``{pk column: value}`` (also accepts a list in key
-    order, or a bare value for a one-column key)."""
-    if value is None or isinstance(value, dict):
-        return value
-    if isinstance(value, (list, tuple)):
-        if len(value) != len(ctx.pk_cols):
-            raise PartitioningError("backfill_upper %r does not match the primary key (%s)."
-                                    % (value, ", ".join(ctx.pk_cols)))
-        return dict(zip(ctx.pk_cols, value))
-    if len(ctx.pk_cols) == 1:
-        return {ctx.pk_cols[0]: value}
-    raise PartitioningError("backfill_upper %r does not match the primary key (%s)." % (value, ", ".join(ctx.pk_cols)))
-
-
-def plan_ranges(session, ctx, row, workers):
-    """What the backfill would walk: ``(upper, estimated, [(lower, upper)])`` (no change)."""
-    upper = normalize_key(ctx, row.get("backfill_upper"))
-    if upper is None:
-        # Phase 1 records the largest key right after the triggers exist. When it did not,
-        # the largest key now is as good: the triggers already exist (phase 'prepared'), so
-        # every row above it was written by a transaction whose trigger copied it.
-        upper = max_key(session, ctx)
-    if upper is None:
-        return None, 0, []
-    estimated = estimate_rows(session, ctx)
-    points = split_points(session, ctx, upper, workers, estimated)
-    bounds = [None] + points + [upper]
-    return upper, estimated, [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
-
-
-def start_backfill(session, ctx, row, workers):
-    """Create the ranges and move the table to phase 'copying' (one transaction, once)."""
+    The key log's CREATE TRIGGER commits before the ranges exist: the first batch's snapshot
+    is taken after every writer fires it."""
     upper, estimated, ranges = plan_ranges(session, ctx, row, workers)
+    key_log.install(session, templates, ctx, upper, lock_timeout_ms, retries)
     with session.transaction():
         # Ranges left behind by an earlier, rolled back migration of the same table name.
         session.execute(sql.SQL("DELETE FROM {} WHERE table_name = %s").format(ranges_table(ctx)),
@@ -253,114 +140,6 @@ def start_backfill(session, ctx, row, workers):
 
 def _now(session):
     return session.scalar("SELECT now()")
-
-
-# --- one batch -------------------------------------------------------------------------------
-
-def render_batch(templates, session, ctx, has_lower, on_conflict=True):
-    return templates.render("backfill/batch", session.conn, src=ctx.src, dst=ctx.dst,
-                            state_schema=ctx.state_schema, table_name=ctx.table_name, pk_cols=ctx.pk_cols,
-                            cols=ctx.cols, overriding=ctx.overriding, has_lower=has_lower,
-                            on_conflict=on_conflict)
-
-
-# After a batch whose plain INSERT met a conflict, the next batches of the table go straight
-# to the ON CONFLICT form (the application is writing rows not copied yet); then try again.
-FAST_RETRY_AFTER = 8
-FAST_SAVEPOINT = "dbops_batch_plain"
-
-
-def _deferrable_unique(session, ctx):
-    """True when the twin has a deferrable unique or exclusion index: a plain INSERT would
-    only fail at COMMIT there, so the batch always uses ON CONFLICT DO NOTHING."""
-    return bool(session.scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i "
-        "WHERE i.indrelid IN (SELECT %s::regclass UNION ALL SELECT relid FROM pg_catalog.pg_partition_tree(%s::regclass)) "
-        "AND (i.indisunique OR i.indisexclusion) AND NOT i.indimmediate)",
-        (sql.Identifier(*ctx.dst).as_string(session.conn),) * 2))
-
-
-def _batch_statement(templates, session, ctx, has_lower, on_conflict):
-    key = (has_lower, on_conflict)
-    stmt = ctx.batch_sql.get(key)
-    if stmt is None:
-        stmt = render_batch(templates, session, ctx, has_lower, on_conflict)
-        if not on_conflict:
-            # one round trip: the savepoint the conflict fallback rolls back to, then the batch
-            stmt = "SAVEPOINT %s;\n%s" % (FAST_SAVEPOINT, stmt)
-        ctx.batch_sql[key] = stmt
-    return stmt
-
-
-def run_batch_statement(session, templates, ctx, has_lower, params):
-    """The batch statement, plain INSERT first when that is safe, else ON CONFLICT DO NOTHING.
-
-    Why this stays exact: the twin's unique indexes are the arbiters of ON CONFLICT DO NOTHING
-    *and* the indexes a plain INSERT checks, with the same rule (a committed or in-progress row
-    of the same key is a conflict; an in-progress one is waited for). So a plain INSERT that
-    succeeds met no conflict and did exactly what DO NOTHING would have done; one that meets a
-    conflict raises, everything after the savepoint (its inserts, row locks and logged keys) is
-    rolled back, and the batch runs in the ON CONFLICT form as before, in the same transaction
-    with the range row still locked."""
-    if ctx.fast_insert is None:
-        ctx.fast_insert = not _deferrable_unique(session, ctx)
-    if ctx.fast_insert and ctx.fast_backoff <= 0:
-        try:
-            return session.query(_batch_statement(templates, session, ctx, has_lower, False), params)[0]
-        except (psycopg2_errors.UniqueViolation, psycopg2_errors.ExclusionViolation):
-            session.query("ROLLBACK TO SAVEPOINT %s" % FAST_SAVEPOINT)   # also in check mode
-            ctx.fast_backoff = FAST_RETRY_AFTER
-            ctx.fast_fallbacks += 1
-    elif ctx.fast_backoff > 0:
-        ctx.fast_backoff -= 1
-    return session.query(_batch_statement(templates, session, ctx, has_lower, True), params)[0]
-
-
-def copy_batch(session, templates, ctx, range_no, limit, before_commit=None):
-    """Run one batch of a range and commit it with the range's checkpoint.
-
-    Returns a dict (seen, locked, inserted, skipped, lower, last_key, done, seconds), or
-    None when the range is already done. ``before_commit(result)`` is a test hook that runs
-    inside the batch's transaction, after its statement and before its commit.
-    """
-    started = time.monotonic()
-    with session.transaction():
-        # The range row is locked for the batch: one worker per range, and the checkpoint
-        # is read here, so it can only move forward.
-        rows = session.query(sql.SQL("SELECT * FROM {} WHERE table_name = %s AND range_no = %s FOR UPDATE").format(
-            ranges_table(ctx)), (ctx.table_name, range_no))
-        if not rows or rows[0]["done"]:
-            return None
-        rng = rows[0]
-        lo = rng["checkpoint"]
-        params = dict(lo=Json(lo) if lo is not None else None, hi=Json(rng["upper_key"]), limit=int(limit))
-        res = run_batch_statement(session, templates, ctx, lo is not None, params)
-        done = res["seen"] < limit
-        checkpoint = res["last_key"] if res["last_key"] is not None else lo
-        session.execute(sql.SQL(
-            "UPDATE {} SET checkpoint = %s, done = %s, rows_copied = rows_copied + %s, batches = batches + 1, "
-            "skipped_keys = skipped_keys + %s, updated_at = now() WHERE table_name = %s AND range_no = %s").format(
-                ranges_table(ctx)),
-            (Json(checkpoint) if checkpoint is not None else None, done, res["locked"], res["skipped"],
-             ctx.table_name, range_no), record=False)
-        result = dict(res, lower=lo, done=done, range_no=range_no)
-        if before_commit is not None:
-            before_commit(result)
-    result["seconds"] = time.monotonic() - started
-    return result
-
-
-def next_batch_size(size, seconds, target_ms, max_size):
-    """Auto-size toward the target batch duration: shrink at once when a batch took too
-    long, grow gently (x1.25) when it was much faster; clamp to [MIN_BATCH, max_size]."""
-    if not target_ms or target_ms <= 0:
-        return max_size
-    elapsed_ms = seconds * 1000.0
-    if elapsed_ms > target_ms:
-        size = int(size * max(0.25, target_ms / elapsed_ms))
-    elif elapsed_ms < 0.7 * target_ms:
-        size = int(size * 1.25) + 1
-    return max(min(size, max_size), min(MIN_BATCH, max_size))
 
 
 # --- progress --------------------------------------------------------------------------------
@@ -390,115 +169,237 @@ class CopyOptions:
     copy_workers: int = 1
     verify_batches: bool = False
     limits: object = None                 # throttle.Limits
+    lock_timeout_ms: int = 50             # the longest a statement of ours waits for a lock
+    lock_retries: int = 30                # DDL (the key log's triggers): attempts after the first
+    lock_rows: bool = False               # every batch in the locking form (batch.py): slower, for comparison
+
+    @classmethod
+    def from_tuning(cls, tuning):
+        """The options a table's resolved tuning (spec.TUNING knobs) gives."""
+        t = tuning
+        return cls(batch_size=t["batch_size"], batch_sleep_ms=t["batch_sleep_ms"], batch_target_ms=t["batch_target_ms"],
+                   copy_workers=t["copy_workers"], verify_batches=t["verify_batches"],
+                   lock_timeout_ms=t["lock_timeout_ms"], lock_retries=t["swap_retries"],
+                   limits=throttle.Limits(t["max_replica_lag_s"], t["max_active_backends"] or 0,
+                                          t["max_lock_waiters"] or 0, t["max_app_latency_ms"] or 0))
 
 
-def _worker(session, templates, ctx, range_no, opts, deadline, shared, lock, stop, hooks):
-    """Walk one range until it is done, the deadline passes or another worker failed."""
-    size = shared["start_size"]
-    workers = max(1, shared["workers"])
+class _Run:
+    """What the workers of one call share: totals, the stop flag, the throttle's monitor."""
 
-    def on_wait(reason):
-        with lock:
-            shared["throttle"] = reason
+    def __init__(self, opts, workers, start_size, monitor):
+        self.opts, self.workers, self.start_size, self.monitor = opts, workers, start_size, monitor
+        self.lock, self.stop = threading.Lock(), threading.Event()
+        self.totals = dict(batches=0, rows=0, skipped=0, reconciled=0, waited_s=0.0, throttle=None, waits=[],
+                           stopped_by=None, batch_size=None, errors=[], timeouts=0, fallbacks=0,
+                           throttled_s=0.0, warnings=[], app_latency=None)
+
+    def add(self, **values):
+        with self.lock:
+            for k, v in values.items():
+                self.totals[k] += v
+
+    def waiting(self, reason):
+        with self.lock:
+            self.totals["throttle"] = reason
             if reason:
-                shared["waits"].append(reason)
-        refresh_progress(session, ctx, throttle_reason=reason)
+                self.totals["waits"].append(reason)
 
-    while not stop.is_set():
-        if time.time() >= deadline:
+    def stopped(self, reason):
+        with self.lock:
+            self.totals["stopped_by"] = reason
+
+
+class _Worker:
+    """Walks ranges on one connection: batches back to back, everything else by time."""
+
+    def __init__(self, session, templates, ctx, run, deadline, hooks):
+        self.session, self.templates, self.ctx, self.run = session, templates, ctx, run
+        self.deadline, self.hooks = deadline, hooks
+        self.size = run.start_size
+        run.monitor.register(session)
+        self.unreported_s = 0.0
+        self.refreshed = time.monotonic()
+        self.pending = False
+
+    def on_wait(self, reason):
+        self.run.waiting(reason)
+        refresh_progress(self.session, self.ctx, throttle_reason=reason)
+
+    def refresh(self, force=False):
+        """Progress into the state row and the reconcile of pending keys: at most every REFRESH_S."""
+        if not force and time.monotonic() - self.refreshed < REFRESH_S:
             return
-        reason, waited = throttle.wait(session, ctx.state_schema, ctx.table_name, opts.limits, deadline,
-                                       on_wait=on_wait)
-        with lock:
-            shared["waited_s"] += waited
-        if reason:
-            with lock:
-                shared["stopped_by"] = reason
+        if self.pending:
+            rec = reconcile(self.session, self.ctx)
+            self.run.add(reconciled=rec["copied"] + rec["deleted"])
+            self.pending = False
+        refresh_progress(self.session, self.ctx, seconds=self.unreported_s / max(1, self.run.workers),
+                         batch_size=self.size)
+        self.unreported_s = 0.0
+        self.refreshed = time.monotonic()
+
+    def walk(self, range_no):
+        """One range until it is done, the deadline passes, the throttle stops it or another worker failed."""
+        self._walk(range_no)
+        self.refresh(force=True)
+
+    def _walk(self, range_no):
+        rows = [r for r in get_ranges(self.session, self.ctx) if r["range_no"] == range_no and not r["done"]]
+        if not rows:
             return
-        res = copy_batch(session, templates, ctx, range_no, size, before_commit=hooks.get("before_commit"))
-        if res is None:
-            return
-        rec = reconcile(session, ctx)
-        if opts.verify_batches:
-            verify_batch(session, ctx, res["lower"], res["last_key"])
-        with lock:
-            shared["batches"] += 1
-            shared["rows"] += res["locked"]
-            shared["skipped"] += res["skipped"]
-            shared["reconciled"] += rec["copied"] + rec["deleted"]
-            shared["batch_size"] = size
-        refresh_progress(session, ctx, seconds=res["seconds"] / workers, batch_size=size)
-        if hooks.get("after_batch"):
-            hooks["after_batch"](res)
-        if res["done"]:
-            return
-        size = next_batch_size(size, res["seconds"], opts.batch_target_ms, opts.batch_size)
-        if opts.batch_sleep_ms:
-            sleep_ms(min(opts.batch_sleep_ms, max(0, (deadline - time.time()) * 1000)))
+        lo, hi = rows[0]["checkpoint"], rows[0]["upper_key"]
+        opts = self.run.opts
+        while not self.run.stop.is_set() and time.time() < self.deadline:
+            reason, waited = self.run.monitor.wait_while_braked(self.deadline, self.on_wait)
+            self.run.add(waited_s=waited)
+            if reason:
+                self.run.stopped(reason)
+                return
+            res = self._batch(range_no, lo, hi)
+            if res is None:
+                continue
+            if res["paused"]:
+                reason, waited = throttle.wait_for_resume(self.session, self.ctx.state_schema,
+                                                          self.ctx.table_name, self.deadline, self.on_wait)
+                self.run.add(waited_s=waited)
+                if reason:
+                    self.run.stopped(reason)
+                    return
+                continue
+            lo = res["last_key"] if res["last_key"] is not None else lo
+            self.run.add(batches=1, rows=res["seen"], skipped=res["skipped"])
+            self.unreported_s += res["seconds"]
+            self.pending = self.pending or res["pending"]
+            self.refresh()
+            if self.hooks.get("after_batch"):
+                self.hooks["after_batch"](res)
+            if res["done"]:
+                return
+            self.size = batch.next_size(self.size, res["seconds"], opts.batch_target_ms, opts.batch_size)
+            pause_s = opts.batch_sleep_ms / 1000.0 + self.run.monitor.pause_after(res["seconds"])
+            if pause_s > 0:
+                self.run.add(throttled_s=pause_s)
+                sleep_ms(min(pause_s, max(0.0, self.deadline - time.time())) * 1000.0)
+
+    def _batch(self, range_no, lo, hi):
+        """One batch; None when it timed out (rolled back: the next attempt is smaller)."""
+        opts = self.run.opts
+        try:
+            with self.run.monitor.batch():
+                return batch.copy_batch(self.session, self.templates, self.ctx, range_no, lo, hi, self.size,
+                                        opts.lock_timeout_ms, batch.timeout_ms(opts.batch_target_ms),
+                                        before_commit=self.hooks.get("before_commit"))
+        except psycopg2_errors.QueryCanceled:
+            if self.size <= batch.MIN_BATCH:
+                raise PartitioningError(
+                    "%s: a batch of %d rows ran longer than %d ms (%d x batch_target_ms) and was cancelled; "
+                    "raise partitioning_batch_target_ms." % (self.ctx.table_name, self.size,
+                                                             batch.timeout_ms(opts.batch_target_ms),
+                                                             batch.TIMEOUT_TARGETS))
+            self.run.add(timeouts=1)
+            self.size = max(batch.MIN_BATCH, self.size // 4)
+            return None
 
 
 def copy_for(session, open_session, templates, ctx, opts, deadline, hooks=None):
     """Run the unfinished ranges with up to ``copy_workers`` connections until the ranges
     are done or ``deadline`` (time.time()) passes. ``open_session()`` opens a connection
-    for an extra worker. Returns the call's totals."""
-    import threading
-
+    (extra workers, the throttle's monitor, the verifier). Returns the call's totals."""
     hooks = hooks or {}
+    if opts.lock_rows:
+        ctx.forms["only_locked"] = True
     if opts.copy_workers > 1 and not session.check_mode:
         split_for_workers(session, ctx, opts.copy_workers)
-    todo = [r["range_no"] for r in get_ranges(session, ctx) if not r["done"]]
     row = state_store.get_table(session, ctx.state_schema, ctx.table_name)
-    shared = dict(start_size=min(int(row.get("batch_size") or opts.batch_size), opts.batch_size),
-                  workers=min(len(todo), max(1, opts.copy_workers)), batches=0, rows=0, skipped=0, reconciled=0,
-                  waited_s=0.0, throttle=None, waits=[], stopped_by=None, batch_size=None, errors=[])
-    lock, stop = threading.Lock(), threading.Event()
-    if not todo:
-        return shared
-    if shared["workers"] <= 1:
-        for range_no in todo:
-            _worker(session, templates, ctx, range_no, opts, deadline, shared, lock, stop, hooks)
-            if shared["stopped_by"] or time.time() >= deadline:
-                break
-        return shared
+    reinstalled = key_log.install(session, templates, ctx, row.get("backfill_upper"), opts.lock_timeout_ms,
+                                  opts.lock_retries)
+    todo = [r["range_no"] for r in get_ranges(session, ctx) if not r["done"]]
+    workers = min(len(todo), max(1, opts.copy_workers))
+    monitor = throttle.Monitor(open_session, ctx, opts.limits or throttle.Limits())
+    run = _Run(opts, workers, min(int(row.get("batch_size") or opts.batch_size), opts.batch_size), monitor)
+    verifier = Verifier(open_session, ctx) if opts.verify_batches else None
+    if reinstalled and any(r["batches"] for r in get_ranges(session, ctx)):
+        run.totals["warnings"].append(
+            "the backfill's key log was missing (dropped by hand?) and is installed again: rows deleted or moved "
+            "meanwhile may remain in the twin; the verification will find them")
+    try:
+        monitor.start()
+        if verifier is not None:
+            verifier.start()
+            monitor.register(verifier.session)
+        if todo:
+            _run_workers(session, open_session, templates, ctx, run, todo, deadline, hooks)
+    finally:
+        monitor.close()
+        if verifier is not None:
+            verifier.close()
+    if verifier is not None and verifier.error is not None and not run.totals["errors"]:
+        raise verifier.error
+    if run.totals["errors"]:
+        raise run.totals["errors"][0]
+    run.totals["batch_size"] = run.start_size
+    run.totals["fallbacks"] = ctx.forms.get("fallbacks", 0)
+    run.totals["warnings"] += monitor.warnings
+    run.totals["app_latency"] = monitor.report()
+    return run.totals
 
+
+def _run_workers(session, open_session, templates, ctx, run, todo, deadline, hooks):
+    if run.workers <= 1:
+        worker = _Worker(session, templates, ctx, run, deadline, hooks)
+        for range_no in todo:
+            worker.walk(range_no)
+            if run.totals["stopped_by"] or time.time() >= deadline:
+                break
+        run.start_size = worker.size
+        return
     queue = list(todo)
 
-    def run():
+    def work():
         s = None
         try:
             s = open_session()
             guard_session(s)
-            while not stop.is_set():
-                with lock:
-                    if not queue or shared["stopped_by"]:
+            worker = _Worker(s, templates, ctx, run, deadline, hooks)
+            while not run.stop.is_set():
+                with run.lock:
+                    if not queue or run.totals["stopped_by"]:
                         return
                     range_no = queue.pop(0)
-                _worker(s, templates, ctx, range_no, opts, deadline, shared, lock, stop, hooks)
+                worker.walk(range_no)
         except Exception as e:  # noqa: BLE001 - re-raised by the caller
-            with lock:
-                shared["errors"].append(e)
-            stop.set()
+            with run.lock:
+                run.totals["errors"].append(e)
+            run.stop.set()
         finally:
             if s is not None:
                 s.close()
 
-    threads = [threading.Thread(target=run, name="batch_copy-%d" % i) for i in range(shared["workers"])]
+    threads = [threading.Thread(target=work, name="batch_copy-%d" % i) for i in range(run.workers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    if shared["errors"]:
-        raise shared["errors"][0]
-    return shared
 
 
-def finish_if_done(session, ctx):
-    """All ranges done: reconcile once more and move the table to 'copied'. Returns True when done."""
-    if any(not r["done"] for r in get_ranges(session, ctx)):
+def finish_if_done(session, ctx, lock_timeout_ms=50, retries=30):
+    """All ranges done: drop the key log, reconcile what it logged and move the table to 'copied'
+    (or 'verified' when the verifier compared every range during the copy: the keys above
+    ``backfill_upper`` are compared now). Returns True when done."""
+    ranges = get_ranges(session, ctx)
+    if any(not r["done"] for r in ranges):
         return False
+    # DROP TRIGGER waits for every writer whose key log fired: their keys are committed now
+    key_log.drop(session, ctx, lock_timeout_ms, retries)
     reconcile(session, ctx)
+    verified = ranges and all(r.get("verified_key") is not None and r["verified_key"] == r["upper_key"]
+                              for r in ranges)
+    summary = verify_rest(session, ctx, ranges) if verified else None
     with session.transaction():
         refresh_progress(session, ctx, throttle_reason=None)
-        state_store.update_table(session, ctx.state_schema, ctx.table_name, phase="copied",
-                                 backfill_finished_at=_now(session))
+        fields = dict(phase="copied", backfill_finished_at=_now(session))
+        if summary is not None and summary["status"] == "ok":
+            fields.update(phase="verified", verified_at=_now(session), verification=summary)
+        state_store.update_table(session, ctx.state_schema, ctx.table_name, **fields)
     return True

@@ -2,10 +2,17 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Reconcile pending keys: make the twin's rows of a key equal to the original's.
 
-docs/design.md, "Reconciling pending keys". Keys land in ``<state>.pending_keys`` when a
-batch saw a row it could not lock (a writer held it) and when a REPEATABLE READ writer's
-trigger could not see the twin row. For each committed entry, in one READ COMMITTED
-transaction per chunk:
+docs/design.md, "Reconciling pending keys". Keys land in ``<state>.pending_keys`` when the
+backfill's key log saw a write delete or move a row (``key_log.py``), when a batch in its
+locking form saw a row it could not lock (a writer held it), and when a REPEATABLE READ
+writer's trigger could not see the twin row.
+
+An entry is consumed only when no batch that could still copy its key is in flight: its key
+must not lie in the rest ``(checkpoint, upper]`` of an unfinished backfill range. A batch
+moves its range's checkpoint in its own transaction, so a reconcile that sees the checkpoint
+past a key also sees every row the batches before it copied: a row a batch copied after the
+application deleted or moved it is there to be removed. For each such committed entry, in
+one READ COMMITTED transaction per chunk:
 
 * consume it (``DELETE ... RETURNING``; an uncommitted entry is invisible and waits);
 * lock the original's row ``FOR UPDATE SKIP LOCKED``; a row still held by a writer is
@@ -21,7 +28,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.keys import (
-    canonical_key, key_json, key_match, key_recordset)
+    canonical_key, key_bound, key_json, key_match, key_recordset)
 
 try:
     from psycopg2 import sql
@@ -31,6 +38,17 @@ except ImportError:  # pragma: no cover
     Json = None
 
 CHUNK = 1000
+
+# Committed entries whose key no unfinished range may still copy, oldest first.
+_CONSUME = sql.SQL("""
+DELETE FROM {p} WHERE id IN (
+    SELECT p.id FROM {p} AS p
+    WHERE p.table_name = %(t)s
+      AND NOT EXISTS (SELECT 1 FROM {r} AS r
+                      WHERE r.table_name = p.table_name AND NOT r.done
+                        AND (r.checkpoint IS NULL OR {key} > {checkpoint}) AND {key} <= {upper})
+    ORDER BY p.id LIMIT %(n)s FOR UPDATE OF p SKIP LOCKED)
+RETURNING pk""") if sql else None
 
 
 def pending_count(session, ctx):
@@ -45,9 +63,11 @@ def _round(session, ctx, chunk):
     o_is_k, d_is_k = key_match(ctx.pk_cols, "o", "k"), key_match(ctx.pk_cols, "d", "k")
     out = dict(consumed=0, copied=0, deleted=0, busy=0)
     with session.transaction():
-        consumed = session.query(sql.SQL(
-            "DELETE FROM {p} WHERE id IN (SELECT id FROM {p} WHERE table_name = %s ORDER BY id LIMIT %s "
-            "FOR UPDATE SKIP LOCKED) RETURNING pk").format(p=pending), (ctx.table_name, chunk))
+        consumed = session.query(_CONSUME.format(
+            p=pending, r=sql.Identifier(ctx.state_schema, "backfill_ranges"),
+            key=key_bound(ctx.pk_cols, ctx.src, sql.SQL("p.pk")),
+            checkpoint=key_bound(ctx.pk_cols, ctx.src, sql.SQL("r.checkpoint")),
+            upper=key_bound(ctx.pk_cols, ctx.src, sql.SQL("r.upper_key"))), dict(t=ctx.table_name, n=chunk))
         out["consumed"] = len(consumed)
         if not consumed:
             return out

@@ -18,10 +18,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import threading
 import time
 from dataclasses import dataclass
 
-from ansible_collections.dbops.partitioning.plugins.module_utils.health import replica_lag_s
+from ansible_collections.dbops.partitioning.plugins.module_utils.health import replica_lag_s, replica_lag_warnings
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import latency
 
 try:
     from psycopg2 import sql
@@ -41,6 +43,7 @@ class Limits:
     max_replica_lag_s: float = 30
     max_active_backends: int = 0
     max_lock_waiters: int = 0
+    max_app_latency_ms: float = 0      # 0: the application's latency is not watched (latency.py)
 
 
 def pause_reason(session, state_schema, table_name):
@@ -53,9 +56,11 @@ def pause_reason(session, state_schema, table_name):
 
 def check(session, state_schema, table_name, limits):
     """The reason the next batch must wait, or None."""
-    reason = pause_reason(session, state_schema, table_name)
-    if reason:
-        return reason
+    return pause_reason(session, state_schema, table_name) or load_reason(session, limits)
+
+
+def load_reason(session, limits):
+    """Why the server is too busy for the next batch (replica lag, load), or None."""
     if limits.max_replica_lag_s is not None and limits.max_replica_lag_s > 0:
         lag = replica_lag_s(session)
         if lag > limits.max_replica_lag_s:
@@ -71,16 +76,20 @@ def check(session, state_schema, table_name, limits):
     return None
 
 
-def wait(session, state_schema, table_name, limits, deadline, on_wait=None, step_s=STEP_S):
-    """Wait until no check fails or ``deadline`` (time.time()) passes.
+def wait_for_resume(session, state_schema, table_name, deadline, on_wait=None, step_s=STEP_S):
+    """While the operator's pause flag is set: wait in short steps (a resume is honoured within
+    one step) until it is cleared or ``deadline`` (time.time()) passes. Returns ``(reason,
+    waited_s)``: reason is None when the copy may go on, else why it may not."""
+    return wait_while(lambda: pause_reason(session, state_schema, table_name), deadline, on_wait, step_s)
 
-    Returns ``(reason, waited_s)``: reason is None when the batch may run, else why it may
-    not (the deadline came first). ``on_wait(reason)`` is called when a wait starts or its
-    reason changes (the module records it in the state row for the progress view)."""
+
+def wait_while(read_reason, deadline, on_wait=None, step_s=STEP_S):
+    """Wait in ``step_s`` steps while ``read_reason()`` gives a reason, at most until ``deadline``.
+    ``on_wait(reason)`` is called when the reason changes. Returns ``(reason, waited_s)``."""
     started = time.time()
     last = None
     while True:
-        reason = check(session, state_schema, table_name, limits)
+        reason = read_reason()
         if reason != last and on_wait is not None:
             on_wait(reason)
         last = reason
@@ -89,3 +98,97 @@ def wait(session, state_schema, table_name, limits, deadline, on_wait=None, step
         if time.time() + step_s > deadline:
             return reason, time.time() - started
         time.sleep(step_s)
+
+
+class Monitor:
+    """The throttle's readings, taken on a connection of their own while the workers copy, so
+    that no batch waits for them: replica lag and load every ``STEP_S``, the latency guard's
+    probe (``latency.py``) every ``latency.STEP_S``. Workers ask ``wait_while_braked`` before a
+    batch and ``pause_after`` after it (no query), and report their batches to the guard."""
+
+    def __init__(self, open_session, ctx, limits, interval_s=STEP_S):
+        self.open_session, self.ctx, self.limits, self.interval_s = open_session, ctx, limits, interval_s
+        self.reason = None
+        self.session = None
+        self.stop = threading.Event()
+        self.thread = None
+        self.error = None
+        self.warnings = []
+        lat = getattr(limits, "max_app_latency_ms", 0) or 0
+        self.guard = latency.LatencyGuard(lat) if lat > 0 else None
+
+    def _needed(self):
+        lim = self.limits
+        return bool((lim.max_replica_lag_s or 0) > 0 or lim.max_active_backends or lim.max_lock_waiters or self.guard)
+
+    def start(self):
+        """The first readings are taken before any batch runs."""
+        if not self._needed():
+            return
+        self.session = self.open_session()
+        if self.guard is not None:
+            self.warnings += self.guard.start(self.session)
+        if (self.limits.max_replica_lag_s or 0) > 0:
+            self.warnings += replica_lag_warnings(self.session)
+        self.reason = load_reason(self.session, self.limits)
+        if self.guard is not None:
+            for _sample in range(5):   # the probe's first baseline, before any batch
+                self.guard.sample(self.session)
+        self.thread = threading.Thread(target=self._loop, name="batch_copy-monitor", daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        step = latency.STEP_S if self.guard is not None else self.interval_s
+        load_every = max(1, int(round(self.interval_s / step)))
+        n = 0
+        try:
+            while not self.stop.wait(step):
+                n += 1
+                if self.guard is not None:
+                    self.guard.sample(self.session)
+                if n % load_every == 0:
+                    self.reason = load_reason(self.session, self.limits)
+        except Exception as e:  # noqa: BLE001 - a monitor that cannot read brakes the copy
+            self.error = e
+            self.reason = "the throttle's readings failed: %s" % str(e).strip().splitlines()[0]
+
+    def register(self, session):
+        """A connection of ours (worker, verifier): its locks and its queries are not the application's."""
+        if self.guard is not None:
+            self.guard.register(session.scalar("SELECT pg_catalog.pg_backend_pid()"))
+
+    def batch(self):
+        """``with monitor.batch():`` around a batch: the guard tells busy from idle probes."""
+        return _InFlight(self.guard)
+
+    def wait_while_braked(self, deadline, on_wait=None, step_s=STEP_S):
+        """Wait while a reading says so; returns ``(reason, waited_s)`` as ``wait_for_resume``."""
+        return wait_while(lambda: self.reason, deadline, on_wait, step_s)
+
+    def pause_after(self, batch_seconds):
+        """Seconds to sleep after a batch that took ``batch_seconds`` (the latency guard's duty cycle)."""
+        return self.guard.pause_after(batch_seconds) if self.guard is not None else 0.0
+
+    def report(self):
+        return self.guard.report() if self.guard is not None else None
+
+    def close(self):
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(10)
+        if self.session is not None:
+            self.session.close()
+
+
+class _InFlight:
+    def __init__(self, guard):
+        self.guard = guard
+
+    def __enter__(self):
+        if self.guard is not None:
+            self.guard.batch_started()
+
+    def __exit__(self, *exc):
+        if self.guard is not None:
+            self.guard.batch_ended()
+        return False

@@ -7,7 +7,8 @@ column in the original's order; the differing keys listed when they differ). Key
 pending reconciliation in that same snapshot are not differences yet: they are reconciled
 and the range is compared again.
 
-* per batch (``verify_batches``): the batch's key range;
+* during the copy (``verify_batches``): the copied key ranges, behind the copy, on their own
+  connection (``Verifier``); with every range verified the table is verified when the copy ends;
 * at the end (``partition_verify``): one range per leaf partition of the twin, resumable
   (``<state>.verify_ranges``), plus a total row count.
 """
@@ -16,12 +17,14 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import threading
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import partitions_of
 from ansible_collections.dbops.partitioning.plugins.module_utils.compare import MAX_DIFFERENCES, compare_tables
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.keys import key_in_range
+from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.ranges import get_ranges, ranges_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import reconcile
 
 try:
@@ -55,16 +58,17 @@ def compare_settled(session, ctx, src_rel, src_where, dst_rel, dst_where, params
     return res
 
 
-def verify_batch(session, ctx, lower, upper):
-    """Count and checksum of one batch's key range ``(lower, upper]`` in both tables."""
-    if upper is None:
+def verify_batch(session, ctx, lower, upper, no_upper=False):
+    """Count and checksum of the key range ``(lower, upper]`` (``no_upper``: every key above
+    ``lower``) in both tables. Raises when they differ in keys that are not pending."""
+    if upper is None and not no_upper:
         return dict(ok=True, rows_source=0, rows_target=0, differences=[], pending=0)
-    params = dict(lo=Json(lower) if lower is not None else None, hi=Json(upper))
-    where = key_in_range(ctx.pk_cols, ctx.src, "o", lower is not None)
-    res = compare_settled(session, ctx, sql.Identifier(*ctx.src), where, sql.Identifier(*ctx.dst), where, params)
+    params = dict(lo=Json(lower) if lower is not None else None, hi=Json(upper) if upper is not None else None)
+    where = key_in_range(ctx.pk_cols, ctx.src, "o", lower is not None, has_upper=not no_upper)
+    res = compare_settled(session, ctx, ctx.src, where, ctx.dst, where, params)
     if not res["ok"] and res["pending"] < len(res["differences"]):
         raise PartitioningError(
-            "%s: the batch (%s, %s] differs between the original and the twin: %s rows vs %s rows; "
+            "%s: the key range (%s, %s] differs between the original and the twin: %s rows vs %s rows; "
             "differing keys: %s. The backfill stopped; see docs/runbooks/phase2.md." % (
                 ctx.table_name, json.dumps(lower), json.dumps(upper), res["rows_source"], res["rows_target"],
                 format_differences(res["differences"])), differences=res["differences"])
@@ -86,7 +90,7 @@ def partition_ranges(session, ctx):
     The condition is PostgreSQL's own partition constraint of the partition
     (``pg_get_partition_constraintdef``: its bounds and, for a default partition, the negation
     of every sibling's), applied to the original's rows."""
-    return [(p.name, sql.Identifier(p.schema, p.name), p.constraint) for p in partitions_of(session, *ctx.dst)]
+    return [(p.name, (p.schema, p.name), p.constraint) for p in partitions_of(session, *ctx.dst)]
 
 
 def start_run(session, ctx, row, full):
@@ -147,7 +151,7 @@ def verify_table(session, ctx, row, full=False, before_range=None):
             res = dict(ok=a == b, rows_source=a, rows_target=b, differences=[], pending=0)
         else:
             where = sql.SQL(cond) if cond else sql.SQL("true")
-            res = compare_settled(session, ctx, sql.Identifier(*ctx.src), where, leaf, sql.SQL("true"))
+            res = compare_settled(session, ctx, ctx.src, where, leaf, sql.SQL("true"))
             if not res["ok"] and res["differences"] and res["pending"] == len(res["differences"]):
                 # Every difference is a key an open transaction still holds: not settled, not a
                 # difference. The run stays open; the next call resumes at this range.
@@ -179,3 +183,92 @@ def verify_table(session, ctx, row, full=False, before_range=None):
             sql.Identifier(ctx.state_schema, "runs")), ("ok" if status == "ok" else "failed", Json(summary), run_id),
             record=False)
     return dict(summary, checked=checked, skipped=skipped)
+
+
+# --- during the copy ---------------------------------------------------------------------------
+
+VERIFY_CHUNK_ROWS = 50000
+
+
+class Verifier:
+    """Compares the key ranges the copy has committed, on a connection of its own, behind the
+    copy (``verify_batches``): each backfill range's ``(verified_key, checkpoint]`` once at least
+    ``chunk_rows`` rows are waiting or the range is done (then up to its upper key). Progress
+    is the range's ``verified_key`` (state/003), so a resumed copy verifies on from there.
+
+    A key range is compared in one snapshot like any other (``verify_batch``); a difference
+    that is not a pending key stops the copy. When every range is verified up to its upper
+    key, ``finish_if_done`` compares the keys above ``backfill_upper`` and the table is
+    verified without a second pass over it."""
+
+    def __init__(self, open_session, ctx, interval_s=0.2, chunk_rows=VERIFY_CHUNK_ROWS):
+        self.open_session, self.ctx, self.interval_s, self.chunk_rows = open_session, ctx, interval_s, chunk_rows
+        self.session = None
+        self.stop = threading.Event()
+        self.thread = None
+        self.error = None
+        self.rows = 0
+
+    def start(self):
+        self.session = self.open_session()
+        self.session.query("SET row_security = off")
+        self.thread = threading.Thread(target=self._loop, name="batch_copy-verifier", daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        try:
+            while not self.stop.is_set():
+                if not self.step(final=False):
+                    self.stop.wait(self.interval_s)
+            self.step(final=True)   # the copy's tail
+        except Exception as e:  # noqa: BLE001 - re-raised by copy_for
+            self.error = e
+
+    def step(self, final):
+        """Verify every range whose waiting rows reach a chunk (``final``: any); True when one was."""
+        did = False
+        for r in get_ranges(self.session, self.ctx):
+            start = r["verified_key"] if r["verified_key"] is not None else r["lower_key"]
+            end = r["upper_key"] if r["done"] else r["checkpoint"]
+            waiting = r["rows_copied"] - (r["verified_rows"] or 0)
+            if end is None or end == start or r["verified_key"] == r["upper_key"]:
+                continue
+            if not r["done"] and not final and waiting < self.chunk_rows:
+                continue
+            res = verify_batch(self.session, self.ctx, start, end)
+            if not res["ok"]:
+                continue   # keys still held by open transactions: compared again later
+            self.session.execute(sql.SQL(
+                "UPDATE {} SET verified_key = %s, verified_rows = %s WHERE table_name = %s AND range_no = %s "
+                "AND verified_key IS NOT DISTINCT FROM %s").format(ranges_table(self.ctx)),
+                (Json(end), r["rows_copied"], self.ctx.table_name, r["range_no"], Json(r["verified_key"])
+                 if r["verified_key"] is not None else None), record=False)
+            self.rows += res["rows_source"]
+            did = True
+        return did
+
+    def close(self):
+        """Stop after verifying what the copy committed (its tail)."""
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+        if self.session is not None:
+            self.session.close()
+
+
+def verify_rest(session, ctx, ranges):
+    """The last part of a verification done during the copy: the keys above ``backfill_upper``
+    (written by the sync trigger alone). Returns the verification summary for the state row."""
+    row = state_store.get_table(session, ctx.state_schema, ctx.table_name)
+    upper = row.get("backfill_upper")
+    res = verify_batch(session, ctx, upper, None, no_upper=True) if upper is not None else \
+        dict(ok=True, rows_source=0, differences=[])
+    rows = sum(int(r["verified_rows"] or 0) for r in ranges) + res["rows_source"]
+    status = "ok" if res["ok"] else "different"
+    summary = dict(status=status, method="key ranges, compared during the copy", ranges=len(ranges) + 1, rows=rows,
+                   differences=res["differences"][:MAX_DIFFERENCES])
+    summary["run_id"] = session.scalar(sql.SQL(
+        "INSERT INTO {} (table_name, action, status, finished_at, details) VALUES (%s, 'verify', %s, now(), %s) "
+        "RETURNING id").format(sql.Identifier(ctx.state_schema, "runs")),
+        (ctx.table_name, "ok" if res["ok"] else "failed", Json(summary)))
+    return summary

@@ -80,7 +80,7 @@ def _finish_state(session, state_schema, table_name, forget):
 def rollback_before_switch(session, row, schema, name, state_schema, table_name, lock_timeout_ms, retries, forget):
     done = []
     twin = row["twin_relname"]
-    triggers = sync.sync_triggers(session, (schema, name))
+    triggers = sync.sync_triggers(session, (schema, name), sync.OUR_TRIGGER_NAMES)   # also the backfill's key log
     drops = [sync.lock_in_writers_order((schema, name))] + sync.drop_statements(triggers) \
         if triggers else []
     if drops:

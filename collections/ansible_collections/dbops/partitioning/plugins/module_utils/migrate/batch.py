@@ -1,0 +1,167 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One backfill batch: one transaction that copies the next keys of a range and moves its
+checkpoint (``templates/sql/backfill/batch.sql.j2``; docs/design.md, "The backfill").
+
+The statement has three forms, tried from the cheapest:
+
+* ``plain``: rows read without locks, plain ``INSERT`` into the twin. As fast as
+  ``INSERT … SELECT``. Deletes and key moves that race it are caught by the key log
+  (``key_log.py``) and reconciled after the checkpoint has passed them.
+* ``conflict``: the same with ``ON CONFLICT DO NOTHING``, after the plain form met a twin row
+  that the application's sync trigger wrote first (a unique violation): the trigger's newer
+  version wins.
+* ``locked``: ``FOR SHARE SKIP LOCKED`` (each row locked: one WAL record per row), after an
+  unlocked form had to wait ``lock_timeout_ms`` for a transaction that is writing a row of the
+  batch: rows a writer holds are skipped, their keys logged and reconciled later. The batch
+  never waits on the application.
+
+A failed form is rolled back to a savepoint and the next form runs in the same transaction.
+After a fallback the next ``FALLBACK_BATCHES`` batches start at the form that worked, then the
+plain form is tried again. A twin with a deferrable unique or exclusion index (whose violation
+would only surface at COMMIT) never uses the plain form.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+
+try:
+    from psycopg2 import errors as psycopg2_errors
+    from psycopg2 import sql
+    from psycopg2.extras import Json
+except ImportError:  # pragma: no cover
+    psycopg2_errors = None
+    sql = None
+    Json = None
+
+FORMS = ("plain", "conflict", "locked")
+FALLBACK_BATCHES = 8
+SAVEPOINT = "dbops_batch"
+# A batch's statement may run at most this many times its target duration (then it is
+# cancelled, rolled back, and the batch runs again smaller): a batch that runs away holds the
+# twin rows it inserted, which writers of those rows wait for.
+TIMEOUT_TARGETS = 20
+MIN_BATCH = 10
+
+
+def render(templates, session, ctx, has_lower, form):
+    return templates.render("backfill/batch", session.conn, src=ctx.src, dst=ctx.dst,
+                            state_schema=ctx.state_schema, table_name=ctx.table_name, pk_cols=ctx.pk_cols,
+                            cols=ctx.cols, overriding=ctx.overriding, has_lower=has_lower,
+                            lock_rows=form == "locked", on_conflict=form != "plain")
+
+
+def _statement(templates, session, ctx, has_lower, form):
+    key = (has_lower, form)
+    if key not in ctx.batch_sql:
+        # rendering builds the statement once per table and form, not once per batch
+        ctx.batch_sql[key] = render(templates, session, ctx, has_lower, form)
+    return ctx.batch_sql[key]
+
+
+def _deferrable_unique(session, ctx):
+    """True when the twin has a deferrable unique or exclusion index: a plain INSERT would
+    only fail at COMMIT there."""
+    return bool(session.scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i "
+        "WHERE i.indrelid IN (SELECT %s::regclass UNION ALL SELECT relid FROM pg_catalog.pg_partition_tree(%s::regclass)) "
+        "AND (i.indisunique OR i.indisexclusion) AND NOT i.indimmediate)",
+        (sql.Identifier(*ctx.dst).as_string(session.conn),) * 2))
+
+
+def first_form(session, ctx):
+    """The form a batch starts with: the cheapest one that recent batches did not fall back from."""
+    forms = ctx.forms
+    if forms.get("only_locked"):
+        return "locked"
+    if forms.get("plain_allowed") is None:
+        forms["plain_allowed"] = not _deferrable_unique(session, ctx)
+    for form in ("locked", "conflict"):
+        if forms.get(form, 0) > 0:
+            forms[form] -= 1
+            return form
+    return "plain" if forms["plain_allowed"] else "conflict"
+
+
+def _fallback(ctx, form, exc):
+    """The form to run after ``form`` failed with ``exc``, or None when it is not a fallback case."""
+    if isinstance(exc, (psycopg2_errors.UniqueViolation, psycopg2_errors.ExclusionViolation)) and form == "plain":
+        nxt = "conflict"
+    elif isinstance(exc, psycopg2_errors.LockNotAvailable) and form != "locked":
+        nxt = "locked"
+    else:
+        return None
+    ctx.forms[nxt] = FALLBACK_BATCHES
+    ctx.forms["fallbacks"] = ctx.forms.get("fallbacks", 0) + 1
+    return nxt
+
+
+def _limits(lock_timeout_ms, timeout_ms):
+    return sql.SQL("SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}").format(
+        sql.Literal("%dms" % max(0, int(lock_timeout_ms or 0))), sql.Literal("%dms" % max(0, int(timeout_ms or 0))))
+
+
+def copy_batch(session, templates, ctx, range_no, lo, hi, limit, lock_timeout_ms=50, timeout_ms=0,
+               before_commit=None):
+    """Copy up to ``limit`` keys of range ``range_no`` after ``lo`` (its checkpoint) and at most
+    ``hi``, and move the checkpoint, in one transaction.
+
+    Returns a dict: paused (nothing done: the operator's pause flag), seen, locked, inserted,
+    skipped, last_key, done, pending (the table has pending keys), lower, form, seconds.
+    ``before_commit(result)`` is a test hook that runs inside the transaction, after the
+    statement and before the commit. A statement timeout (``timeout_ms``) propagates as
+    ``psycopg2.errors.QueryCanceled`` with everything rolled back.
+    """
+    started = time.monotonic()
+    params = dict(lo=Json(lo) if lo is not None else None, hi=Json(hi), limit=int(limit), range_no=range_no)
+    has_lower = lo is not None
+    with session.transaction():
+        form = first_form(session, ctx)
+        prefix = _limits(lock_timeout_ms if form != "locked" else 0, timeout_ms).as_string(session.conn)
+        while True:
+            stmt = _statement(templates, session, ctx, has_lower, form)
+            if form != "locked":
+                stmt = "SAVEPOINT %s;\n%s" % (SAVEPOINT, stmt)
+            try:
+                res = session.query(prefix + ";\n" + stmt if prefix else stmt, params)[0]
+                break
+            except (psycopg2_errors.UniqueViolation, psycopg2_errors.ExclusionViolation,
+                    psycopg2_errors.LockNotAvailable) as e:
+                nxt = _fallback(ctx, form, e)
+                if nxt is None:
+                    raise
+                session.query("ROLLBACK TO SAVEPOINT %s" % SAVEPOINT)
+                # the locked form never waits on the application's rows: no lock timeout needed
+                prefix = "SET LOCAL lock_timeout = 0" if nxt == "locked" else ""
+                form = nxt
+        result = dict(res, lower=lo, range_no=range_no, form=form)
+        if not res["paused"] and not res["advanced"]:
+            raise PartitioningError(
+                "%s: the checkpoint of backfill range %s is no longer %s: another run copies this table; "
+                "nothing was changed by this batch." % (ctx.table_name, range_no, lo))
+        if before_commit is not None:
+            before_commit(result)
+    result["seconds"] = time.monotonic() - started
+    return result
+
+
+def next_size(size, seconds, target_ms, max_size):
+    """Auto-size toward the target batch duration: shrink at once when a batch took too
+    long, grow gently (x1.25) when it was much faster; clamp to [MIN_BATCH, max_size]."""
+    if not target_ms or target_ms <= 0:
+        return max_size
+    elapsed_ms = seconds * 1000.0
+    if elapsed_ms > target_ms:
+        size = int(size * max(0.25, target_ms / elapsed_ms))
+    elif elapsed_ms < 0.7 * target_ms:
+        size = int(size * 1.25) + 1
+    return max(min(size, max_size), min(MIN_BATCH, max_size))
+
+
+def timeout_ms(target_ms):
+    """The statement timeout of a batch: ``TIMEOUT_TARGETS`` times its target (0 = none)."""
+    return int(target_ms * TIMEOUT_TARGETS) if target_ms and target_ms > 0 else 0
