@@ -25,7 +25,13 @@ PRESETS = {
     "trigger_rows": (100000, 20000),
     "backfill_rows": (1000000, 100000),
     "flat_rows": (10000000, 1000000),
-    "latency_rate": (200, 100),     # tps of the fixed-rate pgbench load during the backfill
+    "flat_rounds": (2, 1),          # alternated rounds at flat_rows (ours, INSERT…SELECT)
+    "latency_rate": (200, 100),     # tps of the fixed-rate pgbench load during the switchover
+    "latency_rows": (2000000, 200000),
+    "latency_window_s": (30, 8),    # seconds of pgbench per latency run (the copy runs that long)
+    "latency_clients": (2, 2),      # closed-loop pgbench sessions
+    "worker_counts": ("1,2,4", "1,2,4"),
+    "backfill_parts": ("throughput,workers,phase2,latency,large", "throughput,workers,phase2,latency,large"),
     "swap_rows": (1000000, 100000),
     "swap_rounds": (1, 1),          # each round builds, copies, verifies and switches a fresh table
     "report_rows": (10000000, 200000),  # the seed-shaped revenues of the reports benchmark

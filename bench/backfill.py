@@ -1,21 +1,29 @@
-"""Benchmark 2 (issue 3): the backfill.
+"""Benchmark 2 (issues 3 and 11): the backfill.
 
-a. Throughput, alternated on one server: our backfill (module_utils/migrate/backfill.py, unthrottled,
-   the module's default batch sizing: 10000 rows at most, auto-sized to 500 ms) against one
-   ``INSERT INTO twin SELECT * FROM original`` (goal: ours/insert >= 0.85); on PostgreSQL 15
-   also pg_partman 4.7 ``partition_data_proc`` (p_wait 0, its default batch: one partition
-   interval) moving a copy of the same rows into a partman-managed twin.
-b. Latency: p99 of a fixed-rate pgbench write load (single-row inserts and updates of random
-   ids, with the sync trigger) while our backfill runs, against the same load without it.
-c. Flatness: time per batch from the first to the last batch of a 10M-row copy (--quick 1M):
-   last-decile / first-decile of the median milliseconds per 1000 rows (must stay ~1).
+a. Throughput, alternated on one server, on every server: our copy (module_utils/migrate/backfill.py
+   with the module's defaults — 10000 rows at most per batch, auto-sized to 500 ms, one worker,
+   the latency guard on — and the verification off: the copy alone) against one
+   ``INSERT INTO twin SELECT * FROM original`` (goal: ours/insert >= 0.85); beside them
+   ``ours_locked``, the same copy with every row read ``FOR SHARE`` (the design before the key
+   log), and on PostgreSQL 15 pg_partman 4.7 ``partition_data_proc`` (p_wait 0, its default
+   batch: one partition interval) moving a copy of the same rows into a partman-managed twin.
+b. The same at ``flat_rows`` (10M; --quick 1M): ours against INSERT…SELECT, alternated.
+c. Flatness: the time per batch of the first such copy of ours: last-decile / first-decile of
+   the median milliseconds per 1000 rows (must stay ~1), beside a reference copy timed between
+   batches (the machine's own drift).
+d. The application's writes during the backfill (bench/backfill_latency.py).
+e. The whole of phase 2 as ``ansible-playbook phase2_migrate.yml`` runs it (bench/backfill_phase2.py).
+f. Workers: ``copy_workers`` 1, 2 and 4 on the table of part a, alternated: rows/s, the WAL
+   written per second (pg_stat_wal) and how busy the machine's CPUs were.
 """
+import os
+import sys
 import time
 
 from psycopg2 import sql
 
-from bench import common, product, schema
-from bench.common import PgbenchRun, fmt, log, md_table, median, percentile, ratio
+from bench import backfill_latency, backfill_phase2, common, product, schema
+from bench.common import fmt, log, md_table, median, ratio
 
 STATE = product.STATE_SCHEMA
 
@@ -28,6 +36,12 @@ def api():
         raise common.Skip("module_utils/migrate/backfill.py (load_context, start_backfill, copy_for, finish_if_done) "
                           "is not available")
     return dict(zip(("load_context", "start_backfill", "copy_for", "finish_if_done", "CopyOptions"), found))
+
+
+def default_tuning():
+    """Every tuning knob at the spec's default (what the module and the playbook use)."""
+    from ansible_collections.dbops.partitioning.plugins.module_utils.spec import resolve_tuning
+    return resolve_tuning({})
 
 
 def module_session(srv, dbname):
@@ -49,12 +63,14 @@ def build(srv, dbname, rows, view=False):
 
 
 def reset_twin(conn):
-    """Empty twin, state back to 'prepared': the next copy starts from nothing."""
+    """Empty twin, no key log, state back to 'prepared': the next copy starts from nothing."""
     cur = conn.cursor()
+    cur.execute("DROP TRIGGER IF EXISTS partitioning_sync_keylog_delete ON public.revenues")
+    cur.execute("DROP TRIGGER IF EXISTS partitioning_sync_keylog_move ON public.revenues")
     cur.execute("TRUNCATE public.revenues_partitioned")
     cur.execute(sql.SQL("UPDATE {} SET phase = 'prepared', backfill_upper = NULL, checkpoint = NULL, "
-                        "rows_copied = 0, batches = 0, batch_size = NULL WHERE table_name = 'public.revenues'").format(
-        sql.Identifier(STATE, "tables")))
+                        "rows_copied = 0, batches = 0, batch_size = NULL, verification = NULL, verified_at = NULL "
+                        "WHERE table_name = 'public.revenues'").format(sql.Identifier(STATE, "tables")))
     cur.execute(sql.SQL("DELETE FROM {} WHERE table_name = 'public.revenues'").format(
         sql.Identifier(STATE, "backfill_ranges")))
     cur.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(STATE, "pending_keys")))
@@ -62,14 +78,17 @@ def reset_twin(conn):
     cur.execute("CHECKPOINT")
 
 
-BIG_BATCH = 50000
+def phase_of(conn):
+    cur = conn.cursor()
+    cur.execute(sql.SQL("SELECT phase FROM {} WHERE table_name = 'public.revenues'").format(
+        sql.Identifier(STATE, "tables")))
+    return cur.fetchone()[0]
 
 
-def run_ours(srv, dbname, batches=None, batch_size=None, hook=None):
-    """Our backfill from the start to 'copied'; returns (seconds, rows copied).
-
-    ``batch_size``: the module's default (10000) unless given (the 'ours_big' variant shows
-    what a larger cap, still auto-sized toward 500 ms, would change)."""
+def run_ours(srv, dbname, hook=None, seconds=None, finish=True, verify_batches=False, **overrides):
+    """Our backfill from the start, with the module's defaults (``overrides``: CopyOptions fields, or
+    ``max_app_latency_ms``). Copies to the end and finishes (phase 'copied'), or for ``seconds``.
+    Returns (seconds, rows copied), or with ``seconds`` the call's totals."""
     from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
     a = api()
     sess = module_session(srv, dbname)
@@ -78,18 +97,18 @@ def run_ours(srv, dbname, batches=None, batch_size=None, hook=None):
         t0 = time.monotonic()
         row = state_store.get_table(sess, STATE, "public.revenues")
         ctx = a["load_context"](sess, STATE, row)
-        a["start_backfill"](sess, ctx, row, 1)
-        hooks = {}
-        if batches is not None:
-            hooks["after_batch"] = lambda res: batches.append((res["seconds"], res["locked"]))
-        if hook is not None:
-            hooks["after_batch"] = hook
-        from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.throttle import Limits
-        opts = a["CopyOptions"](limits=Limits())
-        if batch_size:
-            opts.batch_size = batch_size
-        totals = a["copy_for"](sess, lambda: module_session(srv, dbname), tpl, ctx, opts,
-                               time.time() + 24 * 3600, hooks)
+        a["start_backfill"](sess, tpl, ctx, row, overrides.get("copy_workers", 1))
+        opts = a["CopyOptions"].from_tuning(default_tuning())
+        opts.verify_batches = verify_batches
+        if "max_app_latency_ms" in overrides:
+            opts.limits.max_app_latency_ms = overrides.pop("max_app_latency_ms")
+        for k, v in overrides.items():
+            setattr(opts, k, v)
+        hooks = dict(after_batch=hook) if hook is not None else {}
+        deadline = time.time() + (seconds if seconds is not None else 24 * 3600)
+        totals = a["copy_for"](sess, lambda: module_session(srv, dbname), tpl, ctx, opts, deadline, hooks)
+        if seconds is not None and not finish:
+            return totals
         if not a["finish_if_done"](sess, ctx):
             raise RuntimeError("our backfill did not finish: %r" % (totals,))
         return time.monotonic() - t0, totals["rows"]
@@ -122,6 +141,16 @@ def run_insert_select(conn):
     t0 = time.monotonic()
     cur.execute(sql.SQL("INSERT INTO public.revenues_partitioned ({c}) SELECT {c} FROM public.revenues").format(c=cols))
     return time.monotonic() - t0, cur.rowcount
+
+
+def run_variant(srv, dbname, conn, v, hook=None):
+    """(seconds, rows) of one throughput variant, from an empty twin."""
+    if v == "partman":
+        return run_partman(conn)
+    reset_twin(conn)
+    if v == "insert_select":
+        return run_insert_select(conn)
+    return run_ours(srv, dbname, hook=hook, lock_rows=(v == "ours_locked"))
 
 
 # --- pg_partman (PostgreSQL 15) -------------------------------------------------------------
@@ -177,49 +206,46 @@ def run_partman(conn):
     return seconds, rows
 
 
-# --- a. throughput --------------------------------------------------------------------------
+# --- a, b. throughput --------------------------------------------------------------------------
 
-def throughput(srv, opts):
-    dbname = "bench_backfill"
-    conn, how = build(srv, dbname, opts.backfill_rows)
-    variants = ["ours", "insert_select", "ours_big"]
+def throughput(srv, opts, dbname, rows, variants, rounds, hook_for=None):
+    """Alternated rounds of ``variants`` on a ``rows``-row table; ``hook_for(round, variant)`` may give
+    an after-batch hook to one of our runs."""
+    conn, how = build(srv, dbname, rows)
     partman = None
-    if srv.major == 15:
-        partman = partman_available(srv, conn)
-        if partman:
-            variants.append("partman")
-        else:
-            log("backfill: pg_partman cannot be installed here: its comparison is skipped")
-    facts = common.setup_facts(srv, conn, rows=opts.backfill_rows, rounds=opts.backfill_rounds, twin_built_by=how,
+    if "partman" in variants:
+        partman = partman_available(srv, conn) if srv.major == 15 else None
+        if not partman:
+            variants = [v for v in variants if v != "partman"]
+            if srv.major == 15:
+                log("backfill: pg_partman cannot be installed here: its comparison is skipped")
+    facts = common.setup_facts(srv, conn, rows=rows, rounds=rounds, twin_built_by=how,
                                pg_partman=partman or ("not installed" if srv.major == 15 else
                                                       "n/a (compared on PostgreSQL 15 only)"),
-                               our_options="CopyOptions() defaults: batch_size 10000, batch_target_ms 500, "
-                                           "1 worker, no sleep, no throttle limits")
+                               our_options="the module's defaults (spec.TUNING): batch_size 10000, batch_target_ms "
+                                           "500, 1 worker, latency guard on; verification off (the copy alone)")
     runs = []
-    for rnd, order in enumerate(common.rotations(variants, opts.backfill_rounds)):
+    for rnd, order in enumerate(common.rotations(variants, rounds)):
         for v in order:
-            if v == "partman":
-                seconds, rows = run_partman(conn)
-            else:
-                reset_twin(conn)
-                if v == "insert_select":
-                    seconds, rows = run_insert_select(conn)
-                else:
-                    seconds, rows = run_ours(srv, dbname, batch_size=BIG_BATCH if v == "ours_big" else None)
-            runs.append(dict(round=rnd, variant=v, seconds=seconds, rows=rows, rows_per_s=rows / seconds))
-            log("backfill pg%d round %d %-13s %8d rows %7.2f s %9.0f rows/s" % (
-                srv.major, rnd, v, rows, seconds, rows / seconds))
-    out = dict(facts=facts, runs=runs,
-               ours_seconds=median([r["seconds"] for r in runs if r["variant"] == "ours"]))
-    out.update(throughput_ratios(runs))
+            hook = hook_for(rnd, v) if hook_for else None
+            seconds, n = run_variant(srv, dbname, conn, v, hook)
+            runs.append(dict(round=rnd, variant=v, seconds=seconds, rows=n, rows_per_s=n / seconds))
+            log("backfill pg%d %d rows round %d %-13s %7.2f s %9.0f rows/s" % (
+                srv.major, rows, rnd, v, seconds, n / seconds))
     conn.close()
+    out = dict(facts=facts, runs=runs, ours_seconds=median([r["seconds"] for r in runs if r["variant"] == "ours"]))
+    out.update(throughput_ratios(runs))
     return out
+
+
+PAIRS = dict(ours_insert=("ours", "insert_select"), ours_locked_insert=("ours_locked", "insert_select"),
+             ours_partman=("ours", "partman"), partman_insert=("partman", "insert_select"))
 
 
 def throughput_ratios(runs):
     """Medians of rows/s per variant, and the ratios: the median over rounds of the ratio
-    within each round (paired, as for the trigger: a round's runs are minutes apart, so the
-    machine's drift cancels out), beside the ratio of the medians."""
+    within each round (paired: a round's runs are minutes apart, so the machine's drift
+    cancels out), beside the ratio of the medians."""
     variants = sorted(set(r["variant"] for r in runs))
     med = {v: median([r["rows_per_s"] for r in runs if r["variant"] == v]) for v in variants}
     by_round = {}
@@ -229,58 +255,10 @@ def throughput_ratios(runs):
     def paired(a, b):
         return median([ratio(x.get(a), x.get(b)) for x in by_round.values() if x.get(a) and x.get(b)])
 
-    pairs = dict(ours_insert=("ours", "insert_select"), ours_big_insert=("ours_big", "insert_select"),
-                 ours_partman=("ours", "partman"), partman_insert=("partman", "insert_select"))
-    return dict(median_rows_per_s=med, ratios=dict((k, paired(a, b)) for k, (a, b) in pairs.items()),
-                ratios_of_medians=dict((k, ratio(med.get(a), med.get(b))) for k, (a, b) in pairs.items()),
-                per_round=dict((str(rnd), dict((k, ratio(x.get(a), x.get(b))) for k, (a, b) in pairs.items()))
+    return dict(median_rows_per_s=med, ratios=dict((k, paired(a, b)) for k, (a, b) in PAIRS.items()),
+                ratios_of_medians=dict((k, ratio(med.get(a), med.get(b))) for k, (a, b) in PAIRS.items()),
+                per_round=dict((str(rnd), dict((k, ratio(x.get(a), x.get(b))) for k, (a, b) in PAIRS.items()))
                                for rnd, x in sorted(by_round.items())))
-
-
-# --- b. latency under backfill ------------------------------------------------------------
-
-LATENCY_SCRIPTS = [("insert", schema.INSERT_SCRIPT, 1), ("update", schema.UPDATE_SCRIPT, 1)]
-
-
-LATENCY_MAX_WINDOW_S = 60
-
-
-def latency(srv, opts, backfill_seconds):
-    """p99 of the fixed-rate load alone and during our backfill, alternated.
-
-    The load runs for the backfill's expected duration, at most LATENCY_MAX_WINDOW_S (on a
-    loaded machine a 1M-row copy takes minutes); only transactions that started inside the
-    window (and, with the backfill, while it ran) count."""
-    dbname = "bench_backfill"
-    conn = srv.connect(dbname)
-    window = min(LATENCY_MAX_WINDOW_S, backfill_seconds)
-    rate = opts.latency_rate
-    facts = dict(load="pgbench -R %d (fixed rate), %d clients, single-row insert + update of a random id "
-                      "(weights 1:1), on the original with the sync trigger" % (rate, min(opts.clients, 2)),
-                 window_s=round(window, 1), rows=opts.backfill_rows, rounds=opts.backfill_rounds)
-    runs = []
-    for rnd, order in enumerate(common.rotations(["alone", "with_backfill"], opts.backfill_rounds)):
-        for v in order:
-            reset_twin(conn)
-            pb = PgbenchRun(srv, dbname, LATENCY_SCRIPTS, clients=min(opts.clients, 2), duration=window + 2,
-                            rate=rate, latency_log=True, defines={"maxid": opts.backfill_rows}).start()
-            time.sleep(1.0)
-            t0 = time.time()
-            if v == "with_backfill":
-                seconds, _rows = run_ours(srv, dbname)
-                t1 = min(t0 + seconds, t0 + window)
-            else:
-                t1 = t0 + window
-            res = pb.wait()
-            lats = [lat for start, lat in res["latencies"] if t0 <= start <= t1]
-            runs.append(dict(round=rnd, variant=v, window_s=t1 - t0, transactions=len(lats),
-                             p50_ms=percentile(lats, 50), p99_ms=percentile(lats, 99),
-                             max_ms=max(lats) if lats else None, failed=res["failed"]))
-            log("backfill latency pg%d round %d %-13s n=%d p99 %s ms max %s ms" % (
-                srv.major, rnd, v, len(lats), fmt(runs[-1]["p99_ms"]), fmt(runs[-1]["max_ms"])))
-    conn.close()
-    p99 = {v: median([r["p99_ms"] for r in runs if r["variant"] == v]) for v in ("alone", "with_backfill")}
-    return dict(facts=facts, runs=runs, median_p99_ms=p99, p99_ratio=ratio(p99["with_backfill"], p99["alone"]))
 
 
 # --- c. flatness ------------------------------------------------------------------------------
@@ -325,24 +303,30 @@ class Reference:
         return min(self.times, key=lambda t: abs(t[0] - batch_no))[1]
 
 
-def flatness(srv, opts):
+def large(srv, opts):
+    """Part b (ours against INSERT…SELECT at ``flat_rows``) with part c (flatness) from the first of ours."""
     dbname = "bench_flat"
-    conn, how = build(srv, dbname, opts.flat_rows)
-    ref = Reference(srv, dbname)
-    batches = []
+    state = dict(batches=[], ref=None)
 
-    def after_batch(res):
-        batches.append((res["seconds"], res["locked"]))
-        if len(batches) % REFERENCE_EVERY == 1:
-            last = (res.get("last_key") or {}).get("id") or 0
-            ref.measure(len(batches), last)
+    def hook_for(rnd, v):
+        if rnd != 0 or v != "ours":
+            return None
+        state["ref"] = ref = Reference(srv, dbname)
 
-    seconds, rows = run_ours(srv, dbname, hook=after_batch)
-    ref.close()
-    conn.close()
-    c = srv.connect()
-    c.cursor().execute("DROP DATABASE IF EXISTS bench_flat WITH (FORCE)")
-    c.close()
+        def after_batch(res):
+            state["batches"].append((res["seconds"], res["locked"]))
+            if len(state["batches"]) % REFERENCE_EVERY == 1:
+                ref.measure(len(state["batches"]), (res.get("last_key") or {}).get("id") or 0)
+        return after_batch
+
+    tp = throughput(srv, opts, dbname, opts.flat_rows, ["ours", "insert_select"], opts.flat_rounds, hook_for)
+    if state["ref"] is not None:
+        state["ref"].close()
+    common.drop_database(srv, dbname)
+    return tp, flatness_of(state["batches"], state["ref"], tp)
+
+
+def flatness_of(batches, ref, tp):
     per_k = [1000.0 * s * 1000.0 / n if n else None for s, n in batches]      # ms per 1000 rows
     full = [(i, x) for i, x in enumerate(per_k, 1) if x is not None and batches[i - 1][1] >= 1000]
     dec = max(1, len(full) // 10)
@@ -351,7 +335,8 @@ def flatness(srv, opts):
     nfirst, nlast = median([x for _i, x in norm[:dec]]), median([x for _i, x in norm[-dec:]])
     rfirst = median([t for _b, t in ref.times[:max(1, len(ref.times) // 10)]])
     rlast = median([t for _b, t in ref.times[-max(1, len(ref.times) // 10):]])
-    return dict(rows=rows, seconds=seconds, batches=len(batches), twin_built_by=how,
+    return dict(rows=tp["facts"]["rows"], batches=len(batches), twin_built_by=tp["facts"]["twin_built_by"],
+                seconds=sum(s for s, _n in batches),
                 batch_ms=[1000.0 * s for s, _n in batches], batch_rows=[n for _s, n in batches],
                 reference=ref.times,
                 first_decile_ms_per_1k=first, last_decile_ms_per_1k=last, last_first_ratio=ratio(last, first),
@@ -359,52 +344,109 @@ def flatness(srv, opts):
                 normalized_last_first_ratio=ratio(nlast, nfirst))
 
 
+# --- f. workers -------------------------------------------------------------------------------
+
+def cpu_busy():
+    """(busy, total) jiffies of the machine's CPUs (/proc/stat)."""
+    with open("/proc/stat") as f:
+        parts = [int(x) for x in f.readline().split()[1:]]
+    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
+    return sum(parts) - idle, sum(parts)
+
+
+def wal_bytes(conn):
+    cur = conn.cursor()
+    cur.execute("SELECT wal_bytes FROM pg_stat_wal")
+    return int(cur.fetchone()[0])
+
+
+def workers(srv, opts):
+    """``copy_workers`` 1, 2, 4 on the table of part a (which must exist)."""
+    dbname = "bench_backfill"
+    conn = srv.connect(dbname)
+    counts = [int(x) for x in opts.worker_counts.split(",")]
+    facts = common.setup_facts(srv, conn, rows=opts.backfill_rows, rounds=opts.backfill_rounds, workers=counts)
+    runs = []
+    for rnd, order in enumerate(common.rotations(counts, opts.backfill_rounds)):
+        for n in order:
+            reset_twin(conn)
+            w0, c0 = wal_bytes(conn), cpu_busy()
+            seconds, rows = run_ours(srv, dbname, copy_workers=n)
+            w1, c1 = wal_bytes(conn), cpu_busy()
+            runs.append(dict(round=rnd, workers=n, seconds=seconds, rows=rows, rows_per_s=rows / seconds,
+                             wal_mb_per_s=(w1 - w0) / seconds / 1e6,
+                             cpu_busy=(c1[0] - c0[0]) / max(1, c1[1] - c0[1])))
+            r = runs[-1]
+            log("backfill workers pg%d round %d %d worker(s): %9.0f rows/s, WAL %.1f MB/s, CPUs %.0f%% busy" % (
+                srv.major, rnd, n, r["rows_per_s"], r["wal_mb_per_s"], 100 * r["cpu_busy"]))
+    conn.close()
+    med = dict((n, dict((f, median([r[f] for r in runs if r["workers"] == n]))
+                        for f in ("rows_per_s", "wal_mb_per_s", "cpu_busy"))) for n in counts)
+    by_round = {}
+    for r in runs:
+        by_round.setdefault(r["round"], {})[r["workers"]] = r["rows_per_s"]
+    speedup = dict((n, median([ratio(x.get(n), x.get(counts[0])) for x in by_round.values()])) for n in counts)
+    return dict(facts=facts, runs=runs, median=med, speedup=speedup, cores=os.cpu_count())
+
+
 # --- driver -----------------------------------------------------------------------------------
 
 def run(servers, opts):
     api()
-    results = dict(throughput={}, latency={}, flatness={})
+    results = dict(throughput={}, large={}, flatness={}, workers={}, latency={}, phase2={})
+    steps = [("throughput", lambda srv: throughput(srv, opts, "bench_backfill", opts.backfill_rows,
+                                                   ["ours", "insert_select", "ours_locked", "partman"],
+                                                   opts.backfill_rounds)),
+             ("workers", lambda srv: workers(srv, opts)),
+             ("phase2", lambda srv: backfill_phase2.phase2(srv, opts, sys.modules[__name__])),
+             ("latency", lambda srv: backfill_latency.latency(srv, opts, sys.modules[__name__])),
+             ("large", None)]
     for major, srv in servers.each(opts.all_versions, "backfill"):
-        results["throughput"][major] = tp = throughput(srv, opts)
-        report(results, opts)      # after every step: a run cut short keeps what it measured
-        if major == opts.all_versions[0]:
-            # Latency and flatness on the newest server only (time budget of make bench).
-            results["latency"][major] = latency(srv, opts, tp["ours_seconds"])
-            report(results, opts)
-            log("backfill: flatness over %d rows" % opts.flat_rows)
-            results["flatness"][major] = flatness(srv, opts)
-            f = results["flatness"][major]
-            log("backfill flatness pg%d: %d batches, last/first decile %s, reference %s, normalized %s" % (
-                major, f["batches"], fmt(f["last_first_ratio"]), fmt(f["reference_last_first_ratio"]),
-                fmt(f["normalized_last_first_ratio"])))
-            report(results, opts)
-    report(results, opts)
+        for name, step in steps:
+            if name not in opts.backfill_parts:
+                continue
+            if name == "large":
+                log("backfill: %d rows against INSERT…SELECT, and flatness" % opts.flat_rows)
+                results["large"][major], results["flatness"][major] = large(srv, opts)
+            else:
+                results[name][major] = step(srv)
+            report(results, opts)      # after every step: a run cut short keeps what it measured
     return results
+
+
+def throughput_table(results, key):
+    rows = []
+    for major, tp in sorted(results[key].items(), reverse=True):
+        m, rt = tp["median_rows_per_s"], tp["ratios"]
+        rows.append(["PostgreSQL %d" % major, tp["facts"]["rows"], m.get("ours"), m.get("insert_select"),
+                     rt["ours_insert"], "yes" if (rt["ours_insert"] or 0) >= 0.85 else "NO",
+                     m.get("ours_locked"), rt["ours_locked_insert"], m.get("partman"), rt["ours_partman"]])
+    return md_table(["server", "rows", "ours", "INSERT ... SELECT", "ours/insert", ">= 0.85", "ours, every row "
+                     "locked", "that/insert", "pg_partman", "ours/pg_partman"], rows) + \
+        "\n\nRatios: median over rounds of the ratio within each round. Per round: " + "; ".join(
+            "PG%d round %s ours/insert %s" % (major, rnd, fmt(x["ours_insert"]))
+            for major, tp in sorted(results[key].items(), reverse=True)
+            for rnd, x in tp.get("per_round", {}).items()) + "."
+
+
+def workers_table(results):
+    rows = []
+    for major, w in sorted(results["workers"].items(), reverse=True):
+        for n in sorted(w["median"], key=int):
+            m = w["median"][n]
+            rows.append(["PostgreSQL %d" % major, n, m["rows_per_s"], w["speedup"][n], m["wal_mb_per_s"],
+                         "%.0f%%" % (100 * m["cpu_busy"]) if m["cpu_busy"] is not None else "n/a"])
+    return md_table(["server", "copy_workers", "rows/s", "speed-up over 1 worker", "WAL MB/s",
+                     "the machine's CPUs busy"], rows) + "\n\n![workers](backfill_workers.png)"
 
 
 def report(results, opts):
     sections = []
-    rows = []
-    for major, tp in sorted(results["throughput"].items(), reverse=True):
-        m = tp["median_rows_per_s"]
-        rows.append(["PostgreSQL %d" % major, tp["facts"]["rows"], m.get("ours"), m.get("insert_select"),
-                     m.get("partman"), tp["ratios"]["ours_insert"],
-                     "yes" if (tp["ratios"]["ours_insert"] or 0) >= 0.85 else "NO", tp["ratios"]["ours_partman"],
-                     m.get("ours_big"), tp["ratios"]["ours_big_insert"]])
-    sections.append(("a. Throughput (rows/s, medians)", md_table(
-        ["server", "rows", "ours", "INSERT ... SELECT", "pg_partman", "ours/insert", ">= 0.85", "ours/partman",
-         "ours, batch_size %d" % BIG_BATCH, "that/insert"], rows) +
-        "\n\nRatios: median over rounds of the ratio within each round. Per round: " + "; ".join(
-            "PG%d round %s ours/insert %s ours/partman %s" % (major, rnd, fmt(x["ours_insert"]), fmt(x["ours_partman"]))
-            for major, tp in sorted(results["throughput"].items(), reverse=True)
-            for rnd, x in tp.get("per_round", {}).items()) + "."))
-    lrows = []
-    for major, lt in sorted(results["latency"].items(), reverse=True):
-        lrows.append(["PostgreSQL %d" % major, lt["median_p99_ms"]["alone"], lt["median_p99_ms"]["with_backfill"],
-                      lt["p99_ratio"]])
-    if lrows:
-        sections.append(("b. p99 latency of the application's writes during the backfill", md_table(
-            ["server", "p99 ms, load alone", "p99 ms, during backfill", "ratio"], lrows)))
+    if results["throughput"]:
+        sections.append(("a. Throughput, %d rows (rows/s, medians)" % opts.backfill_rows,
+                         throughput_table(results, "throughput")))
+    if results["large"]:
+        sections.append(("b. Throughput, %d rows (rows/s, medians)" % opts.flat_rows, throughput_table(results, "large")))
     frows = []
     for major, f in sorted(results["flatness"].items(), reverse=True):
         frows.append(["PostgreSQL %d" % major, f["rows"], f["batches"], f["seconds"], f["first_decile_ms_per_1k"],
@@ -418,47 +460,93 @@ def report(results, opts):
             "the twin's indexes (the machine's speed at that moment); normalized = each batch's ms per 1000 rows "
             "divided by the nearest reference. Deciles over batches of at least 1000 rows."
             % (REFERENCE_EVERY, REFERENCE_ROWS) + "\n\n![batch duration](backfill_batches.png)"))
-    for major, tp in sorted(results["throughput"].items(), reverse=True):
-        sections.append(("Setup (PostgreSQL %d)" % major, "\n".join(
-            "- %s: %s" % (k, v) for k, v in sorted(tp["facts"].items()))))
-        sections.append(("Throughput runs (PostgreSQL %d), in order" % major, md_table(
-            ["round", "variant", "rows", "seconds", "rows/s"],
-            [[r["round"], r["variant"], r["rows"], r["seconds"], r["rows_per_s"]] for r in tp["runs"]])))
-    for major, lt in sorted(results["latency"].items(), reverse=True):
-        sections.append(("Latency runs (PostgreSQL %d), in order" % major, "\n".join(
-            "- %s: %s" % (k, v) for k, v in sorted(lt["facts"].items())) + "\n\n" + md_table(
-            ["round", "variant", "window s", "transactions", "p50 ms", "p99 ms", "max ms", "failed"],
-            [[r["round"], r["variant"], r["window_s"], r["transactions"], r["p50_ms"], r["p99_ms"], r["max_ms"],
-              r["failed"]] for r in lt["runs"]])))
-    sections.append(("Method", __doc__.strip()))
+    text = backfill_latency.section(results["latency"])
+    if text:
+        sections.append(("d. The application's writes during the backfill", text + "\n\n![latency](backfill_latency.png)"))
+    text = backfill_phase2.section(results["phase2"])
+    if text:
+        sections.append(("e. The whole of phase 2 (ansible-playbook phase2_migrate.yml)", text))
+    if results["workers"]:
+        sections.append(("f. Workers", workers_table(results)))
+    for key, title in (("throughput", "Throughput"), ("large", "Throughput at %d rows" % opts.flat_rows)):
+        for major, tp in sorted(results[key].items(), reverse=True):
+            sections.append(("%s: setup and runs (PostgreSQL %d), in order" % (title, major), "\n".join(
+                "- %s: %s" % (k, v) for k, v in sorted(tp["facts"].items())) + "\n\n" + md_table(
+                ["round", "variant", "rows", "seconds", "rows/s"],
+                [[r["round"], r["variant"], r["rows"], r["seconds"], r["rows_per_s"]] for r in tp["runs"]])))
+    for major, w in sorted(results["workers"].items(), reverse=True):
+        sections.append(("Workers: runs (PostgreSQL %d), in order" % major, md_table(
+            ["round", "workers", "seconds", "rows/s", "WAL MB/s", "CPUs busy"],
+            [[r["round"], r["workers"], r["seconds"], r["rows_per_s"], r["wal_mb_per_s"], r["cpu_busy"]]
+             for r in w["runs"]])))
+    sections.append(("Method", __doc__.strip() + "\n\n" + backfill_latency.__doc__.strip() + "\n\n" +
+                     backfill_phase2.__doc__.strip()))
     data = {k: {str(m): v for m, v in d.items()} for k, d in results.items()}
-    common.write_result(opts.outdir, "backfill", "Backfill (make bench, issue 3)", sections, data)
+    common.write_result(opts.outdir, "backfill", "Backfill (make bench, issues 3 and 11)", sections, data)
     plot(results, opts)
 
 
 def plot(results, opts):
-    if not results["flatness"]:
-        return
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    for major, f in sorted(results["flatness"].items(), reverse=True):
+    for name, draw, data in (("backfill_batches", plot_batches, results["flatness"]),
+                             ("backfill_latency", plot_latency, results["latency"]),
+                             ("backfill_workers", plot_workers, results["workers"])):
+        if not data:
+            continue
+        fig, ax = plt.subplots(figsize=(8, 3.8))
+        draw(ax, data)
+        fig.tight_layout()
+        path = os.path.join(opts.outdir, name + ".png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        log("wrote %s" % path)
+
+
+def plot_batches(ax, flatness):
+    for major, f in sorted(flatness.items(), reverse=True):
         xs = list(range(1, len(f["batch_ms"]) + 1))
         ax.plot(xs, f["batch_ms"], lw=0.6, label="PG%d batch duration (ms)" % major)
         per_k = [ms * 1000.0 / n if n else None for ms, n in zip(f["batch_ms"], f["batch_rows"])]
         ax.plot(xs, per_k, lw=0.6, label="PG%d ms per 1000 rows" % major)
         if f.get("reference"):
             ax.plot([b for b, _t in f["reference"]], [t for _b, t in f["reference"]], lw=0.8,
-                    label="reference: ms per 1000 rows of a plain copy")
-        ax.set_title("Backfill of %d rows: %d batches, last/first decile %s (normalized by the reference: %s)" % (
-            f["rows"], f["batches"], fmt(f["last_first_ratio"], 2), fmt(f["normalized_last_first_ratio"], 2)),
-            fontsize=9)
+                    label="PG%d reference: ms per 1000 rows of a plain copy" % major)
+    f = flatness[max(flatness)]
+    ax.set_title("Backfill of %d rows: %d batches, last/first decile %s (normalized by the reference: %s)" % (
+        f["rows"], f["batches"], fmt(f["last_first_ratio"], 2), fmt(f["normalized_last_first_ratio"], 2)), fontsize=9)
     ax.set_xlabel("batch number")
     ax.set_ylabel("ms")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = "%s/backfill_batches.png" % opts.outdir
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    log("wrote %s" % path)
+    ax.legend(fontsize=7)
+
+
+def plot_latency(ax, latency):
+    labels, p99, tps, copy = [], [], [], []
+    for major, lt in sorted(latency.items(), reverse=True):
+        for v in backfill_latency.VARIANTS:
+            m = lt["median"][v]
+            labels.append("PG%d %s" % (major, v))
+            p99.append(m["p99_ms"] or 0)
+            tps.append(m["tps"] or 0)
+            copy.append((m["copy_rows_per_s"] or 0) / 1000.0)
+    xs = range(len(labels))
+    ax.bar([x - 0.27 for x in xs], p99, width=0.27, label="p99 ms of the application")
+    ax.bar(xs, [t / 100.0 for t in tps], width=0.27, label="application tps / 100")
+    ax.bar([x + 0.27 for x in xs], copy, width=0.27, label="copy, 1000 rows/s")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_title("pgbench writes alone, during the guarded backfill (defaults) and with the guard off", fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def plot_workers(ax, workers):
+    for major, w in sorted(workers.items(), reverse=True):
+        ns = sorted(w["median"], key=int)
+        ax.plot([int(n) for n in ns], [w["median"][n]["rows_per_s"] / 1000.0 for n in ns], marker="o",
+                label="PG%d rows/s (thousands)" % major)
+        ax.plot([int(n) for n in ns], [w["median"][n]["wal_mb_per_s"] for n in ns], marker="x", ls="--",
+                label="PG%d WAL MB/s" % major)
+    ax.set_xlabel("copy_workers (the machine has %s CPUs)" % os.cpu_count())
+    ax.set_title("Copy rate and WAL rate by number of workers", fontsize=9)
+    ax.legend(fontsize=7)

@@ -83,13 +83,17 @@ class Servers:
 
 def fresh_database(srv, name):
     """Drop and create database ``name`` on ``srv``: every benchmark starts from nothing."""
+    drop_database(srv, name)
+    srv.create_database(name)
+
+
+def drop_database(srv, name):
     from psycopg2 import sql
     conn = srv.connect()
     try:
         conn.cursor().execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     finally:
         conn.close()
-    srv.create_database(name)
 
 
 def server_version(conn):

@@ -54,23 +54,46 @@ def trigger_block(data):
 
 def backfill_block(data):
     out = []
+    for key, what in (("throughput", "copy"), ("large", "copy")):
+        rows = []
+        for major, tp in sorted(data.get(key, {}).items(), key=lambda kv: -int(kv[0])):
+            m, rt = tp["median_rows_per_s"], tp["ratios"]
+            rows.append(["PostgreSQL %s" % major, tp["facts"]["rows"], m.get("ours"), m.get("insert_select"),
+                         rt["ours_insert"], "yes" if (rt["ours_insert"] or 0) >= 0.85 else "NO",
+                         rt.get("ours_locked_insert"), rt.get("ours_partman"),
+                         "%s rounds, per round %s" % (tp["facts"]["rounds"], ", ".join(
+                             fmt(x["ours_insert"]) for x in tp.get("per_round", {}).values()))])
+            date = _date(tp["facts"])
+        if rows:
+            out.append(("Run of %s.\n\n" % date if not out else "") + md_table(
+                ["server", "rows", "ours rows/s", "INSERT…SELECT rows/s", "ours/insert", "goal >= 0.85",
+                 "every row locked / insert", "ours/pg_partman", "noise"], rows))
     rows = []
-    for major, tp in sorted(data.get("throughput", {}).items(), key=lambda kv: -int(kv[0])):
-        m, rt = tp["median_rows_per_s"], tp["ratios"]
-        rows.append(["PostgreSQL %s" % major, tp["facts"]["rows"], m.get("ours"), m.get("insert_select"),
-                     rt["ours_insert"], "yes" if (rt["ours_insert"] or 0) >= 0.85 else "NO",
-                     m.get("partman"), rt.get("ours_partman"), rt.get("ours_big_insert")])
-        date = _date(tp["facts"])
+    for major, p2 in sorted(data.get("phase2", {}).items(), key=lambda kv: -int(kv[0])):
+        rows.append(["PostgreSQL %s" % major, p2["facts"]["rows"], p2["median_s"]["phase2"],
+                     p2["median_s"]["insert_select"], p2["raw_over_phase2"],
+                     "yes" if (p2["raw_over_phase2"] or 0) >= 0.5 else "NO"])
     if rows:
-        out.append("Run of %s.\n\n" % date + md_table(
-            ["server", "rows", "ours rows/s", "INSERT…SELECT rows/s", "ours/insert", "goal >= 0.85",
-             "pg_partman rows/s", "ours/pg_partman", "ours with batch_size 50000 / insert"], rows))
+        out.append(md_table(["server", "rows", "phase2_migrate.yml s", "INSERT…SELECT s", "raw / whole phase 2",
+                             "goal >= 0.5"], rows))
     rows = []
     for major, lt in sorted(data.get("latency", {}).items(), key=lambda kv: -int(kv[0])):
-        rows.append(["PostgreSQL %s" % major, lt["median_p99_ms"]["alone"], lt["median_p99_ms"]["with_backfill"],
-                     lt["p99_ratio"]])
+        for v in ("guarded", "unguarded"):
+            rows.append(["PostgreSQL %s" % major, v, lt["p99_ratio"][v], "yes" if (lt["p99_ratio"][v] or 99) <= 3 else
+                         "NO", lt["tps_ratio"][v], "yes" if (lt["tps_ratio"][v] or 0) >= 0.8 else "NO",
+                         lt["copy_rows_per_s"][v]])
     if rows:
-        out.append(md_table(["server", "p99 ms, load alone", "p99 ms, during our backfill", "ratio"], rows))
+        out.append(md_table(["server", "backfill", "p99 during / alone", "goal <= 3", "tps during / alone",
+                             "goal >= 0.8", "copy rows/s meanwhile"], rows) + "\n\n![latency](IMGDIR/backfill_latency.png)")
+    rows = []
+    for major, w in sorted(data.get("workers", {}).items(), key=lambda kv: -int(kv[0])):
+        for n in sorted(w["median"], key=int):
+            m = w["median"][n]
+            rows.append(["PostgreSQL %s" % major, n, m["rows_per_s"], w["speedup"][n], m["wal_mb_per_s"],
+                         "%.0f%%" % (100 * (m["cpu_busy"] or 0))])
+    if rows:
+        out.append(md_table(["server", "copy_workers", "rows/s", "speed-up", "WAL MB/s", "CPUs busy"], rows) +
+                   "\n\n![workers](IMGDIR/backfill_workers.png)")
     rows = []
     for major, f in sorted(data.get("flatness", {}).items(), key=lambda kv: -int(kv[0])):
         rows.append(["PostgreSQL %s" % major, f["rows"], f["batches"], f["last_first_ratio"],
