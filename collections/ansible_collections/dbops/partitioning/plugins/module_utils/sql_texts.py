@@ -1779,12 +1779,17 @@ TEXTS = {
         'END $fn$;\n'
         '\n'
         "-- One snapshot of the sizes of p_table's partitions (NULL: of every partitioned table) in the\n"
-        '-- history the HTML report charts (status.yml records one per run); returns the rows recorded.\n'
+        '-- history the HTML report charts (status.yml records one per run); snapshots older than 400 days\n'
+        '-- go at the same time. Returns the rows recorded.\n'
         'CREATE FUNCTION {{ schema|ident }}.record_partition_sizes(p_table regclass DEFAULT NULL, p_source text DEFAULT'
         " 'function')\n"
         'RETURNS integer\n'
         'LANGUAGE sql AS $fn$\n'
-        'WITH recorded AS (\n'
+        'WITH expired AS (\n'
+        '    DELETE FROM {{ state|ident }}.partition_size_history h\n'
+        "     WHERE h.at < now() - interval '400 days'\n"
+        '       AND (p_table IS NULL OR h.table_name = {{ schema|ident }}.rel_name(p_table))\n'
+        '), recorded AS (\n'
         '    INSERT INTO {{ state|ident }}.partition_size_history (table_name, partition_name, rows_estimate, total_byt'
         'es,\n'
         '                                                          source)\n'

@@ -25,7 +25,7 @@ options:
   tables:
     description:
       - Tables to report on (C(schema.table); unqualified means C(public)), or table specs as in
-        I(partitioning_tables) (their C(table), C(premake) and C(state_schema) are used).
+        I(partitioning_tables) (their C(table), C(premake), C(retention) and C(state_schema) are used).
       - Empty means every table recorded in the state schema.
     type: list
     elements: raw
@@ -35,6 +35,18 @@ options:
       - The schema holding the migration state, for every table.
       - Default each spec's C(state_schema), else C(partitioning).
     type: str
+  now:
+    description:
+      - The instant the premake and retention checks are made at (ISO 8601; without an offset, UTC) - drills and tests.
+      - Default the server's now.
+    type: str
+  record_history:
+    description:
+      - Append a snapshot of each table's partition sizes to C(<state>.partition_size_history) first (the report's
+        growth chart), where the monitoring functions are installed. The tables themselves are never touched, so the
+        module still reports no change.
+    type: bool
+    default: false
 seealso:
   - module: dbops.partitioning.batch_copy
     description: Its progress is what C(progress) reports while phase 2 runs.
@@ -84,7 +96,18 @@ tables:
       description: "The registered report queries and their pruning - name, partitions_read, partitions_total, finding."
       type: list
     default_partition_rows: {description: Rows currently in the default partition., type: int}
-    health: {description: Warnings an operator should act on., type: list, elements: str}
+    health: {description: Warnings an operator should act on (the alerts' messages)., type: list, elements: str}
+    alerts: {description: "Each warning with its level (warning or critical) - level, message.", type: list, elements: dict}
+    verdict: {description: "One health verdict - ok, warning or critical (the worst alert).", type: str}
+    future_partitions: {description: Range partitions starting after now (null for integer ranges)., type: int}
+    premake: {description: The future partitions the spec wants ready (null when not given)., type: int}
+    oldest_partition: {description: "The oldest range partition - name, lower_bound, upper_bound.", type: dict}
+    retention: {description: The spec's retention in months (null - keep all)., type: int}
+    expired_partitions: {description: Partitions past retention still attached (null without retention)., type: int}
+    history:
+      description: "Recorded sizes over time, oldest first (at most 200) - at, total_bytes, rows_estimate, partitions."
+      type: list
+    history_recorded: {description: Partitions recorded into the history by this run., type: int}
 queries:
   description: Statements that changed something (always empty for this read-only module).
   returned: always
@@ -94,40 +117,47 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import parse_now
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import (
     connection_argument_spec, open_session, run_module)
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import TUNING
-from ansible_collections.dbops.partitioning.plugins.module_utils.stats import all_facts
+from ansible_collections.dbops.partitioning.plugins.module_utils.stats import Expected, all_facts
 
 
 def _by_schema(entries, state_schema):
-    """``{state schema: (table names, {table: premake})}`` of the requested tables, in their order."""
+    """``{state schema: (table names, {table: Expected})}`` of the requested tables, in their order."""
     default = state_schema or TUNING["state_schema"][0]
     groups = {}
     for entry in entries:
         spec = entry if isinstance(entry, dict) else dict(table=str(entry))
         name = qualified(*parse_table(spec.get("table", "")))
-        names, premake = groups.setdefault(state_schema or spec.get("state_schema") or default, ([], {}))
+        names, expected = groups.setdefault(state_schema or spec.get("state_schema") or default, ([], {}))
         names.append(name)
-        if spec.get("strategy", "range") == "range" and spec.get("premake") is not None:
-            premake[name] = int(spec["premake"])
+        ranged = spec.get("strategy", "range") == "range"
+        expected[name] = Expected(premake=_int(spec.get("premake")) if ranged else None,
+                                  retention=_int(spec.get("retention")) if ranged else None)
     return groups or {default: ([], {})}
+
+
+def _int(value):
+    return None if value is None else int(value)
 
 
 def work(module, state):
     groups = _by_schema(module.params["tables"], module.params["state_schema"])  # validated before connecting
+    now = parse_now(module.params["now"])
     session = open_session(module, state, "partition_stats")
     facts = []
-    for schema, (names, premake) in groups.items():
-        facts.extend(all_facts(session, schema, names, premake))
+    for schema, (names, expected) in groups.items():
+        facts.extend(all_facts(session, schema, names, expected, now, module.params["record_history"]))
     return dict(changed=False, tables=facts, queries=session.queries)
 
 
 def main():
     spec = connection_argument_spec()
     spec.update(tables=dict(type="list", elements="raw", default=[]),
-                state_schema=dict(type="str"))
+                state_schema=dict(type="str"), now=dict(type="str"), record_history=dict(type="bool", default=False))
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     run_module(module, work)
 

@@ -53,3 +53,10 @@ def test_maintenance_runs_hourly(config):
     assert len(schedules) == 1 and "FREQ=HOURLY;INTERVAL=1" in schedules[0]["rrule"]
     questions = [q["variable"] for q in maintenance[0]["survey_spec"]["spec"]]
     assert set(schedules[0]["extra_data"]) == set(questions)
+
+
+def test_phase4_is_a_template_that_asks_for_its_table(config):
+    phase4 = [t for t in config["controller_templates"] if t["playbook"] == "playbooks/phase4_optimize.yml"]
+    assert len(phase4) == 1 and phase4[0]["ask_job_type_on_launch"] and not phase4[0]["allow_simultaneous"]
+    questions = [q["variable"] for q in phase4[0]["survey_spec"]["spec"]]
+    assert questions == ["partitioning_only", "partitioning_runbook_schema"]
