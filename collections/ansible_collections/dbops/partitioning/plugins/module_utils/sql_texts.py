@@ -2077,6 +2077,34 @@ TEXTS = {
         '\n'
         'INSERT INTO {{ schema|ident }}.schema_version (version) VALUES (5) ON CONFLICT DO NOTHING;\n'
     ),
+    'state/006_default_moves': (
+        '{#- The state schema, version 6: rows moved out of a default partition online\n'
+        '    (module_utils/maintain/default_move.py; docs/design.md "Rows in the default partition").\n'
+        '    Context: schema. Applied once, in one transaction, by state.py.\n'
+        '    One row per table while a move is under way; every step changes its status in the same\n'
+        '    transaction as its effect, so a kill anywhere resumes at the step that did not commit. #}\n'
+        'CREATE TABLE IF NOT EXISTS {{ schema|ident }}.default_moves (\n'
+        '    table_name     text PRIMARY KEY,\n'
+        '    parent_schema  name NOT NULL,\n'
+        '    parent_name    name NOT NULL,          -- the partitioned table (the twin before the switchover)\n'
+        '    old_default    name NOT NULL,          -- the default partition the rows leave\n'
+        '    staging        name NOT NULL,          -- the staging table: the new partitions and the new default\n'
+        '    new_default    name NOT NULL,          -- the new default partition, named old_default at the swap\n'
+        "    moved_default  name NOT NULL,          -- old_default's name once detached, until it is dropped\n"
+        '    ranges         jsonb NOT NULL,         -- [{partition_name, lower_bound, upper_bound}]\n'
+        "    default_check  text,                   -- the new default partition's CHECK: the table's ranges at staging"
+        '\n'
+        "    status         text NOT NULL CHECK (status IN ('planned', 'staged', 'copying', 'copied', 'verified',\n"
+        "                                                   'swapped')),\n"
+        "    upper_key      jsonb,                  -- the old default's largest key when its trigger was made\n"
+        '    checkpoint     jsonb,                  -- the last key copied\n'
+        '    rows_copied    bigint NOT NULL DEFAULT 0,\n'
+        '    started_at     timestamptz NOT NULL DEFAULT now(),\n'
+        '    updated_at     timestamptz NOT NULL DEFAULT now()\n'
+        ');\n'
+        '\n'
+        'INSERT INTO {{ schema|ident }}.schema_version (version) VALUES (6) ON CONFLICT DO NOTHING;\n'
+    ),
     'sync/ddl_guard': (
         '{#- The DDL guard (docs/design.md, "DDL during a migration"), where the role may create an event\n'
         "    trigger (superuser, or a managed service's admin role). On ALTER TABLE of a table that carries\n"

@@ -311,6 +311,25 @@ def install_statements(session, templates, state_schema, spec, src_now, dst_now,
     return stmts
 
 
+def mirror_statements(session, templates, state_schema, spec, src, dst, row_trigger, truncate_trigger):
+    """The forward sync ``src`` -> ``dst`` with triggers of their own names (a partition may carry the
+    clone of its table's ``ROW_TRIGGER``), as statements for the caller's transaction. No DDL guard
+    watches these triggers, so the function is the guarded body: a change of the table's shape
+    never fails the application's write, it logs the keys (used by maintain/default_move.py)."""
+    sync_ddl.ensure_shape_function(session, templates, state_schema)
+    stmts = []
+    for fn, text, comment in _function_statements(session, templates, state_schema, spec, src, dst, None, "forward",
+                                                  False):
+        stmts.append(sql.SQL(text))
+        if comment is not None:
+            stmts.append(sql.SQL("COMMENT ON FUNCTION {}() IS {}").format(sql.Identifier(*fn), sql.Literal(comment)))
+    plan = dict(create_row=True, create_truncate=True, replace_row=False, replace_truncate=False,
+                enable_row=True, enable_truncate=True)
+    stmts.append(sql.SQL(templates.render("sync/triggers", session.conn, src=tuple(src), fn=function_name(
+        state_schema, spec), row_trigger=row_trigger, truncate_trigger=truncate_trigger, partitions=[], **plan)))
+    return stmts
+
+
 def lock_in_writers_order(src, dst=None):
     """``LOCK TABLE src, dst IN ACCESS EXCLUSIVE MODE``: the order the application's writers take
     them (their statement locks ``src``, a partitioned ``src``'s partition, then the sync trigger

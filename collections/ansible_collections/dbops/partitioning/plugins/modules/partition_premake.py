@@ -17,9 +17,12 @@ description:
     C(ALTER TABLE ... ATTACH PARTITION), which takes C(SHARE UPDATE EXCLUSIVE) on the table (the application reads
     and writes on) where C(CREATE TABLE ... PARTITION OF) would take C(ACCESS EXCLUSIVE). With a default partition,
     C(ATTACH) also locks it C(ACCESS EXCLUSIVE) and scans it; a default partition that takes more than half the
-    lock budget to scan is not locked at all (the partition is reported, not made).
+    lock budget to scan is not locked at all.
   - Rows already in the default partition for a wanted range make PostgreSQL refuse that partition. They never make
-    the run fail - the ranges and their rows are reported in C(blocked) and handed to the default-partition move.
+    the run fail - those ranges (and those of a default partition too large to scan) are made by moving the default
+    partition's rows out online - a staging table, a sync trigger, a batched copy and one swap under the lock
+    budget that scans nothing (step C(move); docs/runbooks/maintenance.md). A move a killed run left is finished
+    first. Where the move cannot run (a table other tables' foreign keys reference) the ranges stay in C(blocked).
   - The logic is the database's own (the maintenance functions in the state schema, installed or upgraded by this
     module; the runbook's C(create_next_year_partitions()) and C(maintain_partition_system()) run the same steps).
     Hash and list tables have nothing to premake; their default partition's rows are still reported.
@@ -100,7 +103,9 @@ created:
   type: list
   elements: str
 blocked:
-  description: Partitions not made because rows of their range are in the default partition (partition_name, lower_bound, upper_bound, rows, detail).
+  description:
+    - Partitions not made because rows of their range are in the default partition and could not be moved out
+      (partition_name, lower_bound, upper_bound, rows, detail).
   returned: always
   type: list
   elements: dict

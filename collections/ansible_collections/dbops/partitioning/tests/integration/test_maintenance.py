@@ -74,15 +74,17 @@ def test_check_mode_changes_nothing_on_a_fresh_database(pg, db, conn):
     assert rows(conn, "SELECT to_regnamespace('partitioning')") == [(None,)]
 
 
-def test_rows_in_the_default_partition_block_without_failing(pg, db, conn):
+def test_rows_in_the_default_partition_are_moved_out_without_failing(pg, db, conn):
+    """They block the partition (HP14): premake hands the range to the default move
+    (test_default_move.py has the move under load, its locks and its resumption)."""
     make_table(conn, periods=2, first=datetime.date(2025, 5, 1))
     run(conn, "INSERT INTO public.ev (k) VALUES ('2025-08-03 00:00+00'), ('2025-08-20 00:00+00'), ('2031-01-01 00:00+00')")
     result = run_premake(pg, db, spec_of(premake=3), utc(2025, 6, 2))
-    assert result["created"] == ["ev_2025_07", "ev_2025_09"]
-    assert [(b["partition_name"], b["rows"]) for b in result["blocked"]] == [("ev_2025_08", 2)]
-    assert result["default_rows"] == 3
-    assert any("ev_2025_08" in w and "default partition" in w for w in result["warnings"]), result["warnings"]
-    assert "ev_2025_08" not in partitions(conn)
+    assert result["created"] == ["ev_2025_07", "ev_2025_09", "ev_2025_08"]
+    assert result["blocked"] == [] and result["default_rows"] == 3
+    assert [(s["step"], s["partition"], s["status"]) for s in result["steps"]][-1] == ("move", "ev_2025_08", "moved")
+    assert rows(conn, "SELECT tableoid::regclass::text, count(*) FROM public.ev WHERE k >= '2025-08-01' "
+                      "GROUP BY 1 ORDER BY 1") == [("ev_2025_08", 2), ("ev_default", 1)]
 
 
 def test_skipped_while_another_run_holds_the_table(pg, db, conn):
@@ -198,7 +200,7 @@ def test_retention_is_refused_for_hash_and_list(pg, db, conn):
 def test_phase1_run_again_premakes_through_the_same_step(pg, db, conn):
     """partition_create on a twin that exists makes its new partitions with maintenance's step (no
     ACCESS EXCLUSIVE on the twin the sync trigger writes), and a range whose rows sit in the twin's
-    default partition is reported, not a failure."""
+    default partition is moved out of it (test_default_move.py), not a failure."""
     from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
     from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
     from ..helpers.phase3_setup import SPEC, make_prepared_real
@@ -211,9 +213,12 @@ def test_phase1_run_again_premakes_through_the_same_step(pg, db, conn):
     finally:
         session.close()
     assert [c for c in out["created"] if c.startswith("partition ")] == [
-        "partition public.revenues_2025_07", "partition public.revenues_2025_08", "partition public.revenues_2025_10"]
-    assert any("revenues_2025_09" in w and "1 rows" in w for w in out["warnings"]), out["warnings"]
+        "partition public.revenues_2025_07", "partition public.revenues_2025_08", "partition public.revenues_2025_10",
+        "partition public.revenues_2025_09"]
     assert rows(conn, "SELECT step, partition_name, lock_mode FROM partitioning.maintenance_steps ORDER BY id") == [
         ("create", n, "ACCESS EXCLUSIVE (default partition)") for n in ("revenues_2025_07", "revenues_2025_08",
-                                                                        "revenues_2025_10")]
-    assert not any(q.startswith("CREATE TABLE") and " PARTITION OF " in q for q in session.queries)
+                                                                        "revenues_2025_10")] + [
+        ("move", "revenues_default", "ACCESS EXCLUSIVE")]
+    # (the default move makes its partitions as partitions of its staging table, not of the twin)
+    assert not any(q.startswith("CREATE TABLE") and " PARTITION OF " in q and "_move" not in q
+                   for q in session.queries)

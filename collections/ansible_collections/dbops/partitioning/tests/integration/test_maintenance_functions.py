@@ -105,15 +105,17 @@ def test_the_functions_agree_with_the_modules(pg, db, conn):
 
     def suffixes(names, prefix):
         return sorted(n[len(prefix):] for n in names)
-    assert suffixes(by_module[0]["created"], "am_") == suffixes(
-        [r["partition_name"] for r in mine if r["status"] == "created"], "bf_") == ["2025_05", "2025_06", "2025_07",
-                                                                                    "2025_09"]
-    assert suffixes([b["partition_name"] for b in by_module[0]["blocked"]], "am_") == suffixes(
-        [r["partition_name"] for r in mine if r["status"] == "blocked_by_default"], "bf_") == ["2025_08"]
+    assert suffixes([r["partition_name"] for r in mine if r["status"] == "created"], "bf_") == [
+        "2025_05", "2025_06", "2025_07", "2025_09"]
+    # a blocked range: the function reports it, the module moves its rows out online (several
+    # transactions and a copy, which a function running in its caller's transaction cannot do)
+    assert suffixes([r["partition_name"] for r in mine if r["status"] == "blocked_by_default"], "bf_") == ["2025_08"]
+    assert suffixes(by_module[0]["created"], "am_") == ["2025_05", "2025_06", "2025_07", "2025_08", "2025_09"]
+    assert by_module[0]["blocked"] == []
     assert suffixes(by_module[1]["archived"], "am_") == suffixes(
         [r["partition_name"] for r in mine if r["step"] == "retire" and r["status"] == "archived"], "bf_") == [
         "2024_09", "2024_10", "2024_11"]
-    assert suffixes(partitions(conn, "am"), "am_") == suffixes(partitions(conn, "bf"), "bf_")
+    assert suffixes(partitions(conn, "am"), "am_") == sorted(suffixes(partitions(conn, "bf"), "bf_") + ["2025_08"])
     # the table the modules keep is registered too, and the function finds nothing left to do there
     assert theirs and not [r for r in theirs if r["status"] not in ("exists", "rows", "blocked_by_default")], theirs
 

@@ -13,8 +13,9 @@ the lock budget.
 Rows already in the default partition for a wanted range make PostgreSQL refuse that partition
 (HP14). Premake does not fail on them: it reports the range and the rows and hands the ranges to
 the default move (``maintain/default_move.py``: ``move_out_of_default(session, templates, target,
-ranges, budget_ms)``, which returns ``dict(created=[names], warnings=[...], steps=[outcomes])``);
-without it, those ranges are skipped with a warning that names them.
+ranges, budget_ms, state_schema)``, which returns ``dict(created=[names], warnings=[...], steps=[outcomes])``);
+without it, those ranges are skipped with a warning that names them. A move a killed run left
+is finished first (the same function, with no ranges).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -39,7 +40,10 @@ try:
 except ImportError:  # pragma: no cover
     sql = None
 
-NOT_CREATED = ("overlap", "name_taken", "default_too_large")
+NOT_CREATED = ("overlap", "name_taken")
+# Ranges the default move makes (when it exists): rows of the range in the default partition, or a
+# default partition too large for ATTACH to scan within the budget (the move's swap scans nothing).
+FOR_THE_MOVE = ("blocked_by_default", "default_too_large")
 
 
 def premake(session, templates, spec, state_schema, now=None, analyze=True):
@@ -56,6 +60,7 @@ def _premake(session, templates, spec, state_schema, now, analyze, result):
     if started is None:
         return result
     target, fn_schema, registered = started
+    _finish_move(session, templates, state_schema, target, result)
     blocked = []
     for row in steps.query_plan(session, fn_schema, target, "premake", now):
         if row["step"] == "default":
@@ -74,13 +79,13 @@ def _premake(session, templates, spec, state_schema, now, analyze, result):
             if status in ("created", "would_create"):
                 result["created"].append(row["partition_name"])
                 continue
-        if status == "blocked_by_default":
+        if status in FOR_THE_MOVE:
             blocked.append(dict(partition_name=row["partition_name"], lower_bound=row["lower_bound"],
-                                upper_bound=row["upper_bound"], rows=row["rows"], detail=detail))
+                                upper_bound=row["upper_bound"], rows=row["rows"] or 0, detail=detail))
         elif status in NOT_CREATED:
             result["warnings"].append("%s: %s not created: %s" % (spec.table_name, row["partition_name"], detail))
     if blocked:
-        _hand_over(session, templates, target, blocked, result)
+        _hand_over(session, templates, state_schema, target, blocked, result)
     if analyze and not session.check_mode:
         # the planner's statistics of the new (empty) partitions: rows 0, not "never analyzed"
         for name in result["created"]:
@@ -97,6 +102,7 @@ def add_partitions(session, templates, state_schema, target, partitions):
     handed over as premake does. Returns dict(created, blocked, warnings, steps, installed: whether the
     maintenance functions were installed for it)."""
     result = dict(created=[], blocked=[], warnings=[], steps=[], installed=False)
+    _finish_move(session, templates, state_schema, target, result)
     existing = read_partitions(session, target.parent[0], target.parent[1], target.key_type)
     missing, _overlaps = missing_partitions([p for p in partitions if p.kind == "range"], existing)
     if not missing:
@@ -116,23 +122,35 @@ def add_partitions(session, templates, state_schema, target, partitions):
             status = dict(status, status=out["status"], detail=out["detail"])
         if status["status"] in ("created", "would_create"):
             result["created"].append(p.name)
-        elif status["status"] == "blocked_by_default":
+        elif status["status"] in FOR_THE_MOVE:
             blocked.append(dict(partition_name=p.name, lower_bound=args["p_lower"], upper_bound=args["p_upper"],
-                                rows=status["default_rows"], detail=status["detail"]))
+                                rows=status["default_rows"] or 0, detail=status["detail"]))
         elif status["status"] in NOT_CREATED:
             result["warnings"].append("%s: %s not created: %s" % (target.table_name, p.name, status["detail"]))
     if blocked:
-        _hand_over(session, templates, target, blocked, result)
+        _hand_over(session, templates, state_schema, target, blocked, result)
     return result
 
 
-def _hand_over(session, templates, target, blocked, result):
+def _finish_move(session, templates, state_schema, target, result):
+    """A move out of the default partition that a killed run left is finished before planning."""
+    if move_out_of_default is not None:
+        _merge(result, move_out_of_default(session, templates, target, [], target.lock_budget_ms,
+                                           state_schema=state_schema))
+
+
+def _merge(result, moved):
+    result["created"].extend(moved.get("created", []))
+    result["warnings"].extend(moved.get("warnings", []))
+    result["steps"].extend(moved.get("steps", []))
+
+
+def _hand_over(session, templates, state_schema, target, blocked, result):
     result["blocked"] = blocked
     if move_out_of_default is not None:
-        moved = move_out_of_default(session, templates, target, blocked, target.lock_budget_ms) or {}
-        result["created"].extend(moved.get("created", []))
-        result["warnings"].extend(moved.get("warnings", []))
-        result["steps"].extend(moved.get("steps", []))
+        moved = move_out_of_default(session, templates, target, blocked, target.lock_budget_ms,
+                                    state_schema=state_schema) or {}
+        _merge(result, moved)
         done = set(moved.get("created", []))
         result["blocked"] = [b for b in blocked if b["partition_name"] not in done]
         if not result["blocked"]:
