@@ -1,7 +1,9 @@
 """``python -m bench [NAME ...] [--quick]``: run the benchmarks, write bench/results/.
 
 Benchmarks, in order: trigger (issue 2), backfill (issue 3), switchover (issue 4), reports (issue 8:
-the first user's report queries and retention on a 10M-row table, before and after partitioning).
+the first user's report queries and retention on a 10M-row table, before and after partitioning),
+default_move (issue 8: the longest lock moving rows out of the default partition, ours against the
+classic single-transaction move).
 Names select some of them (``python -m bench reports``; ``--only NAME`` does the same).
 Full mode takes about an hour on 2 cores; ``--quick`` a few minutes.
 """
@@ -14,7 +16,7 @@ import traceback
 
 from bench import common
 
-BENCHMARKS = ["trigger", "backfill", "switchover", "reports"]
+BENCHMARKS = ["trigger", "backfill", "switchover", "reports", "default_move"]
 
 # (full, quick) defaults; every one can be overridden on the command line.
 PRESETS = {
@@ -38,6 +40,8 @@ PRESETS = {
     "report_rounds": (5, 3),        # alternated rounds of the report queries (per stage)
     "report_reps": (3, 3),          # runs of each query per round at least (the round's median is kept)
     "report_budget_ms": (300, 100), # ... and as many more as fit in this many ms (at most 200)
+    "default_rows": ("100000,1000000", "10000,100000"),  # rows in the default partition (default_move)
+    "default_rounds": (3, 1),       # alternated rounds of classic and ours per size
 }
 
 
