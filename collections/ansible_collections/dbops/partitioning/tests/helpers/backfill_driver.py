@@ -1,5 +1,6 @@
 """Drive phase 2 in-process, as batch_copy does, with the test hooks of module_utils."""
 import atexit
+import dataclasses
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.throttle import Limits
+from ansible_collections.dbops.partitioning.plugins.module_utils.spec import resolve_tuning
 
 from .paths import MODULES, ROOT
 from .phase2_setup import STATE, TABLE, templates
@@ -37,8 +39,9 @@ def copy(pg, db, batch_size=500, workers=1, seconds=60, verify_batches=False, ho
     try:
         row = state_store.get_table(s, STATE, TABLE)
         ctx = backfill.load_context(s, STATE, row)
-        opts = backfill.CopyOptions(batch_size=batch_size, batch_target_ms=target_ms, copy_workers=workers,
-                                    verify_batches=verify_batches, limits=limits or Limits(0, 0, 0))
+        opts = dataclasses.replace(backfill.CopyOptions.from_tuning(resolve_tuning()), batch_size=batch_size,
+                                   batch_target_ms=target_ms, copy_workers=workers, verify_batches=verify_batches,
+                                   limits=limits or Limits(0, 0, 0))
         totals = backfill.copy_for(s, lambda: Session(pg.connect(db)), templates(), ctx, opts,
                                    time.time() + seconds, hooks=hooks)
         if finish:

@@ -163,14 +163,16 @@ def refresh_progress(session, ctx, seconds=0.0, batch_size=None, throttle_reason
 
 @dataclass
 class CopyOptions:
-    batch_size: int = 10000
-    batch_sleep_ms: int = 0
-    batch_target_ms: int = 500
-    copy_workers: int = 1
-    verify_batches: bool = False
-    limits: object = None                 # throttle.Limits
-    lock_timeout_ms: int = 50             # the longest a statement of ours waits for a lock
-    lock_retries: int = 30                # DDL (the key log's triggers): attempts after the first
+    """How one call copies; made from the table's resolved tuning (``from_tuning``: spec.TUNING
+    holds every default, none is repeated here)."""
+    batch_size: int
+    batch_sleep_ms: int
+    batch_target_ms: int
+    copy_workers: int
+    verify_batches: bool
+    limits: object                        # throttle.Limits
+    lock_timeout_ms: int                  # the longest a statement of ours waits for a lock
+    lock_retries: int                     # DDL (the key log's triggers): attempts after the first
     lock_rows: bool = False               # every batch in the locking form (batch.py): slower, for comparison
 
     @classmethod
@@ -316,7 +318,7 @@ def copy_for(session, open_session, templates, ctx, opts, deadline, hooks=None):
                                   opts.lock_retries)
     todo = [r["range_no"] for r in get_ranges(session, ctx) if not r["done"]]
     workers = min(len(todo), max(1, opts.copy_workers))
-    monitor = throttle.Monitor(open_session, ctx, opts.limits or throttle.Limits())
+    monitor = throttle.Monitor(open_session, ctx, opts.limits)
     run = _Run(opts, workers, min(int(row.get("batch_size") or opts.batch_size), opts.batch_size), monitor)
     verifier = Verifier(open_session, ctx) if opts.verify_batches else None
     if reinstalled and any(r["batches"] for r in get_ranges(session, ctx)):

@@ -40,7 +40,7 @@ LOCK_WAITERS_SQL = ("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE wait
 
 @dataclass
 class Limits:
-    max_replica_lag_s: float = 30
+    max_replica_lag_s: float           # the table's max_replica_lag_s (spec.TUNING's default)
     max_active_backends: int = 0
     max_lock_waiters: int = 0
     max_app_latency_ms: float = 0      # 0: the application's latency is not watched (latency.py)
