@@ -213,6 +213,9 @@ class Publication:
     explicit: bool                 # a member by name (not FOR ALL TABLES / TABLES IN SCHEMA)
     row_filter: Optional[str] = None      # WHERE (...) of the membership (15+), names qualified
     columns: Optional[List[str]] = None   # the membership's column list (15+); None = all
+    all_tables: bool = False       # FOR ALL TABLES
+    owner: str = ""
+    actions: List[str] = field(default_factory=list)   # what it publishes: insert, update, delete, truncate
 
 
 @dataclass
@@ -289,6 +292,20 @@ class TableInfo(Relation):
     def stored_columns(self):
         """The columns a row is written with: all but the generated ones (computed by the table)."""
         return [c.name for c in self.columns if not c.generated]
+
+    @property
+    def identity_columns(self):
+        """The replica identity's columns, which a publication's column list must cover for UPDATE
+        and DELETE (HP19): the primary key's, the ``USING INDEX`` index's, every stored column for
+        FULL, none for NOTHING (or without a key)."""
+        if self.replica_identity == "n":
+            return []
+        if self.replica_identity == "f":
+            return self.stored_columns
+        if self.replica_identity == "i":
+            ix = next((i for i in self.indexes if i.is_replica_identity), None)
+            return [c for c in ix.key_columns if c] if ix else []
+        return self.pk_columns
 
     @property
     def explicit_publications(self):
@@ -425,7 +442,8 @@ def _read_dependents(session, info, arg):
     info.sql_functions = functions.get(info.oid, [])
     membership = q.PUBLICATION_MEMBERSHIP_15 if session.server_version >= 150000 else q.PUBLICATION_MEMBERSHIP_14
     info.publications = [Publication(name=p["name"], via_root=p["via_root"], explicit=p["explicit"],
-                                     row_filter=p["row_filter"], columns=list(p["columns"]) if p["columns"] else None)
+                                     row_filter=p["row_filter"], columns=list(p["columns"]) if p["columns"] else None,
+                                     all_tables=p["all_tables"], owner=p["owner"], actions=list(p["actions"]))
                          for p in session.query(q.PUBLICATIONS_SQL.replace("{membership}", membership), arg)]
 
 

@@ -302,7 +302,11 @@ SELECT DISTINCT d.refobjid AS relation, p.oid::regprocedure::text AS signature
 # FOR TABLES IN SCHEMA on 15+): pg_publication_tables expands them all.  A membership by
 # name carries its row filter and column list (15+; NULL before).
 PUBLICATIONS_SQL = """
-SELECT p.pubname AS name, p.pubviaroot AS via_root, pr.oid IS NOT NULL AS explicit, {membership}
+SELECT p.pubname AS name, p.pubviaroot AS via_root, pr.oid IS NOT NULL AS explicit, {membership},
+       p.puballtables AS all_tables, pg_catalog.pg_get_userbyid(p.pubowner) AS owner,
+       ARRAY(SELECT a FROM unnest(ARRAY['insert', 'update', 'delete', 'truncate'],
+                                  ARRAY[p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate]) AS x(a, on_)
+              WHERE x.on_)::text[] AS actions
   FROM pg_catalog.pg_publication p
   LEFT JOIN pg_catalog.pg_publication_rel pr ON pr.prpubid = p.oid AND pr.prrelid = %(oid)s
  WHERE pr.oid IS NOT NULL

@@ -35,6 +35,20 @@ SSL_MODES = ["allow", "disable", "prefer", "require", "verify-ca", "verify-full"
 SESSION_TIMEOUTS = "-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0"
 APPLICATION_NAME = "dbops.partitioning"
 
+# How a server says it ended a session, and what that means. psycopg2 reports a session the
+# server ended only as "server closed the connection unexpectedly" (no SQLSTATE); the server's
+# own FATAL message is still in libpq's error message, and names the cause.
+TERMINATIONS = (
+    ("terminating connection due to administrator command", "57P01",
+     "an administrator ended the session (pg_terminate_backend) or the server is shutting down"),
+    ("terminating connection because of crash of another server process", "57P02",
+     "another server process crashed and the server restarted every session"),
+    ("terminating connection due to idle-in-transaction timeout", "25P03",
+     "idle_in_transaction_session_timeout ended the session"),
+    ("terminating connection due to idle-session timeout", "57P05", "idle_session_timeout ended the session"),
+    ("terminating connection due to unexpected postmaster exit", "57P01", "the server stopped"),
+)
+
 
 class PartitioningError(Exception):
     """An error with a message meant for the operator (no traceback is shown)."""
@@ -105,22 +119,73 @@ def connect(params, application_suffix="", autocommit=True):
     return conn
 
 
+def connection_lost(conn):
+    """Why ``conn`` broke, as one sentence for the operator; None while it is usable.
+
+    The server's own words (a FATAL message libpq received before the socket closed) are read
+    from libpq's error message; without them the server said nothing: the backend was killed or
+    crashed, the server went down, or the network failed."""
+    if conn is None or not conn.closed:
+        return None
+    try:
+        said = conn.info.error_message or ""
+    except Exception:  # noqa: BLE001 - a connection closed by us has no libpq state left
+        said = ""
+    fatal = [line.strip() for line in said.splitlines() if line.strip().startswith(("FATAL:", "PANIC:"))]
+    for text, sqlstate, meaning in TERMINATIONS:
+        if any(text in line for line in fatal):
+            return "the server ended the session: %s (SQLSTATE %s: %s)" % (fatal[0], sqlstate, meaning)
+    if fatal:
+        return "the server ended the session: %s" % fatal[0]
+    return ("the server closed the connection without a message (its backend was killed or crashed, the server "
+            "went down, or the network failed)")
+
+
+def lost_connection_error(conn, doing):
+    """The operator's error for a connection lost while ``doing``: the cause, and what it means
+    for what this run did (the server rolls back the transaction in progress; what committed
+    before stays, and every playbook resumes)."""
+    return PartitioningError(
+        "The connection to PostgreSQL was lost %s: %s. The transaction in progress was rolled back by the server; "
+        "what this run committed before it stays. Run it again: it resumes where it stopped."
+        % (doing, connection_lost(conn)), connection_lost=True)
+
+
 class Session:
     """A connection plus the list of statements it ran.
 
     ``query`` always runs (reads are safe in check mode); ``execute`` runs a statement
     that changes something and is skipped, but still recorded, in check mode.
+    ``params`` (the module's connection options, when the session was opened from them) let a
+    caller open another connection to the same database: ``reconnect`` after a lost connection.
     """
 
-    def __init__(self, conn, check_mode=False):
+    def __init__(self, conn, check_mode=False, params=None, application_suffix=""):
         self.conn = conn
         self.check_mode = check_mode
+        self.params = params
+        self.application_suffix = application_suffix
         self.queries = []
         self.changed = False
 
     @classmethod
     def open(cls, params, check_mode=False, application_suffix=""):
-        return cls(connect(params, application_suffix), check_mode)
+        return cls(connect(params, application_suffix), check_mode, params, application_suffix)
+
+    @property
+    def lost(self):
+        """Why the connection broke (``connection_lost``), or None while it is usable."""
+        return connection_lost(self.conn)
+
+    def reconnect(self):
+        """Replace a broken connection by a new one to the same database (same options). Only a
+        session opened from connection options can; others raise ``PartitioningError``."""
+        if self.params is None:
+            raise PartitioningError("The connection to PostgreSQL was lost (%s) and this session cannot open another "
+                                    "one." % self.lost)
+        self.close()
+        self.conn = connect(self.params, self.application_suffix)
+        return self
 
     def close(self):
         try:
@@ -196,6 +261,10 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb):
         conn = self.session.conn
+        if conn.closed:
+            # the server ended the session: it rolled the transaction back itself, and any call
+            # here would only replace the real error by "connection already closed"
+            return False
         try:
             if exc_type is None and not self.session.check_mode:
                 conn.commit()
@@ -233,7 +302,12 @@ def run_module(module, work):
         module.fail_json(**out)
     except Exception as e:  # noqa: BLE001 - an operator must never see a traceback
         session = state.get("session")
-        if HAS_PSYCOPG2 and isinstance(e, psycopg2.Error):
+        lost = _lost_connection_of(session, e)
+        if lost is not None:
+            # the real cause, not what a later call on the dead connection said ("connection already closed")
+            msg = lost_connection_error(lost, "while %s ran" % (session and session.application_suffix
+                                                               or "the module")).msg
+        elif HAS_PSYCOPG2 and isinstance(e, psycopg2.Error):
             msg = "PostgreSQL error: %s" % (e.pgerror or str(e)).strip()
             if getattr(e, "pgcode", None):
                 msg += " (SQLSTATE %s)" % e.pgcode
@@ -247,6 +321,16 @@ def run_module(module, work):
             session.close()
     _warn(module, result.pop("warnings", None))
     module.exit_json(**result)
+
+
+def _lost_connection_of(session, error):
+    """The broken connection behind ``error``: the module's session's, or the one the failed
+    statement ran on (a worker's); None when both are usable."""
+    cursor = getattr(error, "cursor", None)
+    for conn in (session.conn if session is not None else None, getattr(cursor, "connection", None)):
+        if connection_lost(conn):
+            return conn
+    return None
 
 
 def _warn(module, warnings):

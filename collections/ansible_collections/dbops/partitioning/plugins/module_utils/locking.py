@@ -18,6 +18,7 @@ import random
 import time
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+from ansible_collections.dbops.partitioning.plugins.module_utils.health import SEES_SESSION_SQL, STATS_ROLE
 
 try:
     import psycopg2
@@ -32,24 +33,28 @@ MAX_SLEEP_MS = 10000
 BACKOFF_MS = 100
 
 # Who holds a lock on the relations (oids): other backends' granted locks, and with %(waiting)s
-# their queued requests too; with %(min_age_s)s only transactions older than that. Oldest first.
+# their queued requests too; with %(min_age_s)s only transactions older than that, and those
+# whose age this role may not see (``hidden``: without pg_read_all_stats, HP21; pg_locks itself
+# shows every lock to every role). Oldest first.
 HOLDERS_SQL = """
 SELECT l.pid, l.mode, c.oid::regclass::text AS relation, a.usename AS user, a.application_name,
        a.state, a.xact_start, round(extract(epoch FROM now() - a.xact_start)::numeric, 1)::float8 AS xact_seconds,
-       left(a.query, 300) AS query
+       left(a.query, 300) AS query, NOT coalesce({sees}, true) AS hidden
 FROM pg_locks l
 JOIN pg_class c ON c.oid = l.relation
 LEFT JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE (l.granted OR %(waiting)s) AND l.locktype = 'relation' AND l.pid <> pg_backend_pid()
   AND l.relation = ANY (%(oids)s::oid[])
-  AND (%(min_age_s)s::float8 IS NULL OR a.xact_start < now() - make_interval(secs => %(min_age_s)s::float8))
+  AND (%(min_age_s)s::float8 IS NULL OR a.xact_start < now() - make_interval(secs => %(min_age_s)s::float8)
+       OR NOT coalesce({sees}, true))
 ORDER BY a.xact_start NULLS LAST, l.pid
-"""
+""".replace("{sees}", SEES_SESSION_SQL.format(usesysid="a.usesysid"))
 
 # Without named relations: the sessions that have been in a transaction longest.
 LONGEST_SQL = """
 SELECT a.pid, NULL AS mode, NULL AS relation, a.usename AS user, a.application_name, a.state, a.xact_start,
-       round(extract(epoch FROM now() - a.xact_start)::numeric, 1)::float8 AS xact_seconds, left(a.query, 300) AS query
+       round(extract(epoch FROM now() - a.xact_start)::numeric, 1)::float8 AS xact_seconds, left(a.query, 300) AS query,
+       false AS hidden
 FROM pg_stat_activity a
 WHERE a.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL AND a.datname = current_database()
 ORDER BY a.xact_start LIMIT 5
@@ -76,16 +81,20 @@ def blocking_sessions(session, relations=None):
 
 def long_transactions(session, oids, max_age_s):
     """Sessions in a transaction older than ``max_age_s`` that hold or wait for a lock on one of
-    ``oids``: what a table lock taken now would queue behind. One entry per session, oldest first."""
+    ``oids``: what a table lock taken now would queue behind; and those whose age this role may
+    not see (``hidden`` true: the caller decides, HP21). One entry per session, oldest first."""
     seen, out = set(), []
     for r in session.query(HOLDERS_SQL, dict(oids=list(oids), waiting=True, min_age_s=float(max_age_s))):
         if r["pid"] not in seen:
             seen.add(r["pid"])
-            out.append(dict((k, r[k]) for k in ("pid", "user", "application_name", "state", "xact_seconds", "query")))
+            out.append(dict((k, r[k]) for k in ("pid", "user", "application_name", "state", "xact_seconds", "query",
+                                                "hidden")))
     return out
 
 
 def describe_blockers(blockers):
+    """The sessions as one line for the operator: pid, role/application, state, transaction age,
+    query; what this role may not see is said to be hidden, never printed as None."""
     if not blockers:
         return "no session holds a conflicting lock any more"
     parts = []
@@ -94,10 +103,15 @@ def describe_blockers(blockers):
         if b["pid"] in seen:
             continue
         seen.add(b["pid"])
-        parts.append("pid %s (%s%s, %s, in transaction for %ss): %s"
-                     % (b["pid"], b.get("user") or "?",
-                        ("/" + b["application_name"]) if b.get("application_name") else "",
-                        b.get("state") or "?", b.get("xact_seconds"), (b.get("query") or "").strip()))
+        who = "%s%s" % (b.get("user") or "?", ("/" + b["application_name"]) if b.get("application_name") else "")
+        if b.get("hidden"):
+            parts.append("pid %s (%s; its state, transaction age and query are hidden from this role, which lacks "
+                         "the privileges of %s)" % (b["pid"], who, STATS_ROLE))
+            continue
+        age = ("in transaction for %ss" % b["xact_seconds"] if b.get("xact_seconds") is not None
+               else "no transaction open")
+        parts.append("pid %s (%s, %s, %s): %s" % (b["pid"], who, b.get("state") or "state unknown", age,
+                                                  (b.get("query") or "").strip()))
     return "; ".join(parts)
 
 
@@ -175,11 +189,13 @@ def run_statements_with_lock_retry(session, fn, lock_timeout_ms, retries, backof
         try:
             return fn(session)
         except psycopg2.Error:
-            if not session.conn.autocommit:
+            # nothing to roll back on a session the server ended: it rolled back itself
+            if not session.conn.closed and not session.conn.autocommit:
                 session.conn.rollback()
             raise
 
     try:
         return _retrying(session, once, lock_timeout_ms, retries, backoff, relations, what, "what was done is kept.")
     finally:
-        session.query(sql.SQL("SET lock_timeout = {}").format(sql.Literal(previous)))
+        if not session.conn.closed:
+            session.query(sql.SQL("SET lock_timeout = {}").format(sql.Literal(previous)))

@@ -80,6 +80,12 @@ TUNING = {
     # locks on an application table; where retention writes a pg_dump of each partition first
     "lock_budget_ms": (200, "pos"),
     "retention_dump_dir": (None, "path"),
+    # guards that cannot see other roles' sessions or the replicas' lag (no pg_read_all_stats,
+    # HP21): refused unless accepted here (health.py)
+    "allow_blind_guards": (False, "bool"),
+    # the subscribers of the table's publications accept what the migration publishes (the twin,
+    # <table>_old, the state schema, partitions' names): publications.py, HP12, HP19
+    "subscribers_ready": (False, "bool"),
 }
 
 # Knobs with a second name: a table's own value under either name wins over the play's, and

@@ -14,6 +14,7 @@ import json
 import re
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display
 
 try:
     from psycopg2 import sql
@@ -38,11 +39,30 @@ def migrations(templates):
     return sorted(found)
 
 
+# Whether the state schema exists and this role may read it (a schema another role made, for
+# instance a superuser's earlier run, is closed to a table owner without superuser).
+_ACCESS_SQL = """
+SELECT pg_catalog.pg_get_userbyid(n.nspowner) AS owner, current_user AS role,
+       pg_catalog.has_schema_privilege(n.oid, 'USAGE') AS usage,
+       (SELECT pg_catalog.has_table_privilege(c.oid, 'SELECT') FROM pg_catalog.pg_class c
+         WHERE c.relnamespace = n.oid AND c.relname = 'schema_version') AS readable
+  FROM pg_catalog.pg_namespace n WHERE n.nspname = %s
+"""
+
+
 def installed_version(session, schema):
-    exists = session.scalar("SELECT to_regclass(%s) IS NOT NULL",
-                            (sql.Identifier(schema, "schema_version").as_string(session.conn),))
-    if not exists:
+    """The version of the state schema ``schema`` (0 when it is absent); refuses, naming the fix,
+    when the role may not read it."""
+    access = session.query(_ACCESS_SQL, (schema,))
+    if not access or access[0]["readable"] is None and access[0]["usage"]:
         return 0
+    a = access[0]
+    if not (a["usage"] and a["readable"]):
+        raise PartitioningError(
+            "The state schema %s belongs to %s and the role %s may not read it; every phase reads and writes it. "
+            "GRANT %s TO %s (or run as %s, or give this table another partitioning_state_schema)."
+            % (display(schema), display(a["owner"]), display(a["role"]), display(a["owner"]), display(a["role"]),
+               display(a["owner"])))
     return session.scalar(sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(
         sql.Identifier(schema, "schema_version"))) or 0
 
@@ -171,6 +191,8 @@ def lock_table_work(session, table_name):
 
 
 def unlock_table_work(session, table_name):
+    if session.conn.closed:
+        return   # a session-level lock ends with its session
     session.scalar("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (advisory_key(table_name),))
 
 

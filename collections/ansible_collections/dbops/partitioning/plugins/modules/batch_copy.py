@@ -191,6 +191,7 @@ import time
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
+from ansible_collections.dbops.partitioning.plugins.module_utils.health import blind_guards
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import backfill, batch, ranges
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import pending_count
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
@@ -342,7 +343,8 @@ def copy_rows(module, session, target):
         state_store.record_run(session, state_schema, table_name, "batch_copy", details=call)
     out = progress(session, table_name, state_schema, call, ranges.get_ranges(session, ctx),
                    pending_count(session, ctx))
-    return dict(out, changed=changed, warnings=warnings)
+    blind = blind_guards(session) if t["allow_blind_guards"] else None
+    return dict(out, changed=changed, warnings=warnings + ([blind.downgrade()] if blind else []))
 
 
 def main():

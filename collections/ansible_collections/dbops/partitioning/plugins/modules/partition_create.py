@@ -92,6 +92,11 @@ options:
     description:
       - The current time for planning partitions (ISO 8601), for tests and reproducible plans. Default now.
     type: str
+  runbook_schema:
+    description:
+      - The schema where maintenance will install the runbook's functions (C(partitioning_runbook_schema)).
+        Only checked here, with every other privilege the later phases need; nothing is installed.
+    type: str
 notes:
   - The whole I(spec) is validated (unknown keys are refused, so a typo never goes unnoticed); the
     options above override its keys.
@@ -198,6 +203,7 @@ queries:
 '''
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import parse_now
+from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_column
 from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
@@ -221,7 +227,8 @@ OPTIONS = dict(defaults=dict(type="dict", default={}),
                retention_action=dict(type="str"),
                lock_timeout_ms=dict(type="int"),
                swap_retries=dict(type="int"),
-               now=dict(type="str"))
+               now=dict(type="str"),
+               runbook_schema=dict(type="str"))
 
 
 def _target(params):
@@ -231,12 +238,13 @@ def _target(params):
         if params.get(name) is not None:
             raw[name] = params[name]
     spec = normalize_spec(raw, params["defaults"] or {})
-    return spec, params["state_schema"] or spec.state_schema, parse_now(params["now"])
+    return (spec, params["state_schema"] or spec.state_schema, parse_now(params["now"]),
+            parse_column(params["runbook_schema"]) if params["runbook_schema"] else None)
 
 
 def prepare(module, session, target):
-    spec, state_schema, now = target
-    return prepare_table(session, SqlTemplates.bundled(), spec, state_schema, now=now)
+    spec, state_schema, now, runbook_schema = target
+    return prepare_table(session, SqlTemplates.bundled(), spec, state_schema, now=now, runbook_schema=runbook_schema)
 
 
 def main():

@@ -16,7 +16,11 @@ description:
     both tables in one snapshot, keys pending reconciliation left out, I(final_check=full)); no
     transaction older than I(max_xact_age_s) holding a lock on the table or its views (named with
     pid, user, application, age, query); replica replay lag within I(max_replica_lag_s); no
-    C(BEGIN ATOMIC) function or inbound foreign key bound to the table."
+    C(BEGIN ATOMIC) function or inbound foreign key bound to the table; every privilege the swap
+    uses, and publications the partitioned table can keep, as phase 1 checked them. A role without
+    C(pg_read_all_stats) cannot see other roles' transactions nor the replicas' lag: refused with the
+    GRANT, unless the spec's C(allow_blind_guards) accepts guards that measure only what the role can
+    see (then a warning says so)."
   - Materialized views are pre-built beside the old ones before the lock and swapped by rename.
   - Inside the lock, pending keys are reconciled, the forward sync dropped, indexes and
     constraints renamed to the names the application knows, sequences and identity columns moved
@@ -145,7 +149,7 @@ def switch_over(module, session, target):
                            lock_timeout_ms=t["lock_timeout_ms"], swap_retries=t["swap_retries"],
                            max_xact_age_s=t["max_xact_age_s"], max_replica_lag_s=t["max_replica_lag_s"],
                            require_approval=t["switchover_requires_approval"], final_check=t["final_check"],
-                           analyze=module.params["analyze"])
+                           analyze=module.params["analyze"], allow_blind_guards=t["allow_blind_guards"])
 
 
 def main():

@@ -112,6 +112,31 @@ def make_verified(pg, db, rows=2000, identity=False, extras=True):
         conn.close()
 
 
+def verify_by_phases(session, raw):
+    """Phases 1 and 2 of the spec ``raw`` as ``session``'s role: phase 1's code (preflight first),
+    then the copy as phase 2 leaves it (a plain copy, phase 'verified'). Returns the table's name."""
+    spec = normalize_spec(dict(raw))
+    prepare_table(session, _templates(), spec, STATE, now=NOW)
+    cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in describe_table(session, spec.schema, spec.name).columns
+                              if not c.generated)
+    session.conn.cursor().execute(sql.SQL(
+        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ON CONFLICT DO NOTHING; "
+        "UPDATE {} SET phase = 'verified', verified_at = now() WHERE table_name = %s").format(
+        sql.Identifier(*spec.twin), cols, cols, sql.Identifier(spec.schema, spec.name),
+        sql.Identifier(STATE, "tables")), (spec.table_name,))
+    return spec.table_name
+
+
+def switch_over_by_phases(session, raw, **options):
+    """Phases 1 to 3 of the spec ``raw`` as ``session``'s role (``verify_by_phases``, then the
+    switchover with ``options``); the switchover's result."""
+    from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
+    from .switchover import swap_knobs
+
+    return swap.switchover(session, _templates(), verify_by_phases(session, raw),
+                           **swap_knobs(state_schema=STATE, **options))
+
+
 def make_verified_generic(pg, db, schema, name, create_sql, key, interval="monthly", pk=("id",)):
     """Any table (``create_sql`` creates and fills it) brought to 'verified' with phase 1's twin code."""
     conn = pg.connect(db)

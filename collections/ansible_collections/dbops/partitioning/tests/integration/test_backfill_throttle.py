@@ -69,7 +69,7 @@ def _resume_once_waiting(pg, db, since, timeout=60):
 def test_replica_lag_over_the_limit_waits(pg, db, prepared, monkeypatch):
     # SQL-level override of the lag reading (a real replica's lag is not controllable here);
     # the real query runs against a real replica in the test below.
-    monkeypatch.setattr(health, "REPLICA_LAG_SQL", "SELECT 45.5::float8 AS lag, 1 AS replicas")
+    monkeypatch.setattr(health, "REPLICA_LAG_SQL", "SELECT 45.5::float8 AS lag, 1 AS replicas, 0 AS hidden")
     totals = drv.copy(pg, db, batch_size=200, seconds=0.8, limits=Limits(max_replica_lag_s=30))
     assert totals["batches"] == 0 and totals["stopped_by"] == "replica lag 45.5 s > 30 s"
     totals = drv.copy(pg, db, batch_size=200, seconds=30, limits=Limits(max_replica_lag_s=60))

@@ -183,7 +183,8 @@ class CopyOptions:
                    copy_workers=t["copy_workers"], verify_batches=t["verify_batches"],
                    lock_timeout_ms=t["lock_timeout_ms"], lock_retries=t["swap_retries"],
                    limits=throttle.Limits(t["max_replica_lag_s"], t["max_active_backends"] or 0,
-                                          t["max_lock_waiters"] or 0, t["max_app_latency_ms"] or 0))
+                                          t["max_lock_waiters"] or 0, t["max_app_latency_ms"] or 0,
+                                          t["allow_blind_guards"]))
 
 
 class _Run:

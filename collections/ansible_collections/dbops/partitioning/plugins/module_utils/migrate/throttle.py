@@ -12,7 +12,9 @@ Checked before every batch, in this order:
 * backends waiting for a lock against ``max_lock_waiters`` (0 = not checked).
 
 While any check fails the backfill waits in short steps (so a resume is honoured within
-about one step) and reports why; it never waits past the call's time budget.
+about one step) and reports why; it never waits past the call's time budget. A check that
+cannot see what it measures (a role without pg_read_all_stats, HP21) stops the backfill with
+the GRANT that fixes it, unless ``allow_blind_guards`` accepted the downgrade (health.py).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -22,7 +24,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ansible_collections.dbops.partitioning.plugins.module_utils.health import replica_lag_s, replica_lag_warnings
+from ansible_collections.dbops.partitioning.plugins.module_utils.health import (
+    SEES_SESSION_SQL, blind_guard, replica_lag_s, replica_lag_warnings)
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import latency
 
 try:
@@ -32,9 +35,14 @@ except ImportError:  # pragma: no cover
 
 STEP_S = 0.25
 
-ACTIVE_BACKENDS_SQL = ("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE state = 'active' "
-                       "AND backend_type = 'client backend' AND pid <> pg_catalog.pg_backend_pid()")
-LOCK_WAITERS_SQL = ("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE wait_event_type = 'Lock' "
+# Other roles' sessions show neither state nor backend type without pg_read_all_stats (HP21):
+# counted apart (a session of a role in a database).
+ACTIVE_BACKENDS_SQL = ("SELECT count(*) FILTER (WHERE state = 'active' AND backend_type = 'client backend') AS active, "
+                       "count(*) FILTER (WHERE usesysid IS NOT NULL AND datid IS NOT NULL AND NOT {sees}) AS hidden "
+                       "FROM pg_catalog.pg_stat_activity WHERE pid <> pg_catalog.pg_backend_pid()").replace(
+    "{sees}", SEES_SESSION_SQL.format(usesysid="usesysid"))
+# pg_locks shows every backend's lock requests to every role.
+LOCK_WAITERS_SQL = ("SELECT count(DISTINCT pid) FROM pg_catalog.pg_locks WHERE NOT granted "
                     "AND pid <> pg_catalog.pg_backend_pid()")
 
 
@@ -44,6 +52,7 @@ class Limits:
     max_active_backends: int = 0
     max_lock_waiters: int = 0
     max_app_latency_ms: float = 0      # 0: the application's latency is not watched (latency.py)
+    allow_blind_guards: bool = False   # measure what the role can see when it may not see everything (HP21)
 
 
 def pause_reason(session, state_schema, table_name):
@@ -62,13 +71,16 @@ def check(session, state_schema, table_name, limits):
 def load_reason(session, limits):
     """Why the server is too busy for the next batch (replica lag, load), or None."""
     if limits.max_replica_lag_s is not None and limits.max_replica_lag_s > 0:
-        lag = replica_lag_s(session)
+        lag = replica_lag_s(session, limits.allow_blind_guards)
         if lag > limits.max_replica_lag_s:
             return "replica lag %.1f s > %s s" % (lag, limits.max_replica_lag_s)
     if limits.max_active_backends:
-        n = session.scalar(ACTIVE_BACKENDS_SQL)
-        if n > limits.max_active_backends:
-            return "%d active backends > %d" % (n, limits.max_active_backends)
+        row = session.query(ACTIVE_BACKENDS_SQL)[0]
+        if row["hidden"] and not limits.allow_blind_guards:
+            raise blind_guard(session, "active-sessions guard", "the state of %d session(s) of other roles"
+                              % row["hidden"])
+        if row["active"] > limits.max_active_backends:
+            return "%d active backends > %d" % (row["active"], limits.max_active_backends)
     if limits.max_lock_waiters:
         n = session.scalar(LOCK_WAITERS_SQL)
         if n > limits.max_lock_waiters:

@@ -31,6 +31,14 @@ Decisions:
   ``<table>_old`` that exists without a state row is somebody else's table: refused. A state
   row whose partition key, strategy or bounds differ from the spec is refused (start over
   with rollback.yml).
+* **What would fail later** is refused now, each with the statement that fixes it: the table's
+  publications (``publications.review``: a row filter or column list the partitioned table
+  cannot keep, a column list without its replica identity, subscribers that would stop; HP12,
+  HP19), every privilege the later phases will use (``privileges``: a table owner without
+  superuser), and guards that could not see other roles' sessions or the replicas' lag
+  (``health.blind_guards``, HP21; ``allow_blind_guards`` turns that into a warning).
+* **Updates of the partition key** meet PostgreSQL's 40001 rule after the switchover: said once
+  when the table has been updated at all (``_key_update_warning``).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -38,12 +46,15 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.dbops.partitioning.plugins.module_utils import privileges, publications
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils.bounds import is_width, partition_name, range_key_kind
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_relation, schema_relations
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+from ansible_collections.dbops.partitioning.plugins.module_utils.health import blind_guards
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import did_you_mean, display, qualified
-from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.twin import plan_warnings
+from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.twin import (
+    plan_warnings, replica_identity_columns)
 
 try:
     import psycopg2
@@ -107,7 +118,7 @@ def _spec_shape(spec_json):
     return shape
 
 
-def preflight(session, spec, info, state_row, state_schema):
+def preflight(session, spec, info, state_row, state_schema, runbook_schema=None):
     """Check ``spec`` against the database; returns warnings, raises every problem at once.
 
     ``info`` is ``catalog.describe_table(...)`` of the original (None when there is no such
@@ -175,11 +186,19 @@ def preflight(session, spec, info, state_row, state_schema):
         warnings.append("%s: functions with SQL-standard bodies (BEGIN ATOMIC) are bound to the table and would keep "
                         "using the old one after the swap: %s; the switchover refuses until they are rewritten in "
                         "PL/pgSQL or dropped (HP9)." % (label, ", ".join(info.sql_functions)))
-    for pub in info.publications:
-        if not pub.via_root:
-            warnings.append("%s: publication %s has publish_via_partition_root = false: after the switchover its "
-                            "subscribers receive changes under the partitions' names (HP12); consider ALTER "
-                            "PUBLICATION %s SET (publish_via_partition_root = true)." % (label, pub.name, pub.name))
+    # What would fail later, or break replication, for want of a privilege or a publication's setting.
+    late, notes = publications.review(session, label, info, replica_identity_columns(info, spec.partition_key),
+                                      spec.twin, spec.old, state_schema, spec.tuning["subscribers_ready"])
+    problems.extend(late)
+    warnings.extend(notes)
+    problems.extend(privileges.prepare_problems(session, spec, info, state_schema, runbook_schema))
+    problems.extend(privileges.switchover_problems(session, label, info))
+    blind = blind_guards(session)
+    if blind and not spec.tuning["allow_blind_guards"]:
+        problems.append("%s: %s" % (label, blind.refusal()))
+    elif blind:
+        warnings.append("%s: %s" % (label, blind.downgrade()))
+    warnings.extend(_key_update_warning(session, spec, info))
     if not spec.default_partition and spec.strategy in ("range", "list"):
         warnings.append("%s: default_partition is false: during the migration a write whose %s falls outside "
                         "every partition fails, because the sync trigger cannot route it into the twin (HP4); "
@@ -188,6 +207,23 @@ def preflight(session, spec, info, state_row, state_schema):
     # self-references...): twin.py's own list, so preflight and phase 1 say the same thing.
     warnings[:0] = plan_warnings(info, spec, version)
     return _finish(label, problems, warnings)
+
+
+def _key_update_warning(session, spec, info):
+    """Updates of the partition key will meet PostgreSQL's rule for partitioned tables: an UPDATE
+    that moves a row to another partition makes a concurrent UPDATE, DELETE or locking read of
+    that row fail with 40001, also in READ COMMITTED. The statistics cannot tell which columns
+    the table's updates changed (and what a trigger allows cannot be read), so this is said once,
+    whenever the table has been updated at all."""
+    updates = session.scalar("SELECT n_tup_upd FROM pg_catalog.pg_stat_user_tables WHERE relid = %s", (info.oid,))
+    if not updates:
+        return []
+    return ["%s: the table has had %d row updates (the statistics cannot tell which columns they changed). If the "
+            "application updates %s: on the partitioned table such an UPDATE moves the row to another partition, and "
+            "a concurrent UPDATE, DELETE or SELECT ... FOR UPDATE of the same row then fails with SQLSTATE 40001 "
+            "(tuple to be locked was already moved to another partition due to concurrent update), also in READ "
+            "COMMITTED: from the switchover on, such writes must be retried on 40001 (docs/runbooks/phase3.md)."
+            % (spec.table_name, updates, spec.partition_key)]
 
 
 def _check_state(session, spec, state_row, phase, problems):

@@ -155,25 +155,26 @@ def _fk_record(fk):
                 ref_table=list(fk.ref_table), ref_columns=list(fk.ref_columns))
 
 
-def prepare_table(session, templates, spec, state_schema=None, now=None):
-    """Phase 1 of ``spec`` (a spec.TableSpec). Returns ``dict(changed, created, warnings, ...)``."""
+def prepare_table(session, templates, spec, state_schema=None, now=None, runbook_schema=None):
+    """Phase 1 of ``spec`` (a spec.TableSpec). Returns ``dict(changed, created, warnings, ...)``.
+    ``runbook_schema``: where maintenance will install the runbook's functions (checked only)."""
     state_schema = state_schema or spec.state_schema
     if now is None:
         now = datetime.datetime.now(datetime.timezone.utc)
     lock_timeout_ms, retries = spec.tuning["lock_timeout_ms"], spec.tuning["swap_retries"]
     state_store.lock_table_work(session, spec.table_name)
     try:
-        return _prepare(session, templates, spec, state_schema, now, lock_timeout_ms, retries)
+        return _prepare(session, templates, spec, state_schema, now, lock_timeout_ms, retries, runbook_schema)
     finally:
         state_store.unlock_table_work(session, spec.table_name)
 
 
-def _prepare(session, templates, spec, state_schema, now, lock_timeout_ms, retries):
+def _prepare(session, templates, spec, state_schema, now, lock_timeout_ms, retries, runbook_schema):
     table = (spec.schema, spec.name)
     info = describe_table(session, spec.schema, spec.name)
     row = state_store.get_table(session, state_schema, spec.table_name)
     # Everything that could stop phase 1 is found here, before the first change.
-    warnings = list(preflight(session, spec, info, row, state_schema))
+    warnings = list(preflight(session, spec, info, row, state_schema, runbook_schema))
     result = dict(changed=False, created=[], warnings=warnings, table=spec.table_name,
                   twin=qualified(*spec.twin), partitions=[], phase=row["phase"] if row else None)
     if row is not None and row["phase"] in state_store.SWITCHED_PHASES:

@@ -78,6 +78,13 @@ def _with_key(columns, key):
     return list(columns) if key in columns else list(columns) + [key]
 
 
+def replica_identity_columns(info, key):
+    """The columns of the twin's replica identity (``TableInfo.identity_columns`` of the
+    original), with the partition key appended to a key's (HP6)."""
+    columns = info.identity_columns
+    return _with_key(columns, key) if columns else []
+
+
 def plan_warnings(info, spec, server_version):
     """What the twin cannot carry over exactly, one sentence each (also returned by ensure_twin).
 

@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import qualified
+from ansible_collections.dbops.partitioning.plugins.module_utils.publications import membership_problems
 
 
 def key_problems(pair):
@@ -43,6 +44,18 @@ def bound_problems(pair):
 def missing_policies(pair):
     """RLS policies of the active that the standby lacks (phase 1 creates them on the twin)."""
     return sorted(set(p.name for p in pair.active.policies) - set(p.name for p in pair.standby.policies))
+
+
+def publication_problems(pair, table_name):
+    """Memberships the partitioned table cannot keep (a row filter or column list without
+    publish_via_partition_root, a column list without its replica identity): the swap, or the
+    application's UPDATEs and DELETEs after it, would fail (HP19). Phase 1 refused them; a
+    publication altered since is refused here, with the same fix. Forward only: the original
+    table takes back what the partitioned one had."""
+    if pair.standby.kind != "p":
+        return []
+    return membership_problems(table_name, pair.relations[0], pair.active.publications,
+                               pair.standby.identity_columns)
 
 
 def publication_warnings(pair):

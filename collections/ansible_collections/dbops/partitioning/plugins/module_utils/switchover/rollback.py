@@ -31,7 +31,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.switchover impo
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.pair import capture
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.statements import (
     SwapNames, swap_statements)
-from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.transaction import run_swap
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.transaction import lock_held, run_swap
 
 try:
     from psycopg2 import sql
@@ -217,15 +217,15 @@ def rollback_after_switch(session, templates, row, schema, name, state_schema, t
                                  lock_timeout_ms)
     statements.append(sql.SQL("UPDATE {} SET phase = 'rolled_back', updated_at = now() WHERE table_name = {}").format(
         sql.Identifier(state_schema, "tables"), sql.Literal(table_name)))
-    result = run_swap(session, statements, pair.relations, table_name, lock_timeout_ms=lock_timeout_ms,
+    result = run_swap(session, statements, pair, table_name, state_schema, lock_timeout_ms=lock_timeout_ms,
                       retries=retries)
     if loss["lost"]:
         done.append("loss accepted: %s" % "; ".join(loss["lost"]))
     if session.check_mode:
         done.append("%s would be the original table again (the swap's statements are in queries)" % table_name)
     else:
-        done.append("%s is the original table again (lock held %.1f ms, %d attempt(s))"
-                    % (table_name, result["lock_ms"] or 0, result["attempts"]))
+        done.append("%s is the original table again (%s, %d attempt(s))"
+                    % (table_name, lock_held(result), result["attempts"]))
     if analyze:
         session.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, name)))
     if not keep_twin:

@@ -6,8 +6,10 @@ The command reads like the runbook because the pieces do the work:
 
 * ``pair.capture``: both tables as the catalog describes them, read before any lock;
 * ``checks``: what makes the swap impossible (objects bound to the table's OID, a twin that
-  lacks columns or policies), plus, here, the checks that need the server: transactions old
-  enough to stall the lock queue, replica lag, and a last comparison of both tables;
+  lacks columns or policies, publications the partitioned table cannot keep), plus, here, the
+  checks that need the server: the privileges the swap uses (``privileges``), transactions old
+  enough to stall the lock queue, replica lag (a guard that cannot see is refused unless
+  ``allow_blind_guards``, HP21), and a last comparison of both tables;
 * ``matviews.prebuild``: materialized views built beside the old ones before the lock;
 * ``statements.swap_statements``: every statement of the swap, decided from the pair;
 * ``transaction.run_swap``: those statements in one round trip under ``lock_timeout``, retried
@@ -21,19 +23,21 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.dbops.partitioning.plugins.module_utils import privileges
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_relation
 from ansible_collections.dbops.partitioning.plugins.module_utils.compare import compare_for_swap
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
-from ansible_collections.dbops.partitioning.plugins.module_utils.health import replica_lag_s
+from ansible_collections.dbops.partitioning.plugins.module_utils.health import (
+    BlindGuard, blind_guard, blind_guards, replica_lag_s)
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import parse_table, qualified
 from ansible_collections.dbops.partitioning.plugins.module_utils.locking import describe_blockers, long_transactions
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import checks, matviews
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.pair import capture
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.statements import (
     SwapNames, swap_statements)
-from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.transaction import run_swap
+from ansible_collections.dbops.partitioning.plugins.module_utils.switchover.transaction import lock_held, run_swap
 
 try:
     from psycopg2 import sql
@@ -42,9 +46,11 @@ except ImportError:  # pragma: no cover
 
 
 def switchover(session, templates, table, *, state_schema, lock_timeout_ms, swap_retries, max_xact_age_s,
-               max_replica_lag_s, require_approval, final_check, analyze=True):
+               max_replica_lag_s, require_approval, final_check, analyze=True, allow_blind_guards=False):
     """Switch ``table`` to its partitioned twin. Returns the module result (changed, msg, ...).
-    The knobs are the table's resolved tuning (spec.TUNING holds their defaults)."""
+    The knobs are the table's resolved tuning (spec.TUNING holds their defaults);
+    ``allow_blind_guards``: the long-transaction check and the replica-lag guard measure what the
+    role can see when it may not see everything (HP21), with a warning; else they refuse."""
     schema, name = parse_table(table)
     table_name = qualified(schema, name)
     row = state_store.get_table(session, state_schema, table_name)
@@ -59,8 +65,11 @@ def switchover(session, templates, table, *, state_schema, lock_timeout_ms, swap
                                 % qualified(schema, old))
     pair = capture(session, schema, name, twin)
     check = _refuse_unless_ready(session, pair, state_schema, table_name, max_xact_age_s, max_replica_lag_s,
-                                 final_check)
+                                 final_check, allow_blind_guards)
     warnings = checks.publication_warnings(pair)
+    blind = blind_guards(session) if allow_blind_guards else None
+    if blind:
+        warnings.append(blind.downgrade())
 
     waiting = require_approval and not row["switchover_approved"]
     before = len(session.queries)
@@ -80,9 +89,9 @@ def switchover(session, templates, table, *, state_schema, lock_timeout_ms, swap
     statements = swap_statements(pair, SwapNames(old, "_old", "_p"), prebuilt, state_schema, table_name,
                                  lock_timeout_ms)
     statements += _after_the_swap(session, templates, pair, row, state_schema, table_name, old)
-    result = run_swap(session, statements, pair.relations, table_name, lock_timeout_ms=lock_timeout_ms,
+    result = run_swap(session, statements, pair, table_name, state_schema, lock_timeout_ms=lock_timeout_ms,
                       retries=swap_retries)
-    if not session.check_mode:
+    if not session.check_mode and result["lock_ms"] is not None:
         # the lock time including COMMIT, measured from the granted LOCK to the returned COMMIT
         session.execute(sql.SQL("UPDATE {} SET swap_lock_ms = %s WHERE table_name = %s").format(
             sql.Identifier(state_schema, "tables")), (result["lock_ms"], table_name), record=False)
@@ -98,8 +107,8 @@ def switchover(session, templates, table, *, state_schema, lock_timeout_ms, swap
     return dict(changed=True, table=table_name, phase="switched", swap_lock_ms=result["lock_ms"],
                 attempts=result["attempts"], retries=result["retries"], reconciled=result["reconciled"],
                 final_check=check, warnings=warnings,
-                msg="%s switched to the partitioned table in %s attempt(s); lock held %.1f ms"
-                    % (table_name, result["attempts"], result["lock_ms"] or 0))
+                msg="%s switched to the partitioned table in %s attempt(s); %s"
+                    % (table_name, result["attempts"], lock_held(result)))
 
 
 def _already_switched(row, state_schema, table_name):
@@ -117,14 +126,30 @@ def _already_switched(row, state_schema, table_name):
     return None
 
 
-def _refuse_unless_ready(session, pair, state_schema, table_name, max_xact_age_s, max_replica_lag_s, final_check):
-    """Every reason not to swap now, together; the last comparison's result when it ran."""
-    problems = checks.bound_problems(pair) + checks.shape_problems(pair)
+def _refuse_unless_ready(session, pair, state_schema, table_name, max_xact_age_s, max_replica_lag_s, final_check,
+                        allow_blind_guards):
+    """Every reason not to swap now, together; the last comparison's result when it ran.
+
+    What phase 1 checked and may have changed since is asked again: the publications'
+    memberships and every privilege the swap uses (``privileges.switchover_problems``)."""
+    problems = (checks.bound_problems(pair) + checks.shape_problems(pair)
+                + checks.publication_problems(pair, table_name)
+                + privileges.switchover_problems(session, table_name, pair.active))
     holders = long_transactions(session, pair.oids, max_xact_age_s)
-    if holders:
+    old = [h for h in holders if not h["hidden"]]
+    if old:
         problems.append("transactions older than %ss hold a lock on the table or its views (the swap would "
-                        "wait for them): %s" % (max_xact_age_s, describe_blockers(holders)))
-    lag = replica_lag_s(session)
+                        "wait for them): %s" % (max_xact_age_s, describe_blockers(old)))
+    hidden = [h for h in holders if h["hidden"]]
+    if hidden and not allow_blind_guards:
+        problems.append(blind_guard(session, "long-transaction check", "the transaction age of %d session(s) "
+                                    "holding a lock on the table or its views (pid %s)"
+                                    % (len(hidden), ", ".join(str(h["pid"]) for h in hidden))).msg)
+    try:
+        lag = replica_lag_s(session, allow_blind_guards)
+    except BlindGuard as e:
+        problems.append(e.msg)
+        lag = 0.0
     if lag > float(max_replica_lag_s):
         problems.append("replica replay lag is %.1fs (limit %ss)" % (lag, max_replica_lag_s))
     check = None
