@@ -26,7 +26,7 @@ help:
 	@echo "make lab-down   stop and remove the lab servers"
 	@echo "make sql-texts  compile templates/sql into the collection's sql_texts.py (after editing a template)"
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt $(COLLECTION)/requirements.txt
 	python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements.txt
