@@ -14,11 +14,12 @@ SANITY_VENV ?= .venv-sanity
 SANITY_HOME ?= $(CURDIR)/.sanity-home
 PYVER := $(shell python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
-.PHONY: help venv demo test test-unit test-integration bench lint sanity collection sql-texts lab-up lab-down lab-status clean
+.PHONY: help venv demo test test-unit test-integration test-molecule bench lint sanity collection sql-texts lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo       lab servers + demo data + the migration under a live write load"
 	@echo "make test       the whole test suite (real PostgreSQL 18 from the wheel, 15 when installed)"
+	@echo "make test-molecule  the molecule scenarios alone: default, rollback, multi_host (no Docker)"
 	@echo "make bench      benchmarks: tables and plots in bench/results/ (BENCH=reports runs one of them)"
 	@echo "make lint       ansible-test sanity, ansible-lint (production profile), ansible-doc of every module"
 	@echo "make collection build the collection tarball into dist/ (ansible-galaxy collection build)"
@@ -48,6 +49,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) collections/ansible_collections/dbops/partitioning/tests
+
+# The molecule scenarios (molecule/*), each on throwaway lab servers. `make test` runs them too
+# (tests/integration/test_molecule.py); this runs them alone, as molecule reports them.
+test-molecule: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/molecule test --all
 
 test-unit: $(STAMP)
 	$(PY) -m pytest collections/ansible_collections/dbops/partitioning/tests/unit

