@@ -306,7 +306,7 @@ def run_module(module, work):
         if lost is not None:
             # the real cause, not what a later call on the dead connection said ("connection already closed")
             msg = lost_connection_error(lost, "while %s ran" % (session and session.application_suffix
-                                                               or "the module")).msg
+                                                                or "the module")).msg
         elif HAS_PSYCOPG2 and isinstance(e, psycopg2.Error):
             msg = "PostgreSQL error: %s" % (e.pgerror or str(e)).strip()
             if getattr(e, "pgcode", None):

@@ -75,7 +75,7 @@ def replica_lag_s(session, allow_blind=False):
     lag = replica_lag(session)
     if lag.hidden and not allow_blind:
         raise blind_guard(session, "replica-lag guard", "the replay lag of %d of %d replica(s)" % (lag.hidden,
-                                                                                               lag.replicas))
+                                                                                                   lag.replicas))
     return lag.lag_s
 
 
@@ -123,5 +123,5 @@ def replica_lag_warnings(session):
     if lag.hidden:
         return ["the replay lag of %d of %d replica(s) cannot be read by this role (grant pg_monitor, or "
                 "pg_read_all_stats): the replica-lag guard cannot hold the copy back for them" % (lag.hidden,
-                                                                                                 lag.replicas)]
+                                                                                                  lag.replicas)]
     return []

@@ -94,7 +94,7 @@ def collect_indexes(raw, table_relname, add):
             continue
         if index.name in names:
             add(where, "the name %s is also indexes[%d]'s; give one of them another name" % (index.name,
-                                                                                          names[index.name]))
+                                                                                             names[index.name]))
             continue
         names[index.name] = position
         out.append(index)

@@ -216,8 +216,8 @@ def switchover_problems(session, label, info):
                                                         "UPDATE, DELETE, TRUNCATE or MAINTAIN" if maintain
                                                         else "UPDATE, DELETE or TRUNCATE"))
                 fixes.append("GRANT %s ON %s TO %s%s" % ("MAINTAIN" if maintain else "UPDATE", rel, locker,
-                                                        "" if v["invoker"] else " (or ALTER VIEW %s OWNER TO %s)"
-                                                        % (name, me)))
+                                                         "" if v["invoker"] else " (or ALTER VIEW %s OWNER TO %s)"
+                                                         % (name, me)))
             f.add("%s %s (owner %s) is dropped and re-created by the switchover (HP9)" % (kind, name,
                                                                                           display(v["owner"])),
                   missing, fixes)

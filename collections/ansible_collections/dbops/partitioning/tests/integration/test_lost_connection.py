@@ -107,7 +107,7 @@ def test_every_cause_is_said_in_words(said, expected):
 def _wait_for_lock_wait(conn, application):
     """The pid of the session of ``application`` once it waits for a lock (it then holds none of
     the tables yet: the swap's LOCK is its first statement)."""
-    for _ in range(1200):
+    for _attempt in range(1200):
         rows = one(conn, "SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid AND NOT l.granted "
                          "WHERE a.application_name = %s", (application,))
         if rows:

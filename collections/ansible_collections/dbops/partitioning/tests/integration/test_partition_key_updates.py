@@ -39,7 +39,7 @@ def phase1_warnings(conn):
 
 def updates_counted(conn):
     """Wait until the statistics count the updates just made (they are sent when a session is idle)."""
-    for _ in range(100):
+    for _attempt in range(100):
         if sql(conn, "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'public.revenues'::regclass")[0][0]:
             return
         time.sleep(0.1)
@@ -86,7 +86,7 @@ def test_after_the_switchover_a_concurrent_update_of_a_moved_row_fails_with_4000
         t = threading.Thread(target=update)
         t.start()
         waiting = pg.connect(db)
-        for _ in range(600):
+        for _attempt in range(600):
             if sql(waiting, "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted",
                    (other.get_backend_pid(),))[0][0]:
                 break

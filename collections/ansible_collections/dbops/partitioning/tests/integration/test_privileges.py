@@ -51,8 +51,10 @@ def owner(conn, db):
     drop_roles(conn, role, db.lower() + "_analyst")
 
 
-def check(pg, db, role, raw=RANGE, runbook_schema=None):
-    """Preflight as ``role``: its warnings, or the PartitioningError; the database unchanged."""
+def check(pg, db, role, raw=None, runbook_schema=None):
+    """Preflight as ``role`` (of ``raw``, by default RANGE): its warnings, or the PartitioningError;
+    the database unchanged."""
+    raw = RANGE if raw is None else raw
     session = session_as(pg, db, role)
     try:
         spec = normalize_spec(dict(raw))

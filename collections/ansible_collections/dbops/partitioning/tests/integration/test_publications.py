@@ -47,8 +47,9 @@ def sql(conn, text, args=None):
     return cur.fetchall() if cur.description else None
 
 
-def phase1(conn, raw=RANGE):
-    """Phase 1 as an operator runs it; returns its result or the refusal."""
+def phase1(conn, raw=None):
+    """Phase 1 (of ``raw``, by default RANGE) as an operator runs it; returns its result or the refusal."""
+    raw = RANGE if raw is None else raw
     session = Session(conn)
     try:
         return prepare_table(session, SqlTemplates.bundled(), normalize_spec(dict(raw)), "partitioning")

@@ -67,7 +67,7 @@ def streaming_replica(pg):
         watch = pg.connect()
         try:
             wc = watch.cursor()
-            for _ in range(200):
+            for _attempt in range(200):
                 wc.execute("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
                 if wc.fetchone()[0]:
                     break

@@ -194,8 +194,8 @@ def _plan_only(session, target, ranges, result):
         result["created"].append(r["partition_name"])
         result["steps"].append(dict(step="move", partition=r["partition_name"], status="would_move", detail=(
             "%d rows of [%s, %s) out of the default partition, online" % (r.get("rows") or 0, r["lower_bound"],
-                                                                           r["upper_bound"])),
-            lock_mode="ACCESS EXCLUSIVE", lock_ms=None, attempts=0))
+                                                                          r["upper_bound"])),
+                                    lock_mode="ACCESS EXCLUSIVE", lock_ms=None, attempts=0))
     session.queries.append("-- move out of the default partition of %s: %s (staging table, sync trigger, "
                            "batched copy, verification, swap under the lock budget)"
                            % (target.label, ", ".join(r["partition_name"] for r in ranges)))
@@ -289,8 +289,8 @@ class _Mover:
         s.execute(sql.SQL("UPDATE {} SET {}, updated_at = now() WHERE table_name = %(table_name)s").format(
             _moves(self.state), sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c))
                                                    for c in cols)),
-            dict(dict((c, Json(v) if c in ("upper_key", "checkpoint") and v is not None else v)
-                      for c, v in fields.items()), table_name=self.move["table_name"]), record=False)
+                  dict(dict((c, Json(v) if c in ("upper_key", "checkpoint") and v is not None else v)
+                            for c, v in fields.items()), table_name=self.move["table_name"]), record=False)
         self.move.update(fields)
 
     def _ddl(self, work, what):
@@ -311,8 +311,8 @@ class _Mover:
     def _dress(self, s, rel):
         """Owner, grants and per-partition TRUNCATE triggers of the old default partition on ``rel``."""
         for row in s.query(DRESS_SQL, dict(rel=sql.Identifier(*rel).as_string(s.conn),
-                                            like=sql.Identifier(*self.old).as_string(s.conn),
-                                            truncate=sync.TRUNCATE_TRIGGER)):
+                                           like=sql.Identifier(*self.old).as_string(s.conn),
+                                           truncate=sync.TRUNCATE_TRIGGER)):
             s.execute(sql.SQL(list(row.values())[0]))
 
     def _new_default_check(self, s):
@@ -349,7 +349,7 @@ class _Mover:
                               "WHERE conrelid = %s::regclass AND contype = 'f' AND conparentid = 0",
                               (sql.Identifier(*self.parent).as_string(s.conn),)):
                 s.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(st, sql.Identifier(fk["conname"]),
-                                                                              sql.SQL(fk["def"])))
+                                                                                sql.SQL(fk["def"])))
             for r in self.move["ranges"]:
                 part = (self.parent[0], r["partition_name"])
                 s.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES {}").format(

@@ -78,7 +78,7 @@ def outside_layout(session, spec, kind, layout):
     k, t = sql.Identifier(spec.partition_key), sql.Identifier(spec.schema, spec.name)
     out = dict(before=0, after=0, earliest=None, latest=None)
     for side, bound, extreme, where, name in (("before", lower, "min", "<", "earliest"),
-                                               ("after", upper, "max", ">=", "latest")):
+                                              ("after", upper, "max", ">=", "latest")):
         if bound is None:
             continue
         key = sql.SQL("{}({})").format(sql.SQL(extreme), k)

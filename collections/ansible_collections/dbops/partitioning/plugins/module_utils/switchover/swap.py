@@ -127,7 +127,7 @@ def _already_switched(row, state_schema, table_name):
 
 
 def _refuse_unless_ready(session, pair, state_schema, table_name, max_xact_age_s, max_replica_lag_s, final_check,
-                        allow_blind_guards):
+                         allow_blind_guards):
     """Every reason not to swap now, together; the last comparison's result when it ran.
 
     What phase 1 checked and may have changed since is asked again: the publications'
