@@ -236,7 +236,9 @@ def test_check_mode_changes_nothing(pg, db, conn):
 def test_phase1_run_again_moves_the_twins_default_rows(pg, db, conn):
     """Issue 9, item 7: a row of the application in the twin's default partition, inside a range
     phase 1 wants, made every later phase 1 fail (``updated partition constraint for default
-    partition ... would be violated``); now the range is made and the row moves into it."""
+    partition ... would be violated``); now the range is made and the row moves into it. The other
+    new partitions are made with maintenance's step (no ACCESS EXCLUSIVE on the twin the sync
+    trigger writes), the moved range by the default move's staging table."""
     from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
     from ..helpers.phase3_setup import SPEC, make_prepared_real
     make_prepared_real(pg, db, rows=50)                      # twin: 2025-01 .. 2025-06 and a default partition
@@ -248,8 +250,16 @@ def test_phase1_run_again_moves_the_twins_default_rows(pg, db, conn):
                             now=utc(2025, 10, 15))
     finally:
         session.close()
-    assert "partition public.revenues_2025_09" in out["created"], out["created"]
+    assert [c for c in out["created"] if c.startswith("partition ")] == [
+        "partition public.revenues_2025_07", "partition public.revenues_2025_08", "partition public.revenues_2025_10",
+        "partition public.revenues_2025_09"]
     assert not any("default partition" in w for w in out["warnings"]), out["warnings"]
+    assert rows(conn, "SELECT step, partition_name, lock_mode FROM partitioning.maintenance_steps ORDER BY id") == [
+        ("create", n, "ACCESS EXCLUSIVE (default partition)") for n in ("revenues_2025_07", "revenues_2025_08",
+                                                                        "revenues_2025_10")] + [
+        ("move", "revenues_default", "ACCESS EXCLUSIVE")]
+    assert not any(q.startswith("CREATE TABLE") and " PARTITION OF " in q and "_move" not in q
+                   for q in session.queries)
     assert rows(conn, "SELECT tableoid::regclass::text FROM public.revenues_partitioned "
                       "WHERE occurred_at = '2025-09-10 00:00+00'") == [("revenues_2025_09",)]
     run(conn, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES ('2025-09-11 00:00+00', 'eu', 2)")

@@ -195,30 +195,3 @@ def test_retention_is_refused_for_hash_and_list(pg, db, conn):
         "CREATE TABLE public.ev_a PARTITION OF public.ev FOR VALUES IN ('2020-01-01')")
     with pytest.raises(PartitioningError, match="spec says strategy range but public.ev is partitioned by list"):
         run_retention(pg, db, spec_of(retention=3), utc(2025, 1, 1))
-
-
-def test_phase1_run_again_premakes_through_the_same_step(pg, db, conn):
-    """partition_create on a twin that exists makes its new partitions with maintenance's step (no
-    ACCESS EXCLUSIVE on the twin the sync trigger writes), and a range whose rows sit in the twin's
-    default partition is moved out of it (test_default_move.py), not a failure."""
-    from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
-    from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
-    from ..helpers.phase3_setup import SPEC, make_prepared_real
-    make_prepared_real(pg, db, rows=50)                       # twin: 2025-01 .. 2025-06 and a default partition
-    run(conn, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES ('2025-09-10 00:00+00', 'eu', 1)")
-    session = Session(pg.connect(db))
-    try:
-        out = prepare_table(session, SqlTemplates.bundled(), normalize_spec(dict(SPEC)), "partitioning",
-                            now=utc(2025, 10, 15))
-    finally:
-        session.close()
-    assert [c for c in out["created"] if c.startswith("partition ")] == [
-        "partition public.revenues_2025_07", "partition public.revenues_2025_08", "partition public.revenues_2025_10",
-        "partition public.revenues_2025_09"]
-    assert rows(conn, "SELECT step, partition_name, lock_mode FROM partitioning.maintenance_steps ORDER BY id") == [
-        ("create", n, "ACCESS EXCLUSIVE (default partition)") for n in ("revenues_2025_07", "revenues_2025_08",
-                                                                        "revenues_2025_10")] + [
-        ("move", "revenues_default", "ACCESS EXCLUSIVE")]
-    # (the default move makes its partitions as partitions of its staging table, not of the twin)
-    assert not any(q.startswith("CREATE TABLE") and " PARTITION OF " in q and "_move" not in q
-                   for q in session.queries)
