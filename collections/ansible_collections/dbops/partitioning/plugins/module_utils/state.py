@@ -12,7 +12,6 @@ __metaclass__ = type
 
 import json
 import re
-import time
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import display
@@ -165,24 +164,14 @@ def advisory_key(table_name):
     return ADVISORY_PREFIX + table_name
 
 
-VANISHED_HOLDER_RETRIES = 20
-
-
 def try_lock_table_work(session, table_name):
     """Take the per-table advisory lock; None when taken, else who holds it (a dict: pid,
     application_name, client, state, backend_start, query_start; values as text)."""
-    # A run that has just ended still holds the lock while its backend exits (a session-level lock
-    # is released at the end of the backend, after the client has gone): when no session can be
-    # found holding it, try again for up to a second before calling it held.
-    for _attempt in range(VANISHED_HOLDER_RETRIES + 1):
-        got = session.scalar("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (advisory_key(table_name),))
-        if got:
-            return None
-        holder = session.query(sql.SQL(WORK_HOLDER_SQL).format(key=sql.Placeholder()), (advisory_key(table_name),))
-        if holder:
-            return dict((k, str(v) if v is not None else None) for k, v in holder[0].items())
-        time.sleep(0.05)
-    return {}
+    got = session.scalar("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (advisory_key(table_name),))
+    if got:
+        return None
+    holder = session.query(sql.SQL(WORK_HOLDER_SQL).format(key=sql.Placeholder()), (advisory_key(table_name),))
+    return dict((k, str(v) if v is not None else None) for k, v in holder[0].items()) if holder else {}
 
 
 def describe_holder(who):
