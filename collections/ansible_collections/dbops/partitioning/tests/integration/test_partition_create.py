@@ -231,6 +231,12 @@ def test_prepare_again_after_rollback(params, conn):
     """)
     raw = dict(table="invoices", partition_key="issued_on", interval="monthly", inbound_foreign_keys="drop")
     prepare(params, raw)
+    # phase 1's table lock is session-level: it ends when that backend has exited, a moment after
+    # the client closed its connection
+    for _attempt in range(200):
+        if not q(conn, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"):
+            break
+        time.sleep(0.05)
     s = Session(connect(params))
     try:
         rollback(s, TEMPLATES, "public.invoices", **lock_knobs())
