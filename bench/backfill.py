@@ -360,10 +360,23 @@ def wal_bytes(conn):
     return int(cur.fetchone()[0])
 
 
+PART_A_DB = "bench_backfill"
+
+
+def part_a_table(srv, opts):
+    """A connection to part a's database: the table as part a left it, or built now when part a
+    did not run (``--backfill-parts workers,phase2``)."""
+    cur = srv.connect().cursor()
+    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PART_A_DB,))
+    exists = cur.fetchone() is not None
+    cur.connection.close()
+    return srv.connect(PART_A_DB) if exists else build(srv, PART_A_DB, opts.backfill_rows)[0]
+
+
 def workers(srv, opts):
-    """``copy_workers`` 1, 2, 4 on the table of part a (which must exist)."""
-    dbname = "bench_backfill"
-    conn = srv.connect(dbname)
+    """``copy_workers`` 1, 2, 4 on the table of part a."""
+    dbname = PART_A_DB
+    conn = part_a_table(srv, opts)
     counts = [int(x) for x in opts.worker_counts.split(",")]
     facts = common.setup_facts(srv, conn, rows=opts.backfill_rows, rounds=opts.backfill_rounds, workers=counts)
     runs = []
@@ -394,7 +407,7 @@ def workers(srv, opts):
 def run(servers, opts):
     api()
     results = dict(throughput={}, large={}, flatness={}, workers={}, latency={}, phase2={})
-    steps = [("throughput", lambda srv: throughput(srv, opts, "bench_backfill", opts.backfill_rows,
+    steps = [("throughput", lambda srv: throughput(srv, opts, PART_A_DB, opts.backfill_rows,
                                                    ["ours", "insert_select", "ours_locked", "partman"],
                                                    opts.backfill_rounds)),
              ("workers", lambda srv: workers(srv, opts)),

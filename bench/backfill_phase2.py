@@ -42,8 +42,8 @@ def run_playbook(srv, dbname):
 
 def phase2(srv, opts, bf):
     """``bf`` is bench.backfill (its build, reset and raw copy)."""
-    dbname = "bench_backfill"      # part a's table, as it left it
-    conn = srv.connect(dbname)
+    dbname = bf.PART_A_DB
+    conn = bf.part_a_table(srv, opts)
     facts = common.setup_facts(srv, conn, rows=opts.backfill_rows, rounds=opts.backfill_rounds,
                                playbook="playbooks/phase2_migrate.yml, inventory defaults (verify_batches true)")
     runs = []
