@@ -54,6 +54,23 @@ def with_options(reloptions):
     return sql.SQL("WITH ({})").format(sql.SQL(", ").join(reloption_sql(o) for o in reloptions))
 
 
+def index_parameters(include, reloptions, tablespace, nulls_not_distinct=False, constraint=False):
+    """The clauses after an index's columns, in the order the grammar wants them: INCLUDE, NULLS
+    NOT DISTINCT, WITH, TABLESPACE (``constraint``: a key constraint's ``USING INDEX TABLESPACE``)."""
+    parts = []
+    if include:
+        parts.append(sql.SQL("INCLUDE ({})").format(sql.SQL(", ").join(sql.Identifier(c) for c in include)))
+    if nulls_not_distinct:
+        parts.append(sql.SQL("NULLS NOT DISTINCT"))
+    opts = with_options(reloptions)
+    if opts is not None:
+        parts.append(opts)
+    if tablespace:
+        parts.append(sql.SQL("USING INDEX TABLESPACE {}" if constraint else "TABLESPACE {}").format(
+            sql.Identifier(tablespace)))
+    return parts
+
+
 def index_statement(table, name, ix, key=None, only=False, concurrently=False):
     """CREATE INDEX ``name`` on ``table`` from the model ``ix`` (``only``: ``ON ONLY`` a partitioned
     table; ``concurrently``: on a plain table or partition). A unique index gets the partition key
@@ -69,15 +86,7 @@ def index_statement(table, name, ix, key=None, only=False, concurrently=False):
     parts = [sql.SQL(head), sql.Identifier(name),
              sql.SQL("ON ONLY {} USING {} ({})" if only else "ON {} USING {} ({})").format(
                  sql.Identifier(*table), sql.Identifier(ix.method), sql.SQL(", ").join(elements))]
-    if include:
-        parts.append(sql.SQL("INCLUDE ({})").format(sql.SQL(", ").join(sql.Identifier(c) for c in include)))
-    if ix.nulls_not_distinct:
-        parts.append(sql.SQL("NULLS NOT DISTINCT"))
-    opts = with_options(ix.reloptions)
-    if opts is not None:
-        parts.append(opts)
-    if ix.tablespace:
-        parts.append(sql.SQL("TABLESPACE {}").format(sql.Identifier(ix.tablespace)))
+    parts += index_parameters(include, ix.reloptions, ix.tablespace, nulls_not_distinct=ix.nulls_not_distinct)
     if ix.predicate:
         parts.append(sql.SQL("WHERE {}").format(sql.SQL(ix.predicate)))
     return sql.SQL(" ").join(parts)

@@ -234,6 +234,21 @@ def _table_label(raw):
     return "partitioning_tables entry"
 
 
+def _required_name(raw, key, parse, problems, what, shape):
+    """``parse(raw[key])``, or None with the problem added: missing, not a string, or not a name."""
+    value = raw.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        problems.add(key, "is required (%s)" % what)
+    elif not isinstance(value, str):
+        problems.add(key, "must be %s, got %r" % (shape, value))
+    else:
+        try:
+            return parse(value)
+        except PartitioningError as e:
+            problems.add(key, e.msg)
+    return None
+
+
 def _collect(raw, defaults, problems):
     """Validate ``raw`` into the keyword arguments of TableSpec, adding to ``problems``."""
     if not isinstance(raw, dict):
@@ -251,30 +266,14 @@ def _collect(raw, defaults, problems):
             problems.add(key, "unknown key%s (known: %s)" % (did_you_mean(key, ALL_KEYS), ", ".join(ALL_KEYS)))
     out = {}
 
-    # table
-    table = raw.get("table")
-    if table is None or (isinstance(table, str) and not table.strip()):
-        problems.add("table", "is required (schema.table; unqualified means public)")
-    elif not isinstance(table, str):
-        problems.add("table", "must be a string like public.revenues, got %r" % (table,))
-    else:
-        try:
-            out["schema"], out["name"] = parse_table(table)
-            out["table_name"] = qualified(out["schema"], out["name"])
-        except PartitioningError as e:
-            problems.add("table", e.msg)
-
-    # partition_key
-    key = raw.get("partition_key")
-    if key is None or (isinstance(key, str) and not key.strip()):
-        problems.add("partition_key", "is required (the column to partition by)")
-    elif not isinstance(key, str):
-        problems.add("partition_key", "must be a column name, got %r" % (key,))
-    else:
-        try:
-            out["partition_key"] = parse_column(key)
-        except PartitioningError as e:
-            problems.add("partition_key", e.msg)
+    table = _required_name(raw, "table", parse_table, problems, "schema.table; unqualified means public",
+                           "a string like public.revenues")
+    if table is not None:
+        out["schema"], out["name"] = table
+        out["table_name"] = qualified(*table)
+    key = _required_name(raw, "partition_key", parse_column, problems, "the column to partition by", "a column name")
+    if key is not None:
+        out["partition_key"] = key
 
     # strategy
     strategy = raw.get("strategy", "range")

@@ -176,54 +176,50 @@ TEXTS = {
         '    Context: schema (where the functions go), state (the state schema), marker (comment), defaults.\n'
         '    Installed by module_utils/maintain/functions.py; every object is re-created when the text changes. #}\n'
         '\n'
-        '-- The first day of the period of p_interval that contains p_day (ISO weeks start on Monday).\n'
-        'CREATE FUNCTION {{ schema|ident }}.calendar_floor(p_day date, p_interval text) RETURNS date\n'
+        '{#- by_interval(): the body of a function of p_interval, its arms given by the call block: one\n'
+        '    arm per interval, and the same error for any other. #}\n'
+        '{% macro by_interval() %}\n'
         'LANGUAGE plpgsql IMMUTABLE STRICT AS $fn$\n'
         'BEGIN\n'
         '    CASE p_interval\n'
+        '{{ caller() }}\n'
+        "        ELSE RAISE EXCEPTION 'unknown interval %: one of daily, weekly, monthly, quarterly, yearly', p_interva"
+        'l\n'
+        "             USING ERRCODE = 'invalid_parameter_value';\n"
+        '    END CASE;\n'
+        'END $fn$;\n'
+        '{% endmacro %}\n'
+        '\n'
+        '-- The first day of the period of p_interval that contains p_day (ISO weeks start on Monday).\n'
+        'CREATE FUNCTION {{ schema|ident }}.calendar_floor(p_day date, p_interval text) RETURNS date\n'
+        '{% call by_interval() %}\n'
         "        WHEN 'daily' THEN RETURN p_day;\n"
         "        WHEN 'weekly' THEN RETURN p_day - (extract(isodow FROM p_day)::integer - 1);\n"
         "        WHEN 'monthly' THEN RETURN date_trunc('month', p_day::timestamp)::date;\n"
         "        WHEN 'quarterly' THEN RETURN date_trunc('quarter', p_day::timestamp)::date;\n"
         "        WHEN 'yearly' THEN RETURN date_trunc('year', p_day::timestamp)::date;\n"
-        "        ELSE RAISE EXCEPTION 'unknown interval %: one of daily, weekly, monthly, quarterly, yearly', p_interva"
-        'l\n'
-        "             USING ERRCODE = 'invalid_parameter_value';\n"
-        '    END CASE;\n'
-        'END $fn$;\n'
+        '{% endcall %}\n'
         '\n'
         '-- The boundary after p_boundary (itself a boundary of p_interval).\n'
         'CREATE FUNCTION {{ schema|ident }}.calendar_next(p_boundary date, p_interval text) RETURNS date\n'
-        'LANGUAGE plpgsql IMMUTABLE STRICT AS $fn$\n'
-        'BEGIN\n'
-        '    CASE p_interval\n'
+        '{% call by_interval() %}\n'
         "        WHEN 'daily' THEN RETURN p_boundary + 1;\n"
         "        WHEN 'weekly' THEN RETURN p_boundary + 7;\n"
         "        WHEN 'monthly' THEN RETURN (p_boundary + interval '1 month')::date;\n"
         "        WHEN 'quarterly' THEN RETURN (p_boundary + interval '3 months')::date;\n"
         "        WHEN 'yearly' THEN RETURN (p_boundary + interval '1 year')::date;\n"
-        "        ELSE RAISE EXCEPTION 'unknown interval %: one of daily, weekly, monthly, quarterly, yearly', p_interva"
-        'l\n'
-        "             USING ERRCODE = 'invalid_parameter_value';\n"
-        '    END CASE;\n'
-        'END $fn$;\n'
+        '{% endcall %}\n'
         '\n'
         '-- The suffix of the partition starting at p_boundary: 2025_01_15, 2025_w03 (ISO year and week),\n'
         '-- 2025_01, 2025_q1, 2025.\n'
         'CREATE FUNCTION {{ schema|ident }}.calendar_suffix(p_boundary date, p_interval text) RETURNS text\n'
-        'LANGUAGE plpgsql IMMUTABLE STRICT AS $fn$\n'
-        'BEGIN\n'
-        '    CASE p_interval\n'
+        '{% call by_interval() %}\n'
         "        WHEN 'daily' THEN RETURN to_char(p_boundary, 'YYYY_MM_DD');\n"
         '        WHEN \'weekly\' THEN RETURN to_char(p_boundary, \'IYYY"_w"IW\');\n'
         "        WHEN 'monthly' THEN RETURN to_char(p_boundary, 'YYYY_MM');\n"
         '        WHEN \'quarterly\' THEN RETURN to_char(p_boundary, \'YYYY"_q"Q\');\n'
         "        WHEN 'yearly' THEN RETURN to_char(p_boundary, 'YYYY');\n"
-        "        ELSE RAISE EXCEPTION 'unknown interval %: one of daily, weekly, monthly, quarterly, yearly', p_interva"
-        'l\n'
-        "             USING ERRCODE = 'invalid_parameter_value';\n"
-        '    END CASE;\n'
-        'END $fn$;\n'
+        '{% endcall %}\n'
         '\n'
         "-- Integer keys partitioned by a numeric width: the width's edge at or below p_value, and the\n"
         '-- suffix of the partition starting there (1000000, m1000000 below zero).\n'

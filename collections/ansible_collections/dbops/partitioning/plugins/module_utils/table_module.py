@@ -32,6 +32,27 @@ TABLE_ARGUMENT_SPEC = dict(spec=dict(type="dict", default={}),
                            table=dict(type="str"),
                            state_schema=dict(type="str"))
 
+# Knobs measured in fractions of a second or of a millisecond; every other number is whole.
+FRACTIONAL_KNOBS = ("max_replica_lag_s", "max_app_latency_ms", "max_xact_age_s", "max_runtime_s")
+_OPTION_TYPES = dict(bool="bool", ident="str", path="path")
+
+
+def tuning_options(*names):
+    """The module options that set the TUNING knobs ``names``: their types follow the knobs',
+    and none has a default (the table's resolved spec gives it)."""
+    out = {}
+    for name in names:
+        kind = TUNING[name][1]
+        if isinstance(kind, tuple):
+            out[name] = dict(type="str", choices=list(kind))
+        else:
+            out[name] = dict(type=_OPTION_TYPES.get(kind, "float" if name in FRACTIONAL_KNOBS else "int"))
+    return out
+
+
+# The lock options of the modules that take the table's locks (doc fragment managed_table.lock_retry).
+LOCK_RETRY_OPTIONS = tuning_options("lock_timeout_ms", "swap_retries")
+
 
 @dataclass
 class ManagedTable:

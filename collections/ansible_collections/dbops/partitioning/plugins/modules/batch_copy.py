@@ -196,20 +196,12 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import 
 from ansible_collections.dbops.partitioning.plugins.module_utils.migrate.reconcile import pending_count
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
-    managed_table, run_table_module)
+    managed_table, run_table_module, tuning_options)
 
 ALLOWED = backfill.COPY_PHASES + backfill.DONE_PHASES
-OPTIONS = dict(batch_size=dict(type="int"),
-               batch_sleep_ms=dict(type="int"),
-               batch_target_ms=dict(type="int"),
-               max_replica_lag_s=dict(type="float"),
-               max_active_backends=dict(type="int"),
-               max_lock_waiters=dict(type="int"),
-               max_app_latency_ms=dict(type="float"),
-               copy_workers=dict(type="int"),
-               verify_batches=dict(type="bool"),
-               lock_timeout_ms=dict(type="int"),
-               swap_retries=dict(type="int"),
+OPTIONS = dict(tuning_options("batch_size", "batch_sleep_ms", "batch_target_ms", "max_replica_lag_s",
+                              "max_active_backends", "max_lock_waiters", "max_app_latency_ms", "copy_workers",
+                              "verify_batches", "lock_timeout_ms", "swap_retries"),
                max_call_s=dict(type="float", default=60),
                deadline=dict(type="float"))
 

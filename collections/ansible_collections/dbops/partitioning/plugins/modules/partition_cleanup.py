@@ -78,13 +78,12 @@ queries:
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import cleanup
 from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
-    managed_table, run_table_module)
+    LOCK_RETRY_OPTIONS, managed_table, run_table_module)
 
 OPTIONS = dict(min_soak_s=dict(type="float", default=86400),
                dump_dir=dict(type="path"),
                pg_dump=dict(type="path"),
-               lock_timeout_ms=dict(type="int"),
-               swap_retries=dict(type="int"))
+               **LOCK_RETRY_OPTIONS)
 
 
 def _target(params):

@@ -207,7 +207,8 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers imp
 from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
-from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import run_table_module
+from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
+    LOCK_RETRY_OPTIONS, run_table_module)
 
 SPEC_OPTIONS = ("table", "partition_key", "strategy", "interval", "premake", "start", "max_partitions", "partitions",
                 "values", "default_partition", "inbound_foreign_keys", "retention", "retention_action",
@@ -225,10 +226,9 @@ OPTIONS = dict(defaults=dict(type="dict", default={}),
                inbound_foreign_keys=dict(type="str", choices=["refuse", "drop"]),
                retention=dict(type="int"),
                retention_action=dict(type="str"),
-               lock_timeout_ms=dict(type="int"),
-               swap_retries=dict(type="int"),
                now=dict(type="str"),
-               runbook_schema=dict(type="str"))
+               runbook_schema=dict(type="str"),
+               **LOCK_RETRY_OPTIONS)
 
 
 def _target(params):

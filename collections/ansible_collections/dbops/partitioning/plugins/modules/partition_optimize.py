@@ -81,9 +81,10 @@ queries:
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.maintain.optimize import optimize
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
-from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import managed_table, run_table_module
+from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
+    LOCK_RETRY_OPTIONS, managed_table, run_table_module)
 
-OPTIONS = dict(lock_timeout_ms=dict(type="int"), swap_retries=dict(type="int"))
+OPTIONS = LOCK_RETRY_OPTIONS
 
 
 def _target(params):

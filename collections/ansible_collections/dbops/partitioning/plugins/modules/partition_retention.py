@@ -138,7 +138,7 @@ queries:
 from ansible_collections.dbops.partitioning.plugins.module_utils.maintain import target
 from ansible_collections.dbops.partitioning.plugins.module_utils.maintain.retention import retention
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
-from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import run_table_module
+from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import run_table_module, tuning_options
 
 
 def work(module, session, resolved):
@@ -150,8 +150,8 @@ def work(module, session, resolved):
 
 def main():
     run_table_module("partition_retention", work, dict(
-        target.ARGUMENT_SPEC, retention_dump_dir=dict(type="path"), pg_dump=dict(type="path"),
-        pg_restore=dict(type="path")), resolve=target.from_params)
+        target.ARGUMENT_SPEC, pg_dump=dict(type="path"), pg_restore=dict(type="path"),
+        **tuning_options("retention_dump_dir")), resolve=target.from_params)
 
 
 if __name__ == "__main__":

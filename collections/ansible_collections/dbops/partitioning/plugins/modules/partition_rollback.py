@@ -89,10 +89,10 @@ queries:
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import rollback
-from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import run_table_module
+from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
+    LOCK_RETRY_OPTIONS, run_table_module)
 
-OPTIONS = dict(lock_timeout_ms=dict(type="int"),
-               swap_retries=dict(type="int"),
+OPTIONS = dict(LOCK_RETRY_OPTIONS,
                keep_twin=dict(type="bool", default=False),
                forget=dict(type="bool", default=False),
                accept_loss=dict(type="bool", default=False))

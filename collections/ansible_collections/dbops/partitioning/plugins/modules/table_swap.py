@@ -132,14 +132,12 @@ queries:
 
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
-from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import run_table_module
+from ansible_collections.dbops.partitioning.plugins.module_utils.table_module import (
+    run_table_module, tuning_options)
 
-OPTIONS = dict(lock_timeout_ms=dict(type="int"),
-               swap_retries=dict(type="int"),
-               max_xact_age_s=dict(type="float"),
-               max_replica_lag_s=dict(type="float"),
+OPTIONS = dict(tuning_options("lock_timeout_ms", "swap_retries", "max_xact_age_s", "max_replica_lag_s",
+                              "final_check"),
                require_approval=dict(type="bool"),
-               final_check=dict(type="str", choices=["full", "none"]),
                analyze=dict(type="bool", default=True))
 
 

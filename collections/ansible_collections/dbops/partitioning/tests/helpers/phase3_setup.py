@@ -42,6 +42,16 @@ def run(conn, *stmts):
     cur.close()
 
 
+def write_unsynced(conn, statement, pending_key=None):
+    """``statement`` on public.revenues with its sync trigger off (a write the other table misses);
+    ``pending_key`` (an id) is then logged for reconciliation, as a REPEATABLE READ writer would."""
+    run(conn, "ALTER TABLE public.revenues DISABLE TRIGGER partitioning_sync", statement,
+        "ALTER TABLE public.revenues ENABLE ALWAYS TRIGGER partitioning_sync")
+    if pending_key is not None:
+        conn.cursor().execute("INSERT INTO partitioning.pending_keys (table_name, pk, reason) "
+                              "VALUES ('public.revenues', jsonb_build_object('id', %s), 'test')", (pending_key,))
+
+
 def create_original(conn, db, rows=2000, identity=False, extras=True):
     """public.revenues with a serial (or identity ALWAYS) key, and what the swap must carry over."""
     role = role_name(db)

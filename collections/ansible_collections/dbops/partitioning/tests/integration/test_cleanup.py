@@ -12,7 +12,7 @@ import tempfile
 
 import pytest
 
-from ..helpers.phase3_setup import Writers, make_verified, phase, rows_of
+from ..helpers.phase3_setup import Writers, make_verified, phase, rows_of, write_unsynced
 from ..helpers.switchover import TABLES, lock_knobs, one, switch
 from ..helpers.playbook_runner import run_playbook
 
@@ -40,9 +40,7 @@ def test_cleanup_refusals(pg, db):
         clean(pg, db, min_soak_s=3600)
     assert "soak time" in err.value.msg
     # a difference between the new table and _old (a write that bypassed the reverse sync)
-    one(conn, "ALTER TABLE public.revenues DISABLE TRIGGER partitioning_sync")
-    one(conn, "UPDATE public.revenues SET amount = amount + 1 WHERE id = 5")
-    one(conn, "ALTER TABLE public.revenues ENABLE ALWAYS TRIGGER partitioning_sync")
+    write_unsynced(conn, "UPDATE public.revenues SET amount = amount + 1 WHERE id = 5")
     with pytest.raises(PartitioningError) as err:
         clean(pg, db)
     assert "different" in err.value.msg

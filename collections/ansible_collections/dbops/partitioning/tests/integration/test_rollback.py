@@ -8,7 +8,7 @@
 """
 import pytest
 
-from ..helpers.phase3_setup import Writers, is_partitioned, make_verified, phase, rows_of
+from ..helpers.phase3_setup import Writers, is_partitioned, make_verified, phase, rows_of, write_unsynced
 from ..helpers.playbook_runner import run_playbook
 from ..helpers.switchover import TABLES, assert_original_back, one, roll, switch
 
@@ -109,21 +109,13 @@ def test_pending_keys_reconciled_under_the_lock_both_ways(pg, db):
     make_verified(pg, db, rows=100, extras=False)
     conn = pg.connect(db)
     # forward: the twin misses a change of row 5; the key is pending
-    one(conn, "ALTER TABLE public.revenues DISABLE TRIGGER partitioning_sync")
-    one(conn, "UPDATE public.revenues SET amount = 777 WHERE id = 5")
-    one(conn, "ALTER TABLE public.revenues ENABLE ALWAYS TRIGGER partitioning_sync")
-    one(conn, "INSERT INTO partitioning.pending_keys (table_name, pk, reason) "
-              "VALUES ('public.revenues', '{\"id\": 5}', 'test')")
+    write_unsynced(conn, "UPDATE public.revenues SET amount = 777 WHERE id = 5", pending_key=5)
     result, _unused = switch(pg, db)
     assert result["reconciled"] == 1
     assert rows_of(conn, "public.revenues") == rows_of(conn, "public.revenues_old")
     assert one(conn, "SELECT amount FROM public.revenues WHERE id = 5")[0][0] == 777
     # reverse: _old misses a change of row 7; the key is pending
-    one(conn, "ALTER TABLE public.revenues DISABLE TRIGGER partitioning_sync")
-    one(conn, "UPDATE public.revenues SET amount = 888 WHERE id = 7")
-    one(conn, "ALTER TABLE public.revenues ENABLE ALWAYS TRIGGER partitioning_sync")
-    one(conn, "INSERT INTO partitioning.pending_keys (table_name, pk, reason) "
-              "VALUES ('public.revenues', '{\"id\": 7}', 'test')")
+    write_unsynced(conn, "UPDATE public.revenues SET amount = 888 WHERE id = 7", pending_key=7)
     result, _unused = roll(pg, db)
     assert result["changed"]
     assert one(conn, "SELECT amount FROM public.revenues WHERE id = 7")[0][0] == 888

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from ..helpers.phase3_setup import Writers, is_partitioned, make_verified, phase, rows_of
+from ..helpers.phase3_setup import Writers, is_partitioned, make_verified, phase, rows_of, write_unsynced
 from ..helpers.playbook_runner import run_playbook
 from ..helpers.switchover import TABLES, assert_carried_over, lock_knobs, one, roll, swap_knobs, switch
 
@@ -175,8 +175,7 @@ def test_refused_before_verification(pg, db):
     assert "phase 'verified'" in err.value.msg
     # a twin that differs from the original is refused by the last check
     one(conn, "UPDATE partitioning.tables SET phase = 'verified'")
-    one(conn, "ALTER TABLE public.revenues DISABLE TRIGGER partitioning_sync")
-    one(conn, "DELETE FROM public.revenues WHERE id = 1")
+    write_unsynced(conn, "DELETE FROM public.revenues WHERE id = 1")
     with pytest.raises(PartitioningError) as err:
         switch(pg, db)
     assert "different" in err.value.msg

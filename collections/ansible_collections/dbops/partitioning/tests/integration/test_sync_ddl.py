@@ -69,7 +69,7 @@ def _verified(pg, db, guarded):
             "GRANT pg_read_all_stats TO %s" % user)    # the guards see other sessions (HP21)
     session = _session(pg, db, user)
     try:
-        prepare_table(session, SqlTemplates.bundled(), normalize_spec(dict(SPEC)), STATE, now=NOW)
+        _prepare_again(session)
     finally:
         session.close()
     run(conn, "INSERT INTO public.revenues_partitioned SELECT * FROM public.revenues ON CONFLICT DO NOTHING",
@@ -121,18 +121,34 @@ def test_ddl_during_the_migration_never_fails_a_write(pg, db, case, guarded):
             backfill.load_context(session, STATE, row)
         assert "phase1_prepare.yml" in err.value.msg
     # ONE re-run of phase 1, then phase 2's reconcile: in step, exactly
-    prepare_table(session, SqlTemplates.bundled(), normalize_spec(dict(SPEC)), STATE, now=NOW)
+    _prepare_again(session)
     assert sync_ddl.drift(session, STATE, ("public", "revenues"), ("public", "revenues_partitioned"),
                           (STATE, "public__revenues__fwd")) == []
     ctx = backfill.load_context(session, STATE, row)
     reconcile.reconcile(session, ctx)
     for w in writes[1:] + ["UPDATE public.revenues SET amount = amount + 1 WHERE id = 8"]:   # synced again
         run(app, w)
-    cols = _columns(app)
-    assert _table(app, "public.revenues", cols) == _table(app, "public.revenues_partitioned", cols)
+    _assert_in_step(app)
     assert _q(app, "SELECT count(*) FROM partitioning.pending_keys") == [(0,)]
     session.close()
     app.close()
+
+
+def _prepare_again(session):
+    """Phase 1 run again on the table (it follows the application's DDL)."""
+    prepare_table(session, SqlTemplates.bundled(), normalize_spec(dict(SPEC)), STATE, now=NOW)
+
+
+def _in_step_after_reconcile(session, app):
+    """Phase 2's reconcile, then the original and the twin hold the same rows."""
+    row = session.query("SELECT * FROM partitioning.tables")[0]
+    reconcile.reconcile(session, backfill.load_context(session, STATE, row))
+    _assert_in_step(app)
+
+
+def _assert_in_step(app):
+    cols = _columns(app)
+    assert _table(app, "public.revenues", cols) == _table(app, "public.revenues_partitioned", cols)
 
 
 def _xids_of(conn, statements):
@@ -161,8 +177,7 @@ def test_a_guarded_sync_caps_its_subtransactions_per_transaction(pg, db):
     app = pg.connect(db)
     xids = _xids_of(app, BULK)
     assert 1 <= xids <= sync.GUARD_ROWS + 1
-    cols = _columns(app)
-    assert _table(app, "public.revenues", cols) == _table(app, "public.revenues_partitioned", cols)
+    _assert_in_step(app)
     assert _q(app, "SELECT count(*) FROM partitioning.pending_keys") == [(0,)]
     app.close()
 
@@ -177,11 +192,8 @@ def test_a_guarded_sync_after_drift_logs_the_rest_of_the_transaction_without_sub
     assert _xids_of(app, BULK) <= 2
     assert _q(app, "SELECT count(*) > 0 FROM partitioning.pending_keys") == [(True,)]
     session = _session(pg, db, user)
-    prepare_table(session, SqlTemplates.bundled(), normalize_spec(dict(SPEC)), STATE, now=NOW)
-    row = session.query("SELECT * FROM partitioning.tables")[0]
-    reconcile.reconcile(session, backfill.load_context(session, STATE, row))
-    cols = _columns(app)
-    assert _table(app, "public.revenues", cols) == _table(app, "public.revenues_partitioned", cols)
+    _prepare_again(session)
+    _in_step_after_reconcile(session, app)
     session.close()
     app.close()
 
@@ -199,15 +211,12 @@ def test_partition_key_made_nullable_keeps_writes_working_and_phase1_names_the_f
         "UPDATE public.revenues SET occurred_at = NULL WHERE id = 5")
     session = _session(pg, db, user)
     with pytest.raises(PartitioningError) as err:
-        prepare_table(session, SqlTemplates.bundled(), normalize_spec(dict(SPEC)), STATE, now=NOW)
+        _prepare_again(session)
     assert "occurred_at" in err.value.msg and "SET NOT NULL" in err.value.msg
     assert "Unexpected error" not in err.value.msg
     run(app, "DELETE FROM public.revenues WHERE occurred_at IS NULL",
         "ALTER TABLE public.revenues ALTER COLUMN occurred_at SET NOT NULL")
-    prepare_table(session, SqlTemplates.bundled(), normalize_spec(dict(SPEC)), STATE, now=NOW)
-    row = session.query("SELECT * FROM partitioning.tables")[0]
-    reconcile.reconcile(session, backfill.load_context(session, STATE, row))
-    cols = _columns(app)
-    assert _table(app, "public.revenues", cols) == _table(app, "public.revenues_partitioned", cols)
+    _prepare_again(session)
+    _in_step_after_reconcile(session, app)
     session.close()
     app.close()

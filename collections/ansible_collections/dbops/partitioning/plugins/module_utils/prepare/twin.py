@@ -46,7 +46,8 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import 
     attached_indexes, describe_relation, describe_table, grant_statement, missing_grants, policy_statement)
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import derived_name, qualified
-from ansible_collections.dbops.partitioning.plugins.module_utils.indexes import build_online, index_statement, with_options
+from ansible_collections.dbops.partitioning.plugins.module_utils.indexes import (
+    build_online, index_parameters, index_statement, with_options)
 
 try:
     from psycopg2 import sql
@@ -182,14 +183,8 @@ def _key_constraint_sql(twin, name, con, index, key):
             parts.append(sql.SQL("NULLS NOT DISTINCT"))
     parts.append(sql.SQL("({})").format(_idents(_with_key(con.columns, key))))
     if index is not None:
-        include = [c for c in index.include_columns if c != key]
-        if include:
-            parts.append(sql.SQL("INCLUDE ({})").format(_idents(include)))
-        opts = with_options(index.reloptions)
-        if opts is not None:
-            parts.append(opts)
-        if index.tablespace:
-            parts.append(sql.SQL("USING INDEX TABLESPACE {}").format(sql.Identifier(index.tablespace)))
+        parts += index_parameters([c for c in index.include_columns if c != key], index.reloptions,
+                                  index.tablespace, constraint=True)
     if con.deferrable:
         parts.append(sql.SQL("DEFERRABLE"))
         if index is not None and index.initially_deferred:
