@@ -16,6 +16,7 @@ e. The whole of phase 2 as ``ansible-playbook phase2_migrate.yml`` runs it (benc
 f. Workers: ``copy_workers`` 1, 2 and 4 on the table of part a, alternated: rows/s, the WAL
    written per second (pg_stat_wal) and how busy the machine's CPUs were.
 """
+import json
 import os
 import sys
 import time
@@ -404,9 +405,29 @@ def workers(srv, opts):
 
 # --- driver -----------------------------------------------------------------------------------
 
+PARTS = ("throughput", "large", "flatness", "workers", "latency", "phase2")
+
+
+def earlier_results(opts):
+    """The published results of the parts this run leaves out (``--backfill-parts``): a part run
+    again alone replaces its own results and keeps the others' (each says when it ran)."""
+    results = dict((k, {}) for k in PARTS)
+    try:
+        with open(os.path.join(opts.outdir, "backfill.json")) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return results
+    ran = set(opts.backfill_parts.split(","))
+    ran |= {"flatness"} if "large" in ran else set()
+    for key in PARTS:
+        if key not in ran:
+            results[key] = dict((int(m), v) for m, v in (data.get(key) or {}).items())
+    return results
+
+
 def run(servers, opts):
     api()
-    results = dict(throughput={}, large={}, flatness={}, workers={}, latency={}, phase2={})
+    results = earlier_results(opts)
     steps = [("throughput", lambda srv: throughput(srv, opts, PART_A_DB, opts.backfill_rows,
                                                    ["ours", "insert_select", "ours_locked", "partman"],
                                                    opts.backfill_rounds)),

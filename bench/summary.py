@@ -52,6 +52,12 @@ def trigger_block(data):
         + server_side)
 
 
+def _dated(data, key):
+    """"Run of <dates>." of one part of the backfill results (its parts may be run apart)."""
+    dates = sorted(set(_date(v["facts"]) for v in data.get(key, {}).values()))
+    return "Run of %s.\n\n" % ", ".join(dates) if dates else ""
+
+
 def backfill_block(data):
     out = []
     for key, what in (("throughput", "copy"), ("large", "copy")):
@@ -63,9 +69,8 @@ def backfill_block(data):
                          rt.get("ours_locked_insert"), rt.get("ours_partman"),
                          "%s rounds, per round %s" % (tp["facts"]["rounds"], ", ".join(
                              fmt(x["ours_insert"]) for x in tp.get("per_round", {}).values()))])
-            date = _date(tp["facts"])
         if rows:
-            out.append(("Run of %s.\n\n" % date if not out else "") + md_table(
+            out.append(_dated(data, key) + md_table(
                 ["server", "rows", "ours rows/s", "INSERT…SELECT rows/s", "ours/insert", "goal >= 0.85",
                  "every row locked / insert", "ours/pg_partman", "noise"], rows))
     rows = []
@@ -74,7 +79,7 @@ def backfill_block(data):
                      p2["median_s"]["insert_select"], p2["raw_over_phase2"],
                      "yes" if (p2["raw_over_phase2"] or 0) >= 0.5 else "NO"])
     if rows:
-        out.append(md_table(["server", "rows", "phase2_migrate.yml s", "INSERT…SELECT s", "raw / whole phase 2",
+        out.append(_dated(data, "phase2") + md_table(["server", "rows", "phase2_migrate.yml s", "INSERT…SELECT s", "raw / whole phase 2",
                              "goal >= 0.5"], rows))
     rows = []
     for major, lt in sorted(data.get("latency", {}).items(), key=lambda kv: -int(kv[0])):
@@ -83,7 +88,7 @@ def backfill_block(data):
                          "NO", lt["tps_ratio"][v], "yes" if (lt["tps_ratio"][v] or 0) >= 0.8 else "NO",
                          lt["copy_rows_per_s"][v]])
     if rows:
-        out.append(md_table(["server", "backfill", "p99 during / alone", "goal <= 3", "tps during / alone",
+        out.append(_dated(data, "latency") + md_table(["server", "backfill", "p99 during / alone", "goal <= 3", "tps during / alone",
                              "goal >= 0.8", "copy rows/s meanwhile"], rows) + "\n\n![latency](IMGDIR/backfill_latency.png)")
     rows = []
     for major, w in sorted(data.get("workers", {}).items(), key=lambda kv: -int(kv[0])):
@@ -92,14 +97,14 @@ def backfill_block(data):
             rows.append(["PostgreSQL %s" % major, n, m["rows_per_s"], w["speedup"][n], m["wal_mb_per_s"],
                          "%.0f%%" % (100 * (m["cpu_busy"] or 0))])
     if rows:
-        out.append(md_table(["server", "copy_workers", "rows/s", "speed-up", "WAL MB/s", "CPUs busy"], rows) +
+        out.append(_dated(data, "workers") + md_table(["server", "copy_workers", "rows/s", "speed-up", "WAL MB/s", "CPUs busy"], rows) +
                    "\n\n![workers](IMGDIR/backfill_workers.png)")
     rows = []
     for major, f in sorted(data.get("flatness", {}).items(), key=lambda kv: -int(kv[0])):
         rows.append(["PostgreSQL %s" % major, f["rows"], f["batches"], f["last_first_ratio"],
                      f.get("reference_last_first_ratio"), f.get("normalized_last_first_ratio")])
     if rows:
-        out.append(md_table(["server", "rows copied", "batches", "ms/1k rows last/first decile",
+        out.append(_dated(data, "large") + md_table(["server", "rows copied", "batches", "ms/1k rows last/first decile",
                              "reference last/first (the machine)", "normalized last/first"], rows)
                    + "\n\n![time per batch](IMGDIR/backfill_batches.png)")
     return "\n\n".join(out)

@@ -168,7 +168,9 @@ def server_side_costs(conn, switch, opts):
     the ratio within each round (paired, like the pgbench figures): a shared machine's slow drift
     cancels out of each pair."""
     import time as _time
-    n = max(100, min(3000, opts.trigger_rows // 10))
+    # about a second per loop: a loop of a few milliseconds' writes (3000 rows, the earlier
+    # size) moved by tens of percent with any other process's burst of work
+    n = max(100, min(20000, opts.trigger_rows // 5))
     cur = conn.cursor()
     per_row = {(v, w): [] for v in VARIANTS for w in WORKLOADS}
     for order in common.rotations(VARIANTS, max(4, opts.rounds)):
