@@ -88,7 +88,7 @@ def phase_of(conn):
 
 def run_ours(srv, dbname, hook=None, seconds=None, finish=True, verify_batches=False, **overrides):
     """Our backfill from the start, with the module's defaults (``overrides``: CopyOptions fields, or
-    ``max_app_latency_ms``). Copies to the end and finishes (phase 'copied'), or for ``seconds``.
+    ``app_guard=False``: the latency guard off). Copies to the end and finishes (phase 'copied'), or for ``seconds``.
     Returns (seconds, rows copied), or with ``seconds`` the call's totals."""
     from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store
     a = api()
@@ -101,8 +101,8 @@ def run_ours(srv, dbname, hook=None, seconds=None, finish=True, verify_batches=F
         a["start_backfill"](sess, tpl, ctx, row, overrides.get("copy_workers", 1))
         opts = a["CopyOptions"].from_tuning(default_tuning())
         opts.verify_batches = verify_batches
-        if "max_app_latency_ms" in overrides:
-            opts.limits.max_app_latency_ms = overrides.pop("max_app_latency_ms")
+        if not overrides.pop("app_guard", True):
+            opts.limits.max_app_latency_ms = opts.limits.max_app_slowdown_pct = 0
         for k, v in overrides.items():
             setattr(opts, k, v)
         hooks = dict(after_batch=hook) if hook is not None else {}

@@ -6,8 +6,8 @@ updates of random existing ids (1:1), on the original with its sync trigger — 
 
 * ``alone``: the load without a backfill;
 * ``guarded``: the load while our backfill copies with the module's defaults (the latency guard
-  on, ``max_app_latency_ms`` = the spec's default);
-* ``unguarded``: the same with the guard off (``max_app_latency_ms: 0``).
+  on: ``max_app_latency_ms`` and ``max_app_slowdown_pct`` at the spec's defaults);
+* ``unguarded``: the same with the guard off (both 0).
 
 Each run lasts ``latency_window_s``; the copy runs for that window (it need not finish). Counted:
 the transactions that started inside the window — their p50 and p99 latency and their rate
@@ -29,9 +29,11 @@ def latency(srv, opts, bf):
     dbname = "bench_latency"
     conn, how = bf.build(srv, dbname, opts.latency_rows)
     window = opts.latency_window_s
-    guard_ms = bf.default_tuning()["max_app_latency_ms"]
+    tuning = bf.default_tuning()
     facts = common.setup_facts(srv, conn, rows=opts.latency_rows, rounds=opts.backfill_rounds, window_s=window,
-                               clients=opts.latency_clients, twin_built_by=how, max_app_latency_ms=guard_ms,
+                               clients=opts.latency_clients, twin_built_by=how,
+                               max_app_latency_ms=tuning["max_app_latency_ms"],
+                               max_app_slowdown_pct=tuning["max_app_slowdown_pct"],
                                load="pgbench closed loop, %d clients (no rate limit), single-row insert + update of a "
                                     "random id (1:1), on the original with the sync trigger" % opts.latency_clients)
     runs = []
@@ -47,7 +49,7 @@ def latency(srv, opts, bf):
                 time.sleep(window)
             else:
                 totals = bf.run_ours(srv, dbname, seconds=window, finish=False, verify_batches=False,
-                                     max_app_latency_ms=guard_ms if v == "guarded" else 0)
+                                     app_guard=v == "guarded")
                 copied, guard = totals["rows"], totals.get("app_latency")
             t1 = time.time()
             res = pb.wait()

@@ -67,7 +67,8 @@ TUNING = {
     "max_runtime_s": (None, "limit"),
     "max_active_backends": (None, "limit"),
     "max_lock_waiters": (None, "limit"),
-    "max_app_latency_ms": (10, "limit"),      # the latency guard (migrate/latency.py); 0/null = off
+    "max_app_latency_ms": (10, "limit"),
+    "max_app_slowdown_pct": (100, "limit"),   # and at most this much slower (100: twice as long); 0/null = no such limit      # the latency guard (migrate/latency.py); 0/null = off
     "state_schema": ("partitioning", "ident"),
     "archive_schema": ("partitioning_archive", "ident"),
     # phase 2 and phase 3 options a table may set for itself (playbooks/tasks/phase*_table.yml)

@@ -65,16 +65,24 @@ options:
     type: int
   max_app_latency_ms:
     description:
-      - The latency guard. While the application is working on the server, a probe timed every
-        100 ms on a connection of the module's own stands for one of its short statements; when the
-        probe takes more than this many milliseconds longer than while no batch runs, or an
-        application statement waits longer than this for a row of a batch, each worker sleeps after
-        its batch for a growing multiple of the batch's duration, until the application is
-        unhindered again (docs/design.md, "Load"). 0 = not watched.
-      - Without C(pg_read_all_stats) (or C(pg_monitor)) the application's sessions are invisible to
-        the probe. It then assumes that the application always works, and warns.
+      - The latency guard. While the application is working on the server, every 100 ms a connection
+        of the module's own reads how long the application's statements in flight have been running;
+        when they run more than this many milliseconds longer than while no batch runs (or more than
+        C(max_app_slowdown_pct) longer), each worker sleeps after its batch for a growing multiple of
+        the batch's duration and halves its next batch, until the application is unhindered again
+        (docs/design.md, "Load"). 0 = no limit in milliseconds.
+      - Without C(pg_read_all_stats) (or C(pg_monitor)) the application's sessions are invisible. The
+        guard then times its own reading instead, assumes that the application always works, and warns.
       - Default the spec's C(max_app_latency_ms), else 10.
     type: float
+  max_app_slowdown_pct:
+    description:
+      - The latency guard's limit relative to the application's own pace - its statements may run at
+        most this many percent longer than while no batch runs (100 - twice as long). What a fast
+        application (statements well under a millisecond) feels first. 0 = no relative limit; with
+        C(max_app_latency_ms) 0 too the guard is off.
+      - Default the spec's C(max_app_slowdown_pct), else 100.
+    type: int
   copy_workers:
     description:
       - Connections copying disjoint key ranges at once. The ranges are fixed when the backfill
@@ -200,8 +208,8 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.table_module im
 
 ALLOWED = backfill.COPY_PHASES + backfill.DONE_PHASES
 OPTIONS = dict(tuning_options("batch_size", "batch_sleep_ms", "batch_target_ms", "max_replica_lag_s",
-                              "max_active_backends", "max_lock_waiters", "max_app_latency_ms", "copy_workers",
-                              "verify_batches", "lock_timeout_ms", "swap_retries"),
+                              "max_active_backends", "max_lock_waiters", "max_app_latency_ms", "max_app_slowdown_pct",
+                              "copy_workers", "verify_batches", "lock_timeout_ms", "swap_retries"),
                max_call_s=dict(type="float", default=60),
                deadline=dict(type="float"))
 

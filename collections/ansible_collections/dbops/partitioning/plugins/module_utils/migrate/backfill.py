@@ -51,6 +51,8 @@ COPY_PHASES = ("prepared", "copying")
 DONE_PHASES = ("copied", "verified") + state_store.SWITCHED_PHASES
 # Progress in the state row and the reconcile of pending keys: at most this often, not per batch.
 REFRESH_S = 1.0
+# The smallest batch the latency guard shrinks a batch to.
+GUARD_MIN_BATCH = 1000
 
 
 @dataclass
@@ -184,7 +186,7 @@ class CopyOptions:
                    lock_timeout_ms=t["lock_timeout_ms"], lock_retries=t["swap_retries"],
                    limits=throttle.Limits(t["max_replica_lag_s"], t["max_active_backends"] or 0,
                                           t["max_lock_waiters"] or 0, t["max_app_latency_ms"] or 0,
-                                          t["allow_blind_guards"]))
+                                          t["max_app_slowdown_pct"] or 0, t["allow_blind_guards"]))
 
 
 class _Run:
@@ -281,6 +283,10 @@ class _Worker:
                 return
             self.size = batch.next_size(self.size, res["seconds"], opts.batch_target_ms, opts.batch_size)
             pause_s = opts.batch_sleep_ms / 1000.0 + self.run.monitor.pause_after(res["seconds"])
+            if self.run.monitor.strained():
+                # a shorter batch holds the rows that the application's writes wait for a shorter
+                # time (but not so short that the copy is all per-batch overhead)
+                self.size = max(min(GUARD_MIN_BATCH, opts.batch_size), self.size // 2)
             if pause_s > 0:
                 self.run.add(throttled_s=pause_s)
                 sleep_ms(min(pause_s, max(0.0, self.deadline - time.time())) * 1000.0)

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The latency guard: the backfill slows down before the application feels it
-(docs/design.md, "Load"; ``max_app_latency_ms``).
+(docs/design.md, "Load"; ``max_app_latency_ms``, ``max_app_slowdown_pct``).
 
 Every ``STEP_S`` the throttle's connection reads ``pg_stat_activity`` once: the application's
 statements in flight (client backends that are not ours, in every database of the server: they
@@ -15,11 +15,14 @@ Its baseline is the same reading while no batch is in flight. While the applicat
 worker pauses ``BASELINE_PAUSE_S`` whenever the baseline is older than ``BASELINE_EVERY_S``.
 
 After each batch the worker compares the mean over the last ``WINDOW_S`` (batches and pauses
-alike) with the baseline. More than ``max_app_latency_ms`` above it is *strained*: the
-worker's sleep after each batch, ``factor`` times the batch's duration, grows by half (and a
-quarter); calm, it shrinks by ``DECAY``. The copy settles at the duty cycle that keeps the
-application's statements within ``max_app_latency_ms`` of their pace without it, and runs at
-full speed when the application is not working.
+alike) with the baseline. More than the allowance above it — ``max_app_latency_ms``, or
+``max_app_slowdown_pct`` of the baseline when that is less (an application of sub-millisecond
+statements feels the copy long before it costs milliseconds) — is *strained*: the worker's
+sleep after each batch, ``factor`` times the batch's duration, grows by half (and a quarter)
+and the worker halves its next batch (backfill.py); calm, the factor shrinks to ``CALM`` of
+itself less ``DECAY``. The copy settles at the duty cycle that keeps the application's
+statements within the allowance of their pace without it, and runs at full speed when the
+application is not working.
 
 Without the privileges to see other roles' sessions (``pg_read_all_stats``, part of
 ``pg_monitor``) the application's statements are invisible. The guard then times its own
@@ -39,9 +42,11 @@ import time
 STEP_S = 0.1
 WINDOW_S = 1.0
 DECAY = 0.05
+CALM = 0.85
 MAX_FACTOR = 20.0
 BASELINE_EVERY_S = 5.0
 BASELINE_PAUSE_S = 0.3
+FLOOR_MS = 0.1
 
 # Active client backends that are not ours, and the mean age of their statements in milliseconds.
 # Statements running longer than LONG_S (a report, a maintenance job) are not the latency the
@@ -62,8 +67,9 @@ SEES_ALL_SQL = ("SELECT rolsuper OR pg_catalog.pg_has_role(current_user, 'pg_rea
 class LatencyGuard:
     """Readings taken by the throttle's monitor; decisions asked by the workers after each batch."""
 
-    def __init__(self, max_app_latency_ms):
-        self.limit_ms = float(max_app_latency_ms)
+    def __init__(self, max_app_latency_ms, max_app_slowdown_pct=0):
+        self.limit_ms = float(max_app_latency_ms or 0)          # 0: no limit in milliseconds
+        self.slowdown = float(max_app_slowdown_pct or 0) / 100  # 0: no limit relative to the pace
         self.lock = threading.Lock()
         self.ours = set()
         self.in_flight = 0
@@ -72,6 +78,7 @@ class LatencyGuard:
         self.idle_at = 0.0
         self.app_at = 0.0
         self.factor = 0.0
+        self.strained = False                          # the last decision
         self.sees_all = True
         self.stats = dict(samples=0, strained=0, max_factor=0.0, baseline_pauses=0)
 
@@ -118,20 +125,29 @@ class LatencyGuard:
             while self.recent and self.recent[0][0] < now - WINDOW_S:
                 self.recent.popleft()
 
+    def allowance_ms(self, baseline_ms):
+        """How much slower than ``baseline_ms`` the application's statements may get: at most
+        ``max_app_latency_ms``, and at most ``max_app_slowdown_pct`` of their own pace (never less
+        than ``FLOOR_MS``, a reading's own noise)."""
+        limits = [x for x in (self.limit_ms, max(baseline_ms * self.slowdown, FLOOR_MS) if self.slowdown else 0) if x]
+        return min(limits)
+
     def _strained(self, now):
         if now - self.app_at > WINDOW_S or not self.idle or not self.recent:
             return False
-        return statistics.mean(r for _t, r in self.recent) > statistics.median(self.idle) + self.limit_ms
+        baseline = statistics.median(self.idle)
+        return statistics.mean(r for _t, r in self.recent) > baseline + self.allowance_ms(baseline)
 
     def pause_after(self, batch_seconds):
         """Seconds the worker sleeps after a batch that took ``batch_seconds``."""
         with self.lock:
             now = time.monotonic()
-            if self._strained(now):
+            self.strained = self._strained(now)
+            if self.strained:
                 self.factor = min(MAX_FACTOR, self.factor * 1.5 + 0.25)
                 self.stats["strained"] += 1
             else:
-                self.factor = max(0.0, self.factor - DECAY)
+                self.factor = max(0.0, self.factor * CALM - DECAY)
             self.stats["max_factor"] = max(self.stats["max_factor"], self.factor)
             pause = self.factor * batch_seconds
             if now - self.app_at < BASELINE_EVERY_S and now - self.idle_at > BASELINE_EVERY_S and \

@@ -52,6 +52,7 @@ class Limits:
     max_active_backends: int = 0
     max_lock_waiters: int = 0
     max_app_latency_ms: float = 0      # 0: the application's latency is not watched (latency.py)
+    max_app_slowdown_pct: float = 0    # 0: no limit relative to the application's own pace (latency.py)
     allow_blind_guards: bool = False   # measure what the role can see when it may not see everything (HP21)
 
 
@@ -126,8 +127,8 @@ class Monitor:
         self.thread = None
         self.error = None
         self.warnings = []
-        lat = getattr(limits, "max_app_latency_ms", 0) or 0
-        self.guard = latency.LatencyGuard(lat) if lat > 0 else None
+        lat, pct = limits.max_app_latency_ms or 0, limits.max_app_slowdown_pct or 0
+        self.guard = latency.LatencyGuard(lat, pct) if lat > 0 or pct > 0 else None
 
     def _needed(self):
         lim = self.limits
@@ -180,6 +181,10 @@ class Monitor:
     def pause_after(self, batch_seconds):
         """Seconds to sleep after a batch that took ``batch_seconds`` (the latency guard's duty cycle)."""
         return self.guard.pause_after(batch_seconds) if self.guard is not None else 0.0
+
+    def strained(self):
+        """Whether the latency guard's last decision found the application strained."""
+        return self.guard is not None and self.guard.strained
 
     def report(self):
         return self.guard.report() if self.guard is not None else None
