@@ -8,9 +8,9 @@ a. Throughput, alternated on one server, on every server: our copy (module_utils
    log), and on PostgreSQL 15 pg_partman 4.7 ``partition_data_proc`` (p_wait 0, its default
    batch: one partition interval) moving a copy of the same rows into a partman-managed twin.
 b. The same at ``flat_rows`` (10M; --quick 1M): ours against INSERT…SELECT, alternated.
-c. Flatness: the time per batch of the first such copy of ours: last-decile / first-decile of
-   the median milliseconds per 1000 rows (must stay ~1), beside a reference copy timed between
-   batches (the machine's own drift).
+c. Flatness: the time per batch of one more copy of ours after those rounds (not counted in b):
+   last-decile / first-decile of the median milliseconds per 1000 rows (must stay ~1), beside a
+   reference copy timed between batches (the machine's own drift).
 d. The application's writes during the backfill (bench/backfill_latency.py).
 e. The whole of phase 2 as ``ansible-playbook phase2_migrate.yml`` runs it (bench/backfill_phase2.py).
 f. Workers: ``copy_workers`` 1, 2 and 4 on the table of part a, alternated: rows/s, the WAL
@@ -209,10 +209,14 @@ def run_partman(conn):
 
 # --- a, b. throughput --------------------------------------------------------------------------
 
-def throughput(srv, opts, dbname, rows, variants, rounds, hook_for=None):
-    """Alternated rounds of ``variants`` on a ``rows``-row table; ``hook_for(round, variant)`` may give
-    an after-batch hook to one of our runs."""
+def throughput(srv, opts, dbname, rows, variants, rounds):
+    """Alternated rounds of ``variants`` on a ``rows``-row table."""
     conn, how = build(srv, dbname, rows)
+    # The first copy after loading a table is slower, whichever it is (the load's aftermath:
+    # checkpoints, autovacuum, caches); the rotation starts with ours, so a warm-up copy that is
+    # not counted takes it.
+    seconds, _n = run_variant(srv, dbname, conn, "insert_select")
+    log("backfill pg%d %d rows warm-up INSERT…SELECT %.2f s (not counted)" % (srv.major, rows, seconds))
     partman = None
     if "partman" in variants:
         partman = partman_available(srv, conn) if srv.major == 15 else None
@@ -228,8 +232,7 @@ def throughput(srv, opts, dbname, rows, variants, rounds, hook_for=None):
     runs = []
     for rnd, order in enumerate(common.rotations(variants, rounds)):
         for v in order:
-            hook = hook_for(rnd, v) if hook_for else None
-            seconds, n = run_variant(srv, dbname, conn, v, hook)
+            seconds, n = run_variant(srv, dbname, conn, v)
             runs.append(dict(round=rnd, variant=v, seconds=seconds, rows=n, rows_per_s=n / seconds))
             log("backfill pg%d %d rows round %d %-13s %7.2f s %9.0f rows/s" % (
                 srv.major, rows, rnd, v, seconds, n / seconds))
@@ -305,26 +308,22 @@ class Reference:
 
 
 def large(srv, opts):
-    """Part b (ours against INSERT…SELECT at ``flat_rows``) with part c (flatness) from the first of ours."""
+    """Part b (ours against INSERT…SELECT at ``flat_rows``), then part c (flatness) from one more copy
+    of ours: its reference copies take time of their own, which the timed rounds must not carry."""
     dbname = "bench_flat"
-    state = dict(batches=[], ref=None)
+    tp = throughput(srv, opts, dbname, opts.flat_rows, ["ours", "insert_select"], opts.flat_rounds)
+    batches, ref = [], Reference(srv, dbname)
 
-    def hook_for(rnd, v):
-        if rnd != 0 or v != "ours":
-            return None
-        state["ref"] = ref = Reference(srv, dbname)
-
-        def after_batch(res):
-            state["batches"].append((res["seconds"], res["locked"]))
-            if len(state["batches"]) % REFERENCE_EVERY == 1:
-                ref.measure(len(state["batches"]), (res.get("last_key") or {}).get("id") or 0)
-        return after_batch
-
-    tp = throughput(srv, opts, dbname, opts.flat_rows, ["ours", "insert_select"], opts.flat_rounds, hook_for)
-    if state["ref"] is not None:
-        state["ref"].close()
+    def after_batch(res):
+        batches.append((res["seconds"], res["locked"]))
+        if len(batches) % REFERENCE_EVERY == 1:
+            ref.measure(len(batches), (res.get("last_key") or {}).get("id") or 0)
+    conn = srv.connect(dbname)
+    run_variant(srv, dbname, conn, "ours", after_batch)
+    conn.close()
+    ref.close()
     common.drop_database(srv, dbname)
-    return tp, flatness_of(state["batches"], state["ref"], tp)
+    return tp, flatness_of(batches, ref, tp)
 
 
 def flatness_of(batches, ref, tp):
@@ -409,8 +408,9 @@ PARTS = ("throughput", "large", "flatness", "workers", "latency", "phase2")
 
 
 def earlier_results(opts):
-    """The published results of the parts this run leaves out (``--backfill-parts``): a part run
-    again alone replaces its own results and keeps the others' (each says when it ran)."""
+    """The published results this run leaves alone (parts not in ``--backfill-parts``, servers not
+    in ``--pg``): a part run again replaces its own results and keeps the others' (each says when
+    it ran)."""
     results = dict((k, {}) for k in PARTS)
     try:
         with open(os.path.join(opts.outdir, "backfill.json")) as f:
@@ -420,8 +420,8 @@ def earlier_results(opts):
     ran = set(opts.backfill_parts.split(","))
     ran |= {"flatness"} if "large" in ran else set()
     for key in PARTS:
-        if key not in ran:
-            results[key] = dict((int(m), v) for m, v in (data.get(key) or {}).items())
+        results[key] = dict((int(m), v) for m, v in (data.get(key) or {}).items()
+                            if key not in ran or int(m) not in opts.all_versions)
     return results
 
 
