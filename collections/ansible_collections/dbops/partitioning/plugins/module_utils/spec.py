@@ -67,8 +67,11 @@ TUNING = {
     "max_runtime_s": (None, "limit"),
     "max_active_backends": (None, "limit"),
     "max_lock_waiters": (None, "limit"),
+    # the latency guard (migrate/latency.py): the application's statements may run this many ms
+    # longer, and this many percent longer (100: twice as long), than without the copy; 0/null = no
+    # such limit, both 0/null = off
     "max_app_latency_ms": (10, "limit"),
-    "max_app_slowdown_pct": (100, "limit"),   # and at most this much slower (100: twice as long); 0/null = no such limit      # the latency guard (migrate/latency.py); 0/null = off
+    "max_app_slowdown_pct": (100, "limit"),
     "state_schema": ("partitioning", "ident"),
     "archive_schema": ("partitioning_archive", "ident"),
     # phase 2 and phase 3 options a table may set for itself (playbooks/tasks/phase*_table.yml)
