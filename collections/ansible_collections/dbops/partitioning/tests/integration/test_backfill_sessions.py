@@ -62,12 +62,15 @@ def test_a_run_that_waited_for_the_lock_continues_where_the_other_left_off(pg, d
     scalar(holder, "SELECT pg_advisory_lock(hashtextextended(%s, 0))", (st.advisory_key(TABLE),))
     late = drv.module_process("batch_copy", pg, db, table=TABLE, batch_size=300)
     try:
-        # the late run has read the state ('prepared') and waits for the table's lock
+        # the late run has read the state ('prepared') and waits for the table's lock: its last
+        # statement is the try (pg_try_advisory_lock) or the look-up of the holder that follows each
+        # failed try; both compute the lock's key (hashtextextended)
         end = time.time() + 60
         while time.time() < end and not scalar(
                 conn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbops.partitioning/batch_copy' "
-                      "AND query LIKE '%%pg_try_advisory_lock%%'"):
+                      "AND query LIKE '%%hashtextextended%%'"):
             time.sleep(0.05)
+        assert time.time() < end, "the late run never tried the table's lock"
         # meanwhile the run holding the lock copies two batches and stops (paused)
         n = []
 
