@@ -129,8 +129,10 @@ class LatencyGuard:
         """How much slower than ``baseline_ms`` the application's statements may get: at most
         ``max_app_latency_ms``, and at most ``max_app_slowdown_pct`` of their own pace (never less
         than ``FLOOR_MS``, a reading's own noise)."""
-        limits = [x for x in (self.limit_ms, max(baseline_ms * self.slowdown, FLOOR_MS) if self.slowdown else 0) if x]
-        return min(limits)
+        allowed = self.limit_ms or float("inf")
+        if self.slowdown:
+            allowed = min(allowed, max(baseline_ms * self.slowdown, FLOOR_MS))
+        return allowed
 
     def _strained(self, now):
         if now - self.app_at > WINDOW_S or not self.idle or not self.recent:
