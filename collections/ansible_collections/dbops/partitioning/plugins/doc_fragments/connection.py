@@ -7,7 +7,7 @@ __metaclass__ = type
 
 class ModuleDocFragment(object):
     # What every module of the collection shares: the standard connection options, named as in
-    # community.postgresql, and the attributes (all support check mode, none diff mode).
+    # community.postgresql, the attributes (all support check mode, none diff mode) and the authors.
     DOCUMENTATION = r'''
 options:
   login_host:
@@ -78,4 +78,6 @@ notes:
   - Sessions run with C(TimeZone=UTC) so that partition bounds never depend on the server's time zone.
 requirements:
   - psycopg2 (psycopg2-binary) on the host that runs the module
+author:
+  - dbops.partitioning maintainers (@dbops-partitioning)
 '''

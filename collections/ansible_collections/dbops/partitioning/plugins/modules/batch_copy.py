@@ -28,9 +28,7 @@ description:
     a batch that runs longer than 20 times that target is cancelled and runs again smaller.
   - In check mode nothing changes; the module reports what would be copied (estimate, ranges).
 version_added: 0.1.0
-extends_documentation_fragment:
-  - dbops.partitioning.connection
-  - dbops.partitioning.managed_table
+extends_documentation_fragment: [dbops.partitioning.connection, dbops.partitioning.managed_table]
 options:
   batch_size:
     description:
@@ -127,8 +125,6 @@ seealso:
   - name: SELECT ... FOR SHARE SKIP LOCKED
     description: The locking form a batch falls back to when a writer holds one of its rows.
     link: https://www.postgresql.org/docs/current/sql-select.html#SQL-FOR-UPDATE-SHARE
-author:
-  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''

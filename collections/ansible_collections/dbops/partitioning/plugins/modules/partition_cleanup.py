@@ -18,10 +18,7 @@ description:
   - Then drops the reverse-sync triggers and function and C(<table>_old), and sets phase C(cleaned).
     After this, rollback is no longer possible.
 version_added: 0.1.0
-extends_documentation_fragment:
-  - dbops.partitioning.connection
-  - dbops.partitioning.managed_table
-  - dbops.partitioning.managed_table.lock_retry
+extends_documentation_fragment: [dbops.partitioning.connection, dbops.partitioning.managed_table, dbops.partitioning.managed_table.lock_retry]
 options:
   min_soak_s:
     description: Seconds that must have passed since the switchover.
@@ -41,8 +38,6 @@ seealso:
   - name: pg_dump
     description: The dump written before C(<table>_old) is dropped, when I(dump_dir) is set.
     link: https://www.postgresql.org/docs/current/app-pgdump.html
-author:
-  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''
@@ -69,7 +64,8 @@ done:
   type: list
   elements: str
 queries:
-  description: The statements run (or, in check mode, that would run).
+  description: The changing statements in order - the reverse sync's and C(<table>_old)'s drops, the state row's update - or
+    in check mode those that would run. The dump is reported in C(done).
   returned: always
   type: list
   elements: str

@@ -23,9 +23,7 @@ description:
     I(premake) asks for as time passes. Locks on the application's tables are taken with a short
     lock timeout and retried with backoff.
 version_added: 0.1.0
-extends_documentation_fragment:
-  - dbops.partitioning.connection
-  - dbops.partitioning.managed_table
+extends_documentation_fragment: [dbops.partitioning.connection, dbops.partitioning.managed_table]
 options:
   defaults:
     description:
@@ -110,8 +108,6 @@ seealso:
   - name: Table partitioning in PostgreSQL
     description: Declarative partitioning, which the twin uses.
     link: https://www.postgresql.org/docs/current/ddl-partitioning.html
-author:
-  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''

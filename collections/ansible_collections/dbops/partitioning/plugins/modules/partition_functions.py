@@ -18,8 +18,7 @@ description:
     is refused, never replaced.
   - The columns every function returns are documented in docs/runbooks/maintenance.md.
 version_added: 0.2.0
-extends_documentation_fragment:
-  - dbops.partitioning.connection
+extends_documentation_fragment: [dbops.partitioning.connection]
 options:
   state_schema:
     description:
@@ -37,8 +36,6 @@ seealso:
   - name: pg_cron
     description: Runs CALL partitioning.maintenance_job() on a schedule where there is no AWX.
     link: https://github.com/citusdata/pg_cron
-author:
-  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''
@@ -63,7 +60,7 @@ wrappers:
   type: list
   elements: str
 queries:
-  description: The statements run (or, in check mode, that would run).
+  description: The statements that installed or upgraded the functions and wrappers (in check mode, would); empty when every one was current.
   returned: always
   type: list
   elements: str

@@ -22,18 +22,13 @@ description:
     holds rows and was never analyzed.
   - Holds the table's work lock - a phase or maintenance running on the same table makes it fail with the holder named.
 version_added: 0.2.0
-extends_documentation_fragment:
-  - dbops.partitioning.connection
-  - dbops.partitioning.managed_table
-  - dbops.partitioning.managed_table.lock_retry
+extends_documentation_fragment: [dbops.partitioning.connection, dbops.partitioning.managed_table, dbops.partitioning.managed_table.lock_retry]
 seealso:
   - module: dbops.partitioning.table_swap
     description: The switchover that phase 4 follows.
   - name: Building indexes concurrently
     description: What C(CREATE INDEX CONCURRENTLY) waits for and why it leaves an invalid index when interrupted.
     link: https://www.postgresql.org/docs/current/sql-createindex.html#SQL-CREATEINDEX-CONCURRENTLY
-author:
-  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''
@@ -73,7 +68,7 @@ done:
   type: list
   elements: str
 queries:
-  description: The statements run (or, in check mode, that would run).
+  description: The index builds, attaches and ANALYZE statements in the order they ran (in check mode, would run).
   returned: always
   type: list
   elements: str

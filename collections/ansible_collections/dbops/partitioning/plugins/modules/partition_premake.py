@@ -28,10 +28,7 @@ description:
     Hash and list tables have nothing to premake; their default partition's rows are still reported.
   - A second run in the same period changes nothing.
 version_added: 0.2.0
-extends_documentation_fragment:
-  - dbops.partitioning.connection
-  - dbops.partitioning.managed_table
-  - dbops.partitioning.maintained_table
+extends_documentation_fragment: [dbops.partitioning.connection, dbops.partitioning.managed_table, dbops.partitioning.maintained_table]
 options:
   analyze:
     description: ANALYZE each partition made (empty, so instant), so the planner knows it holds no rows.
@@ -47,8 +44,6 @@ seealso:
   - name: ALTER TABLE ... ATTACH PARTITION
     description: The lock levels of attaching a partition.
     link: https://www.postgresql.org/docs/current/sql-altertable.html
-author:
-  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''
@@ -134,7 +129,8 @@ over_budget:
   type: list
   elements: str
 queries:
-  description: The statements run (or, in check mode, that would run).
+  description: The steps that made partitions or moved the default partition's rows, and the ANALYZE of new partitions, in the
+    order they ran (in check mode, would run).
   returned: always
   type: list
   elements: str

@@ -24,10 +24,7 @@ description:
     a killed one left. While the table is being migrated, retention is skipped until C(cleanup.yml) ran (the twin
     before the switchover, C(<table>_old) during the soak, must stay equal to the table).
 version_added: 0.2.0
-extends_documentation_fragment:
-  - dbops.partitioning.connection
-  - dbops.partitioning.managed_table
-  - dbops.partitioning.maintained_table
+extends_documentation_fragment: [dbops.partitioning.connection, dbops.partitioning.managed_table, dbops.partitioning.maintained_table]
 options:
   retention_dump_dir:
     description: Directory (on the host running the module) for a pg_dump of each partition before it goes; overrides the spec's.
@@ -46,8 +43,6 @@ seealso:
   - name: ALTER TABLE ... DETACH PARTITION
     description: CONCURRENTLY, FINALIZE, and why neither works with a default partition or in a transaction block.
     link: https://www.postgresql.org/docs/current/sql-altertable.html
-author:
-  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''
@@ -125,11 +120,11 @@ longest_lock_ms:
   returned: always
   type: float
 lock_budget_ms:
-  description: The table's lock budget.
+  description: The table's lock budget (spec C(lock_budget_ms)) - how long a plain detach or a drop waits for its lock per attempt.
   returned: always
   type: int
 queries:
-  description: The statements run (or, in check mode, that would run).
+  description: The detach, dump-record, archive and drop steps in the order they ran (in check mode, would run).
   returned: always
   type: list
   elements: str

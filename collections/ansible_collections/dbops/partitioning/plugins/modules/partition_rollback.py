@@ -20,10 +20,7 @@ description:
     A C(cleaned) table cannot be rolled back (its original was dropped).
   - In check mode the statements are returned and nothing changes.
 version_added: 0.1.0
-extends_documentation_fragment:
-  - dbops.partitioning.connection
-  - dbops.partitioning.managed_table
-  - dbops.partitioning.managed_table.lock_retry
+extends_documentation_fragment: [dbops.partitioning.connection, dbops.partitioning.managed_table, dbops.partitioning.managed_table.lock_retry]
 options:
   keep_twin:
     description: After a switchover, keep the partitioned table (renamed C(<table>_partitioned), no longer synced) instead of dropping it.
@@ -46,8 +43,6 @@ seealso:
     description: Phase 1, whose objects a rollback before the switchover drops.
   - module: dbops.partitioning.table_swap
     description: The switchover a rollback after it reverses, under the same short lock.
-author:
-  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''
@@ -81,7 +76,7 @@ swap_lock_ms:
   returned: after a switchover
   type: float
 queries:
-  description: The statements run (or, in check mode, that would run).
+  description: The changing statements in order - before the switchover the drops, after it the reverse swap - or in check mode those that would run.
   returned: always
   type: list
   elements: str

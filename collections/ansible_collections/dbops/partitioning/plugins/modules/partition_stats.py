@@ -19,8 +19,7 @@ description:
     current, else created for this session alone in its C(pg_temp).
   - Never changes anything; safe to run at any time, also while a phase runs.
 version_added: 0.1.0
-extends_documentation_fragment:
-  - dbops.partitioning.connection
+extends_documentation_fragment: [dbops.partitioning.connection]
 options:
   tables:
     description:
@@ -53,8 +52,6 @@ seealso:
   - name: Monitoring database activity
     description: The statistics views the partition and index facts come from.
     link: https://www.postgresql.org/docs/current/monitoring-stats.html
-author:
-  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''

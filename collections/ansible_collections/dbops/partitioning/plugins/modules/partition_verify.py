@@ -23,9 +23,7 @@ description:
     On a difference the module fails with the differing keys and the phase stays C(copied).
   - A table already C(verified) is reported unchanged unless I(full=true).
 version_added: 0.1.0
-extends_documentation_fragment:
-  - dbops.partitioning.connection
-  - dbops.partitioning.managed_table
+extends_documentation_fragment: [dbops.partitioning.connection, dbops.partitioning.managed_table]
 options:
   full:
     description: Verify every range again, also those already verified, and also a table already C(verified).
@@ -36,8 +34,6 @@ seealso:
     description: The copy this verification ends.
   - module: dbops.partitioning.table_swap
     description: Phase 3, which requires phase C(verified).
-author:
-  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''

@@ -33,10 +33,7 @@ description:
   - A switched table is reported unchanged. In check mode the statements of the swap are
     returned and nothing changes.
 version_added: 0.1.0
-extends_documentation_fragment:
-  - dbops.partitioning.connection
-  - dbops.partitioning.managed_table
-  - dbops.partitioning.managed_table.lock_retry
+extends_documentation_fragment: [dbops.partitioning.connection, dbops.partitioning.managed_table, dbops.partitioning.managed_table.lock_retry]
 options:
   max_xact_age_s:
     description:
@@ -73,8 +70,6 @@ seealso:
   - name: ALTER TABLE reference
     description: The renames the swap runs under one short lock.
     link: https://www.postgresql.org/docs/current/sql-altertable.html
-author:
-  - dbops.partitioning maintainers (@dbops-partitioning)
 '''
 
 EXAMPLES = r'''
