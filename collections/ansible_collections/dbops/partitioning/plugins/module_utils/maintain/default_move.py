@@ -24,6 +24,10 @@ state/006) and each lock within the table's lock budget:
     default partition at that moment, so none is scanned), D' attached as the default (its CHECK
     spares that scan too) under D's name, the CHECKs dropped. Catalog work only, whatever the size.
 ``swapped -> (done)``  D (renamed ``<D>_moved``), S and the sync function dropped.
+
+Longer than our other modules because it is one state machine: each step reads the names, the
+bounds and the lock budget that the steps before it settled, and a reader checks the resumability
+of a step against its neighbours; the machinery it borrows stays in its phase's home.
 """
 from __future__ import absolute_import, division, print_function
 
