@@ -6,15 +6,16 @@ postgresql-15); a version whose binaries are absent is skipped, never faked. Ser
 as an unprivileged user when the suite runs as root (CI does), and keep their data where
 that user owns it (lab/servers.py ``data_root``), wherever the checkout is.
 """
+import contextlib
 import os
 import shutil
-import uuid
 
 import pytest
 
-from lab.servers import Server, available_bindirs, scratch_dir
+from lab.servers import available_bindirs, scratch_dir
 
 from .helpers.catalog_tables import create_awkward, drop_roles, role_prefix
+from .helpers.servers import fresh_database, running_server
 
 WANTED_VERSIONS = [18, 15]
 _BINDIRS = available_bindirs()
@@ -41,23 +42,22 @@ def pg_base_dir():
 def pg(request, pg_base_dir):
     """A running server of one major version, shared by the session (one per xdist worker)."""
     version = request.param
-    server = Server(_BINDIRS[version], os.path.join(pg_base_dir, "pg%d" % version), name="pg%d" % version)
-    server.init().start()
-    yield server
-    server.destroy()
+    with running_server(_BINDIRS[version], os.path.join(pg_base_dir, "pg%d" % version), "pg%d" % version) as server:
+        yield server
 
 
 @pytest.fixture
-def db(pg):
+def new_database():
+    """``new_database(server, prefix)``: the name of a fresh, empty database on ``server``; each
+    one is dropped after the test."""
+    with contextlib.ExitStack() as made:
+        yield lambda server, prefix="t_": made.enter_context(fresh_database(server, prefix))
+
+
+@pytest.fixture
+def db(pg, new_database):
     """A fresh, empty database on ``pg`` for one test; dropped afterwards."""
-    name = "t_" + uuid.uuid4().hex[:12]
-    pg.create_database(name)
-    yield name
-    conn = pg.connect()
-    try:
-        conn.cursor().execute('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
-    finally:
-        conn.close()
+    return new_database(pg)
 
 
 @pytest.fixture

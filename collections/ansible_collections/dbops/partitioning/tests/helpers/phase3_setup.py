@@ -206,6 +206,16 @@ def is_partitioned(conn, name):
 # --- an application-like write load with an exact oracle ------------------------------------
 
 
+def under_load(pg, db, n=3, seed=1, warm_up_ops=20):
+    """``n`` Writers started on public.revenues, each with ``warm_up_ops`` done; returns a
+    connection, the rows before the load (for ``writers.expected``) and the writers (stop them)."""
+    conn = pg.connect(db)
+    initial = rows_of(conn, "public.revenues")
+    writers = Writers(pg, db, n=n, seed=seed).start()
+    writers.wait_ops(warm_up_ops)
+    return conn, initial, writers
+
+
 class Writers:
     """``n`` writer threads, each its own autocommit connection, each statement naming
     ``public.revenues`` in plain SQL (so a statement waiting on the swap's lock resolves the

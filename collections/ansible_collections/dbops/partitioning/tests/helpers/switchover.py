@@ -34,20 +34,22 @@ def swap_knobs(**kw):
                              **kw))
 
 
-def switch(pg, db, **kw):
+def _run_on_revenues(step, knobs, pg, db, kw):
+    """``step`` (the switchover or the rollback) on public.revenues in a session of its own, with
+    ``knobs(**kw)``; returns its result and the statements it ran (or would run in check mode)."""
     s = Session(pg.connect(db), check_mode=kw.pop("check_mode", False))
     try:
-        return swap.switchover(s, SqlTemplates.bundled(), "public.revenues", **swap_knobs(**kw)), s.queries
+        return step(s, SqlTemplates.bundled(), "public.revenues", **knobs(**kw)), s.queries
     finally:
         s.close()
+
+
+def switch(pg, db, **kw):
+    return _run_on_revenues(swap.switchover, swap_knobs, pg, db, kw)
 
 
 def roll(pg, db, **kw):
-    s = Session(pg.connect(db), check_mode=kw.pop("check_mode", False))
-    try:
-        return rollback.rollback(s, SqlTemplates.bundled(), "public.revenues", **lock_knobs(**kw)), s.queries
-    finally:
-        s.close()
+    return _run_on_revenues(rollback.rollback, lock_knobs, pg, db, kw)
 
 
 def assert_carried_over(conn, db, old="revenues_old"):

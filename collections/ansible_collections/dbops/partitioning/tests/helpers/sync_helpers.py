@@ -70,6 +70,19 @@ def setup_revenues(params, seed_rows=0, copy_seed=True):
         s.close()
 
 
+def install_sync_on(params, schema, name, partition_key):
+    """The state schema and the forward sync from ``schema.name`` to its twin ``name_partitioned``
+    (both created by the test); returns the original's and the twin's (schema, name)."""
+    original, twin = (schema, name), (schema, name + "_partitioned")
+    s = session_for(params)
+    try:
+        state_store.ensure_state_schema(s, TEMPLATES, STATE)
+        install_sync(s, TEMPLATES, STATE, spec(schema=schema, name=name, partition_key=partition_key), original, twin)
+    finally:
+        s.close()
+    return original, twin
+
+
 def backfill(conn, original=("public", "revenues"), twin=("public", "revenues_partitioned")):
     """Copy every row not yet in the twin (what a finished backfill leaves)."""
     with conn.cursor() as cur:

@@ -313,13 +313,15 @@ def test_unlocked_batch_repeatable_read_writer_is_reconciled_after_the_checkpoin
 
 
 @pytest.mark.parametrize("stmt,outcome,form", [
-    ("UPDATE public.revenues SET note = 'held' WHERE id = 90", "commit", "locked"),
-    ("UPDATE public.revenues SET occurred_at = '2025-12-24 00:00+00' WHERE id = 90", "commit", "plain"),
-    ("DELETE FROM public.revenues WHERE id = 90", "commit", "plain"),
-    ("SELECT 1 FROM public.revenues WHERE id = 90 FOR UPDATE", "commit", "plain"),
-    ("UPDATE public.revenues SET note = 'undone' WHERE id = 90", "rollback", "locked"),
-    ("DELETE FROM public.revenues WHERE id = 90", "rollback", "plain"),
-], ids=["update", "move", "delete", "select-for-update", "rolled-back-update", "rolled-back-delete"])
+    pytest.param("UPDATE public.revenues SET note = 'held' WHERE id = 90", "commit", "locked", id="update"),
+    pytest.param("UPDATE public.revenues SET occurred_at = '2025-12-24 00:00+00' WHERE id = 90", "commit", "plain",
+                 id="move"),
+    pytest.param("DELETE FROM public.revenues WHERE id = 90", "commit", "plain", id="delete"),
+    pytest.param("SELECT 1 FROM public.revenues WHERE id = 90 FOR UPDATE", "commit", "plain", id="select-for-update"),
+    pytest.param("UPDATE public.revenues SET note = 'undone' WHERE id = 90", "rollback", "locked",
+                 id="rolled-back-update"),
+    pytest.param("DELETE FROM public.revenues WHERE id = 90", "rollback", "plain", id="rolled-back-delete"),
+])
 def test_unlocked_batch_with_a_row_held_by_a_writer(pg, db, prepared, stmt, outcome, form):
     """A writer that wrote the twin row of a key before the batch (an update of a row not copied
     yet) makes the batch wait for it: after lock_timeout_ms the batch runs in the locking form,

@@ -12,7 +12,7 @@ import tempfile
 
 import pytest
 
-from ..helpers.phase3_setup import Writers, make_verified, phase, rows_of, write_unsynced
+from ..helpers.phase3_setup import make_verified, phase, rows_of, under_load, write_unsynced
 from ..helpers.switchover import TABLES, lock_knobs, one, switch
 from ..helpers.playbook_runner import run_playbook
 
@@ -95,10 +95,7 @@ def test_cleanup_under_a_steady_write_load(pg, db, identity):
     for them instead of deadlocking with them until lock_timeout (issue: 31 attempts failed)."""
     make_verified(pg, db, rows=600, identity=identity, extras=False)
     switch(pg, db)
-    conn = pg.connect(db)
-    initial = rows_of(conn, "public.revenues")
-    writers = Writers(pg, db, n=3, seed=5).start()
-    writers.wait_ops(20)
+    conn, initial, writers = under_load(pg, db, seed=5)
     result = clean(pg, db, lock_timeout_ms=50, swap_retries=30)
     writers.wait_ops(20)
     writers.stop()

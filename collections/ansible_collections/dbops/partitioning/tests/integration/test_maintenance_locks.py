@@ -11,6 +11,7 @@
   after the lock budget holding nothing;
 * the lock times the modules record stay within the budget.
 """
+import contextlib
 import threading
 import time
 
@@ -40,16 +41,34 @@ def wait_until(predicate, what, timeout=30):
     raise AssertionError("timed out waiting until " + what)
 
 
-@pytest.fixture
-def table(conn):
-    make_table(conn, periods=6)                 # ev_2025_01 .. ev_2025_06 and ev_default
+@contextlib.contextmanager
+def transaction(pg, db, commit):
+    """A connection of its own in one transaction, committed (or rolled back) and closed after the block."""
+    conn = pg.connect(db, autocommit=False)
+    try:
+        yield conn
+    finally:
+        if commit:
+            conn.commit()
+        else:
+            conn.rollback()
+        conn.close()
+
+
+def installed(conn, **layout):
+    """make_table(conn, **layout) with the maintenance functions installed; returns ``conn``."""
+    make_table(conn, **layout)
     install(conn)
     return conn
 
 
+@pytest.fixture
+def table(conn):
+    return installed(conn, periods=6)           # ev_2025_01 .. ev_2025_06 and ev_default
+
+
 def test_a_new_partition_locks_the_table_share_update_exclusive(pg, db, table):
-    step = pg.connect(db, autocommit=False)
-    try:
+    with transaction(pg, db, commit=True) as step:
         status, _ms, mode = rows(step, CREATE_Q4, (200,))[0]
         assert status == "created" and mode == "ACCESS EXCLUSIVE (default partition)"
         held = locks_of(table, step.get_backend_pid())
@@ -61,51 +80,34 @@ def test_a_new_partition_locks_the_table_share_update_exclusive(pg, db, table):
         run(app, "SET statement_timeout = '20s'",
             "INSERT INTO public.ev (k, note) VALUES ('2025-03-05 10:00+00', 'written while the step holds its locks')")
         app.close()
-    finally:
-        step.commit()
-        step.close()
     # CREATE TABLE ... PARTITION OF, for comparison: ACCESS EXCLUSIVE on the table itself
-    other = pg.connect(db, autocommit=False)
-    try:
+    with transaction(pg, db, commit=False) as other:
         run(other, "CREATE TABLE public.ev_2025_11 PARTITION OF public.ev FOR VALUES FROM ('2025-11-01 00:00+00') "
                    "TO ('2025-12-01 00:00+00')")
         assert "AccessExclusiveLock" in locks_of(table, other.get_backend_pid())["ev"]
-    finally:
-        other.rollback()
-        other.close()
 
 
 def test_without_a_default_partition_nothing_blocks(pg, db, conn):
-    make_table(conn, periods=6, default=False)
-    install(conn)
-    step = pg.connect(db, autocommit=False)
-    try:
+    installed(conn, periods=6, default=False)
+    with transaction(pg, db, commit=True) as step:
         status, _ms, mode = rows(step, CREATE_Q4, (200,))[0]
         assert status == "created" and mode == "SHARE UPDATE EXCLUSIVE"
         held = locks_of(conn, step.get_backend_pid())
         assert all("AccessExclusiveLock" not in modes for modes in held.values()), held
-    finally:
-        step.commit()
-        step.close()
 
 
 def test_plain_detach_locks_table_default_and_partition(pg, db, table):
-    step = pg.connect(db, autocommit=False)
-    try:
+    with transaction(pg, db, commit=False) as step:
         status = rows(step, "SELECT status FROM partitioning.detach_range_partition('public.ev', 'public.ev_2025_01', "
                             "'public.ev', 'detach', 200)")[0][0]
         assert status == "detached"
         held = locks_of(table, step.get_backend_pid())
         assert held == {"ev": {"AccessExclusiveLock"}, "ev_default": {"AccessExclusiveLock"},
                         "ev_2025_01": {"AccessExclusiveLock"}}, held
-    finally:
-        step.rollback()
-        step.close()
 
 
 def test_detach_concurrently_waits_holding_no_table_lock_then_finalize(pg, db, conn):
-    make_table(conn, periods=4, default=False)
-    install(conn)
+    installed(conn, periods=4, default=False)
     reader = pg.connect(db, autocommit=False)
     rows(reader, "SELECT count(*) FROM public.ev")            # an older transaction that used the table
     detacher = pg.connect(db)
@@ -139,16 +141,12 @@ def test_detach_concurrently_waits_holding_no_table_lock_then_finalize(pg, db, c
     # interrupted: the wait times out, the partition is left "detach pending"; FINALIZE finishes it
     interrupt_concurrent_detach(pg, db, "ev_2025_02")
     assert rows(conn, "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = 'public.ev_2025_02'::regclass") == [(True,)]
-    step = pg.connect(db, autocommit=False)
-    try:
+    with transaction(pg, db, commit=True) as step:
         status, _ms, mode = rows(step, "SELECT status, lock_ms, lock_mode FROM partitioning.detach_range_partition("
                                        "'public.ev', 'public.ev_2025_02', 'public.ev', 'detach', 200)")[0]
         assert (status, mode) == ("finalized", "SHARE UPDATE EXCLUSIVE")
         held = locks_of(conn, step.get_backend_pid())
         assert "ShareUpdateExclusiveLock" in held["ev"] and "AccessExclusiveLock" not in held["ev"], held
-    finally:
-        step.commit()
-        step.close()
     assert rows(conn, "SELECT count(*) FROM pg_inherits WHERE inhrelid = 'public.ev_2025_02'::regclass")[0][0] == 0
 
 

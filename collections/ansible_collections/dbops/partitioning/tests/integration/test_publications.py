@@ -17,8 +17,6 @@ import uuid
 
 import pytest
 
-from lab.servers import Server
-
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, Session
 from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
@@ -27,6 +25,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates i
 from ansible_collections.dbops.partitioning.plugins.module_utils.switchover import swap
 
 from ..helpers.phase3_setup import switch_over_by_phases, verify_by_phases
+from ..helpers.servers import running_server
 from ..helpers.switchover import swap_knobs
 from .test_preflight import snapshot
 
@@ -60,23 +59,15 @@ def phase1(conn, raw=None):
 @pytest.fixture(scope="module")
 def publisher(pg, pg_base_dir):
     """A server of ``pg``'s version that can publish (wal_level = logical)."""
-    server = Server(pg.bindir, os.path.join(pg_base_dir, "pub%d-%s" % (pg.major, uuid.uuid4().hex[:6])),
-                    name="publisher%d" % pg.major)
-    server.init(settings={"wal_level": "logical"}).start()
-    yield server
-    server.destroy()
+    with running_server(pg.bindir, os.path.join(pg_base_dir, "pub%d-%s" % (pg.major, uuid.uuid4().hex[:6])),
+                        "publisher%d" % pg.major, settings={"wal_level": "logical"}) as server:
+        yield server
 
 
 @pytest.fixture
-def pub_db(publisher):
-    name = "p_" + uuid.uuid4().hex[:12]
-    publisher.create_database(name)
-    yield name
-    conn = publisher.connect()
-    try:
-        sql(conn, 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
-    finally:
-        conn.close()
+def pub_db(publisher, new_database):
+    """A fresh database on the publisher for one test."""
+    return new_database(publisher, "p_")
 
 
 @contextlib.contextmanager
@@ -95,6 +86,25 @@ def subscribed(publisher, pub_db, pg, db, publication):
     finally:
         sql(sub, "DROP SUBSCRIPTION %s" % name)
         sub.close()
+
+
+@contextlib.contextmanager
+def replicated(publisher, pub_db, pg, db, publication, create_publication):
+    """On the publisher: the table (TABLE) and ``create_publication``, which creates
+    ``publication``; ``db`` subscribed to it. Yields the publisher's connection, the subscriber's
+    and the subscription's name, once the initial copy is done; all closed or dropped after."""
+    with contextlib.closing(publisher.connect(pub_db)) as pub:
+        sql(pub, TABLE + create_publication)
+        with subscribed(publisher, pub_db, pg, db, publication) as (sub, name):
+            yield pub, sub, name
+
+
+def refused_changing_nothing(conn):
+    """Phase 1's refusal, checked to have changed nothing."""
+    before = snapshot(conn)
+    refused = phase1(conn)
+    assert snapshot(conn) == before
+    return refused
 
 
 def wait_for(conn, query, expected):
@@ -123,31 +133,42 @@ def replicates_writes_after_the_switchover(pub, sub, where="true"):
         sql(pub, "SELECT occurred_at FROM public.revenues WHERE id = 21")
 
 
-def test_a_row_filter_without_publish_via_partition_root_is_refused_and_with_the_fix_replication_goes_on(
-        publisher, pub_db, pg, db):
-    pub = publisher.connect(pub_db)
-    try:
-        # the filter's column is in the replica identity (else PostgreSQL refuses UPDATE already)
-        sql(pub, TABLE + "CREATE PUBLICATION revenues_pub FOR TABLE public.revenues WHERE (id > 10);")
-        with subscribed(publisher, pub_db, pg, db, "revenues_pub") as (sub, _name):
-            before = snapshot(pub)
-            refused = phase1(pub)
-            assert snapshot(pub) == before
-            assert refused.details["problems"] == [
-                "public.revenues: publication revenues_pub publishes it with a row filter WHERE (id > 10), which "
-                "PostgreSQL allows on a partitioned table only with publish_via_partition_root = true: the "
-                "switchover would fail (HP19). Run ALTER PUBLICATION revenues_pub SET (publish_via_partition_root = "
-                "true) (plain tables are published as before; partitioned tables in revenues_pub are then published "
-                "under their own name, as this one will be)."]
-            sql(pub, "ALTER PUBLICATION revenues_pub SET (publish_via_partition_root = true)")
+@pytest.mark.parametrize("create_publication, problem, fix, published, where", [
+    # the filter's column is in the replica identity (else PostgreSQL refuses UPDATE already)
+    pytest.param(
+        "CREATE PUBLICATION revenues_pub FOR TABLE public.revenues WHERE (id > 10);",
+        "public.revenues: publication revenues_pub publishes it with a row filter WHERE (id > 10), which "
+        "PostgreSQL allows on a partitioned table only with publish_via_partition_root = true: the "
+        "switchover would fail (HP19). Run ALTER PUBLICATION revenues_pub SET (publish_via_partition_root = "
+        "true) (plain tables are published as before; partitioned tables in revenues_pub are then published "
+        "under their own name, as this one will be).",
+        "ALTER PUBLICATION revenues_pub SET (publish_via_partition_root = true)",
+        ("revenues", "(id > 10)"), "id > 10",
+        id="a-row-filter-without-publish-via-partition-root"),
+    pytest.param(
+        "CREATE PUBLICATION revenues_pub FOR TABLE public.revenues (id, amount) WITH (publish_via_partition_root = true);",
+        "public.revenues: publication revenues_pub publishes the column list (id, amount) and every UPDATE "
+        "and DELETE; on the partitioned table the replica identity is (id, occurred_at), which the list does "
+        "not cover, so from the switchover on every UPDATE and DELETE of the table would fail (HP19). Add "
+        "occurred_at to the list (and to the subscribers' table if it lacks it), in one transaction: BEGIN; "
+        "ALTER PUBLICATION revenues_pub DROP TABLE public.revenues; ALTER PUBLICATION revenues_pub ADD TABLE "
+        "public.revenues (id, amount, occurred_at); COMMIT;",
+        "BEGIN; ALTER PUBLICATION revenues_pub DROP TABLE public.revenues; ALTER PUBLICATION "
+        "revenues_pub ADD TABLE public.revenues (id, amount, occurred_at); COMMIT;",
+        ("revenues", None), "true",
+        id="a-column-list-without-the-partition-key"),
+])
+def test_a_publication_the_partitioned_table_breaks_is_refused_and_with_the_fix_writes_and_replication_work(
+        publisher, pub_db, pg, db, create_publication, problem, fix, published, where):
+    with replicated(publisher, pub_db, pg, db, "revenues_pub", create_publication) as (pub, sub, _name):
+        assert refused_changing_nothing(pub).details["problems"] == [problem]
+        sql(pub, fix)
 
-            assert switch_over_by_phases(Session(pub), RANGE)["phase"] == "switched"
-            assert sql(pub, "SELECT prrelid::regclass::text, pg_get_expr(prqual, prrelid) FROM pg_publication_rel") \
-                == [("revenues", "(id > 10)")]
-            replicates_writes_after_the_switchover(pub, sub, "id > 10")
-            assert sql(sub, "SELECT count(*) FROM public.revenues WHERE id <= 10") == [(0,)]
-    finally:
-        pub.close()
+        assert switch_over_by_phases(Session(pub), RANGE)["phase"] == "switched"
+        assert sql(pub, "SELECT prrelid::regclass::text, pg_get_expr(prqual, prrelid) FROM pg_publication_rel") \
+            == [published]
+        replicates_writes_after_the_switchover(pub, sub, where)
+        assert sql(sub, "SELECT count(*) FROM public.revenues WHERE NOT (%s)" % where) == [(0,)]
 
 
 def test_a_publication_altered_after_phase1_is_refused_by_the_switchover_with_nothing_changed(conn):
@@ -181,60 +202,28 @@ def test_without_a_subscriber_what_would_stop_one_is_a_warning(conn):
 
 def test_for_all_tables_with_a_live_subscriber_is_refused_and_with_the_fix_replication_goes_on(
         publisher, pub_db, pg, db):
-    pub = publisher.connect(pub_db)
-    try:
-        sql(pub, TABLE + "CREATE PUBLICATION everything FOR ALL TABLES;")
-        with subscribed(publisher, pub_db, pg, db, "everything") as (sub, name):
-            before = snapshot(pub)
-            refused = phase1(pub)
-            assert snapshot(pub) == before          # no state schema, no twin: nothing the subscriber lacks
-            assert len(refused.details["problems"]) == 1
-            problem = refused.details["problems"][0]
-            assert problem.startswith(
-                "public.revenues: publication everything is FOR ALL TABLES: it also publishes what the migration "
-                "creates")
-            assert "a logical replication slot of this database streams them now" in problem
-            assert problem.endswith(
-                "Publish the application's tables by name instead: CREATE PUBLICATION ... FOR TABLE ... WITH "
-                "(publish_via_partition_root = true), ALTER SUBSCRIPTION ... SET PUBLICATION ... on each subscriber, "
-                "then DROP PUBLICATION everything; or, when every subscriber accepts those tables, set "
-                "subscribers_ready: true.")
-            sql(pub, "INSERT INTO public.revenues VALUES (1000, now(), 7)")
-            assert wait_for(sub, "SELECT count(*) FROM public.revenues", 301) == 301
+    with replicated(publisher, pub_db, pg, db, "everything",
+                    "CREATE PUBLICATION everything FOR ALL TABLES;") as (pub, sub, name):
+        refused = refused_changing_nothing(pub)   # no state schema, no twin: nothing the subscriber lacks
+        assert len(refused.details["problems"]) == 1
+        problem = refused.details["problems"][0]
+        assert problem.startswith(
+            "public.revenues: publication everything is FOR ALL TABLES: it also publishes what the migration "
+            "creates")
+        assert "a logical replication slot of this database streams them now" in problem
+        assert problem.endswith(
+            "Publish the application's tables by name instead: CREATE PUBLICATION ... FOR TABLE ... WITH "
+            "(publish_via_partition_root = true), ALTER SUBSCRIPTION ... SET PUBLICATION ... on each subscriber, "
+            "then DROP PUBLICATION everything; or, when every subscriber accepts those tables, set "
+            "subscribers_ready: true.")
+        sql(pub, "INSERT INTO public.revenues VALUES (1000, now(), 7)")
+        assert wait_for(sub, "SELECT count(*) FROM public.revenues", 301) == 301
 
-            # the fix, as printed
-            sql(pub, "CREATE PUBLICATION app FOR TABLE public.revenues WITH (publish_via_partition_root = true)")
-            sql(sub, "ALTER SUBSCRIPTION %s SET PUBLICATION app" % name)
-            sql(pub, "DROP PUBLICATION everything")
-            assert not [w for w in phase1(pub)["warnings"] if "publication" in w]
-            assert switch_over_by_phases(Session(pub), RANGE)["phase"] == "switched"
-            replicates_writes_after_the_switchover(pub, sub)
-            assert wait_for(sub, "SELECT count(*) FROM pg_stat_subscription WHERE pid IS NOT NULL", 1) == 1
-    finally:
-        pub.close()
-
-
-def test_a_column_list_without_the_partition_key_is_refused_and_with_the_fix_writes_and_replication_work(
-        publisher, pub_db, pg, db):
-    pub = publisher.connect(pub_db)
-    try:
-        sql(pub, TABLE + "CREATE PUBLICATION revenues_pub FOR TABLE public.revenues (id, amount) "
-                         "WITH (publish_via_partition_root = true);")
-        with subscribed(publisher, pub_db, pg, db, "revenues_pub") as (sub, _name):
-            refused = phase1(pub)
-            assert refused.details["problems"] == [
-                "public.revenues: publication revenues_pub publishes the column list (id, amount) and every UPDATE "
-                "and DELETE; on the partitioned table the replica identity is (id, occurred_at), which the list does "
-                "not cover, so from the switchover on every UPDATE and DELETE of the table would fail (HP19). Add "
-                "occurred_at to the list (and to the subscribers' table if it lacks it), in one transaction: BEGIN; "
-                "ALTER PUBLICATION revenues_pub DROP TABLE public.revenues; ALTER PUBLICATION revenues_pub ADD TABLE "
-                "public.revenues (id, amount, occurred_at); COMMIT;"]
-            sql(pub, "BEGIN; ALTER PUBLICATION revenues_pub DROP TABLE public.revenues; ALTER PUBLICATION "
-                     "revenues_pub ADD TABLE public.revenues (id, amount, occurred_at); COMMIT;")
-
-            result = switch_over_by_phases(Session(pub), RANGE)
-            assert result["phase"] == "switched"
-            assert sql(pub, "SELECT prrelid::regclass::text FROM pg_publication_rel") == [("revenues",)]
-            replicates_writes_after_the_switchover(pub, sub)
-    finally:
-        pub.close()
+        # the fix, as printed
+        sql(pub, "CREATE PUBLICATION app FOR TABLE public.revenues WITH (publish_via_partition_root = true)")
+        sql(sub, "ALTER SUBSCRIPTION %s SET PUBLICATION app" % name)
+        sql(pub, "DROP PUBLICATION everything")
+        assert not [w for w in phase1(pub)["warnings"] if "publication" in w]
+        assert switch_over_by_phases(Session(pub), RANGE)["phase"] == "switched"
+        replicates_writes_after_the_switchover(pub, sub)
+        assert wait_for(sub, "SELECT count(*) FROM pg_stat_subscription WHERE pid IS NOT NULL", 1) == 1

@@ -8,7 +8,7 @@
 """
 import pytest
 
-from ..helpers.phase3_setup import Writers, is_partitioned, make_verified, phase, rows_of, write_unsynced
+from ..helpers.phase3_setup import is_partitioned, make_verified, phase, rows_of, under_load, write_unsynced
 from ..helpers.playbook_runner import run_playbook
 from ..helpers.switchover import TABLES, assert_original_back, one, roll, switch
 
@@ -18,10 +18,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates i
 
 def test_rollback_after_switchover_under_load_with_oracle(pg, db):
     make_verified(pg, db, rows=1500)
-    conn = pg.connect(db)
-    initial = rows_of(conn, "public.revenues")
-    writers = Writers(pg, db, n=3, seed=11).start()
-    writers.wait_ops(20)
+    conn, initial, writers = under_load(pg, db, seed=11)
     assert switch(pg, db, lock_timeout_ms=200, swap_retries=20)[0]["changed"]
     writers.wait_ops(30)          # writes to the partitioned table, mirrored into _old
     result, _unused = roll(pg, db, lock_timeout_ms=200, swap_retries=20)
@@ -169,10 +166,7 @@ def test_switchover_and_rollback_under_a_steady_load_with_identity_key(pg, db):
     the swap and the rollback lock in the writers' order (views, <table> and its partitions, then
     the other table) and succeed; every write is kept exactly."""
     make_verified(pg, db, rows=600, identity=True, extras=False)
-    conn = pg.connect(db)
-    initial = rows_of(conn, "public.revenues")
-    writers = Writers(pg, db, n=3, seed=23).start()
-    writers.wait_ops(20)
+    conn, initial, writers = under_load(pg, db, seed=23)
     assert switch(pg, db, lock_timeout_ms=50, swap_retries=30)[0]["changed"]
     writers.wait_ops(20)
     result = roll(pg, db, lock_timeout_ms=50, swap_retries=30)[0]

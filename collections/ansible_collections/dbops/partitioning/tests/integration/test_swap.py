@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from ..helpers.phase3_setup import Writers, is_partitioned, make_verified, phase, rows_of, write_unsynced
+from ..helpers.phase3_setup import is_partitioned, make_verified, phase, rows_of, under_load, write_unsynced
 from ..helpers.playbook_runner import run_playbook
 from ..helpers.switchover import TABLES, assert_carried_over, lock_knobs, one, roll, swap_knobs, switch
 
@@ -25,10 +25,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates i
 
 def test_switchover_under_load_with_oracle(pg, db):
     make_verified(pg, db, rows=1500)
-    conn = pg.connect(db)
-    initial = rows_of(conn, "public.revenues")
-    writers = Writers(pg, db, n=3, seed=7).start()
-    writers.wait_ops(30)
+    conn, initial, writers = under_load(pg, db, seed=7, warm_up_ops=30)
     result, _unused = switch(pg, db, lock_timeout_ms=200, swap_retries=20)
     writers.wait_ops(30)     # writers keep going on the new table by name
     writers.stop()

@@ -6,6 +6,7 @@ neither table change while the writer's transaction is open, sees both change at
 and at the end the original equals the twin row for row. A thread is used only where a
 statement must block (two writers on one row).
 """
+import contextlib
 import threading
 import time
 
@@ -13,37 +14,36 @@ import psycopg2
 import pytest
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import state as state_store, stats
-from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
+from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError, connect_kwargs
 from ansible_collections.dbops.partitioning.plugins.module_utils.sync import (
     drop_sync, function_name, install_sync)
 
-from ..helpers.sync_helpers import (STATE, TEMPLATES, assert_equal, backfill, reconcile_by_hand, rows, session_for,
-                                    setup_revenues, spec)
+from ..helpers.sync_helpers import (STATE, TEMPLATES, assert_equal, backfill, install_sync_on, reconcile_by_hand, rows,
+                                    session_for, setup_revenues, spec)
 
 ORIG = ("public", "revenues")
 TWIN = ("public", "revenues_partitioned")
 
 
-@pytest.fixture
-def app(pg, db, params):
-    """The application's writer: explicit transactions, the project session settings."""
-    c = psycopg2.connect(**_kwargs(params))
-    c.autocommit = False
-    yield c
-    c.close()
+def _connect(params, autocommit):
+    """A connection with the project's session settings."""
+    c = psycopg2.connect(**connect_kwargs(params))
+    c.autocommit = autocommit
+    return c
 
 
 @pytest.fixture
-def obs(pg, db, params):
-    c = psycopg2.connect(**_kwargs(params))
-    c.autocommit = True
-    yield c
-    c.close()
+def app(params):
+    """The application's writer: explicit transactions."""
+    with contextlib.closing(_connect(params, autocommit=False)) as c:
+        yield c
 
 
-def _kwargs(params):
-    from ansible_collections.dbops.partitioning.plugins.module_utils.db import connect_kwargs
-    return connect_kwargs(params)
+@pytest.fixture
+def obs(params):
+    """Another session, reading (autocommit)."""
+    with contextlib.closing(_connect(params, autocommit=True)) as c:
+        yield c
 
 
 def q(conn, text, args=None):
@@ -244,8 +244,7 @@ def test_concurrent_writers_on_the_same_row(params, pg, db, app, obs):
     """The second writer blocks on the original's row until the first commits; its trigger then
     runs with a fresh snapshot and writes the newest version into the twin."""
     setup_revenues(params, seed_rows=3)
-    second = psycopg2.connect(**_kwargs(params))
-    second.autocommit = False
+    second = _connect(params, autocommit=False)
     second_pid = _pid(second)   # before the thread uses the connection (one statement at a time)
     try:
         q(app, "UPDATE public.revenues SET amount_cents = 1, occurred_at = '2025-07-07' WHERE id = 2")
@@ -288,14 +287,7 @@ def test_identity_always_and_generated_columns(params, app, obs):
             FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
         CREATE TABLE public.ledger_default PARTITION OF public.ledger_partitioned DEFAULT;
     """)
-    s = session_for(params)
-    try:
-        state_store.ensure_state_schema(s, TEMPLATES, STATE)
-        install_sync(s, TEMPLATES, STATE, spec(name="ledger", partition_key="booked_on"),
-                     ("public", "ledger"), ("public", "ledger_partitioned"))
-    finally:
-        s.close()
-    lt, lp = ("public", "ledger"), ("public", "ledger_partitioned")
+    lt, lp = install_sync_on(params, "public", "ledger", partition_key="booked_on")
 
     q(app, "INSERT INTO public.ledger (booked_on, cents) VALUES ('2025-03-01', 250), ('2024-01-01', 99)")
     q(app, "UPDATE public.ledger SET cents = 300 WHERE id = 1")
@@ -314,14 +306,7 @@ def test_composite_primary_key_and_quoted_names(params, app, obs):
         ALTER TABLE "Sales"."Orders_partitioned" ADD PRIMARY KEY ("OrgId", "LineNo", "Day");
         CREATE TABLE "Sales"."Orders_default" PARTITION OF "Sales"."Orders_partitioned" DEFAULT;
     """)
-    s = session_for(params)
-    try:
-        state_store.ensure_state_schema(s, TEMPLATES, STATE)
-        install_sync(s, TEMPLATES, STATE, spec(schema="Sales", name="Orders", partition_key="Day"),
-                     ("Sales", "Orders"), ("Sales", "Orders_partitioned"))
-    finally:
-        s.close()
-    o, t = ("Sales", "Orders"), ("Sales", "Orders_partitioned")
+    o, t = install_sync_on(params, "Sales", "Orders", partition_key="Day")
     q(app, 'INSERT INTO "Sales"."Orders" VALUES (1, 1, \'2025-01-01\', 1), (1, 2, \'2025-01-02\', 2)')
     q(app, 'UPDATE "Sales"."Orders" SET "LineNo" = 3, "Day" = \'2025-02-02\' WHERE "LineNo" = 1')
     q(app, 'UPDATE "Sales"."Orders" SET qty = 20 WHERE "LineNo" = 2')

@@ -15,6 +15,7 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.twin im
 from ..helpers.catalog_tables import LAB_SQL
 
 NOW = datetime.datetime(2026, 1, 15, 12, 0, tzinfo=datetime.timezone.utc)
+LAB_YEARLY = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="yearly")
 
 
 def build(conn, raw, check_mode=False):
@@ -28,6 +29,14 @@ def build(conn, raw, check_mode=False):
     warnings = []
     created = ensure_twin(session, info, spec, partitions, warnings)
     return session, spec, info, partitions, created, warnings
+
+
+def lab_twin(conn, **options):
+    """The lab table and its yearly twin (``options`` added to the spec); returns the spec, the
+    original as described before the twin was built, and the partitions."""
+    conn.cursor().execute(LAB_SQL)
+    _unused, spec, info, partitions, _unused, _unused = build(conn, dict(LAB_YEARLY, **options))
+    return spec, info, partitions
 
 
 def scalar(conn, q, *args):
@@ -190,9 +199,7 @@ def test_check_mode_creates_nothing(conn, awkward):
 
 
 def test_missing_pieces_are_repaired(conn):
-    conn.cursor().execute(LAB_SQL)
-    raw = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="yearly")
-    _unused, spec, info, partitions, _unused, _unused = build(conn, raw)
+    spec, _unused, partitions = lab_twin(conn)
     conn.cursor().execute("DROP INDEX public.revenues_property_idx_p; DROP TABLE public.revenues_2025; "
                           "COMMENT ON TABLE public.revenues_partitioned IS NULL; COMMENT ON TABLE public.revenues IS 'x'")
     info = describe_table(Session(conn), "public", "revenues")
@@ -205,11 +212,11 @@ def test_missing_pieces_are_repaired(conn):
 def test_a_foreign_table_in_the_way_is_refused(conn):
     conn.cursor().execute(LAB_SQL + "CREATE TABLE public.revenues_2024 (x int);")
     with pytest.raises(PartitioningError, match="revenues_2024 exists and is not a partition"):
-        build(conn, dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="yearly"))
+        build(conn, LAB_YEARLY)
     conn.cursor().execute("DROP TABLE public.revenues_2024, public.revenues_partitioned")
     conn.cursor().execute("CREATE TABLE public.revenues_partitioned (x int)")
     with pytest.raises(PartitioningError, match="not a partitioned table"):
-        build(conn, dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="yearly"))
+        build(conn, LAB_YEARLY)
 
 
 def test_hash_and_list_twins(conn):
@@ -292,9 +299,7 @@ def test_replica_identity_full(conn):
 
 
 def test_a_column_added_to_the_original_reaches_the_twin(conn):
-    conn.cursor().execute(LAB_SQL)
-    raw = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="yearly")
-    _unused, spec, info, partitions, _unused, _unused = build(conn, raw)
+    spec, _unused, partitions = lab_twin(conn)
     conn.cursor().execute("ALTER TABLE public.revenues ADD COLUMN vat_cents bigint NOT NULL DEFAULT 0, "
                           "ADD COLUMN note varchar(20) COLLATE \"C\"")
     info = describe_table(Session(conn), "public", "revenues")
@@ -403,9 +408,7 @@ def test_integer_range_twin(conn):
 
 
 def test_an_index_added_to_a_filled_twin_is_built_online(conn):
-    conn.cursor().execute(LAB_SQL)
-    raw = dict(table="public.revenues", partition_key="occurred_at", strategy="range", interval="yearly", premake=0)
-    _unused, spec, info, partitions, _unused, _unused = build(conn, raw)
+    spec, info, partitions = lab_twin(conn, premake=0)
     copy_rows(conn, info, spec.twin)
     conn.cursor().execute("CREATE INDEX revenues_category_idx ON public.revenues (category) WHERE category IS NOT NULL")
     # an interrupted earlier attempt: the parent index exists, one partition's index is attached

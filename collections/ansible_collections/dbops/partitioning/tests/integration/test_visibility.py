@@ -8,6 +8,7 @@ allow_blind_guards, warns; each guard that meets something hidden refuses (Blind
 the downgrade was accepted; blockers whose details are hidden say so.
 """
 import contextlib
+from contextlib import closing
 
 import psycopg2
 import psycopg2.extras
@@ -80,13 +81,10 @@ def streaming_replica(pg):
 
 
 def preflight_as(pg, db, role, **knobs):
-    session = session_as(pg, db, role)
-    try:
+    with closing(session_as(pg, db, role)) as session:
         spec = normalize_spec(dict(RANGE, **knobs))
         return preflight(session, spec, describe_table(session, "public", "revenues"),
                          state_store.get_table(session, "partitioning", spec.table_name), "partitioning")
-    finally:
-        session.close()
 
 
 def test_phase1_refuses_a_role_that_cannot_see_other_sessions_and_names_the_grant(pg, db, blind_owner):
@@ -121,81 +119,59 @@ def test_the_grant_makes_phase1_pass(pg, db, conn, blind_owner):
 
 def test_a_hidden_lock_holder_is_named_as_hidden_never_as_none(pg, db, blind_owner):
     role, app = blind_owner
-    writer = pg.connect(db, user=app, autocommit=False)
-    try:
+    with closing(pg.connect(db, user=app, autocommit=False)) as writer:
         writer.cursor().execute("INSERT INTO public.revenues VALUES (1, now())")   # holds ROW EXCLUSIVE, open
-        session = session_as(pg, db, role)
-        try:
+        with closing(session_as(pg, db, role)) as session:
             blockers = blocking_sessions(session, [("public", "revenues")])
             oid = session.scalar("SELECT 'public.revenues'::regclass::oid")
             old = long_transactions(session, [oid], 3600)
-        finally:
-            session.close()
         text = describe_blockers(blockers)
         assert "None" not in text
         assert text == ("pid %d (%s; its state, transaction age and query are hidden from this role, which lacks the "
                         "privileges of pg_read_all_stats)" % (writer.get_backend_pid(), app))
         # a holder whose age is hidden is returned for the caller to decide, not dropped as "young"
         assert [(h["pid"], h["hidden"]) for h in old] == [(writer.get_backend_pid(), True)]
-        admin = session_as(pg, db, "postgres")
-        try:
+        with closing(session_as(pg, db, "postgres")) as admin:
             assert long_transactions(admin, [oid], 3600) == []     # seen: younger than an hour
-        finally:
-            admin.close()
-    finally:
-        writer.close()
 
 
 def test_the_replica_lag_guard_refuses_when_the_lag_is_hidden_unless_accepted(pg, db, blind_owner):
     role, _app = blind_owner
-    with streaming_replica(pg):
-        session = session_as(pg, db, role)
-        admin = session_as(pg, db, "postgres")
-        try:
-            assert health.replica_lag(admin).hidden == 0
-            assert health.replica_lag_s(admin) == 0.0
-            lag = health.replica_lag(session)
-            assert lag.replicas >= 1 and lag.hidden == lag.replicas
-            with pytest.raises(health.BlindGuard) as e:
-                health.replica_lag_s(session)
-            assert e.value.msg.startswith(
-                "The replica-lag guard cannot measure the replay lag of %d of %d replica(s): hidden from the role %s, "
-                "which lacks the privileges of pg_read_all_stats; what it cannot see would pass as nothing (HP21). "
-                "GRANT pg_read_all_stats TO %s" % (lag.hidden, lag.replicas, role, role))
-            assert health.replica_lag_s(session, allow_blind=True) == 0.0
-            # the backfill's brake is the same guard
-            with pytest.raises(health.BlindGuard):
-                throttle.check(session, "partitioning", "public.revenues", throttle.Limits(max_replica_lag_s=30))
-            blind = health.blind_guards(session)
-            assert "the replay lag of its %d replica(s) reads NULL" % lag.replicas in blind.what
-        finally:
-            session.close()
-            admin.close()
+    with streaming_replica(pg), closing(session_as(pg, db, role)) as session, \
+            closing(session_as(pg, db, "postgres")) as admin:
+        assert health.replica_lag(admin).hidden == 0
+        assert health.replica_lag_s(admin) == 0.0
+        lag = health.replica_lag(session)
+        assert lag.replicas >= 1 and lag.hidden == lag.replicas
+        with pytest.raises(health.BlindGuard) as e:
+            health.replica_lag_s(session)
+        assert e.value.msg.startswith(
+            "The replica-lag guard cannot measure the replay lag of %d of %d replica(s): hidden from the role %s, "
+            "which lacks the privileges of pg_read_all_stats; what it cannot see would pass as nothing (HP21). "
+            "GRANT pg_read_all_stats TO %s" % (lag.hidden, lag.replicas, role, role))
+        assert health.replica_lag_s(session, allow_blind=True) == 0.0
+        # the backfill's brake is the same guard
+        with pytest.raises(health.BlindGuard):
+            throttle.check(session, "partitioning", "public.revenues", throttle.Limits(max_replica_lag_s=30))
+        blind = health.blind_guards(session)
+        assert "the replay lag of its %d replica(s) reads NULL" % lag.replicas in blind.what
 
 
 def test_the_active_sessions_guard_refuses_when_sessions_are_hidden_unless_accepted(pg, db, blind_owner):
     role, app = blind_owner
-    other = pg.connect(db, user=app)
-    try:
-        session = session_as(pg, db, role)
-        try:
-            limits = throttle.Limits(max_replica_lag_s=0, max_active_backends=5)
-            with pytest.raises(health.BlindGuard) as e:
-                throttle.check(session, "partitioning", "public.revenues", limits)
-            assert "The active-sessions guard cannot measure the state of" in e.value.msg
-            limits.allow_blind_guards = True
-            assert throttle.check(session, "partitioning", "public.revenues", limits) is None
-        finally:
-            session.close()
-    finally:
-        other.close()
+    # the application's session is one the role cannot see
+    with closing(pg.connect(db, user=app)), closing(session_as(pg, db, role)) as session:
+        limits = throttle.Limits(max_replica_lag_s=0, max_active_backends=5)
+        with pytest.raises(health.BlindGuard) as e:
+            throttle.check(session, "partitioning", "public.revenues", limits)
+        assert "The active-sessions guard cannot measure the state of" in e.value.msg
+        limits.allow_blind_guards = True
+        assert throttle.check(session, "partitioning", "public.revenues", limits) is None
 
 
 def test_the_switchover_refuses_a_hidden_lock_holder_unless_blind_guards_are_allowed(pg, db, blind_owner):
     role, app = blind_owner
-    session = session_as(pg, db, role)
-    reader = pg.connect(db, user=app, autocommit=False)
-    try:
+    with closing(session_as(pg, db, role)) as session, closing(pg.connect(db, user=app, autocommit=False)) as reader:
         verify_by_phases(session, dict(RANGE, allow_blind_guards=True))
         reader.cursor().execute("SELECT count(*) FROM public.revenues")   # ACCESS SHARE, its age hidden
         pid = reader.get_backend_pid()
@@ -222,9 +198,6 @@ def test_the_switchover_refuses_a_hidden_lock_holder_unless_blind_guards_are_all
             "state nor query, so the switchover's check for long transactions and the backfill's count of active "
             "sessions cannot see them; a replica would hide its replay lag from the replica-lag guard (phases 2 and 3) "
             "(HP21). Accepted with allow_blind_guards: those guards measure only what the role can see." % role]
-    finally:
-        reader.close()
-        session.close()
 
 
 def switchover(session, **options):

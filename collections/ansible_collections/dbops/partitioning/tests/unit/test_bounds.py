@@ -29,26 +29,26 @@ def spec(**kw):
 # ---------------------------------------------------------------- calendar edges
 
 @pytest.mark.parametrize("value, interval, floor, nxt, suffix", [
-    (D(2025, 1, 15), "daily", D(2025, 1, 15), D(2025, 1, 16), "2025_01_15"),
-    (D(2024, 2, 28), "daily", D(2024, 2, 28), D(2024, 2, 29), "2024_02_28"),
-    (D(2024, 2, 29), "daily", D(2024, 2, 29), D(2024, 3, 1), "2024_02_29"),
-    (D(2023, 2, 28), "daily", D(2023, 2, 28), D(2023, 3, 1), "2023_02_28"),
-    (D(2024, 12, 31), "daily", D(2024, 12, 31), D(2025, 1, 1), "2024_12_31"),
-    (D(2025, 1, 15), "weekly", D(2025, 1, 13), D(2025, 1, 20), "2025_w03"),
-    (D(2025, 1, 13), "weekly", D(2025, 1, 13), D(2025, 1, 20), "2025_w03"),   # a Monday is its own floor
-    (D(2025, 1, 19), "weekly", D(2025, 1, 13), D(2025, 1, 20), "2025_w03"),   # Sunday ends the ISO week
-    (D(2021, 1, 1), "weekly", D(2020, 12, 28), D(2021, 1, 4), "2020_w53"),    # ISO week 53 of 2020
-    (D(2024, 12, 31), "weekly", D(2024, 12, 30), D(2025, 1, 6), "2025_w01"),  # week 1 starts in 2024
-    (D(2026, 12, 31), "weekly", D(2026, 12, 28), D(2027, 1, 4), "2026_w53"),
-    (D(2024, 2, 29), "monthly", D(2024, 2, 1), D(2024, 3, 1), "2024_02"),
-    (D(2024, 12, 31), "monthly", D(2024, 12, 1), D(2025, 1, 1), "2024_12"),
-    (D(2025, 1, 1), "monthly", D(2025, 1, 1), D(2025, 2, 1), "2025_01"),
-    (D(2025, 3, 31), "quarterly", D(2025, 1, 1), D(2025, 4, 1), "2025_q1"),
-    (D(2025, 4, 1), "quarterly", D(2025, 4, 1), D(2025, 7, 1), "2025_q2"),
-    (D(2025, 9, 30), "quarterly", D(2025, 7, 1), D(2025, 10, 1), "2025_q3"),
-    (D(2025, 12, 31), "quarterly", D(2025, 10, 1), D(2026, 1, 1), "2025_q4"),
-    (D(2024, 2, 29), "yearly", D(2024, 1, 1), D(2025, 1, 1), "2024"),
-    (D(2025, 12, 31), "yearly", D(2025, 1, 1), D(2026, 1, 1), "2025"),
+    pytest.param(D(2025, 1, 15), "daily", D(2025, 1, 15), D(2025, 1, 16), "2025_01_15", id="daily-mid-month"),
+    pytest.param(D(2024, 2, 28), "daily", D(2024, 2, 28), D(2024, 2, 29), "2024_02_28", id="daily-february-28-of-a-leap-year"),
+    pytest.param(D(2024, 2, 29), "daily", D(2024, 2, 29), D(2024, 3, 1), "2024_02_29", id="daily-leap-day"),
+    pytest.param(D(2023, 2, 28), "daily", D(2023, 2, 28), D(2023, 3, 1), "2023_02_28", id="daily-february-28-of-a-common-year"),
+    pytest.param(D(2024, 12, 31), "daily", D(2024, 12, 31), D(2025, 1, 1), "2024_12_31", id="daily-last-day-of-the-year"),
+    pytest.param(D(2025, 1, 15), "weekly", D(2025, 1, 13), D(2025, 1, 20), "2025_w03", id="weekly-midweek"),
+    pytest.param(D(2025, 1, 13), "weekly", D(2025, 1, 13), D(2025, 1, 20), "2025_w03", id="weekly-a-monday-is-its-own-floor"),
+    pytest.param(D(2025, 1, 19), "weekly", D(2025, 1, 13), D(2025, 1, 20), "2025_w03", id="weekly-sunday-ends-the-iso-week"),
+    pytest.param(D(2021, 1, 1), "weekly", D(2020, 12, 28), D(2021, 1, 4), "2020_w53", id="weekly-iso-week-53-of-2020"),
+    pytest.param(D(2024, 12, 31), "weekly", D(2024, 12, 30), D(2025, 1, 6), "2025_w01", id="weekly-week-1-of-2025-starts-in-2024"),
+    pytest.param(D(2026, 12, 31), "weekly", D(2026, 12, 28), D(2027, 1, 4), "2026_w53", id="weekly-iso-week-53-of-2026"),
+    pytest.param(D(2024, 2, 29), "monthly", D(2024, 2, 1), D(2024, 3, 1), "2024_02", id="monthly-leap-day"),
+    pytest.param(D(2024, 12, 31), "monthly", D(2024, 12, 1), D(2025, 1, 1), "2024_12", id="monthly-last-day-of-the-year"),
+    pytest.param(D(2025, 1, 1), "monthly", D(2025, 1, 1), D(2025, 2, 1), "2025_01", id="monthly-a-first-day-is-its-own-floor"),
+    pytest.param(D(2025, 3, 31), "quarterly", D(2025, 1, 1), D(2025, 4, 1), "2025_q1", id="quarterly-last-day-of-q1"),
+    pytest.param(D(2025, 4, 1), "quarterly", D(2025, 4, 1), D(2025, 7, 1), "2025_q2", id="quarterly-first-day-of-q2"),
+    pytest.param(D(2025, 9, 30), "quarterly", D(2025, 7, 1), D(2025, 10, 1), "2025_q3", id="quarterly-last-day-of-q3"),
+    pytest.param(D(2025, 12, 31), "quarterly", D(2025, 10, 1), D(2026, 1, 1), "2025_q4", id="quarterly-last-day-of-q4"),
+    pytest.param(D(2024, 2, 29), "yearly", D(2024, 1, 1), D(2025, 1, 1), "2024", id="yearly-leap-day"),
+    pytest.param(D(2025, 12, 31), "yearly", D(2025, 1, 1), D(2026, 1, 1), "2025", id="yearly-last-day-of-the-year"),
 ])
 def test_edges(value, interval, floor, nxt, suffix):
     assert floor_boundary(value, interval) == floor
@@ -267,10 +267,11 @@ def test_bound_clause_texts(conn):
     assert text(bound_clause(Partition("o_default", "default", "default"), "text"), conn) == "DEFAULT"
 
 
-def _create(conn, table, key_type, parts):
+def _create(conn, table, key_type, parts, by="RANGE"):
+    """``table`` (id, k) partitioned ``by`` its key k with ``parts``; returns a cursor on ``conn``."""
     cur = conn.cursor()
-    cur.execute(sql.SQL("CREATE TABLE {} (id int, k {} NOT NULL) PARTITION BY RANGE (k)").format(
-        sql.Identifier(table), sql.SQL(key_type)))  # key_type: a constant of this test
+    cur.execute(sql.SQL("CREATE TABLE {} (id int, k {} NOT NULL) PARTITION BY {} (k)").format(
+        sql.Identifier(table), sql.SQL(key_type), sql.SQL(by)))  # key_type, by: constants of this test
     for p in parts:
         cur.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} {}").format(
             sql.Identifier(p.name), sql.Identifier(table), bound_clause(p, key_type)))
@@ -307,21 +308,14 @@ def test_date_and_timestamp_edges_on_the_server(conn):
 
 
 def test_hash_and_list_bounds_on_the_server(conn):
-    cur = conn.cursor()
     s = normalize_spec(dict(table="h", partition_key="k", strategy="hash", partitions=3))
-    cur.execute("CREATE TABLE h (k bigint NOT NULL) PARTITION BY HASH (k)")
-    for p in plan_partitions(s, "bigint", None, None, NOW):
-        cur.execute(sql.SQL("CREATE TABLE {} PARTITION OF h {}").format(sql.Identifier(p.name),
-                                                                        bound_clause(p, "bigint")))
-    cur.execute("INSERT INTO h SELECT generate_series(1, 300)")
+    cur = _create(conn, "h", "bigint", plan_partitions(s, "bigint", None, None, NOW), by="HASH")
+    cur.execute("INSERT INTO h (k) SELECT generate_series(1, 300)")
     cur.execute("SELECT count(DISTINCT tableoid) FROM h")
     assert cur.fetchone()[0] == 3
     s = normalize_spec(dict(table="l", partition_key="k", strategy="list", values={"low": [1, 2], "high": ["3"]}))
-    cur.execute("CREATE TABLE l (k integer NOT NULL) PARTITION BY LIST (k)")
-    for p in plan_partitions(s, "integer", None, None, NOW):
-        cur.execute(sql.SQL("CREATE TABLE {} PARTITION OF l {}").format(sql.Identifier(p.name),
-                                                                        bound_clause(p, "integer")))
-    cur.execute("INSERT INTO l VALUES (1), (3), (7)")
+    cur = _create(conn, "l", "integer", plan_partitions(s, "integer", None, None, NOW), by="LIST")
+    cur.execute("INSERT INTO l (k) VALUES (1), (3), (7)")
     cur.execute("SELECT k, tableoid::regclass::text FROM l ORDER BY k")
     assert cur.fetchall() == [(1, "l_low"), (3, "l_high"), (7, "l_default")]
 
