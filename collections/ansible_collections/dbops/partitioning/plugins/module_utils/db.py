@@ -188,6 +188,20 @@ class Session:
         return self
 
     def close(self):
+        """Release this session's advisory locks (the per-table work lock), then disconnect.
+
+        The server would release them too, but only once its backend has seen the connection
+        close, a moment after this returns: a run started right after this one (an operator's
+        retry after a refusal) would find the table still taken by a finished run."""
+        try:
+            if not self.conn.closed:
+                self.conn.rollback()
+                self.conn.autocommit = True
+                cur = self.conn.cursor()
+                cur.execute("SELECT pg_catalog.pg_advisory_unlock_all()")
+                cur.close()
+        except Exception:  # noqa: BLE001 - a broken connection has no lock left to release
+            pass
         try:
             self.conn.close()
         except Exception:  # pragma: no cover
