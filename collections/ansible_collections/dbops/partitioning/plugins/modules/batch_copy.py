@@ -185,7 +185,7 @@ progress_line:
   returned: always
   type: str
 queries:
-  description: Statements that changed something (the batch statement once, as a sample), or would in check mode.
+  description: Statements that changed something (a batch's statements once, as a sample), or would in check mode.
   returned: always
   type: list
   elements: str
@@ -282,7 +282,7 @@ def copy_rows(module, session, target):
         return dict(progress(session, table_name, state_schema, dict(batches=0, rows=0), done, 0),
                     changed=False)
     ctx = backfill.load_context(session, state_schema, row)
-    sample = batch.render(templates, session, ctx, True, "plain")
+    sample = batch.sample(templates, session, ctx)
 
     if module.check_mode:
         has_ranges = state_store.installed_version(session, state_schema) >= 2
@@ -294,7 +294,7 @@ def copy_rows(module, session, target):
             row_est = est
         else:
             row_est = row["rows_estimated"]
-        session.queries.append(sample)
+        session.queries.extend(sample)
         out = dict(table=table_name, phase=row["phase"], done=False, rows_copied=int(row["rows_copied"] or 0),
                    rows_estimated=int(row_est or 0), percent=0.0, rows_per_s=0.0, eta_s=None,
                    batches=int(row["batches"] or 0), batch_size=t["batch_size"], paused=bool(row["paused"]),
@@ -321,7 +321,7 @@ def copy_rows(module, session, target):
     if time.time() >= deadline:
         call["stopped_by"] = "maximum run time reached"
     else:
-        session.queries.append(sample)
+        session.queries.extend(sample)
         opts = backfill.CopyOptions.from_tuning(t)
         totals = backfill.copy_for(session, lambda: Session.open(p, False, "batch_copy/worker"), templates, ctx,
                                    opts, deadline)

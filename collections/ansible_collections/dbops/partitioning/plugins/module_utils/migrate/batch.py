@@ -5,9 +5,12 @@ checkpoint (``templates/sql/backfill/batch.sql.j2``; docs/design.md, "The backfi
 
 The statement has three forms, tried from the cheapest:
 
-* ``plain``: rows read without locks, plain ``INSERT`` into the twin. As fast as
-  ``INSERT … SELECT``. Deletes and key moves that race it are caught by the key log
-  (``key_log.py``) and reconciled after the checkpoint has passed them.
+* ``plain`` (``plain_batch.sql.j2``): the batch's upper key read first (the limit-th key after
+  the checkpoint), then the rows up to it copied by a plain ``INSERT … SELECT`` into the twin,
+  without locks and without returning anything, then the checkpoint moved to that key: three
+  statements, each as cheap as its part of one ``INSERT … SELECT`` of the whole table. Deletes
+  and key moves that race it are caught by the key log (``key_log.py``) and reconciled after the
+  checkpoint has passed them.
 * ``conflict``: the same with ``ON CONFLICT DO NOTHING``, after the plain form met a twin row
   that the application's sync trigger wrote first (a unique violation): the trigger's newer
   version wins.
@@ -48,11 +51,22 @@ TIMEOUT_TARGETS = 20
 MIN_BATCH = 10
 
 
+PLAIN_PARTS = ("bound", "insert", "advance")
+
+
 def render(templates, session, ctx, has_lower, form):
-    return templates.render("backfill/batch", session.conn, src=ctx.src, dst=ctx.dst,
-                            state_schema=ctx.state_schema, table_name=ctx.table_name, pk_cols=ctx.pk_cols,
-                            cols=ctx.cols, overriding=ctx.overriding, has_lower=has_lower,
-                            lock_rows=form == "locked", on_conflict=form != "plain")
+    """The batch statement of ``form``; for ``plain``, a dict of its three statements by part."""
+    context = dict(src=ctx.src, dst=ctx.dst, state_schema=ctx.state_schema, table_name=ctx.table_name,
+                   pk_cols=ctx.pk_cols, cols=ctx.cols, overriding=ctx.overriding, has_lower=has_lower)
+    if form == "plain":
+        return dict((part, templates.render("backfill/plain_batch", session.conn, part=part, **context))
+                    for part in PLAIN_PARTS)
+    return templates.render("backfill/batch", session.conn, lock_rows=form == "locked", **context)
+
+
+def sample(templates, session, ctx):
+    """The statements of a batch of the plain form, as a module reports them in ``queries``."""
+    return [render(templates, session, ctx, True, "plain")[part] for part in PLAIN_PARTS]
 
 
 def _statement(templates, session, ctx, has_lower, form):
@@ -61,6 +75,22 @@ def _statement(templates, session, ctx, has_lower, form):
         # rendering builds the statement once per table and form, not once per batch
         ctx.batch_sql[key] = render(templates, session, ctx, has_lower, form)
     return ctx.batch_sql[key]
+
+
+def _plain(session, stmts, prefix, params):
+    """The plain form's three statements (``plain_batch.sql.j2``), from the savepoint on; the same
+    row as the other forms' statement."""
+    first = "SAVEPOINT %s;\n%s" % (SAVEPOINT, stmts["bound"])
+    gate = session.query(prefix + ";\n" + first if prefix else first, params)[0]
+    if not gate["go"]:
+        return dict(paused=True, seen=0, locked=0, inserted=0, skipped=0, last_key=None, advanced=0, done=False,
+                    pending=False)
+    hi = params["hi"].adapted
+    upper = gate["bound"] if gate["bound"] is not None else hi
+    marks = dict(params, upper=Json(upper))
+    rows = session.query(stmts["insert"], marks)
+    res = session.query(stmts["advance"], dict(marks, rows=rows, done=gate["bound"] is None or upper == hi))[0]
+    return dict(res, paused=False, seen=rows, locked=rows, inserted=rows, skipped=0, last_key=upper)
 
 
 def _deferrable_unique(session, ctx):
@@ -124,9 +154,12 @@ def copy_batch(session, templates, ctx, range_no, lo, hi, limit, lock_timeout_ms
         prefix = _limits(lock_timeout_ms if form != "locked" else 0, timeout_ms).as_string(session.conn)
         while True:
             stmt = _statement(templates, session, ctx, has_lower, form)
-            if form != "locked":
-                stmt = "SAVEPOINT %s;\n%s" % (SAVEPOINT, stmt)
             try:
+                if form == "plain":
+                    res = _plain(session, stmt, prefix, params)
+                    break
+                if form == "conflict":
+                    stmt = "SAVEPOINT %s;\n%s" % (SAVEPOINT, stmt)
                 res = session.query(prefix + ";\n" + stmt if prefix else stmt, params)[0]
                 break
             except (psycopg2_errors.UniqueViolation, psycopg2_errors.ExclusionViolation,
