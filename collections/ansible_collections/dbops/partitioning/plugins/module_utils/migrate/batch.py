@@ -64,11 +64,6 @@ def render(templates, session, ctx, has_lower, form):
     return templates.render("backfill/batch", session.conn, lock_rows=form == "locked", **context)
 
 
-def sample(templates, session, ctx):
-    """The statements of a batch of the plain form, as a module reports them in ``queries``."""
-    return [render(templates, session, ctx, True, "plain")[part] for part in PLAIN_PARTS]
-
-
 def _statement(templates, session, ctx, has_lower, form):
     key = (has_lower, form)
     if key not in ctx.batch_sql:
@@ -77,19 +72,24 @@ def _statement(templates, session, ctx, has_lower, form):
     return ctx.batch_sql[key]
 
 
-def _plain(session, stmts, prefix, params):
-    """The plain form's three statements (``plain_batch.sql.j2``), from the savepoint on; the same
-    row as the other forms' statement."""
+def sample(templates, session, ctx):
+    """The statements of a batch of the plain form, as a module reports them in ``queries``."""
+    stmts = _statement(templates, session, ctx, True, "plain")
+    return [stmts[part] for part in PLAIN_PARTS]
+
+
+def _plain(session, stmts, prefix, params, hi):
+    """The plain form's three statements (``plain_batch.sql.j2``), from the savepoint on, for a range
+    whose upper key is ``hi``; the same row as the other forms' statement."""
     first = "SAVEPOINT %s;\n%s" % (SAVEPOINT, stmts["bound"])
     gate = session.query(prefix + ";\n" + first if prefix else first, params)[0]
     if not gate["go"]:
         return dict(paused=True, seen=0, locked=0, inserted=0, skipped=0, last_key=None, advanced=0, done=False,
                     pending=False)
-    hi = params["hi"].adapted
     upper = gate["bound"] if gate["bound"] is not None else hi
     marks = dict(params, upper=Json(upper))
     rows = session.query(stmts["insert"], marks)
-    res = session.query(stmts["advance"], dict(marks, rows=rows, done=gate["bound"] is None or upper == hi))[0]
+    res = session.query(stmts["advance"], dict(marks, rows=rows, done=upper == hi))[0]
     return dict(res, paused=False, seen=rows, locked=rows, inserted=rows, skipped=0, last_key=upper)
 
 
@@ -156,7 +156,7 @@ def copy_batch(session, templates, ctx, range_no, lo, hi, limit, lock_timeout_ms
             stmt = _statement(templates, session, ctx, has_lower, form)
             try:
                 if form == "plain":
-                    res = _plain(session, stmt, prefix, params)
+                    res = _plain(session, stmt, prefix, params, hi)
                     break
                 if form == "conflict":
                     stmt = "SAVEPOINT %s;\n%s" % (SAVEPOINT, stmt)
