@@ -82,8 +82,11 @@ def test_module_killed_at_a_random_moment(pg, db, conn, workers):
     make_prepared(pg, db, rows=ROWS)
     p = drv.module_process("batch_copy", pg, db, table=TABLE, batch_size=100, batch_sleep_ms=30,
                            batch_target_ms=0, copy_workers=workers, verify_batches=True)
-    _wait_until(lambda: _copied(conn) >= 200)
-    time.sleep(random.uniform(0, 0.3))
+    # a random point of the copy, chosen by rows copied (a random sleep let the copy, 2000 rows in
+    # about a third of a second, end before the kill), then a random instant within a batch
+    target = random.randint(200, ROWS // 2)
+    _wait_until(lambda: _copied(conn) >= target)
+    time.sleep(random.uniform(0, 0.03))
     p.kill()
     p.communicate()
     at_kill = _copied(conn)
