@@ -2278,26 +2278,53 @@ TEXTS = {
         'ts }}) = ROW({{ set_cols|idents(excluded) }}){% else %}NOTHING{% endif %}{% endmacro %}\n'
         "{% macro unless_read_committed() %}pg_catalog.current_setting('transaction_isolation') <> 'read committed'{% e"
         'ndmacro %}\n'
+        '{#- generic_plans() … own_plans() around an UPDATE or DELETE of dst by its key: the statement\n'
+        "    runs on PL/pgSQL's cached generic plan, which prunes dst's partitions at executor start.\n"
+        '    Under the default plan_cache_mode the plan cache keeps choosing a custom plan, planned anew\n'
+        "    for every row, because the generic plan's estimate counts every partition of dst (about half\n"
+        "    of what the trigger adds to an application's UPDATE). Transaction-local and put back at once:\n"
+        "    the application's own statements keep its setting (an error in between ends the transaction\n"
+        '    or, guarded, the subtransaction, and the setting with it). Not a function-level SET: that\n'
+        '    saves and restores the setting on every call, inserts included. #}\n'
+        "{% macro generic_plans() %}plan_mode := pg_catalog.current_setting('plan_cache_mode');\n"
+        "            PERFORM pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true);{% endmacro %}\n"
+        "{% macro own_plans() %}PERFORM pg_catalog.set_config('plan_cache_mode', plan_mode, true);{% endmacro %}\n"
         '{# the old row leaves dst; under REPEATABLE READ a row copied after the snapshot began is not\n'
         '   visible to the DELETE: its key is logged for the reconcile #}\n'
         '{% macro delete_old() %}\n'
-        'DELETE FROM {{ dst|ident }} AS d WHERE {{ match(old) }};\n'
+        '{{ generic_plans() }}\n'
+        '            DELETE FROM {{ dst|ident }} AS d WHERE {{ match(old) }};\n'
         '            GET DIAGNOSTICS n = ROW_COUNT;\n'
+        '            {{ own_plans() }}\n'
         '            IF n = 0 THEN\n'
         '                IF {{ unless_read_committed() }} THEN\n'
         '                    {{ log(old, "rr-invisible") }};\n'
         '                END IF;\n'
         '            END IF{% endmacro %}\n'
-        '{% macro body() %}\n'
+        '{#- TRUNCATE, a statement trigger: the guarded function handles it first, outside its\n'
+        '    subtransaction; the fast one last, so that a row write (the common case, inserts most of all)\n'
+        '    meets its branch at the first test, as in a hand-written trigger #}\n'
+        '{% macro truncate() %}\n'
+        'IF EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = TG_RELID AND relispartition) THEN\n'
+        '            -- one partition truncated (HP20): delete its rows, read by its partition constraint now\n'
+        "            EXECUTE pg_catalog.format('DELETE FROM %I.%I WHERE %s', {{ dst[0]|lit }}, {{ dst[1]|lit }},\n"
+        "                    coalesce(pg_catalog.pg_get_partition_constraintdef(TG_RELID), 'true'));\n"
+        '        ELSE\n'
+        '            TRUNCATE TABLE {{ dst|ident }};\n'
+        '        END IF;\n'
+        '        RETURN NULL;{% endmacro %}\n'
+        '{% macro body(with_truncate=false) %}\n'
         "        IF TG_OP = 'INSERT' THEN\n"
         '            {{ insert_new(false) }};\n'
         "        ELSIF TG_OP = 'UPDATE' THEN\n"
         '            IF {% for c in key_cols %}NEW.{{ c|ident }} IS NOT DISTINCT FROM OLD.{{ c|ident }}{% if not loop.l'
         'ast %} AND {% endif %}{% endfor %} THEN\n'
         '{% if set_cols %}\n'
+        '                {{ generic_plans() }}\n'
         '                UPDATE {{ dst|ident }} AS d SET ({{ set_cols|idents }}) = ROW({{ set_cols|idents(new) }})\n'
         '                 WHERE {{ match(old) }};\n'
         '                GET DIAGNOSTICS n = ROW_COUNT;\n'
+        '                {{ own_plans() }}\n'
         '                IF n = 0 THEN\n'
         '                    IF {{ unless_read_committed() }} THEN\n'
         '                        -- invisible to this snapshot (copied after it began): reconcile later\n'
@@ -2315,8 +2342,15 @@ TEXTS = {
         '                {{ delete_old() }};\n'
         '                {{ insert_new() }};\n'
         '            END IF;\n'
+        '{% if with_truncate %}\n'
+        "        ELSIF TG_OP = 'DELETE' THEN\n"
+        '            {{ delete_old() }};\n'
+        '        ELSE\n'
+        '            {{ truncate() }}\n'
+        '{% else %}\n'
         '        ELSE\n'
         '            {{ delete_old() }};\n'
+        '{% endif %}\n'
         '        END IF;\n'
         '{% endmacro %}\n'
         'CREATE OR REPLACE FUNCTION {{ fn|ident }}() RETURNS trigger\n'
@@ -2326,21 +2360,15 @@ TEXTS = {
         '-- See docs/design.md. Do not edit: phase playbooks regenerate it.\n'
         'DECLARE\n'
         '    n bigint;\n'
+        '    plan_mode text;\n'
         '{% if guarded %}\n'
         '    mode text := pg_catalog.current_setting({{ guard_setting|lit }}, true);\n'
         '{% endif %}\n'
         'BEGIN\n'
-        "    IF TG_OP = 'TRUNCATE' THEN\n"
-        '        IF EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = TG_RELID AND relispartition) THEN\n'
-        '            -- one partition truncated (HP20): delete its rows, read by its partition constraint now\n'
-        "            EXECUTE pg_catalog.format('DELETE FROM %I.%I WHERE %s', {{ dst[0]|lit }}, {{ dst[1]|lit }},\n"
-        "                    coalesce(pg_catalog.pg_get_partition_constraintdef(TG_RELID), 'true'));\n"
-        '        ELSE\n'
-        '            TRUNCATE TABLE {{ dst|ident }};\n'
-        '        END IF;\n'
-        '        RETURN NULL;\n'
-        '    END IF;\n'
         '{% if guarded %}\n'
+        "    IF TG_OP = 'TRUNCATE' THEN\n"
+        '        {{ truncate() }}\n'
+        '    END IF;\n'
         "    IF mode = 'fast' THEN\n"
         '        -- guard_rows rows of this transaction were mirrored: the shape is the generated one\n'
         '{{ body() }}\n'
@@ -2364,7 +2392,7 @@ TEXTS = {
         "    PERFORM pg_catalog.set_config({{ guard_setting|lit }}, CASE WHEN n >= {{ guard_rows }} THEN 'fast' ELSE n:"
         ':text END, true);\n'
         '{% else %}\n'
-        '{{ body() }}\n'
+        '{{ body(with_truncate=true) }}\n'
         '{% endif %}\n'
         '    RETURN NULL;\n'
         'END\n'
