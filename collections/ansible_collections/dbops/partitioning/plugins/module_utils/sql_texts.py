@@ -156,6 +156,8 @@ TEXTS = {
         '               upper key. Null when fewer keys are left: then upper is hi and the range is done.\n'
         "               An index scan over the batch's keys alone (index-only where the visibility map allows),\n"
         "               about a twentieth of the insert's time.\n"
+        '      gate     the pause flag alone, when the caller chose the upper key by arithmetic on a single\n'
+        '               integer key (batch.span_upper): no index scan at all.\n'
         "      insert   every row of (lo, upper] in the statement's snapshot, inserted into the twin; its row\n"
         "               count is the batch's. Why not one statement that inserts the next limit keys in key\n"
         '               order and returns them, as the other forms do: RETURNING from a routed insert made\n'
@@ -169,8 +171,12 @@ TEXTS = {
         '               moves back, a batch never runs twice), and whether the table has pending keys.\n'
         '    Context: src, dst, state_schema, table_name, pk_cols, cols, overriding, has_lower (as in\n'
         '    batch.sql.j2). Parameters: %(lo)s, %(hi)s (jsonb keys), %(limit)s, %(range_no)s; insert and\n'
-        '    advance: %(upper)s (jsonb key), advance: %(rows)s, %(done)s. #}\n'
-        '{% if part == "bound" %}\n'
+        "    advance: %(upper)s (jsonb key); insert: %(cap)s (null: no cap; a reckoned upper key's batch\n"
+        '    is capped, and rolled back when it reaches the cap), advance: %(rows)s, %(done)s. #}\n'
+        '{% if part == "gate" %}\n'
+        'SELECT NOT t.paused AS go, NULL::jsonb AS bound\n'
+        'FROM {{ (state_schema, "tables")|ident }} AS t WHERE t.table_name = {{ table_name|lit }}\n'
+        '{% elif part == "bound" %}\n'
         'SELECT NOT t.paused AS go,\n'
         '       CASE WHEN NOT t.paused THEN (\n'
         '           -- the key as jsonb built for the one key kept, not for each key the OFFSET passes\n'
@@ -186,6 +192,7 @@ TEXTS = {
         'SELECT {{ cols|idents }}\n'
         'FROM {{ src|ident }} AS o\n'
         'WHERE {{ key_in_range(pk_cols, src, "o", has_lower, hi="upper") }}\n'
+        'LIMIT %(cap)s\n'
         '{% else %}\n'
         'WITH advanced AS (\n'
         '    UPDATE {{ (state_schema, "backfill_ranges")|ident }} AS r\n'

@@ -82,15 +82,16 @@ def context(sess):
     return backfill.load_context(sess, STATE, row), row
 
 
-def next_batch(sess, ctx, limit, range_no=0, before_commit=None):
+def next_batch(sess, ctx, limit, range_no=0, before_commit=None, reckon=False):
     """The next batch of backfill range ``range_no`` from its committed checkpoint (as a worker
-    runs it); None when the range is done."""
+    runs it); None when the range is done. ``reckon``: the batch's upper key is given (the range's
+    own, as batch.span_upper reckons it) instead of read."""
     from ansible_collections.dbops.partitioning.plugins.module_utils.migrate import batch, ranges
     rng = [r for r in ranges.get_ranges(sess, ctx) if r["range_no"] == range_no][0]
     if rng["done"]:
         return None
     return batch.copy_batch(sess, templates(), ctx, range_no, rng["checkpoint"], rng["upper_key"], limit,
-                            before_commit=before_commit)
+                            before_commit=before_commit, upper=rng["upper_key"] if reckon else None)
 
 
 def rows_of(conn, table, cols=COLS):

@@ -1,6 +1,6 @@
 """Phase 2 backfill: exact copies, keyset order on simple and composite keys, workers, resume."""
 from ..helpers import backfill_driver as drv
-from ..helpers.phase2_setup import assert_equal_tables, make_prepared, scalar, state_row
+from ..helpers.phase2_setup import assert_equal_tables, make_prepared, run, scalar, state_row
 
 
 def test_backfill_copies_every_row_exactly(pg, db, conn):
@@ -13,6 +13,30 @@ def test_backfill_copies_every_row_exactly(pg, db, conn):
     assert row["rows_copied"] == 3000
     assert row["batches"] == 5  # 700 * 4 + 200, the last batch ends short
     assert row["backfill_finished_at"]
+
+
+def test_integer_keys_with_a_gap_and_a_denser_stretch_copy_exactly(pg, db, conn):
+    """Batches after the first reckon their upper key from the previous batch's density
+    (batch.span_upper). A gap makes a batch miss its aim, and the next one reads its upper key
+    again instead of walking the gap; a stretch denser than reckoned makes a batch reach its cap
+    (twice its limit), roll back and read its upper key."""
+    make_prepared(pg, db, rows=6000)
+    run(conn, "DELETE FROM public.revenues WHERE id BETWEEN 1201 AND 3000",       # a gap
+        "DELETE FROM public.revenues WHERE id <= 4000 AND id > 3000 AND id % 10 <> 0")  # sparse, then dense
+    seen = []
+    totals = drv.copy(pg, db, batch_size=300, hooks=dict(after_batch=seen.append))
+    assert totals["done"]
+    assert_equal_tables(conn)
+    # the first two batches read (the first has no lower key to reckon from), then 300 keys each
+    assert [r["reckoned"] for r in seen[:4]] == [False, False, True, True]
+    assert seen[4]["seen"] == 0 and seen[4]["reckoned"]                       # 1201-1500: in the gap
+    assert not seen[5]["reckoned"] and seen[5]["last_key"] == {"id": 4200}   # read: over the gap at once
+    # reckoned from 3000 keys for 300 rows, the dense stretch from 4201 on would give 1800 rows:
+    # capped, rolled back, read
+    assert not seen[6]["reckoned"] and seen[6]["seen"] == 300
+    assert all(r["reckoned"] for r in seen[7:])
+    assert max(r["seen"] for r in seen) <= 2 * 300
+    assert sum(r["seen"] for r in seen) == 6000 - 1800 - 900
 
 
 def test_composite_key_in_keyset_order(pg, db, conn):

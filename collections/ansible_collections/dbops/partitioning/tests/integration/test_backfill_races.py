@@ -69,7 +69,12 @@ class Writer:
         self.conn.close()
 
 
-def _first_batch(pg, db, hook, limit=ROWS, locked=True):
+# The unlocked batch's upper key read by the batch (the limit-th key) or reckoned by the caller
+# (batch.span_upper on an integer key): the races are the same either way.
+UPPER = pytest.mark.parametrize("reckon", [False, True], ids=["read-upper", "reckoned-upper"])
+
+
+def _first_batch(pg, db, hook, limit=ROWS, locked=True, reckon=False):
     """The backfill's first batch, in the locking form or (``locked=False``) as a worker runs it."""
     drv.start(pg, db)
     s = session(pg, db)
@@ -77,7 +82,7 @@ def _first_batch(pg, db, hook, limit=ROWS, locked=True):
         ctx, _unused = context(s)
         if locked:
             ctx.forms["only_locked"] = True
-        return next_batch(s, ctx, limit, before_commit=hook)
+        return next_batch(s, ctx, limit, before_commit=hook, reckon=reckon)
     finally:
         s.close()
 
@@ -215,7 +220,7 @@ def test_insert_during_the_batch_is_copied_once(pg, db, prepared):
 
 # --- the unlocked batch (the default) ---------------------------------------------------------
 
-def _unlocked_race(pg, db, conn, stmt, reconcile_in_flight=True):
+def _unlocked_race(pg, db, conn, stmt, reconcile_in_flight=True, reckon=False):
     """The batch reads its rows without locks; ``stmt`` runs and commits before the batch commits
     (a writer that waits for the batch's twin row finishes after it). While the batch is in
     flight a reconcile runs and must leave the keys of the batch's range alone; after the commit
@@ -231,7 +236,7 @@ def _unlocked_race(pg, db, conn, stmt, reconcile_in_flight=True):
             if reconcile_in_flight:
                 seen["consumed_in_flight"] = _reconcile(pg, db)["consumed"]
 
-    res = _first_batch(pg, db, hook, locked=False)
+    res = _first_batch(pg, db, hook, locked=False, reckon=reckon)
     w.join()
     w.close()
     seen["twin_rows"] = scalar(conn, "SELECT count(*) FROM public.revenues_partitioned")
@@ -240,9 +245,10 @@ def _unlocked_race(pg, db, conn, stmt, reconcile_in_flight=True):
     return res, seen
 
 
-def test_unlocked_batch_delete_during_the_batch_leaves_a_ghost_that_the_key_log_removes(pg, db, prepared):
+@UPPER
+def test_unlocked_batch_delete_during_the_batch_leaves_a_ghost_that_the_key_log_removes(pg, db, prepared, reckon):
     conn = prepared
-    res, seen = _unlocked_race(pg, db, conn, "DELETE FROM public.revenues WHERE id = 50")
+    res, seen = _unlocked_race(pg, db, conn, "DELETE FROM public.revenues WHERE id = 50", reckon=reckon)
     assert res["form"] == "plain" and res["seen"] == ROWS
     # the window is real: the batch copied the row after the delete's trigger ran
     assert seen["twin_rows"] == ROWS and seen["pending"] == [{"id": 50}]
@@ -253,24 +259,29 @@ def test_unlocked_batch_delete_during_the_batch_leaves_a_ghost_that_the_key_log_
     assert_equal_tables(conn)
 
 
-def test_unlocked_batch_partition_key_move_leaves_no_ghost_after_the_reconcile(pg, db, prepared):
+@UPPER
+def test_unlocked_batch_partition_key_move_leaves_no_ghost_after_the_reconcile(pg, db, prepared, reckon):
     conn = prepared
     _res, seen = _unlocked_race(pg, db, conn,
-                                "UPDATE public.revenues SET occurred_at = '2025-02-02 12:00+00' WHERE id = 60")
+                                "UPDATE public.revenues SET occurred_at = '2025-02-02 12:00+00' WHERE id = 60",
+                                reckon=reckon)
     assert seen["pending"] == [{"id": 60}]
     _assert_moved_once(conn, 60, "revenues_2025_02")
 
 
-def test_unlocked_batch_primary_key_move_leaves_no_ghost_after_the_reconcile(pg, db, prepared):
+@UPPER
+def test_unlocked_batch_primary_key_move_leaves_no_ghost_after_the_reconcile(pg, db, prepared, reckon):
     conn = prepared
-    _res, seen = _unlocked_race(pg, db, conn, "UPDATE public.revenues SET id = 100000 WHERE id = 70")
+    _res, seen = _unlocked_race(pg, db, conn, "UPDATE public.revenues SET id = 100000 WHERE id = 70",
+                                reckon=reckon)
     assert seen["pending"] == [{"id": 70}]
     assert scalar(conn, "SELECT count(*) FROM public.revenues_partitioned WHERE id = 70") == 0
     assert scalar(conn, "SELECT count(*) FROM public.revenues_partitioned WHERE id = 100000") == 1
     assert_equal_tables(conn)
 
 
-def test_unlocked_batch_update_of_a_copied_row_waits_for_the_batch_and_wins(pg, db, prepared):
+@UPPER
+def test_unlocked_batch_update_of_a_copied_row_waits_for_the_batch_and_wins(pg, db, prepared, reckon):
     """The writer's trigger meets the batch's uncommitted twin row: its insert waits for the
     batch to commit, then updates it (ON CONFLICT DO UPDATE): the newer version, no key logged."""
     conn = prepared
@@ -281,7 +292,7 @@ def test_unlocked_batch_update_of_a_copied_row_waits_for_the_batch_and_wins(pg, 
         w.run_async("UPDATE public.revenues SET amount = 4242, note = 'newer' WHERE id = 80")
         blocked.append(_wait_blocked(conn, w.pid, writer=w))
 
-    _first_batch(pg, db, hook, locked=False)
+    _first_batch(pg, db, hook, locked=False, reckon=reckon)
     w.join()
     w.close()
     assert blocked == [True]
@@ -290,7 +301,8 @@ def test_unlocked_batch_update_of_a_copied_row_waits_for_the_batch_and_wins(pg, 
     assert_equal_tables(conn)
 
 
-def test_unlocked_batch_repeatable_read_writer_is_reconciled_after_the_checkpoint(pg, db, prepared):
+@UPPER
+def test_unlocked_batch_repeatable_read_writer_is_reconciled_after_the_checkpoint(pg, db, prepared, reckon):
     """A REPEATABLE READ writer updates a row of the batch in flight: its trigger cannot see the
     batch's row and logs the key; a reconcile in flight must not consume it (it would copy the
     newer version before the batch's older one lands and be lost to ON CONFLICT)."""
@@ -303,7 +315,7 @@ def test_unlocked_batch_repeatable_read_writer_is_reconciled_after_the_checkpoin
         w.run("UPDATE public.revenues SET note = 'rr' WHERE id = 30")
         consumed.append(_reconcile(pg, db)["consumed"])
 
-    _first_batch(pg, db, hook, locked=False)
+    _first_batch(pg, db, hook, locked=False, reckon=reckon)
     w.close()
     assert consumed == [0]
     assert {"id": 30} in pending(conn)
@@ -322,7 +334,8 @@ def test_unlocked_batch_repeatable_read_writer_is_reconciled_after_the_checkpoin
                  id="rolled-back-update"),
     pytest.param("DELETE FROM public.revenues WHERE id = 90", "rollback", "plain", id="rolled-back-delete"),
 ])
-def test_unlocked_batch_with_a_row_held_by_a_writer(pg, db, prepared, stmt, outcome, form):
+@UPPER
+def test_unlocked_batch_with_a_row_held_by_a_writer(pg, db, prepared, stmt, outcome, form, reckon):
     """A writer that wrote the twin row of a key before the batch (an update of a row not copied
     yet) makes the batch wait for it: after lock_timeout_ms the batch runs in the locking form,
     skips the row and logs it. A writer whose trigger did not write that key (a move writes the
@@ -331,7 +344,7 @@ def test_unlocked_batch_with_a_row_held_by_a_writer(pg, db, prepared, stmt, outc
     conn = prepared
     w = Writer(pg, db)
     w.run(stmt, commit=False)  # the writer holds the row while the batch runs
-    res = _first_batch(pg, db, None, locked=False)
+    res = _first_batch(pg, db, None, locked=False, reckon=reckon)
     assert res["form"] == form
     assert res["skipped"] == (1 if form == "locked" else 0)
     _end_and_settle(pg, db, conn, w, outcome)

@@ -67,6 +67,7 @@ class CopyContext:
     cols: List[str] = field(default_factory=list)      # insertable (not generated)
     all_cols: List[str] = field(default_factory=list)  # every column, for checksums
     overriding: bool = False
+    integer_key: bool = False             # a single integer primary key (batch.span_upper)
     # The batch statements rendered once per table, by (has_lower, form) (batch.py).
     batch_sql: dict = field(default_factory=dict, repr=False, compare=False)
     # Which form the next batches start with, and how many fell back (batch.first_form).
@@ -115,7 +116,8 @@ def load_context(session, state_schema, row):
         state_schema=state_schema, table_name=row["table_name"], src=src, dst=dst,
         pk_cols=list(row["pk_columns"]), partition_key=row["partition_key"], cols=cols,
         all_cols=[c.name for c in original.columns],
-        overriding=any(twin.column(c).identity == "a" for c in cols))
+        overriding=any(twin.column(c).identity == "a" for c in cols),
+        integer_key=len(row["pk_columns"]) == 1 and original.column(row["pk_columns"][0]).type_oid in batch.INTEGER_TYPES)
 
 
 def start_backfill(session, templates, ctx, row, workers, lock_timeout_ms=50, retries=30):
@@ -255,13 +257,16 @@ class _Worker:
             return
         lo, hi = rows[0]["checkpoint"], rows[0]["upper_key"]
         opts = self.run.opts
+        last = None  # the previous batch's span (batch.span_upper)
         while not self.run.stop.is_set() and time.time() < self.deadline:
             reason, waited = self.run.monitor.wait_while_braked(self.deadline, self.on_wait)
             self.run.add(waited_s=waited)
             if reason:
                 self.run.stopped(reason)
                 return
-            res = self._batch(range_no, lo, hi)
+            limit = self.size
+            res = self._batch(range_no, lo, hi, batch.span_upper(self.ctx, lo, hi, limit, last))
+            last = batch.span_of(self.ctx, lo, res, limit)
             if res is None:
                 continue
             if res["paused"]:
@@ -291,14 +296,15 @@ class _Worker:
                 self.run.add(throttled_s=pause_s)
                 sleep_ms(min(pause_s, max(0.0, self.deadline - time.time())) * 1000.0)
 
-    def _batch(self, range_no, lo, hi):
-        """One batch; None when it timed out (rolled back: the next attempt is smaller)."""
+    def _batch(self, range_no, lo, hi, upper):
+        """One batch (up to ``upper`` when reckoned); None when it timed out (rolled back: the next
+        attempt is smaller, and reads its upper key)."""
         opts = self.run.opts
         try:
             with self.run.monitor.batch():
                 return batch.copy_batch(self.session, self.templates, self.ctx, range_no, lo, hi, self.size,
                                         opts.lock_timeout_ms, batch.timeout_ms(opts.batch_target_ms),
-                                        before_commit=self.hooks.get("before_commit"))
+                                        before_commit=self.hooks.get("before_commit"), upper=upper)
         except psycopg2_errors.QueryCanceled:
             if self.size <= batch.MIN_BATCH:
                 raise PartitioningError(

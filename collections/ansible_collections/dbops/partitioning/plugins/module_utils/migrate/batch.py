@@ -10,7 +10,9 @@ The statement has three forms, tried from the cheapest:
   without locks and without returning anything, then the checkpoint moved to that key: three
   statements, each as cheap as its part of one ``INSERT … SELECT`` of the whole table. Deletes
   and key moves that race it are caught by the key log (``key_log.py``) and reconciled after the
-  checkpoint has passed them.
+  checkpoint has passed them. On a single integer key the upper key is mostly not read but
+  reckoned (``span_upper``): the checkpoint plus as many keys as held the batch's rows in the
+  previous batch of the range.
 * ``conflict``: the same with ``ON CONFLICT DO NOTHING``, after the plain form met a twin row
   that the application's sync trigger wrote first (a unique violation): the trigger's newer
   version wins.
@@ -49,18 +51,24 @@ SAVEPOINT = "dbops_batch"
 # twin rows it inserted, which writers of those rows wait for.
 TIMEOUT_TARGETS = 20
 MIN_BATCH = 10
+# A batch whose upper key was reckoned (span_upper) copies at most this many times its limit.
+CAP_LIMITS = 2
 
 
 PLAIN_PARTS = ("bound", "insert", "advance")
+# "gate" replaces "bound" when the upper key was reckoned (span_upper)
+PLAIN_STATEMENTS = PLAIN_PARTS + ("gate",)
+# The key types whose keys span_upper may reckon with (int2, int4, int8).
+INTEGER_TYPES = (20, 21, 23)
 
 
 def render(templates, session, ctx, has_lower, form):
-    """The batch statement of ``form``; for ``plain``, a dict of its three statements by part."""
+    """The batch statement of ``form``; for ``plain``, a dict of its statements by part."""
     context = dict(src=ctx.src, dst=ctx.dst, state_schema=ctx.state_schema, table_name=ctx.table_name,
                    pk_cols=ctx.pk_cols, cols=ctx.cols, overriding=ctx.overriding, has_lower=has_lower)
     if form == "plain":
         return dict((part, templates.render("backfill/plain_batch", session.conn, part=part, **context))
-                    for part in PLAIN_PARTS)
+                    for part in PLAIN_STATEMENTS)
     return templates.render("backfill/batch", session.conn, lock_rows=form == "locked", **context)
 
 
@@ -73,24 +81,68 @@ def _statement(templates, session, ctx, has_lower, form):
 
 
 def sample(templates, session, ctx):
-    """The statements of a batch of the plain form, as a module reports them in ``queries``."""
+    """The statements of a batch of the plain form, as a module reports them in ``queries``
+    (the gate, too, where the upper key may be reckoned)."""
     stmts = _statement(templates, session, ctx, True, "plain")
-    return [stmts[part] for part in PLAIN_PARTS]
+    return [stmts[part] for part in PLAIN_PARTS + (("gate",) if ctx.integer_key else ())]
 
 
-def _plain(session, stmts, prefix, params, hi):
+def span_upper(ctx, lo, hi, limit, last):
+    """The upper key of a range's next batch reckoned from its previous one, or None: then the
+    plain form reads it (the limit-th key after ``lo``, an index scan over the batch's keys).
+
+    Only for a single integer key, and only after a batch of steady density: ``last`` is
+    ``(keys, rows, limit)`` of the range's previous batch (how far its checkpoint moved, how many
+    rows it copied, how many it aimed at) and its rows were within half and twice its aim. The
+    next batch then spans as many keys as ``limit`` rows took there, so it grows at most twofold;
+    a batch that meets a gap is off its aim and the next one reads its upper key again, one that
+    meets a denser stretch reaches its cap and reads it at once (``_plain``). Which upper key a batch has never matters to exactness (docs/design.md, "The
+    backfill"): only to its size."""
+    if not ctx.integer_key or lo is None or not last:
+        return None
+    keys, rows, aimed = last
+    if keys <= 0 or not aimed / 2.0 <= rows <= aimed * 2:
+        return None
+    col = ctx.pk_cols[0]
+    upper = lo[col] + max(1, int(keys * float(limit) / rows))
+    return dict(hi) if upper >= hi[col] else {col: upper}
+
+
+def span_of(ctx, lo, res, limit):
+    """``last`` for span_upper from a batch's result (None when it tells nothing: not a single
+    integer key, the range's first batch, paused)."""
+    if not ctx.integer_key or lo is None or res is None or res["paused"] or res["last_key"] is None:
+        return None
+    col = ctx.pk_cols[0]
+    return (res["last_key"][col] - lo[col], res["seen"], limit)
+
+
+def _plain(session, stmts, prefix, params, hi, upper=None):
     """The plain form's three statements (``plain_batch.sql.j2``), from the savepoint on, for a range
-    whose upper key is ``hi``; the same row as the other forms' statement."""
-    first = "SAVEPOINT %s;\n%s" % (SAVEPOINT, stmts["bound"])
+    whose upper key is ``hi``; the same row as the other forms' statement. With ``upper``
+    (span_upper) the batch copies up to that key, capped at ``CAP_LIMITS`` times its limit: a
+    stretch denser than reckoned rolls the insert back to the savepoint and the batch reads its
+    upper key instead (so a reckoned batch never holds more than the cap)."""
+    first = "SAVEPOINT %s;\n%s" % (SAVEPOINT, stmts["bound" if upper is None else "gate"])
     gate = session.query(prefix + ";\n" + first if prefix else first, params)[0]
     if not gate["go"]:
         return dict(paused=True, seen=0, locked=0, inserted=0, skipped=0, last_key=None, advanced=0, done=False,
-                    pending=False)
-    upper = gate["bound"] if gate["bound"] is not None else hi
+                    pending=False, reckoned=False)
+    reckoned = upper is not None
+    if reckoned:
+        cap = CAP_LIMITS * params["limit"]
+        rows = session.query(stmts["insert"], dict(params, upper=Json(upper), cap=cap))
+        if rows >= cap:
+            session.query("ROLLBACK TO SAVEPOINT %s" % SAVEPOINT)
+            reckoned = False
+            gate = session.query(stmts["bound"], params)[0]
+    if not reckoned:
+        upper = gate["bound"] if gate["bound"] is not None else hi
+        rows = session.query(stmts["insert"], dict(params, upper=Json(upper), cap=None))
     marks = dict(params, upper=Json(upper))
-    rows = session.query(stmts["insert"], marks)
     res = session.query(stmts["advance"], dict(marks, rows=rows, done=upper == hi))[0]
-    return dict(res, paused=False, seen=rows, locked=rows, inserted=rows, skipped=0, last_key=upper)
+    return dict(res, paused=False, seen=rows, locked=rows, inserted=rows, skipped=0, last_key=upper,
+                reckoned=reckoned)
 
 
 def _deferrable_unique(session, ctx):
@@ -136,12 +188,14 @@ def _limits(lock_timeout_ms, timeout_ms):
 
 
 def copy_batch(session, templates, ctx, range_no, lo, hi, limit, lock_timeout_ms=50, timeout_ms=0,
-               before_commit=None):
+               before_commit=None, upper=None):
     """Copy up to ``limit`` keys of range ``range_no`` after ``lo`` (its checkpoint) and at most
-    ``hi``, and move the checkpoint, in one transaction.
+    ``hi``, and move the checkpoint, in one transaction. ``upper`` (span_upper): the plain form
+    copies the keys up to it instead (unless they are ``CAP_LIMITS`` times ``limit`` or more).
 
     Returns a dict: paused (nothing done: the operator's pause flag), seen, locked, inserted,
-    skipped, last_key, done, pending (the table has pending keys), lower, form, seconds.
+    skipped, last_key, done, pending (the table has pending keys), lower, form, reckoned (the
+    upper key was reckoned: ``upper``, within the cap), seconds.
     ``before_commit(result)`` is a test hook that runs inside the transaction, after the
     statement and before the commit. A statement timeout (``timeout_ms``) propagates as
     ``psycopg2.errors.QueryCanceled`` with everything rolled back.
@@ -156,7 +210,7 @@ def copy_batch(session, templates, ctx, range_no, lo, hi, limit, lock_timeout_ms
             stmt = _statement(templates, session, ctx, has_lower, form)
             try:
                 if form == "plain":
-                    res = _plain(session, stmt, prefix, params, hi)
+                    res = _plain(session, stmt, prefix, params, hi, upper)
                     break
                 if form == "conflict":
                     stmt = "SAVEPOINT %s;\n%s" % (SAVEPOINT, stmt)
@@ -172,6 +226,7 @@ def copy_batch(session, templates, ctx, range_no, lo, hi, limit, lock_timeout_ms
                 prefix = "SET LOCAL lock_timeout = 0" if nxt == "locked" else ""
                 form = nxt
         result = dict(res, lower=lo, range_no=range_no, form=form)
+        result.setdefault("reckoned", False)
         if not res["paused"] and not res["advanced"]:
             raise PartitioningError(
                 "%s: the checkpoint of backfill range %s is no longer %s: another run copies this table; "
