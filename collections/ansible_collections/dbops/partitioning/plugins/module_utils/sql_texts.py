@@ -2285,24 +2285,11 @@ TEXTS = {
         'ts }}) = ROW({{ set_cols|idents(excluded) }}){% else %}NOTHING{% endif %}{% endmacro %}\n'
         "{% macro unless_read_committed() %}pg_catalog.current_setting('transaction_isolation') <> 'read committed'{% e"
         'ndmacro %}\n'
-        '{#- generic_plans() … own_plans() around an UPDATE or DELETE of dst by its key: the statement\n'
-        "    runs on PL/pgSQL's cached generic plan, which prunes dst's partitions at executor start.\n"
-        '    Under the default plan_cache_mode the plan cache keeps choosing a custom plan, planned anew\n'
-        "    for every row, because the generic plan's estimate counts every partition of dst (about half\n"
-        "    of what the trigger adds to an application's UPDATE). Transaction-local and put back at once:\n"
-        "    the application's own statements keep its setting (an error in between ends the transaction\n"
-        '    or, guarded, the subtransaction, and the setting with it). Not a function-level SET: that\n'
-        '    saves and restores the setting on every call, inserts included. #}\n'
-        "{% macro generic_plans() %}plan_mode := pg_catalog.current_setting('plan_cache_mode');\n"
-        "            PERFORM pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true);{% endmacro %}\n"
-        "{% macro own_plans() %}PERFORM pg_catalog.set_config('plan_cache_mode', plan_mode, true);{% endmacro %}\n"
         '{# the old row leaves dst; under REPEATABLE READ a row copied after the snapshot began is not\n'
         '   visible to the DELETE: its key is logged for the reconcile #}\n'
         '{% macro delete_old() %}\n'
-        '{{ generic_plans() }}\n'
-        '            DELETE FROM {{ dst|ident }} AS d WHERE {{ match(old) }};\n'
+        'DELETE FROM {{ dst|ident }} AS d WHERE {{ match(old) }};\n'
         '            GET DIAGNOSTICS n = ROW_COUNT;\n'
-        '            {{ own_plans() }}\n'
         '            IF n = 0 THEN\n'
         '                IF {{ unless_read_committed() }} THEN\n'
         '                    {{ log(old, "rr-invisible") }};\n'
@@ -2327,11 +2314,9 @@ TEXTS = {
         '            IF {% for c in key_cols %}NEW.{{ c|ident }} IS NOT DISTINCT FROM OLD.{{ c|ident }}{% if not loop.l'
         'ast %} AND {% endif %}{% endfor %} THEN\n'
         '{% if set_cols %}\n'
-        '                {{ generic_plans() }}\n'
         '                UPDATE {{ dst|ident }} AS d SET ({{ set_cols|idents }}) = ROW({{ set_cols|idents(new) }})\n'
         '                 WHERE {{ match(old) }};\n'
         '                GET DIAGNOSTICS n = ROW_COUNT;\n'
-        '                {{ own_plans() }}\n'
         '                IF n = 0 THEN\n'
         '                    IF {{ unless_read_committed() }} THEN\n'
         '                        -- invisible to this snapshot (copied after it began): reconcile later\n'
@@ -2367,7 +2352,6 @@ TEXTS = {
         '-- See docs/design.md. Do not edit: phase playbooks regenerate it.\n'
         'DECLARE\n'
         '    n bigint;\n'
-        '    plan_mode text;\n'
         '{% if guarded %}\n'
         '    mode text := pg_catalog.current_setting({{ guard_setting|lit }}, true);\n'
         '{% endif %}\n'
