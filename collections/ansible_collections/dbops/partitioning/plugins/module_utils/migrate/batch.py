@@ -96,8 +96,8 @@ def span_upper(ctx, lo, hi, limit, last):
     rows it copied, how many it aimed at) and its rows were within half and twice its aim. The
     next batch then spans as many keys as ``limit`` rows took there, so it grows at most twofold;
     a batch that meets a gap is off its aim and the next one reads its upper key again, one that
-    meets a denser stretch reaches its cap and reads it at once (``_plain``). Which upper key a batch has never matters to exactness (docs/design.md, "The
-    backfill"): only to its size."""
+    meets a denser stretch reaches its cap and reads it at once (``_plain``). Which upper key a
+    batch has never matters to exactness (docs/design.md, "The backfill"): only to its size."""
     if not ctx.integer_key or lo is None or not last:
         return None
     keys, rows, aimed = last
