@@ -1,6 +1,6 @@
 """Phase 2 backfill: exact copies, keyset order on simple and composite keys, workers, resume."""
 from ..helpers import backfill_driver as drv
-from ..helpers.phase2_setup import assert_equal_tables, make_prepared, run, scalar, state_row
+from ..helpers.phase2_setup import TABLE, assert_equal_tables, context, make_prepared, next_batch, run, scalar, session, state_row
 
 
 def test_backfill_copies_every_row_exactly(pg, db, conn):
@@ -37,6 +37,31 @@ def test_integer_keys_with_a_gap_and_a_denser_stretch_copy_exactly(pg, db, conn)
     assert all(r["reckoned"] for r in seen[7:])
     assert max(r["seen"] for r in seen) <= 2 * 300
     assert sum(r["seen"] for r in seen) == 6000 - 1800 - 900
+
+
+def test_a_pause_while_a_capped_batch_rolls_back_leaves_the_batch_undone(pg, db, conn):
+    """A reckoned batch reaches its cap and rolls back; the operator pauses before it reads its
+    upper key: the batch does nothing (it must not take the range's end as its upper key)."""
+    make_prepared(pg, db, rows=2000)
+    drv.start(pg, db)
+    s = session(pg, db)
+    try:
+        ctx, _unused = context(s)
+        plain_query = s.query
+
+        def query(stmt, params=None):
+            rows = plain_query(stmt, params)
+            if isinstance(params, dict) and params.get("cap"):  # the capped insert: 2000 rows reach the cap of 200
+                scalar(conn, "SELECT partitioning.pause(%s, 'between the statements')", (TABLE,))
+            return rows
+
+        s.query = query
+        res = next_batch(s, ctx, 100, reckon=True)
+    finally:
+        s.close()
+    assert res["paused"] and not res["reckoned"]
+    assert scalar(conn, "SELECT count(*) FROM public.revenues_partitioned") == 0
+    assert scalar(conn, "SELECT checkpoint FROM partitioning.backfill_ranges") is None
 
 
 def test_composite_key_in_keyset_order(pg, db, conn):

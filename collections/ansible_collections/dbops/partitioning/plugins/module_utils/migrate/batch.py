@@ -125,17 +125,19 @@ def _plain(session, stmts, prefix, params, hi, upper=None):
     upper key instead (so a reckoned batch never holds more than the cap)."""
     first = "SAVEPOINT %s;\n%s" % (SAVEPOINT, stmts["bound" if upper is None else "gate"])
     gate = session.query(prefix + ";\n" + first if prefix else first, params)[0]
-    if not gate["go"]:
-        return dict(paused=True, seen=0, locked=0, inserted=0, skipped=0, last_key=None, advanced=0, done=False,
-                    pending=False, reckoned=False)
-    reckoned = upper is not None
+    reckoned = gate["go"] and upper is not None
     if reckoned:
         cap = CAP_LIMITS * params["limit"]
         rows = session.query(stmts["insert"], dict(params, upper=Json(upper), cap=cap))
         if rows >= cap:
             session.query("ROLLBACK TO SAVEPOINT %s" % SAVEPOINT)
             reckoned = False
+            # read again, pause flag included: paused since, the bound is null and must not
+            # send the batch to the range's end
             gate = session.query(stmts["bound"], params)[0]
+    if not gate["go"]:
+        return dict(paused=True, seen=0, locked=0, inserted=0, skipped=0, last_key=None, advanced=0, done=False,
+                    pending=False, reckoned=False)
     if not reckoned:
         upper = gate["bound"] if gate["bound"] is not None else hi
         rows = session.query(stmts["insert"], dict(params, upper=Json(upper), cap=None))
