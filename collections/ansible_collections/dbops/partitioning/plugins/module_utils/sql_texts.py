@@ -2210,6 +2210,79 @@ TEXTS = {
         'ALTER EVENT TRIGGER {{ event_trigger|ident }} ENABLE ALWAYS;\n'
         '{% endif %}\n'
     ),
+    'sync/layout_guard': (
+        '{#- The layout guard (docs/design.md, "The sync triggers"; module_utils/sync_ladder.py), beside the\n'
+        '    DDL guard and with the same privilege. A fast forward sync function with a partition ladder writes\n'
+        "    the twin's partitions by name; its comment records what sync_layout said of them\n"
+        "    ('layout=<twin oid>:<md5>:<partition oids>'). After any DDL that may change it (a partition\n"
+        "    detached, dropped, renamed or moved, its grants or row security changed, the twin's grants\n"
+        "    changed), every such function whose partitions' layout is no longer the recorded one gets its\n"
+        "    guarded twin's body, which routes every write through the parent, in the DDL's own transaction.\n"
+        '    A partition created or attached since changes nothing the ladder names (its rows take the routed\n'
+        '    statement). The next phase 1 installs a ladder of the layout as it is then.\n'
+        '    Context: state_schema, row_trigger, event_trigger (name), create_event_trigger (absent),\n'
+        '    suffixes: list of (fast suffix, guarded suffix). #}\n'
+        'CREATE OR REPLACE FUNCTION {{ (state_schema, "sync_layout")|ident }}(rel oid, parts oid[]) RETURNS text\n'
+        'LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS\n'
+        '$dbops_layout$\n'
+        "SELECT md5(concat_ws(' | ',\n"
+        "       (SELECT concat_ws(' ', quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relacl,\n"
+        "                         (SELECT string_agg(a.attname || '=' || a.attacl::text, ',' ORDER BY a.attname)\n"
+        '                            FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attacl IS NOT NULL))\n'
+        '          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel),\n'
+        '       (SELECT string_agg(coalesce(\n'
+        "                   (SELECT concat_ws(' ', quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relkind,\n"
+        '                                     coalesce(i.inhparent = rel AND NOT i.inhdetachpending, false), c.relrowse'
+        'curity, c.relacl,\n'
+        '                                     c.relpartbound,\n'
+        "                                     (SELECT string_agg(a.attname || '=' || a.attacl::text, ',' ORDER BY a.att"
+        'name)\n'
+        '                                        FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attacl IS NOT NULL)'
+        ')\n'
+        '                      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace\n'
+        '                      LEFT JOIN pg_inherits i ON i.inhrelid = c.oid\n'
+        "                     WHERE c.oid = p.part), 'gone'), ', ' ORDER BY p.ord)\n"
+        '          FROM unnest(parts) WITH ORDINALITY AS p (part, ord))))\n'
+        '$dbops_layout$;\n'
+        'CREATE OR REPLACE FUNCTION {{ (state_schema, "layout_guard")|ident }}() RETURNS event_trigger\n'
+        'LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS\n'
+        '$dbops_guard$\n'
+        'DECLARE\n'
+        '    t record;\n'
+        'BEGIN\n'
+        '    FOR t IN\n'
+        '        SELECT DISTINCT n.nspname AS fn_schema, p.proname AS fn_name, g.prosrc AS guarded\n'
+        '          FROM pg_trigger tg\n'
+        '          JOIN pg_proc p ON p.oid = tg.tgfoid\n'
+        '          JOIN pg_namespace n ON n.oid = p.pronamespace\n'
+        '          JOIN pg_proc g ON g.pronamespace = p.pronamespace AND g.pronargs = 0\n'
+        '                        AND g.proname = left(p.proname, -5) || CASE right(p.proname, 5)\n'
+        '{% for fast, guarded in suffixes %}\n'
+        '                                                                  WHEN {{ fast|lit }} THEN {{ guarded|lit }}\n'
+        '{% endfor %}\n'
+        '                                                                  END\n'
+        "          CROSS JOIN LATERAL (SELECT regexp_match(obj_description(p.oid, 'pg_proc'), 'layout=([0-9]+):([0-9a-f"
+        "]+):([0-9,]*)')\n"
+        '                                     AS m) AS l\n'
+        '         WHERE tg.tgname = {{ row_trigger|lit }} AND tg.tgparentid = 0\n'
+        '           AND l.m IS NOT NULL AND p.prosrc IS DISTINCT FROM g.prosrc\n'
+        '           AND l.m[2] IS DISTINCT FROM {{ (state_schema, "sync_layout")|ident }}(l.m[1]::oid,\n'
+        "                                                                                  string_to_array(l.m[3], ',')"
+        '::oid[])\n'
+        '    LOOP\n'
+        "        EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I() RETURNS trigger LANGUAGE plpgsql AS %L',"
+        '\n'
+        '                                  t.fn_schema, t.fn_name, t.guarded);\n'
+        '    END LOOP;\n'
+        'END\n'
+        '$dbops_guard$;\n'
+        '{% if create_event_trigger %}\n'
+        'CREATE EVENT TRIGGER {{ event_trigger|ident }} ON ddl_command_end\n'
+        "    WHEN TAG IN ('ALTER TABLE', 'DROP TABLE', 'ALTER SCHEMA', 'DROP SCHEMA', 'DROP OWNED', 'GRANT', 'REVOKE')\n"
+        '    EXECUTE FUNCTION {{ (state_schema, "layout_guard")|ident }}();\n'
+        'ALTER EVENT TRIGGER {{ event_trigger|ident }} ENABLE ALWAYS;\n'
+        '{% endif %}\n'
+    ),
     'sync/shape': (
         '{#- The shape of a table as its sync function depends on it (docs/design.md, "DDL during a\n'
         '    migration"): every column with its type, NOT NULL, generated and identity kind, and the\n'
@@ -2253,7 +2326,10 @@ TEXTS = {
         "                  transaction-local setting guard_setting counts them, then says 'fast' (the\n"
         "                  shape cannot change under a transaction that holds the table's write lock but\n"
         "                  by its own DDL) or, after a failure, 'drift' (only the keys are logged).\n"
-        "      guard_setting, guard_rows   (guarded only) the setting's name and the cap  #}\n"
+        "      guard_setting, guard_rows   (guarded only) the setting's name and the cap\n"
+        "      ladder      (fast forward body only) None, or the twin's partitions as a binary search\n"
+        '                  (module_utils/sync_ladder.py ``rungs``): a write whose key falls in a listed\n'
+        '                  partition runs on that partition, any other one on dst (routed)  #}\n'
         '{% macro match(rec) %}{{ key_match(key_cols, "d", rec) }}{% endmacro %}\n'
         '{% macro pk_json(rec) %}{{ key_json(pk_cols, rec) }}{% endmacro %}\n'
         '{% macro log(rec, reason) %}PERFORM {{ (state_schema, "log_pending")|ident }}({{ table_name|lit }}, {{ pk_json'
@@ -2278,8 +2354,8 @@ TEXTS = {
         '    version); insert_new(false), a new row: a conflict can only be a row the reconcile will replace\n'
         '    (a ghost whose deletion was logged), and DO NOTHING spares the per-partition ON CONFLICT UPDATE\n'
         '    projection PostgreSQL builds for every routed insert. #}\n'
-        '{% macro insert_new(overwrite=true) %}\n'
-        'INSERT INTO {{ dst|ident }} AS d ({{ cols|idents }}){% if overriding %} OVERRIDING SYSTEM VALUE{% endif %}\n'
+        '{% macro insert_new(overwrite=true, rel=dst) %}\n'
+        'INSERT INTO {{ rel|ident }} AS d ({{ cols|idents }}){% if overriding %} OVERRIDING SYSTEM VALUE{% endif %}\n'
         '\n'
         '            VALUES ({{ cols|idents(new) }})\n'
         '            ON CONFLICT ({{ key_cols|idents }}) DO {% if set_cols and overwrite %}UPDATE SET ({{ set_cols|iden'
@@ -2288,9 +2364,8 @@ TEXTS = {
         'ndmacro %}\n'
         '{# the old row leaves dst; under REPEATABLE READ a row copied after the snapshot began is not\n'
         '   visible to the DELETE: its key is logged for the reconcile #}\n'
-        '{% macro delete_old() %}\n'
-        'DELETE FROM {{ dst|ident }} AS d WHERE {{ match(old) }};\n'
-        '            GET DIAGNOSTICS n = ROW_COUNT;\n'
+        '{% macro delete_old(direct=false) %}\n'
+        '{% if direct %}{{ dispatch(old, delete_row) }}{% else %}{{ delete_row(dst) }}{% endif %};\n'
         '            IF n = 0 THEN\n'
         '                IF {{ unless_read_committed() }} THEN\n'
         '                    {{ log(old, "rr-invisible") }};\n'
@@ -2308,16 +2383,56 @@ TEXTS = {
         '            TRUNCATE TABLE {{ dst|ident }};\n'
         '        END IF;\n'
         '        RETURN NULL;{% endmacro %}\n'
+        "{#- The statements a row write runs on rel: dst, or one of its partitions (the ladder's leaves).\n"
+        '    An insert is done at once; an update or delete leaves its row count in n for what follows\n'
+        '    (and, at a leaf, says that the routed statement is not needed). #}\n'
+        '{% macro insert_row(rel) %}\n'
+        '{{ insert_new(false, rel) }}{% if rel != dst %};\n'
+        '                RETURN NULL{% endif %}{% endmacro %}\n'
+        '{% macro update_row(rel) %}\n'
+        'UPDATE {{ rel|ident }} AS d SET ({{ set_cols|idents }}) = ROW({{ set_cols|idents(new) }})\n'
+        '                 WHERE {{ match(old) }};\n'
+        '                GET DIAGNOSTICS n = ROW_COUNT{% if rel != dst %};\n'
+        '                routed := false{% endif %}{% endmacro %}\n'
+        '{% macro delete_row(rel) %}\n'
+        'DELETE FROM {{ rel|ident }} AS d WHERE {{ match(old) }};\n'
+        '                GET DIAGNOSTICS n = ROW_COUNT{% if rel != dst %};\n'
+        '                routed := false{% endif %}{% endmacro %}\n'
+        "{#- dispatch(rec, stmt): the partition ladder (module_utils/sync_ladder.py) on rec's partition key,\n"
+        '    then stmt on dst for a key no listed partition holds (the default partition, a gap, NULL).\n'
+        "    Without a ladder, stmt on dst alone. A key below a node's split goes to its lower half; at a\n"
+        "    leaf, a key within the partition's bounds runs stmt on the partition. #}\n"
+        '{% macro dispatch(rec, stmt) %}\n'
+        '{% if ladder %}\n'
+        '-- the partition ladder: {{ ladder.partitions }} partitions of {{ dst|ident }} by {{ ladder.key|ident }}\n'
+        '            {{ rung(ladder.tree, rec, stmt) }}\n'
+        '            IF routed THEN\n'
+        '                {{ stmt(dst) }};\n'
+        '            END IF{% else %}\n'
+        '{{ stmt(dst) }}{% endif %}{% endmacro %}\n'
+        '{% macro rung(node, rec, stmt) %}\n'
+        '{% if node.split is defined %}\n'
+        'IF {{ rec|sql }}.{{ ladder.key|ident }} < {{ node.split|sql }} THEN\n'
+        '            {{ rung(node.below, rec, stmt) }}\n'
+        '            ELSE\n'
+        '            {{ rung(node.above, rec, stmt) }}\n'
+        '            END IF;\n'
+        '{% else %}\n'
+        'IF {% if node.lower is not none %}{{ rec|sql }}.{{ ladder.key|ident }} >= {{ node.lower|sql }}{% else %}true{%'
+        ' endif %} AND {% if node.upper is not none %}{{ rec|sql }}.{{ ladder.key|ident }} < {{ node.upper|sql }}{% els'
+        'e %}true{% endif %} THEN\n'
+        '                {{ stmt(node.part) }};\n'
+        '            END IF;\n'
+        '{% endif %}\n'
+        '{% endmacro %}\n'
         '{% macro body(with_truncate=false) %}\n'
         "        IF TG_OP = 'INSERT' THEN\n"
-        '            {{ insert_new(false) }};\n'
+        '            {{ dispatch(new, insert_row) }};\n'
         "        ELSIF TG_OP = 'UPDATE' THEN\n"
         '            IF {% for c in key_cols %}NEW.{{ c|ident }} IS NOT DISTINCT FROM OLD.{{ c|ident }}{% if not loop.l'
         'ast %} AND {% endif %}{% endfor %} THEN\n'
         '{% if set_cols %}\n'
-        '                UPDATE {{ dst|ident }} AS d SET ({{ set_cols|idents }}) = ROW({{ set_cols|idents(new) }})\n'
-        '                 WHERE {{ match(old) }};\n'
-        '                GET DIAGNOSTICS n = ROW_COUNT;\n'
+        '                {{ dispatch(old, update_row) }};\n'
         '                IF n = 0 THEN\n'
         '                    IF {{ unless_read_committed() }} THEN\n'
         '                        -- invisible to this snapshot (copied after it began): reconcile later\n'
@@ -2337,7 +2452,7 @@ TEXTS = {
         '            END IF;\n'
         '{% if with_truncate %}\n'
         "        ELSIF TG_OP = 'DELETE' THEN\n"
-        '            {{ delete_old() }};\n'
+        '            {{ delete_old(true) }};\n'
         '        ELSE\n'
         '            {{ truncate() }}\n'
         '{% else %}\n'
@@ -2353,6 +2468,9 @@ TEXTS = {
         '-- See docs/design.md. Do not edit: phase playbooks regenerate it.\n'
         'DECLARE\n'
         '    n bigint;\n'
+        '{% if ladder %}\n'
+        '    routed boolean := true;\n'
+        '{% endif %}\n'
         '{% if guarded %}\n'
         '    mode text := pg_catalog.current_setting({{ guard_setting|lit }}, true);\n'
         '{% endif %}\n'

@@ -19,7 +19,7 @@ import collections
 import hashlib
 import re
 
-from ansible_collections.dbops.partitioning.plugins.module_utils import sync_ddl
+from ansible_collections.dbops.partitioning.plugins.module_utils import sync_ddl, sync_ladder
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import derived_name, qualified
@@ -168,7 +168,7 @@ def sync_context(session, state_schema, spec, src, dst, info=None, direction="fo
     return dict(
         fn=fn, dst=tuple(dst), state_schema=state_schema,
         table_name=spec.table_name, cols=cols, set_cols=set_cols, key_cols=key_cols, pk_cols=pk_cols,
-        overriding=bool(always & set(cols)), guarded=guarded,
+        overriding=bool(always & set(cols)), guarded=guarded, ladder=None,
         guard_setting=guard_setting(fn), guard_rows=GUARD_ROWS,
         new=sql.SQL("NEW"), old=sql.SQL("OLD"), excluded=sql.SQL("EXCLUDED"))
 
@@ -225,11 +225,14 @@ def _triggers_sql(templates, conn, src, fn, plan, partitions_=()):
                             truncate_trigger=TRUNCATE_TRIGGER, partitions=list(partitions_), **plan)
 
 
-def _function_statements(session, templates, state_schema, spec, src, dst, info, direction, guard, dst_end=None):
+def _function_statements(session, templates, state_schema, spec, src, dst, info, direction, guard, dst_end=None,
+                         ladder=False):
     """[(fn, CREATE FUNCTION text, comment or None)]: the function the triggers call — fast where
     the DDL guard (event trigger) watches the source, guarded otherwise — and, with the guard, its
     guarded twin that the guard swaps in when the source's shape changes. The comment records the
-    shape the body was generated for (sync_ddl)."""
+    shape the body was generated for (sync_ddl). ``ladder``: the layout guard watches too, so the
+    fast body may write the twin's partitions directly (sync_ladder); its comment then records the
+    twin's layout."""
     out = []
     shape_md5 = sync_ddl.shape(session, state_schema, src)
     for guarded in ((False, True) if guard else (True,)):
@@ -237,7 +240,9 @@ def _function_statements(session, templates, state_schema, spec, src, dst, info,
         if dst_end is not None:
             ctx["dst"] = tuple(dst_end)
         if not out:
-            fn, comment = ctx["fn"], sync_ddl.comment_text(shape_md5, guard)
+            ctx["ladder"] = sync_ladder.rungs(session, dst) if ladder and not guarded else None
+            layout = sync_ladder.layout(session, state_schema, dst, ctx["ladder"]) if ctx["ladder"] else None
+            fn, comment = ctx["fn"], sync_ddl.comment_text(shape_md5, guard, layout)
         else:
             fn, comment = guarded_name(ctx["fn"]), None
         ctx["fn"] = fn
@@ -256,7 +261,11 @@ def install_sync(session, templates, state_schema, spec, src, dst, info=None, di
     with session.transaction():
         sync_ddl.ensure_shape_function(session, templates, state_schema)
         guard = sync_ddl.ensure_guard(session, templates, state_schema, ROW_TRIGGER, GUARDED.items())
-    functions = _function_statements(session, templates, state_schema, spec, src, dst, info, direction, guard)
+        # the ladder only where the layout guard watches (in check mode: where it would be created)
+        ladder = guard and direction == "forward" and sync_ddl.ensure_guard(
+            session, templates, state_schema, ROW_TRIGGER, GUARDED.items(), sync_ladder.LAYOUT_EVENT_TRIGGER)
+    functions = _function_statements(session, templates, state_schema, spec, src, dst, info, direction, guard,
+                                     ladder=ladder)
     fn = functions[0][0]
     stale = [(f, text, comment) for f, text, comment in functions if not _function_up_to_date(session, f, text, comment)]
     plan = _trigger_plan(session, src, fn)

@@ -24,6 +24,7 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.dbops.partitioning.plugins.module_utils import sync_ladder
 from ansible_collections.dbops.partitioning.plugins.module_utils.catalog import describe_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import PartitioningError
 from ansible_collections.dbops.partitioning.plugins.module_utils.identifiers import qualified
@@ -42,8 +43,13 @@ _SHAPE = re.compile(r"shape=([0-9a-f]+)")
 GUARD_SQL = """
 SELECT e.evtenabled AS enabled FROM pg_catalog.pg_event_trigger e
 JOIN pg_catalog.pg_proc p ON p.oid = e.evtfoid JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-WHERE e.evtname = %s AND n.nspname = %s AND p.proname = 'ddl_guard'
+WHERE e.evtname = %s AND n.nspname = %s AND p.proname = %s
 """
+# event trigger -> (its template, the functions the template creates in order, the event trigger's
+# last): the DDL guard, and the layout guard of the functions with a partition ladder (sync_ladder.py)
+GUARDS = {EVENT_TRIGGER: ("sync/ddl_guard", ("ddl_guard",)),
+          sync_ladder.LAYOUT_EVENT_TRIGGER: ("sync/layout_guard", ("sync_layout", "layout_guard"))}
+_BODY = re.compile(r"\$(dbops_\w+)\$(.*?)\$\1\$", re.S)
 
 
 def _text(session, rel):
@@ -75,39 +81,44 @@ def recorded_shape(session, fn):
     return m.group(1) if m else None
 
 
-def comment_text(shape_md5, guard):
-    """The comment of a sync function: the shape it was generated for, and what guards it."""
-    return "dbops.partitioning sync; shape=%s; ddl=%s" % (shape_md5 or "", "event-trigger" if guard else "guarded")
+def comment_text(shape_md5, guard, layout=None):
+    """The comment of a sync function: the shape it was generated for, what guards it and, for a
+    function with a partition ladder, the twin's layout it names (sync_ladder.py)."""
+    return "dbops.partitioning sync; shape=%s; ddl=%s%s" % (shape_md5 or "", "event-trigger" if guard else "guarded",
+                                                           "; layout=%s" % layout if layout else "")
 
 
-def guard_installed(session, state_schema):
-    return bool(session.query(GUARD_SQL, (EVENT_TRIGGER, state_schema)))
+def guard_installed(session, state_schema, event_trigger=EVENT_TRIGGER):
+    return bool(session.query(GUARD_SQL, (event_trigger, state_schema, GUARDS[event_trigger][1][-1])))
 
 
-def ensure_guard(session, templates, state_schema, row_trigger, suffixes):
-    """True when the DDL guard (event trigger) is in place for ``state_schema``, created now when
-    missing and the role may create it; False when it may not (the sync functions are then
-    guarded themselves). Runs in the caller's transaction (a savepoint around the attempt)."""
-    rows = session.query(GUARD_SQL, (EVENT_TRIGGER, state_schema))
-    ctx = dict(state_schema=state_schema, row_trigger=row_trigger, event_trigger=EVENT_TRIGGER,
+def ensure_guard(session, templates, state_schema, row_trigger, suffixes, event_trigger=EVENT_TRIGGER):
+    """True when the guard ``event_trigger`` (the DDL guard, or the layout guard) is in place for
+    ``state_schema``, created now when missing and the role may create it; False when it may not
+    (the sync functions are then guarded themselves, or have no ladder). Runs in the caller's
+    transaction (a savepoint around the attempt)."""
+    template, functions = GUARDS[event_trigger]
+    rows = session.query(GUARD_SQL, (event_trigger, state_schema, functions[-1]))
+    ctx = dict(state_schema=state_schema, row_trigger=row_trigger, event_trigger=event_trigger,
                suffixes=sorted(suffixes))
     if rows:
-        text = templates.render("sync/ddl_guard", session.conn, create_event_trigger=False, **ctx)
-        have = session.scalar("SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-                              "WHERE n.nspname = %s AND p.proname = 'ddl_guard'", (state_schema,))
-        if have != text.split("$dbops_guard$")[1]:
+        text = templates.render(template, session.conn, create_event_trigger=False, **ctx)
+        have = dict((r["proname"], r["prosrc"]) for r in session.query(
+            "SELECT p.proname, p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = %s AND p.proname = ANY (%s)", (state_schema, list(functions))))
+        if [have.get(f) for f in functions] != [body for _tag, body in _BODY.findall(text)]:
             try:
                 _in_savepoint(session, text)
             except psycopg2.Error as e:   # not ours to replace: the guard stays as it is
                 if getattr(e, "pgcode", None) != INSUFFICIENT_PRIVILEGE:
                     raise
         return True
-    if session.scalar("SELECT count(*) FROM pg_event_trigger WHERE evtname = %s", (EVENT_TRIGGER,)):
+    if session.scalar("SELECT count(*) FROM pg_event_trigger WHERE evtname = %s", (event_trigger,)):
         return False      # another state schema's guard: ours cannot take its name
     if session.check_mode:
         return bool(session.scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
     try:
-        _in_savepoint(session, templates.render("sync/ddl_guard", session.conn, create_event_trigger=True, **ctx))
+        _in_savepoint(session, templates.render(template, session.conn, create_event_trigger=True, **ctx))
     except psycopg2.Error as e:
         if getattr(e, "pgcode", None) != INSUFFICIENT_PRIVILEGE:
             raise
