@@ -33,9 +33,10 @@ try:
 except ImportError:  # pragma: no cover
     sql = None
 
-# Each partition costs the function three statements (compiled once per connection, planned on
-# first use): beyond this many partitions the function routes every write through the parent.
-MAX_RUNGS = 256
+# Each partition costs the function three statements, parsed when a connection first writes the
+# table (30 partitions: 2 ms more than a hand-written trigger's first write, docs/benchmarks.md) and
+# planned on first use: beyond this many partitions the function routes every write through the parent.
+MAX_RUNGS = 128
 LAYOUT_EVENT_TRIGGER = "partitioning_layout_guard"
 
 # The twin's partition key when it is one plain column with its type's default btree operator
