@@ -2214,35 +2214,42 @@ TEXTS = {
         '{#- The layout guard (docs/design.md, "The sync triggers"; module_utils/sync_ladder.py), beside the\n'
         '    DDL guard and with the same privilege. A fast forward sync function with a partition ladder writes\n'
         "    the twin's partitions by name; its comment records what sync_layout said of them\n"
-        "    ('layout=<twin oid>:<md5>:<partition oids>'). After any DDL that may change it (a partition\n"
-        "    detached, dropped, renamed or moved, its grants or row security changed, the twin's grants\n"
-        "    changed), every such function whose partitions' layout is no longer the recorded one gets its\n"
-        "    guarded twin's body, which routes every write through the parent, in the DDL's own transaction.\n"
-        '    A partition created or attached since changes nothing the ladder names (its rows take the routed\n'
-        '    statement). The next phase 1 installs a ladder of the layout as it is then.\n'
+        "    ('layout=<twin oid>:<structure md5>:<grants md5>:<partition oids>'). After any DDL that may\n"
+        '    change them: a partition dropped, detached, renamed, moved or given row security is refused (a\n'
+        '    write whose sync function is already running would meet it so and fail, or land outside the\n'
+        '    twin); a change of the grants of the twin or of those partitions gives every such function its\n'
+        "    guarded twin's body, which routes every write through the parent, in the DDL's own transaction\n"
+        '    (the next phase 1 installs a ladder again). A partition created or attached since changes\n'
+        '    nothing the ladder names: its rows take the routed statement.\n'
         '    Context: state_schema, row_trigger, event_trigger (name), create_event_trigger (absent),\n'
         '    suffixes: list of (fast suffix, guarded suffix). #}\n'
+        "{#- sync_layout(twin, partitions): '<structure md5>:<grants md5>'. The structure: each partition's\n"
+        "    name, schema, kind, attachment to the twin, bound and row security; the grants: the twin's and\n"
+        "    each partition's table and column grants. #}\n"
         'CREATE OR REPLACE FUNCTION {{ (state_schema, "sync_layout")|ident }}(rel oid, parts oid[]) RETURNS text\n'
         'LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS\n'
         '$dbops_layout$\n'
-        "SELECT md5(concat_ws(' | ',\n"
-        "       (SELECT concat_ws(' ', quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relacl,\n"
-        "                         (SELECT string_agg(a.attname || '=' || a.attacl::text, ',' ORDER BY a.attname)\n"
-        '                            FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attacl IS NOT NULL))\n'
-        '          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel),\n'
-        '       (SELECT string_agg(coalesce(\n'
-        "                   (SELECT concat_ws(' ', quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relkind,\n"
-        '                                     coalesce(i.inhparent = rel AND NOT i.inhdetachpending, false), c.relrowse'
-        'curity, c.relacl,\n'
-        '                                     c.relpartbound,\n'
-        "                                     (SELECT string_agg(a.attname || '=' || a.attacl::text, ',' ORDER BY a.att"
-        'name)\n'
-        '                                        FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attacl IS NOT NULL)'
+        'WITH part AS (\n'
+        '    SELECT p.ord, c.oid,\n'
+        "           concat_ws(' ', quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relkind,\n"
+        '                     coalesce(i.inhparent = rel AND NOT i.inhdetachpending, false), c.relpartbound,\n'
+        '                     c.relrowsecurity) AS structure\n'
+        '      FROM unnest(parts) WITH ORDINALITY AS p (part, ord)\n'
+        '      LEFT JOIN pg_class c ON c.oid = p.part\n'
+        '      LEFT JOIN pg_namespace n ON n.oid = c.relnamespace\n'
+        '      LEFT JOIN pg_inherits i ON i.inhrelid = c.oid\n'
+        '), acl AS (\n'
+        "    SELECT c.oid, concat_ws(' ', c.relacl, (SELECT string_agg(a.attname || '=' || a.attacl::text, ',' ORDER BY"
+        ' a.attname)\n'
+        '                                           FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attacl IS NOT NU'
+        'LL)) AS grants\n'
+        '      FROM pg_class c WHERE c.oid = rel OR c.oid = ANY (parts)\n'
         ')\n'
-        '                      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace\n'
-        '                      LEFT JOIN pg_inherits i ON i.inhrelid = c.oid\n'
-        "                     WHERE c.oid = p.part), 'gone'), ', ' ORDER BY p.ord)\n"
-        '          FROM unnest(parts) WITH ORDINALITY AS p (part, ord))))\n'
+        "SELECT md5(coalesce((SELECT string_agg(coalesce(part.structure, 'gone'), ', ' ORDER BY part.ord) FROM part), '"
+        "'))\n"
+        "       || ':' ||\n"
+        "       md5(coalesce((SELECT string_agg(acl.oid::text || ' ' || acl.grants, ', ' ORDER BY acl.oid) FROM acl), '"
+        "'))\n"
         '$dbops_layout$;\n'
         'CREATE OR REPLACE FUNCTION {{ (state_schema, "layout_guard")|ident }}() RETURNS event_trigger\n'
         'LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS\n'
@@ -2251,7 +2258,16 @@ TEXTS = {
         '    t record;\n'
         'BEGIN\n'
         '    FOR t IN\n'
-        '        SELECT DISTINCT n.nspname AS fn_schema, p.proname AS fn_name, g.prosrc AS guarded\n'
+        '        SELECT DISTINCT n.nspname AS fn_schema, p.proname AS fn_name, g.prosrc AS guarded, tg.tgrelid::regclas'
+        's::text AS src,\n'
+        '               l.m[1]::oid::regclass::text AS twin,\n'
+        '               l.m[2] AS structure, l.m[3] AS grants,\n'
+        '               split_part({{ (state_schema, "sync_layout")|ident }}(l.m[1]::oid, string_to_array(l.m[4], \',\'):'
+        ":oid[]), ':', 1)\n"
+        '                   AS structure_now,\n'
+        '               split_part({{ (state_schema, "sync_layout")|ident }}(l.m[1]::oid, string_to_array(l.m[4], \',\'):'
+        ":oid[]), ':', 2)\n"
+        '                   AS grants_now\n'
         '          FROM pg_trigger tg\n'
         '          JOIN pg_proc p ON p.oid = tg.tgfoid\n'
         '          JOIN pg_namespace n ON n.oid = p.pronamespace\n'
@@ -2261,18 +2277,25 @@ TEXTS = {
         '                                                                  WHEN {{ fast|lit }} THEN {{ guarded|lit }}\n'
         '{% endfor %}\n'
         '                                                                  END\n'
-        "          CROSS JOIN LATERAL (SELECT regexp_match(obj_description(p.oid, 'pg_proc'), 'layout=([0-9]+):([0-9a-f"
-        "]+):([0-9,]*)')\n"
-        '                                     AS m) AS l\n'
+        "          CROSS JOIN LATERAL (SELECT regexp_match(obj_description(p.oid, 'pg_proc'),\n"
+        "                                                  'layout=([0-9]+):([0-9a-f]+):([0-9a-f]+):([0-9,]*)') AS m) A"
+        'S l\n'
         '         WHERE tg.tgname = {{ row_trigger|lit }} AND tg.tgparentid = 0\n'
         '           AND l.m IS NOT NULL AND p.prosrc IS DISTINCT FROM g.prosrc\n'
-        '           AND l.m[2] IS DISTINCT FROM {{ (state_schema, "sync_layout")|ident }}(l.m[1]::oid,\n'
-        "                                                                                  string_to_array(l.m[3], ',')"
-        '::oid[])\n'
         '    LOOP\n'
-        "        EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I() RETURNS trigger LANGUAGE plpgsql AS %L',"
-        '\n'
-        '                                  t.fn_schema, t.fn_name, t.guarded);\n'
+        '        IF t.structure IS DISTINCT FROM t.structure_now THEN\n'
+        '            -- a write in flight, its sync function already running, would meet the partition gone,\n'
+        '            -- renamed, detached or closed by row security: refused, rather than fail that write\n'
+        "            RAISE EXCEPTION 'refused: the sync trigger of % writes the partitions of % directly while the tabl"
+        "e is migrated (dbops.partitioning)', t.src, t.twin\n"
+        "                USING ERRCODE = 'object_in_use',\n"
+        "                      HINT = 'Drop, detach, rename or move a partition of the twin, or enable row security on "
+        "one, after the switchover or a rollback; a partition added meanwhile is written through the twin.';\n"
+        '        ELSIF t.grants IS DISTINCT FROM t.grants_now THEN\n'
+        "            EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I() RETURNS trigger LANGUAGE plpgsql AS "
+        "%L',\n"
+        '                                      t.fn_schema, t.fn_name, t.guarded);\n'
+        '        END IF;\n'
         '    END LOOP;\n'
         'END\n'
         '$dbops_guard$;\n'

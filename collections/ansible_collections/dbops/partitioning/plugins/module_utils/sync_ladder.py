@@ -11,11 +11,12 @@ into the function as comparisons with constants, then the statement on that part
 plan PostgreSQL caches like any plain table's. A row outside every listed partition (the
 default partition, a gap, a partition created since) takes the routed statement.
 
-The ladder names partitions, so the function must never outlive a change of them: it records
-the twin's layout (``<state>.sync_layout``: every partition's name, kind and bound) in its
-comment, and the layout guard (an event trigger beside the DDL guard) swaps in the guarded
-body, which routes every write through the parent, in the transaction of any DDL that changes
-the layout. Without that guard (a role that may not create event triggers) there is no ladder.
+The ladder names partitions, so the function must never outlive a change of them: its comment
+records their layout (``<state>.sync_layout``), and the layout guard, an event trigger beside the
+DDL guard (templates/sql/sync/layout_guard.sql.j2), refuses DDL that would drop, detach, rename or
+move one of them or give it row security, and swaps in the routed body (the guarded one) in the
+transaction of a change of grants. Without that guard (a role that may not create event
+triggers) there is no ladder.
 
 Only for what a comparison with constants decides exactly: a twin range-partitioned on one
 column of a date, timestamp or integer type with its default operator class, every partition a
