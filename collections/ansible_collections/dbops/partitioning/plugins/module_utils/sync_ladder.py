@@ -51,29 +51,30 @@ WHERE pt.partrelid = %(rel)s::regclass AND pt.partstrat = 'r' AND pt.partnatts =
   AND oc.opcdefault AND oc.opcmethod = (SELECT oid FROM pg_catalog.pg_am WHERE amname = 'btree')
 """
 
-# Column grants as one text, to compare a partition's with its parent's.
-_COLUMN_GRANTS = """coalesce((SELECT pg_catalog.string_agg(a.attname || '=' || a.attacl::text, ',' ORDER BY a.attname)
-                    FROM pg_catalog.pg_attribute a
-                   WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL), '')"""
-
+# Grants are compared as text: the table's (relacl) and its columns' (attacl), a partition's with its
+# parent's.
 PARTS_SQL = """
 SELECT c.oid, n.nspname AS schema, c.relname AS name, c.relkind AS kind, i.inhdetachpending AS detaching,
-       c.relrowsecurity AS rls,
-       c.relacl IS NOT DISTINCT FROM p.relacl AND %s = %s AS parents_grants,
-       pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound
+       c.relrowsecurity AS rls, pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound,
+       c.relacl IS NOT DISTINCT FROM p.relacl
+       AND (SELECT pg_catalog.array_agg(a.attname || '=' || a.attacl::text ORDER BY a.attname)
+              FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attacl IS NOT NULL)
+           IS NOT DISTINCT FROM
+           (SELECT pg_catalog.array_agg(a.attname || '=' || a.attacl::text ORDER BY a.attname)
+              FROM pg_catalog.pg_attribute a WHERE a.attrelid = p.oid AND a.attacl IS NOT NULL) AS parents_grants
 FROM pg_catalog.pg_inherits i
 JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
-""" % (_COLUMN_GRANTS % "c.oid", _COLUMN_GRANTS % "p.oid") + """WHERE i.inhparent = %(rel)s::regclass
+WHERE i.inhparent = %(rel)s::regclass
 """
 
 
 def rungs(session, dst):
     """The ladder of ``dst`` ((schema, name)) for trigger_function.sql.j2, or None when its writes are
-    all routed: dict(key=column, tree=nested nodes, partitions=count, oids=the partitions'). A node is either
-    dict(split=literal, below=node, above=node) — a key below ``split`` goes to ``below`` — or a
-    leaf dict(lower=literal or None, upper=literal or None, part=(schema, name))."""
+    all routed: dict(key=column, tree=nested nodes, partitions=their number, oids=their oids). A
+    node is either dict(split=literal, below=node, above=node) — a key below ``split`` goes to
+    ``below`` — or a leaf dict(lower=literal or None, upper=literal or None, part=(schema, name))."""
     rel = sql.Identifier(*dst).as_string(session.conn)
     if not session.scalar("SELECT to_regclass(%s) IS NOT NULL", (rel,)):
         return None
@@ -109,15 +110,15 @@ def _tree(leaves, key_type):
 
 
 def layout(session, state_schema, dst, ladder):
-    """The layout of ``dst``'s partitions that ``ladder`` names, as recorded in the comment of its
-    function ('<twin oid>:<md5>:<partition oids>') and compared by the layout guard after DDL
-    (``<state>.sync_layout``). A partition added later changes nothing the ladder names: it takes
-    the routed statement. None before the layout guard is installed (check mode: the function is
-    then reported as changing, as it will)."""
+    """What the comment of a function with ``ladder`` records of ``dst``'s partitions that it names:
+    '<twin oid>:<structure md5>:<grants md5>:<partition oids>' (``<state>.sync_layout``; the layout
+    guard compares after DDL). None before the layout guard is installed (check mode: the function
+    is then reported as changing, as it will)."""
     fn = sql.Identifier(state_schema, "sync_layout")
     if not session.scalar("SELECT to_regprocedure(%s) IS NOT NULL", (fn.as_string(session.conn) + "(oid, oid[])",)):
         return None
     oids = ",".join(str(o) for o in ladder["oids"])
-    row = session.query(sql.SQL("SELECT r.oid::oid::bigint AS oid, {}(r.oid, %s::oid[]) AS md5 FROM (SELECT %s::regclass AS oid) r")
-                        .format(fn), ("{%s}" % oids, sql.Identifier(*dst).as_string(session.conn)))[0]
-    return "%s:%s:%s" % (row["oid"], row["md5"], oids)
+    row = session.query(sql.SQL("SELECT r.oid::oid::bigint AS oid, {}(r.oid, %s::oid[]) AS layout "
+                                "FROM (SELECT %s::regclass AS oid) AS r").format(fn),
+                        ("{%s}" % oids, sql.Identifier(*dst).as_string(session.conn)))[0]
+    return "%s:%s:%s" % (row["oid"], row["layout"], oids)
