@@ -242,6 +242,8 @@ def _function_statements(session, templates, state_schema, spec, src, dst, info,
         if not out:
             ctx["ladder"] = sync_ladder.rungs(session, dst) if ladder and not guarded else None
             layout = sync_ladder.layout(session, state_schema, dst, ctx["ladder"]) if ctx["ladder"] else None
+            if layout is None and not session.check_mode:
+                ctx["ladder"] = None      # a ladder whose layout the guard cannot read is never installed
             fn, comment = ctx["fn"], sync_ddl.comment_text(shape_md5, guard, layout)
         else:
             fn, comment = guarded_name(ctx["fn"]), None
