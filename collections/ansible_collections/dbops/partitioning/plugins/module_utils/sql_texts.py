@@ -2215,25 +2215,26 @@ TEXTS = {
         '    DDL guard and with the same privilege. A fast forward sync function with a partition ladder writes\n'
         "    the twin's partitions by name; its comment records what sync_layout said of them\n"
         "    ('layout=<twin oid>:<structure md5>:<grants md5>:<partition oids>'). After any DDL that may\n"
-        '    change them: a partition dropped, detached, renamed, moved or given row security is refused (a\n'
-        '    write whose sync function is already running would meet it so and fail, or land outside the\n'
-        '    twin); a change of the grants of the twin or of those partitions gives every such function its\n'
+        '    change them: a command that drops, detaches, renames or moves a partition the ladder names, or\n'
+        '    gives it row security, is refused (a write whose sync function is already running would meet it\n'
+        '    so and fail, or land outside the twin); a change of the grants of the twin or of those\n'
+        '    partitions (or of their structure by an earlier, unwatched command) gives every such function its\n'
         "    guarded twin's body, which routes every write through the parent, in the DDL's own transaction\n"
         '    (the next phase 1 installs a ladder again). A partition created or attached since changes\n'
         '    nothing the ladder names: its rows take the routed statement.\n'
         '    Context: state_schema, row_trigger, event_trigger (name), create_event_trigger (absent),\n'
         '    suffixes: list of (fast suffix, guarded suffix). #}\n'
         "{#- sync_layout(twin, partitions): '<structure md5>:<grants md5>'. The structure: each partition's\n"
-        "    name, schema, kind, attachment to the twin, bound and row security; the grants: the twin's and\n"
-        "    each partition's table and column grants. #}\n"
+        '    name, schema, kind, attachment to the twin and row security (a bound changes only by a detach,\n'
+        "    which is refused first); the grants: the twin's and each partition's table and column grants. #}\n"
         'CREATE OR REPLACE FUNCTION {{ (state_schema, "sync_layout")|ident }}(rel oid, parts oid[]) RETURNS text\n'
         'LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS\n'
         '$dbops_layout$\n'
         'WITH part AS (\n'
         '    SELECT p.ord, c.oid,\n'
         "           concat_ws(' ', quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relkind,\n"
-        '                     coalesce(i.inhparent = rel AND NOT i.inhdetachpending, false), c.relpartbound,\n'
-        '                     c.relrowsecurity) AS structure\n'
+        '                     coalesce(i.inhparent = rel AND NOT i.inhdetachpending, false), c.relrowsecurity) AS struc'
+        'ture\n'
         '      FROM unnest(parts) WITH ORDINALITY AS p (part, ord)\n'
         '      LEFT JOIN pg_class c ON c.oid = p.part\n'
         '      LEFT JOIN pg_namespace n ON n.oid = c.relnamespace\n'
@@ -2256,18 +2257,20 @@ TEXTS = {
         '$dbops_guard$\n'
         'DECLARE\n'
         '    t record;\n'
+        '    touched oid[];\n'
         'BEGIN\n'
+        '    -- the tables and schemas this command altered (a DROP lists none here: a partition gone is its doing)\n'
+        '    SELECT array_agg(d.objid) INTO touched FROM pg_event_trigger_ddl_commands() AS d\n'
+        "     WHERE d.classid IN ('pg_class'::regclass, 'pg_namespace'::regclass);\n"
         '    FOR t IN\n'
-        '        SELECT DISTINCT n.nspname AS fn_schema, p.proname AS fn_name, g.prosrc AS guarded, tg.tgrelid::regclas'
-        's::text AS src,\n'
-        '               l.m[1]::oid::regclass::text AS twin,\n'
-        '               l.m[2] AS structure, l.m[3] AS grants,\n'
-        '               split_part({{ (state_schema, "sync_layout")|ident }}(l.m[1]::oid, string_to_array(l.m[4], \',\'):'
-        ":oid[]), ':', 1)\n"
-        '                   AS structure_now,\n'
-        '               split_part({{ (state_schema, "sync_layout")|ident }}(l.m[1]::oid, string_to_array(l.m[4], \',\'):'
-        ":oid[]), ':', 2)\n"
-        '                   AS grants_now\n'
+        '        SELECT n.nspname AS fn_schema, p.proname AS fn_name, g.prosrc AS guarded, tg.tgrelid::regclass::text A'
+        'S src,\n'
+        '               l.twin, l.twin::regclass::text AS twin_name, l.parts, l.m[2] AS structure, l.m[3] AS grants,\n'
+        "               split_part(now.layout, ':', 1) AS structure_now, split_part(now.layout, ':', 2) AS grants_now,\n"
+        '               (SELECT array_agg(c.relnamespace) FROM pg_class c WHERE c.oid = l.twin OR c.oid = ANY (l.parts)'
+        ') AS schemas,\n'
+        '               (SELECT count(*) FROM pg_class c WHERE c.oid = l.twin OR c.oid = ANY (l.parts))\n'
+        '                   < cardinality(l.parts) + 1 AS gone\n'
         '          FROM pg_trigger tg\n'
         '          JOIN pg_proc p ON p.oid = tg.tgfoid\n'
         '          JOIN pg_namespace n ON n.oid = p.pronamespace\n'
@@ -2277,21 +2280,28 @@ TEXTS = {
         '                                                                  WHEN {{ fast|lit }} THEN {{ guarded|lit }}\n'
         '{% endfor %}\n'
         '                                                                  END\n'
-        "          CROSS JOIN LATERAL (SELECT regexp_match(obj_description(p.oid, 'pg_proc'),\n"
+        "          CROSS JOIN LATERAL (SELECT m, m[1]::oid AS twin, string_to_array(m[4], ',')::oid[] AS parts\n"
+        "                                FROM regexp_match(obj_description(p.oid, 'pg_proc'),\n"
         "                                                  'layout=([0-9]+):([0-9a-f]+):([0-9a-f]+):([0-9,]*)') AS m) A"
         'S l\n'
-        '         WHERE tg.tgname = {{ row_trigger|lit }} AND tg.tgparentid = 0\n'
-        '           AND l.m IS NOT NULL AND p.prosrc IS DISTINCT FROM g.prosrc\n'
+        '          CROSS JOIN LATERAL (SELECT {{ (state_schema, "sync_layout")|ident }}(l.twin, l.parts) AS layout) AS '
+        'now\n'
+        '         WHERE tg.tgname = {{ row_trigger|lit }} AND tg.tgparentid = 0 AND l.m IS NOT NULL\n'
+        '           AND p.prosrc IS DISTINCT FROM g.prosrc\n'
         '    LOOP\n'
-        '        IF t.structure IS DISTINCT FROM t.structure_now THEN\n'
-        '            -- a write in flight, its sync function already running, would meet the partition gone,\n'
-        '            -- renamed, detached or closed by row security: refused, rather than fail that write\n'
+        '        IF t.structure IS DISTINCT FROM t.structure_now\n'
+        '           AND (t.twin = ANY (touched) OR t.parts && touched OR t.schemas && touched\n'
+        "                OR (TG_TAG LIKE 'DROP %' AND t.gone)) THEN\n"
+        '            -- this command dropped, detached, renamed or moved a partition the ladder names, or gave\n'
+        '            -- it row security: a write in flight, its sync function already running, would meet it\n'
+        '            -- so and fail, or land outside the twin. Refused, rather than fail that write.\n'
         "            RAISE EXCEPTION 'refused: the sync trigger of % writes the partitions of % directly while the tabl"
-        "e is migrated (dbops.partitioning)', t.src, t.twin\n"
+        "e is migrated (dbops.partitioning)', t.src, t.twin_name\n"
         "                USING ERRCODE = 'object_in_use',\n"
         "                      HINT = 'Drop, detach, rename or move a partition of the twin, or enable row security on "
         "one, after the switchover or a rollback; a partition added meanwhile is written through the twin.';\n"
-        '        ELSIF t.grants IS DISTINCT FROM t.grants_now THEN\n'
+        '        ELSIF t.structure IS DISTINCT FROM t.structure_now OR t.grants IS DISTINCT FROM t.grants_now THEN\n'
+        '            -- grants changed (or the partitions changed earlier, unwatched): every write routed from now on\n'
         "            EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I() RETURNS trigger LANGUAGE plpgsql AS "
         "%L',\n"
         '                                      t.fn_schema, t.fn_name, t.guarded);\n'

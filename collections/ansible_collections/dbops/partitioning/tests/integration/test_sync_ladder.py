@@ -127,6 +127,24 @@ def test_ddl_that_removes_a_partition_the_ladder_names_is_refused_and_changes_no
     admin.close()
 
 
+def test_a_partition_changed_while_the_guard_was_off_is_routed_at_the_next_ddl_not_refused_forever(pg, db):
+    """A superuser who disabled the layout guard and renamed a partition: the next DDL anywhere (here
+    a column of another table) is not refused for it; it swaps in the routed body."""
+    make_verified(pg, db, rows=100)
+    admin = pg.connect(db)
+    admin.autocommit = True
+    run(admin, "ALTER EVENT TRIGGER %s DISABLE" % sync_ladder.LAYOUT_EVENT_TRIGGER,
+        "ALTER TABLE public.revenues_2025_03 RENAME TO revenues_march",
+        "ALTER EVENT TRIGGER %s ENABLE ALWAYS" % sync_ladder.LAYOUT_EVENT_TRIGGER,
+        "CREATE TABLE public.other (id int)", "ALTER TABLE public.other ADD COLUMN note text")
+    assert _body(admin, FAST) == _body(admin, ROUTED)
+    app = _app(pg, db)
+    run(app, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES ('2025-03-10 12:00+00', 'eu', 9)")
+    _in_step(app)
+    app.close()
+    admin.close()
+
+
 # Grants of the twin or of a partition the ladder names, changed: the routed body at once, in the
 # DDL's transaction; undone, phase 1 again installs the ladder
 SWAPPING_DDL = {
