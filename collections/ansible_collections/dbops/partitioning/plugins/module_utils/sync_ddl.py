@@ -84,8 +84,8 @@ def recorded_shape(session, fn):
 def comment_text(shape_md5, guard, layout=None):
     """The comment of a sync function: the shape it was generated for, what guards it and, for a
     function with a partition ladder, the twin's layout it names (sync_ladder.py)."""
-    return "dbops.partitioning sync; shape=%s; ddl=%s%s" % (shape_md5 or "", "event-trigger" if guard else "guarded",
-                                                           "; layout=%s" % layout if layout else "")
+    text = "dbops.partitioning sync; shape=%s; ddl=%s" % (shape_md5 or "", "event-trigger" if guard else "guarded")
+    return text + ("; layout=%s" % layout if layout else "")
 
 
 def guard_installed(session, state_schema, event_trigger=EVENT_TRIGGER):
