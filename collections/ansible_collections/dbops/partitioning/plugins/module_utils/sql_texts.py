@@ -2172,6 +2172,7 @@ TEXTS = {
         '    ever runs the outdated fast body, and the common path pays nothing for the guard.\n'
         '    Context: state_schema, row_trigger, event_trigger (name), create_event_trigger (absent),\n'
         '    suffixes: list of (fast suffix, guarded suffix). #}\n'
+        '{% from "sync/guarded_twin.sql.j2" import join_guarded_twin with context %}\n'
         'CREATE OR REPLACE FUNCTION {{ (state_schema, "ddl_guard")|ident }}() RETURNS event_trigger\n'
         'LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS\n'
         '$dbops_guard$\n'
@@ -2185,12 +2186,7 @@ TEXTS = {
         ' 0\n'
         '          JOIN pg_proc p ON p.oid = tg.tgfoid\n'
         '          JOIN pg_namespace n ON n.oid = p.pronamespace\n'
-        '          JOIN pg_proc g ON g.pronamespace = p.pronamespace AND g.pronargs = 0\n'
-        '                        AND g.proname = left(p.proname, -5) || CASE right(p.proname, 5)\n'
-        '{% for fast, guarded in suffixes %}\n'
-        '                                                                  WHEN {{ fast|lit }} THEN {{ guarded|lit }}\n'
-        '{% endfor %}\n'
-        '                                                                  END\n'
+        '          {{ join_guarded_twin(suffixes) }}\n'
         "         WHERE d.classid = 'pg_class'::regclass AND d.command_tag = 'ALTER TABLE'\n"
         '           AND p.prosrc IS DISTINCT FROM g.prosrc\n'
         "           AND pg_catalog.obj_description(p.oid, 'pg_proc') IS DISTINCT FROM\n"
@@ -2210,6 +2206,20 @@ TEXTS = {
         'ALTER EVENT TRIGGER {{ event_trigger|ident }} ENABLE ALWAYS;\n'
         '{% endif %}\n'
     ),
+    'sync/guarded_twin': (
+        '{#- The guarded twin of a sync function (module_utils/sync.py GUARDED): its name with the suffix\n'
+        '    swapped, in its schema. A join for the DDL and layout guards, which swap a fast body for it:\n'
+        '    join_guarded_twin(suffixes) joins pg_proc g to the function pg_proc p.\n'
+        '    Imported with context (the quoting filters need the connection). #}\n'
+        '{% macro join_guarded_twin(suffixes) %}\n'
+        'JOIN pg_proc g ON g.pronamespace = p.pronamespace AND g.pronargs = 0\n'
+        '                        AND g.proname = left(p.proname, -5) || CASE right(p.proname, 5)\n'
+        '{% for fast, guarded in suffixes %}\n'
+        '                                                                  WHEN {{ fast|lit }} THEN {{ guarded|lit }}\n'
+        '{% endfor %}\n'
+        '                                                                  END\n'
+        '{%- endmacro %}\n'
+    ),
     'sync/layout_guard': (
         '{#- The layout guard (docs/design.md, "The sync triggers"; module_utils/sync_ladder.py), beside the\n'
         '    DDL guard and with the same privilege. A fast forward sync function with a partition ladder writes\n'
@@ -2224,6 +2234,7 @@ TEXTS = {
         '    nothing the ladder names: its rows take the routed statement.\n'
         '    Context: state_schema, row_trigger, event_trigger (name), create_event_trigger (absent),\n'
         '    suffixes: list of (fast suffix, guarded suffix). #}\n'
+        '{% from "sync/guarded_twin.sql.j2" import join_guarded_twin with context %}\n'
         "{#- sync_layout(twin, partitions): '<structure md5>:<grants md5>'. The structure: each partition's\n"
         '    name, schema, kind, attachment to the twin and row security (a bound changes only by a detach,\n'
         "    which is refused first); the grants: the twin's and each partition's table and column grants. #}\n"
@@ -2274,12 +2285,7 @@ TEXTS = {
         '          FROM pg_trigger tg\n'
         '          JOIN pg_proc p ON p.oid = tg.tgfoid\n'
         '          JOIN pg_namespace n ON n.oid = p.pronamespace\n'
-        '          JOIN pg_proc g ON g.pronamespace = p.pronamespace AND g.pronargs = 0\n'
-        '                        AND g.proname = left(p.proname, -5) || CASE right(p.proname, 5)\n'
-        '{% for fast, guarded in suffixes %}\n'
-        '                                                                  WHEN {{ fast|lit }} THEN {{ guarded|lit }}\n'
-        '{% endfor %}\n'
-        '                                                                  END\n'
+        '          {{ join_guarded_twin(suffixes) }}\n'
         "          CROSS JOIN LATERAL (SELECT m, m[1]::oid AS twin, string_to_array(m[4], ',')::oid[] AS parts\n"
         "                                FROM regexp_match(obj_description(p.oid, 'pg_proc'),\n"
         "                                                  'layout=([0-9]+):([0-9a-f]+):([0-9a-f]+):([0-9,]*)') AS m) A"

@@ -12,6 +12,7 @@ import psycopg2.errors
 import pytest
 
 from ..helpers.phase3_setup import COLS, SPEC, STATE, make_verified, role_name, run
+from ..helpers.switchover import one as _q
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync_ladder
 from ansible_collections.dbops.partitioning.plugins.module_utils.db import Session
@@ -39,12 +40,12 @@ EDGE_WRITES = [
 ]
 
 
-def _q(conn, text, args=None):
-    cur = conn.cursor()
-    cur.execute(text, args)
-    out = cur.fetchall() if cur.description else None
-    cur.close()
-    return out
+def _admin(pg, db, rows):
+    """public.revenues at 'verified' (helpers/phase3_setup.py), and the superuser's connection."""
+    make_verified(pg, db, rows=rows)
+    admin = pg.connect(db)
+    admin.autocommit = True
+    return admin
 
 
 def _body(conn, name):
@@ -75,6 +76,17 @@ def _app(pg, db):
     app.autocommit = True
     run(app, "GRANT USAGE ON SEQUENCE public.revenues_id_seq TO %s" % role_name(db), "SET ROLE %s" % role_name(db))
     return app
+
+
+def _march_writes_keep_the_twin_equal(pg, db):
+    """The application inserts and updates rows of March 2025 (the partition the DDL of the tests
+    below aims at); none fails, and the twin stays equal to the original."""
+    app = _app(pg, db)
+    run(app, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES ('2025-03-10 12:00+00', 'eu', 9)",
+        "UPDATE public.revenues SET amount = amount + 1 WHERE occurred_at >= '2025-03-01 00:00+00' "
+        "AND occurred_at < '2025-04-01 00:00+00'")
+    _in_step(app)
+    app.close()
 
 
 def test_the_fast_sync_writes_each_row_to_its_partition_and_keeps_the_twin_equal(pg, db):
@@ -110,38 +122,26 @@ REFUSED_DDL = {
 
 @pytest.mark.parametrize("case", sorted(REFUSED_DDL))
 def test_ddl_that_removes_a_partition_the_ladder_names_is_refused_and_changes_nothing(pg, db, case):
-    make_verified(pg, db, rows=300)
-    admin = pg.connect(db)
-    admin.autocommit = True
+    admin = _admin(pg, db, 300)
     before = _body(admin, FAST)
     with pytest.raises(psycopg2.errors.ObjectInUse) as err:
         run(admin, REFUSED_DDL[case])
     assert "public.revenues" in str(err.value) and "after the switchover" in str(err.value)
     assert _body(admin, FAST) == before
-    app = _app(pg, db)
-    run(app, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES ('2025-03-10 12:00+00', 'eu', 9)",
-        "UPDATE public.revenues SET amount = amount + 1 WHERE occurred_at >= '2025-03-01 00:00+00' "
-        "AND occurred_at < '2025-04-01 00:00+00'")
-    _in_step(app)
-    app.close()
+    _march_writes_keep_the_twin_equal(pg, db)
     admin.close()
 
 
 def test_a_partition_changed_while_the_guard_was_off_is_routed_at_the_next_ddl_not_refused_forever(pg, db):
     """A superuser who disabled the layout guard and renamed a partition: the next DDL anywhere (here
     a column of another table) is not refused for it; it swaps in the routed body."""
-    make_verified(pg, db, rows=100)
-    admin = pg.connect(db)
-    admin.autocommit = True
+    admin = _admin(pg, db, 100)
     run(admin, "ALTER EVENT TRIGGER %s DISABLE" % sync_ladder.LAYOUT_EVENT_TRIGGER,
         "ALTER TABLE public.revenues_2025_03 RENAME TO revenues_march",
         "ALTER EVENT TRIGGER %s ENABLE ALWAYS" % sync_ladder.LAYOUT_EVENT_TRIGGER,
         "CREATE TABLE public.other (id int)", "ALTER TABLE public.other ADD COLUMN note text")
     assert _body(admin, FAST) == _body(admin, ROUTED)
-    app = _app(pg, db)
-    run(app, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES ('2025-03-10 12:00+00', 'eu', 9)")
-    _in_step(app)
-    app.close()
+    _march_writes_keep_the_twin_equal(pg, db)
     admin.close()
 
 
@@ -157,19 +157,12 @@ SWAPPING_DDL = {
 
 @pytest.mark.parametrize("case", sorted(SWAPPING_DDL))
 def test_a_change_of_grants_swaps_in_the_routed_body_at_once(pg, db, case):
-    make_verified(pg, db, rows=300)
-    admin = pg.connect(db)
-    admin.autocommit = True
+    admin = _admin(pg, db, 300)
     assert _has_ladder(admin)
     ddl, undo = SWAPPING_DDL[case]
     run(admin, ddl.format(role=role_name(db)))
     assert _body(admin, FAST) == _body(admin, ROUTED)       # in the DDL's own transaction
-    app = _app(pg, db)
-    run(app, "INSERT INTO public.revenues (occurred_at, region, amount) VALUES ('2025-03-10 12:00+00', 'eu', 9)",
-        "UPDATE public.revenues SET amount = amount + 1 WHERE occurred_at >= '2025-03-01 00:00+00' "
-        "AND occurred_at < '2025-04-01 00:00+00'")
-    _in_step(app)
-    app.close()
+    _march_writes_keep_the_twin_equal(pg, db)
     run(admin, undo.format(role=role_name(db)))
     _phase1_again(pg, db)
     assert _has_ladder(admin) and _body(admin, FAST) != _body(admin, ROUTED)
@@ -188,9 +181,7 @@ ADDING_DDL = {
 
 @pytest.mark.parametrize("case", sorted(ADDING_DDL))
 def test_a_partition_added_since_takes_the_routed_statement_and_the_ladder_stays(pg, db, case):
-    make_verified(pg, db, rows=100)
-    admin = pg.connect(db)
-    admin.autocommit = True
+    admin = _admin(pg, db, 100)
     before = _body(admin, FAST)
     run(admin, ADDING_DDL[case], "GRANT SELECT, INSERT, UPDATE, DELETE ON public.revenues_old_times TO %s"
         % role_name(db))
@@ -209,9 +200,7 @@ def _leaves(node):
 
 
 def test_a_partition_the_application_may_not_write_directly_is_left_to_routing(pg, db):
-    make_verified(pg, db, rows=100)
-    admin = pg.connect(db)
-    admin.autocommit = True
+    admin = _admin(pg, db, 100)
     session = Session(admin)
     assert "revenues_2025_03" in _leaves(sync_ladder.rungs(session, TWIN)["tree"])
     for closed in ("REVOKE UPDATE ON public.revenues_2025_03 FROM %s" % role_name(db),
