@@ -11,7 +11,7 @@ again); a partition added since takes the routed statement and the ladder stays.
 import psycopg2.errors
 import pytest
 
-from ..helpers.phase3_setup import COLS, SPEC, STATE, make_verified, role_name, run
+from ..helpers.phase3_setup import COLS, NOW, SPEC, STATE, make_verified, role_name, run
 from ..helpers.switchover import one as _q
 
 from ansible_collections.dbops.partitioning.plugins.module_utils import sync_ladder
@@ -19,8 +19,6 @@ from ansible_collections.dbops.partitioning.plugins.module_utils.db import Sessi
 from ansible_collections.dbops.partitioning.plugins.module_utils.prepare.prepare_table import prepare_table
 from ansible_collections.dbops.partitioning.plugins.module_utils.spec import normalize_spec
 from ansible_collections.dbops.partitioning.plugins.module_utils.sql_templates import SqlTemplates
-
-from .test_sync_ddl import NOW
 
 FAST, ROUTED = "public__revenues__fwd", "public__revenues__fwg"
 TWIN = ("public", "revenues_partitioned")
@@ -71,7 +69,8 @@ def _phase1_again(pg, db):
 
 
 def _app(pg, db):
-    """The application's connection, as its own role (it holds the original's grants, not the twin's)."""
+    """The application's connection, as its own role: phase 1 gave it the original's grants on the twin
+    and on every partition, which it now writes directly."""
     app = pg.connect(db)
     app.autocommit = True
     run(app, "GRANT USAGE ON SEQUENCE public.revenues_id_seq TO %s" % role_name(db), "SET ROLE %s" % role_name(db))
