@@ -2269,17 +2269,19 @@ TEXTS = {
         'DECLARE\n'
         '    t record;\n'
         '    touched oid[];\n'
+        '    layout text;\n'
         'BEGIN\n'
-        '    -- the tables and schemas this command altered (a DROP lists none here: a partition gone is its doing)\n'
+        '    -- the tables and schemas this command altered (a DROP, a GRANT or a REVOKE lists none here)\n'
         '    SELECT array_agg(d.objid) INTO touched FROM pg_event_trigger_ddl_commands() AS d\n'
         "     WHERE d.classid IN ('pg_class'::regclass, 'pg_namespace'::regclass);\n"
         '    FOR t IN\n'
         '        SELECT n.nspname AS fn_schema, p.proname AS fn_name, g.prosrc AS guarded, tg.tgrelid::regclass::text A'
         'S src,\n'
         '               l.twin, l.twin::regclass::text AS twin_name, l.parts, l.m[2] AS structure, l.m[3] AS grants,\n'
-        "               split_part(now.layout, ':', 1) AS structure_now, split_part(now.layout, ':', 2) AS grants_now,\n"
-        '               (SELECT array_agg(c.relnamespace) FROM pg_class c WHERE c.oid = l.twin OR c.oid = ANY (l.parts)'
-        ') AS schemas,\n'
+        '               coalesce(l.twin = ANY (touched) OR l.parts && touched\n'
+        '                        OR EXISTS (SELECT FROM pg_class c WHERE (c.oid = l.twin OR c.oid = ANY (l.parts))\n'
+        '                                                            AND c.relnamespace = ANY (touched)), false) AS tou'
+        'ched,\n'
         '               (SELECT count(*) FROM pg_class c WHERE c.oid = l.twin OR c.oid = ANY (l.parts))\n'
         '                   < cardinality(l.parts) + 1 AS gone\n'
         '          FROM pg_trigger tg\n'
@@ -2290,14 +2292,15 @@ TEXTS = {
         "                                FROM regexp_match(obj_description(p.oid, 'pg_proc'),\n"
         "                                                  'layout=([0-9]+):([0-9a-f]+):([0-9a-f]+):([0-9,]*)') AS m) A"
         'S l\n'
-        '          CROSS JOIN LATERAL (SELECT {{ (state_schema, "sync_layout")|ident }}(l.twin, l.parts) AS layout) AS '
-        'now\n'
         '         WHERE tg.tgname = {{ row_trigger|lit }} AND tg.tgparentid = 0 AND l.m IS NOT NULL\n'
         '           AND p.prosrc IS DISTINCT FROM g.prosrc\n'
         '    LOOP\n'
-        '        IF t.structure IS DISTINCT FROM t.structure_now\n'
-        '           AND (t.twin = ANY (touched) OR t.parts && touched OR t.schemas && touched\n'
-        "                OR (TG_TAG LIKE 'DROP %' AND t.gone)) THEN\n"
+        '        -- an ALTER that touched none of these relations cannot have changed them: not compared (the\n'
+        "        -- DDL of another table's switchover runs under its lock and pays nothing for this one)\n"
+        "        CONTINUE WHEN NOT t.touched AND TG_TAG IN ('ALTER TABLE', 'ALTER SCHEMA');\n"
+        '        layout := {{ (state_schema, "sync_layout")|ident }}(t.twin, t.parts);\n'
+        "        IF split_part(layout, ':', 1) IS DISTINCT FROM t.structure AND (t.touched OR (TG_TAG LIKE 'DROP %' AND"
+        ' t.gone)) THEN\n'
         '            -- this command dropped, detached, renamed or moved a partition the ladder names, or gave\n'
         '            -- it row security: a write in flight, its sync function already running, would meet it\n'
         '            -- so and fail, or land outside the twin. Refused, rather than fail that write.\n'
@@ -2306,7 +2309,7 @@ TEXTS = {
         "                USING ERRCODE = 'object_in_use',\n"
         "                      HINT = 'Drop, detach, rename or move a partition of the twin, or enable row security on "
         "one, after the switchover or a rollback; a partition added meanwhile is written through the twin.';\n"
-        '        ELSIF t.structure IS DISTINCT FROM t.structure_now OR t.grants IS DISTINCT FROM t.grants_now THEN\n'
+        "        ELSIF layout IS DISTINCT FROM t.structure || ':' || t.grants THEN\n"
         '            -- grants changed (or the partitions changed earlier, unwatched): every write routed from now on\n'
         "            EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I() RETURNS trigger LANGUAGE plpgsql AS "
         "%L',\n"
