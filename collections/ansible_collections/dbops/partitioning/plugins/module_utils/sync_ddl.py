@@ -88,8 +88,8 @@ def comment_text(shape_md5, guard, layout=None):
     return text + ("; layout=%s" % layout if layout else "")
 
 
-def guard_installed(session, state_schema, event_trigger=EVENT_TRIGGER):
-    return bool(session.query(GUARD_SQL, (event_trigger, state_schema, GUARDS[event_trigger][1][-1])))
+def guard_installed(session, state_schema):
+    return bool(session.query(GUARD_SQL, (EVENT_TRIGGER, state_schema, GUARDS[EVENT_TRIGGER][1][-1])))
 
 
 def ensure_guard(session, templates, state_schema, row_trigger, suffixes, event_trigger=EVENT_TRIGGER):
